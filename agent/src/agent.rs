@@ -1,0 +1,109 @@
+//! Start-up and shutdown of the agent daemon: check the data dir, verify and
+//! load the models, open the store, bind SIP, then tell systemd we are ready.
+
+use crate::call::CallCtx;
+use crate::config::Config;
+use crate::inference::Pool;
+use crate::sip::{self, ActiveCalls};
+use crate::store::Store;
+use crate::{Error, notify};
+use handlet_models::manifest::ModelPaths;
+use handlet_models::stt::Stt;
+use handlet_models::vad;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+/// Make sure `dir` exists and is writable, with an error that says which.
+pub fn check_data_dir(dir: &Path) -> Result<(), Error> {
+    std::fs::create_dir_all(dir)
+        .map_err(|e| Error::DataDir(format!("cannot create {}: {e}", dir.display())))?;
+    let probe = dir.join(".write-test");
+    std::fs::write(&probe, b"ok").map_err(|e| {
+        Error::DataDir(format!(
+            "{} is not writable: {e}; set data_dir in your config or fix its permissions",
+            dir.display()
+        ))
+    })?;
+    let _ = std::fs::remove_file(probe);
+    Ok(())
+}
+
+/// Verify model files and load ONNX Runtime and whisper.
+pub fn load_models(cfg: &Config) -> Result<(ModelPaths, Stt), Error> {
+    let paths = ModelPaths::verify(&cfg.models_dir)?;
+    vad::init_runtime(&paths.onnxruntime)?;
+    // Load the VAD once now so a broken model fails at start, not on the first call.
+    vad::Vad::load(&paths.silero_vad)?;
+    let stt = Stt::load(&paths.whisper)?;
+    Ok((paths, stt))
+}
+
+/// Run the agent until SIGINT/SIGTERM.
+pub async fn run(cfg: Config) -> Result<(), Error> {
+    let t0 = Instant::now();
+    check_data_dir(&cfg.data_dir)?;
+    let (models, stt) = tokio::task::block_in_place(|| load_models(&cfg))?;
+    let pool = Pool::start(&stt, cfg.transcription.workers, cfg.transcription.queue)?;
+    let store = Store::open(&cfg.database_path())?;
+    let cancel = CancellationToken::new();
+    let server = sip::bind(&cfg, cancel.clone()).await?;
+
+    for (t, addr) in &server.listen {
+        println!(
+            "handlet: SIP listening on {addr} ({})",
+            t.to_string().to_lowercase()
+        );
+    }
+    println!(
+        "handlet: data in {}, models from {}",
+        cfg.data_dir.display(),
+        cfg.models_dir.display()
+    );
+    let target = format!("sip:{}@{}:{}", cfg.sip.user, cfg.sip.bind, cfg.sip.port);
+    println!("handlet: place a test call with `handlet call --wav FILE.wav --to {target}`");
+    println!("handlet: ready in {:.1} s", t0.elapsed().as_secs_f32());
+    tracing::info!(startup_ms = t0.elapsed().as_millis() as u64, "agent ready");
+
+    let ctx = Arc::new(CallCtx {
+        cfg,
+        store: store.clone(),
+        pool,
+        models,
+        active: Arc::new(ActiveCalls::default()),
+    });
+    notify::ready("answering calls");
+    if let Some(every) = notify::watchdog_interval() {
+        tokio::spawn(async move {
+            let mut t = tokio::time::interval(every);
+            loop {
+                t.tick().await;
+                notify::watchdog();
+            }
+        });
+    }
+
+    let shutdown = cancel.clone();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        shutdown.cancel();
+    });
+    sip::serve(server, ctx.clone(), cancel).await?;
+    notify::stopping();
+    tracing::info!(active_calls = ctx.active.len(), "shutting down");
+    store.flush();
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {},
+        _ = term.recv() => {},
+    }
+}

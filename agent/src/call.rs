@@ -1,0 +1,232 @@
+//! One inbound call: answer the INVITE with an SDP answer, run the caller's
+//! audio leg into its listener, and record the call from start to end.
+
+use crate::config::Config;
+use crate::inference::Pool;
+use crate::listener::{self, Msg};
+use crate::media::{self, leg, sdp};
+use crate::pii::Pii;
+use crate::sip::ActiveCalls;
+use crate::store::{NewCall, Store};
+use handlet_models::endpoint::EndpointConfig;
+use handlet_models::manifest::ModelPaths;
+use rsipstack::dialog::dialog::DialogStateSender;
+use rsipstack::dialog::dialog_layer::DialogLayer;
+use rsipstack::sip::{Header, HeadersExt, StatusCode, Transport};
+use rsipstack::transaction::transaction::Transaction;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio_util::sync::CancellationToken;
+
+/// What every call needs from the agent.
+pub struct CallCtx {
+    pub cfg: Config,
+    pub store: Store,
+    pub pool: Pool,
+    pub models: ModelPaths,
+    pub active: Arc<ActiveCalls>,
+}
+
+/// How a dialog's end reaches its call task.
+#[derive(Clone)]
+pub struct Ending {
+    cancel: CancellationToken,
+    reason: Arc<Mutex<Option<&'static str>>>,
+}
+
+impl Ending {
+    fn new() -> Self {
+        Ending {
+            cancel: CancellationToken::new(),
+            reason: Arc::new(Mutex::new(None)),
+        }
+    }
+    pub fn end(&self, why: &'static str) {
+        self.reason.lock().expect("poisoned").get_or_insert(why);
+        self.cancel.cancel();
+    }
+    fn reason(&self) -> &'static str {
+        self.reason.lock().expect("poisoned").unwrap_or("ended")
+    }
+}
+
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+fn new_call_id() -> String {
+    format!(
+        "{:016x}{:016x}",
+        rand::random::<u64>(),
+        rand::random::<u64>()
+    )
+}
+
+pub async fn inbound(
+    ctx: Arc<CallCtx>,
+    dialogs: Arc<DialogLayer>,
+    state_tx: DialogStateSender,
+    contact: Option<rsipstack::sip::Uri>,
+    transport: Transport,
+    mut tx: Transaction,
+) {
+    let started = now_ms();
+    let from = tx
+        .original
+        .from_header()
+        .ok()
+        .and_then(|h| h.uri().ok())
+        .map(|u| u.to_string())
+        .unwrap_or_default();
+    let to = tx
+        .original
+        .to_header()
+        .ok()
+        .and_then(|h| h.uri().ok())
+        .map(|u| u.to_string())
+        .unwrap_or_default();
+    let sip_call_id = tx
+        .original
+        .call_id_header()
+        .map(|h| h.value().to_string())
+        .unwrap_or_default();
+
+    // The offer decides whether we can take the call at all.
+    let offer = String::from_utf8_lossy(tx.original.body()).to_string();
+    let remote = match sdp::AudioDescription::parse(&offer) {
+        Ok(d) => d,
+        Err(e) => {
+            tracing::info!(from = %Pii(&from), error = %e, "rejecting INVITE: unusable SDP offer");
+            let _ = tx.reply(StatusCode::NotAcceptableHere).await;
+            return;
+        }
+    };
+    let (pt, codec) = match remote.choose() {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::info!(from = %Pii(&from), error = %e, "rejecting INVITE");
+            let _ = tx.reply(StatusCode::NotAcceptableHere).await;
+            return;
+        }
+    };
+    let m = &ctx.cfg.media;
+    let socket = match media::bind_rtp(m.rtp_address, m.rtp_port_min, m.rtp_port_max).await {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "rejecting INVITE");
+            let _ = tx.reply(StatusCode::ServiceUnavailable).await;
+            return;
+        }
+    };
+    let local = match socket.local_addr() {
+        Ok(a) => a,
+        Err(_) => return,
+    };
+
+    let mut server = match dialogs.get_or_create_server_invite(&tx, state_tx, None, contact) {
+        Ok(d) => d,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot create dialog");
+            let _ = tx.reply(StatusCode::ServerInternalError).await;
+            return;
+        }
+    };
+    let call_id = new_call_id();
+    let ending = Ending::new();
+    ctx.active.insert(server.id(), ending.clone());
+
+    let listener = match listener::start(
+        call_id.clone(),
+        "caller",
+        &ctx.models.silero_vad,
+        endpoint_config(&ctx.cfg),
+        ctx.pool.clone(),
+        ctx.store.clone(),
+    ) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start transcription for call; rejecting");
+            ctx.active.remove(&server.id());
+            let _ = server.reject(Some(StatusCode::ServiceUnavailable), None);
+            let _ = server.handle(&mut tx).await;
+            return;
+        }
+    };
+
+    let te = remote.telephone_event.map(|_| sdp::TELEPHONE_EVENT_PT);
+    let answer = sdp::write(local, rand::random::<u32>() as u64, &[(pt, codec)], te);
+    let headers = vec![Header::ContentType("application/sdp".into())];
+    if let Err(e) = server.accept(Some(headers), Some(answer.into_bytes())) {
+        tracing::warn!(error = %e, "answering failed");
+        ctx.active.remove(&server.id());
+        let _ = listener.tx.send(Msg::End);
+        return;
+    }
+    let answered = now_ms();
+    ctx.store.insert_call(NewCall {
+        id: call_id.clone(),
+        sip_call_id,
+        direction: "inbound",
+        from_uri: from.clone(),
+        to_uri: to,
+        transport: transport.to_string().to_lowercase(),
+        codec: Some(codec.name().into()),
+        started_at_ms: started,
+        answered_at_ms: Some(answered),
+    });
+    tracing::info!(call = %call_id, from = %Pii(&from), codec = codec.name(), transport = %transport, "call answered");
+
+    // The INVITE transaction runs until ACK (or CANCEL) on its own task.
+    let mut server_for_tx = server.clone();
+    tokio::spawn(async move {
+        let _ = server_for_tx.handle(&mut tx).await;
+    });
+
+    let leg_cfg = leg::LegConfig {
+        codec,
+        payload_type: pt,
+        remote: remote.remote,
+        reorder_depth: m.reorder_depth,
+        timeout: Duration::from_secs(m.rtp_timeout_secs),
+    };
+    let (end, stats) = leg::run(socket, leg_cfg, listener.tx.clone(), ending.cancel.clone()).await;
+    if end != leg::LegEnd::Cancelled {
+        // We end the call: no audio for too long, or the socket failed.
+        ending.end(if end == leg::LegEnd::Timeout {
+            "no audio (RTP timeout)"
+        } else {
+            "media error"
+        });
+        let _ = server.bye().await;
+    }
+    ctx.active.remove(&server.id());
+    let _ = listener.tx.send(Msg::End);
+    let ended = now_ms();
+    ctx.store.end_call(&call_id, ended, ending.reason());
+    tracing::info!(
+        call = %call_id,
+        reason = ending.reason(),
+        duration_ms = ended - answered,
+        packets = stats.packets,
+        lost = stats.lost,
+        late = stats.late,
+        malformed = stats.malformed,
+        dropped_frames = stats.dropped_frames,
+        "call ended"
+    );
+}
+
+pub fn endpoint_config(cfg: &Config) -> EndpointConfig {
+    let t = &cfg.transcription;
+    EndpointConfig {
+        start_threshold: t.vad_start_threshold,
+        stop_threshold: t.vad_stop_threshold,
+        min_silence_ms: t.min_silence_ms,
+        min_speech_ms: t.min_speech_ms,
+        pad_ms: 200,
+        max_utterance_ms: t.max_utterance_ms,
+    }
+}

@@ -1,0 +1,167 @@
+//! `handlet call`: a small SIP user agent that calls the agent, plays a WAV as
+//! the caller's voice over PCMU, hangs up, and reads back the transcript the
+//! agent stored.
+
+use crate::Error;
+use crate::media::{self, rtp, sdp};
+use crate::store::{Reader, SegmentRow};
+use handlet_dsp::g711::Law;
+use handlet_dsp::resample::Resampler;
+use rsipstack::EndpointBuilder;
+use rsipstack::dialog::dialog_layer::DialogLayer;
+use rsipstack::dialog::invitation::InviteOption;
+use rsipstack::transport::TransportLayer;
+use rsipstack::transport::udp::UdpConnection;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+pub struct CallOptions<'a> {
+    pub wav: &'a Path,
+    pub to: String,
+    /// Where the agent's database is, to read the transcript back.
+    pub database: Option<&'a Path>,
+    pub wait: Duration,
+}
+
+pub struct CallOutcome {
+    pub sip_call_id: String,
+    pub call_id: Option<String>,
+    pub segments: Vec<SegmentRow>,
+}
+
+fn target_ip(uri: &str) -> IpAddr {
+    uri.split('@')
+        .nth(1)
+        .or_else(|| uri.strip_prefix("sip:"))
+        .and_then(|h| h.split([':', ';', '>']).next())
+        .and_then(|h| h.parse().ok())
+        .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST))
+}
+
+pub async fn place_call(opts: CallOptions<'_>) -> Result<CallOutcome, Error> {
+    let audio = handlet_dsp::wav::read(opts.wav)?;
+    let pcm8k = Resampler::clip(&audio.samples, audio.rate, 8000)?;
+    let remote_ip = target_ip(&opts.to);
+    let local_ip = if remote_ip.is_loopback() {
+        remote_ip
+    } else {
+        IpAddr::V4(Ipv4Addr::UNSPECIFIED)
+    };
+
+    let cancel = CancellationToken::new();
+    let layer = TransportLayer::new(cancel.clone());
+    let conn = UdpConnection::create_connection(
+        SocketAddr::new(local_ip, 0),
+        None,
+        Some(cancel.child_token()),
+    )
+    .await?;
+    let sip_local = conn.get_addr().clone();
+    layer.add_transport(conn.into());
+    let endpoint = EndpointBuilder::new()
+        .with_cancel_token(cancel.clone())
+        .with_transport_layer(layer)
+        .build();
+    let ep = endpoint.inner.clone();
+    let serve = tokio::spawn(async move { ep.serve().await });
+    let dialogs = Arc::new(DialogLayer::new(endpoint.inner.clone()));
+    let (state_tx, _state_rx) = dialogs.new_dialog_state_channel();
+
+    let rtp_sock = media::bind_rtp(local_ip, 30000, 39999).await?;
+    let rtp_local = rtp_sock
+        .local_addr()
+        .map_err(|e| Error::Io(e.to_string()))?;
+    let offer = sdp::write(
+        rtp_local,
+        1,
+        &[(0, sdp::Codec::Pcmu), (8, sdp::Codec::Pcma)],
+        Some(sdp::TELEPHONE_EVENT_PT),
+    );
+    let me = format!("sip:handlet-cli@{}", sip_local.addr);
+    let parse_uri = |s: &str| {
+        rsipstack::sip::Uri::try_from(s).map_err(|e| Error::Call(format!("bad SIP URI {s}: {e}")))
+    };
+    let opt = InviteOption {
+        caller: parse_uri(&me)?,
+        callee: parse_uri(&opts.to)?,
+        contact: parse_uri(&me)?,
+        content_type: Some("application/sdp".into()),
+        offer: Some(offer.into_bytes()),
+        ..Default::default()
+    };
+    let (dialog, resp) =
+        tokio::time::timeout(Duration::from_secs(15), dialogs.do_invite(opt, state_tx))
+            .await
+            .map_err(|_| Error::Call(format!("no answer from {} within 15 s", opts.to)))??;
+    let resp = resp.ok_or_else(|| Error::Call("INVITE got no final response".into()))?;
+    if resp.status_code.kind() != rsipstack::sip::StatusCodeKind::Successful {
+        return Err(Error::Call(format!("call refused: {}", resp.status_code)));
+    }
+    let sip_call_id = dialog.id().call_id.clone();
+    let answer = sdp::AudioDescription::parse(&String::from_utf8_lossy(resp.body()))
+        .map_err(|e| Error::Call(format!("agent's SDP answer: {e}")))?;
+    let (pt, codec) = answer.choose().map_err(|e| Error::Call(e.to_string()))?;
+    let law = if codec == sdp::Codec::Pcma {
+        Law::A
+    } else {
+        Law::Mu
+    };
+
+    // Send the WAV, 20 ms per packet, then half a second of silence.
+    let mut samples: Vec<i16> = pcm8k.iter().map(|&s| handlet_dsp::wav::to_i16(s)).collect();
+    samples.resize(samples.len().div_ceil(160) * 160 + 4000, 0);
+    let mut tick = tokio::time::interval(Duration::from_millis(20));
+    let mut pkt = Vec::with_capacity(172);
+    let mut payload = [0u8; 160];
+    let ssrc: u32 = rand::random();
+    for (i, frame) in samples.chunks(160).enumerate() {
+        tick.tick().await;
+        law.encode_into(frame, &mut payload);
+        let h = rtp::Header {
+            marker: i == 0,
+            payload_type: pt,
+            sequence: i as u16,
+            timestamp: (i * 160) as u32,
+            ssrc,
+        };
+        rtp::write(&h, &payload, &mut pkt);
+        rtp_sock
+            .send_to(&pkt, answer.remote)
+            .await
+            .map_err(|e| Error::Io(format!("sending RTP: {e}")))?;
+    }
+    dialog.bye().await?;
+
+    let mut outcome = CallOutcome {
+        sip_call_id: sip_call_id.clone(),
+        call_id: None,
+        segments: Vec::new(),
+    };
+    if let Some(db) = opts.database {
+        let deadline = tokio::time::Instant::now() + opts.wait;
+        loop {
+            if let Ok(r) = Reader::open(db)
+                && let Some(id) = r.call_by_sip_id(&sip_call_id)?
+                && let Some(call) = r.call(&id)?
+                && call.transcript_complete
+            {
+                outcome.segments = r.segments(&id)?;
+                outcome.call_id = Some(id);
+                break;
+            }
+            if tokio::time::Instant::now() > deadline {
+                return Err(Error::Call(format!(
+                    "the agent did not finish the transcript within {} s",
+                    opts.wait.as_secs()
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    cancel.cancel();
+    serve.abort();
+    Ok(outcome)
+}

@@ -1,0 +1,167 @@
+//! The tokio side of one audio leg: receive RTP, reorder, decode, resample to
+//! 16 kHz and hand 20 ms frames to the listener thread without ever blocking;
+//! send 20 ms of silence back every 20 ms so the peer's NAT and jitter buffer
+//! stay happy.
+
+use super::rtp;
+use super::sdp::Codec;
+use crate::listener::Msg;
+use handlet_dsp::g711::Law;
+use handlet_dsp::jitter::{Out, ReorderBuffer};
+use handlet_dsp::resample::Resampler;
+use std::net::SocketAddr;
+use std::sync::mpsc::{SyncSender, TrySendError};
+use std::time::Duration;
+use tokio::net::UdpSocket;
+use tokio_util::sync::CancellationToken;
+
+const FRAME_8K: usize = 160;
+
+#[derive(Debug, Default, Clone, Copy)]
+pub struct LegStats {
+    pub packets: u64,
+    pub malformed: u64,
+    pub other_payload: u64,
+    pub lost: u64,
+    pub late: u64,
+    pub dropped_frames: u64,
+}
+
+/// Why the leg stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LegEnd {
+    Cancelled,
+    Timeout,
+    SocketError,
+}
+
+pub struct LegConfig {
+    pub codec: Codec,
+    pub payload_type: u8,
+    pub remote: SocketAddr,
+    pub reorder_depth: usize,
+    pub timeout: Duration,
+}
+
+fn law(c: Codec) -> Law {
+    match c {
+        Codec::Pcmu => Law::Mu,
+        Codec::Pcma => Law::A,
+    }
+}
+
+/// Run until cancelled or RTP stops arriving.
+pub async fn run(
+    socket: UdpSocket,
+    cfg: LegConfig,
+    listener: SyncSender<Msg>,
+    cancel: CancellationToken,
+) -> (LegEnd, LegStats) {
+    let law = law(cfg.codec);
+    let mut stats = LegStats::default();
+    let mut reorder = ReorderBuffer::new(cfg.reorder_depth, 1500);
+    let mut resampler = match Resampler::new(8000, 16000, FRAME_8K) {
+        Ok(r) => r,
+        Err(_) => return (LegEnd::SocketError, stats),
+    };
+    let mut remote = cfg.remote;
+    let mut buf = vec![0u8; 2048];
+    let mut pcm = [0i16; FRAME_8K];
+    let mut f32s = [0f32; FRAME_8K];
+    let mut last_frame = [0f32; FRAME_8K];
+    let mut out16: Vec<f32> = Vec::with_capacity(FRAME_8K * 4);
+    let mut tick = tokio::time::interval(Duration::from_millis(20));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut send_buf = Vec::with_capacity(12 + FRAME_8K);
+    let silence = [law.silence_byte(); FRAME_8K];
+    let ssrc: u32 = rand::random();
+    let mut seq: u16 = rand::random();
+    let mut ts: u32 = rand::random();
+    let mut last_rx = tokio::time::Instant::now();
+
+    let end = loop {
+        tokio::select! {
+            _ = cancel.cancelled() => break LegEnd::Cancelled,
+            _ = tick.tick() => {
+                if last_rx.elapsed() > cfg.timeout {
+                    break LegEnd::Timeout;
+                }
+                rtp::write(&rtp::Header { marker: false, payload_type: cfg.payload_type, sequence: seq, timestamp: ts, ssrc }, &silence, &mut send_buf);
+                seq = seq.wrapping_add(1);
+                ts = ts.wrapping_add(FRAME_8K as u32);
+                let _ = socket.send_to(&send_buf, remote).await;
+            }
+            r = socket.recv_from(&mut buf) => {
+                let (n, from) = match r {
+                    Ok(x) => x,
+                    // ICMP port unreachable from a peer that has not opened its port yet.
+                    Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => continue,
+                    Err(_) => break LegEnd::SocketError,
+                };
+                let Ok((h, payload)) = rtp::parse(&buf[..n]) else {
+                    stats.malformed += 1;
+                    continue;
+                };
+                if h.payload_type != cfg.payload_type {
+                    stats.other_payload += 1; // telephone-event, comfort noise: not audio
+                    continue;
+                }
+                last_rx = tokio::time::Instant::now();
+                // Symmetric RTP: answer to where the audio really comes from.
+                remote = from;
+                stats.packets += 1;
+                reorder.push(h.sequence, h.timestamp, payload);
+                while let Some(o) = reorder.pop() {
+                    let n = match o {
+                        Out::Packet { payload, .. } => {
+                            let n = law.decode_into(&payload[..payload.len().min(FRAME_8K)], &mut pcm);
+                            for (d, s) in f32s.iter_mut().zip(&pcm[..n]) {
+                                *d = *s as f32 / 32768.0;
+                            }
+                            last_frame[..n].copy_from_slice(&f32s[..n]);
+                            n
+                        }
+                        Out::Lost { .. } => {
+                            // Simple concealment: the last frame, attenuated.
+                            for (d, s) in f32s.iter_mut().zip(&last_frame) {
+                                *d = s * 0.5;
+                            }
+                            last_frame = f32s;
+                            FRAME_8K
+                        }
+                    };
+                    out16.clear();
+                    if resampler.process(&f32s[..n], &mut out16).is_err() {
+                        continue;
+                    }
+                    if !out16.is_empty() {
+                        match listener.try_send(Msg::Audio(out16.clone())) {
+                            Ok(()) => {}
+                            Err(TrySendError::Full(_)) => stats.dropped_frames += 1,
+                            Err(TrySendError::Disconnected(_)) => {}
+                        }
+                    }
+                }
+            }
+        }
+    };
+    // Whatever is still held back is played out now.
+    while let Some(o) = reorder.drain() {
+        if let Out::Packet { payload, .. } = o {
+            let n = law.decode_into(&payload[..payload.len().min(FRAME_8K)], &mut pcm);
+            let frame: Vec<f32> = pcm[..n].iter().map(|s| *s as f32 / 32768.0).collect();
+            out16.clear();
+            if resampler.process(&frame, &mut out16).is_ok() && !out16.is_empty() {
+                let _ = listener.try_send(Msg::Audio(out16.clone()));
+            }
+        }
+    }
+    out16.clear();
+    if resampler.flush(&mut out16).is_ok() && !out16.is_empty() {
+        let _ = listener.try_send(Msg::Audio(out16.clone()));
+    }
+    let rs = reorder.stats();
+    stats.lost = rs.lost;
+    stats.late = rs.late;
+    (end, stats)
+}

@@ -1,0 +1,270 @@
+//! Just enough SDP (RFC 4566 / 3264) for audio offer/answer: parse the peer's
+//! offer or answer, choose a codec, and write ours. Peer input never panics.
+
+use std::net::{IpAddr, SocketAddr};
+
+/// Audio codecs the agent speaks, in order of preference.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Codec {
+    Pcmu,
+    Pcma,
+}
+
+impl Codec {
+    pub fn name(self) -> &'static str {
+        match self {
+            Codec::Pcmu => "PCMU",
+            Codec::Pcma => "PCMA",
+        }
+    }
+    pub fn static_pt(self) -> u8 {
+        match self {
+            Codec::Pcmu => 0,
+            Codec::Pcma => 8,
+        }
+    }
+    pub fn rate(self) -> u32 {
+        8000
+    }
+    fn from_name(name: &str) -> Option<Codec> {
+        match name.to_ascii_uppercase().as_str() {
+            "PCMU" => Some(Codec::Pcmu),
+            "PCMA" => Some(Codec::Pcma),
+            _ => None,
+        }
+    }
+}
+
+/// Payload type we offer for RFC 4733 telephone-event.
+pub const TELEPHONE_EVENT_PT: u8 = 101;
+
+/// The audio part of a peer's session description.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AudioDescription {
+    /// Where to send RTP.
+    pub remote: SocketAddr,
+    /// Payload types in the m= line, in the peer's order.
+    pub payload_types: Vec<u8>,
+    /// (payload type, encoding name, clock rate) from a=rtpmap.
+    pub rtpmap: Vec<(u8, String, u32)>,
+    /// Peer's telephone-event payload type, if offered.
+    pub telephone_event: Option<u8>,
+    pub ptime_ms: Option<u32>,
+}
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum SdpError {
+    #[error("SDP has no audio media line")]
+    NoAudio,
+    #[error("SDP has no usable connection address")]
+    NoAddress,
+    #[error("SDP line {0} is malformed")]
+    Malformed(usize),
+    #[error("no common codec (we speak PCMU and PCMA)")]
+    NoCommonCodec,
+}
+
+impl AudioDescription {
+    pub fn parse(text: &str) -> Result<Self, SdpError> {
+        let mut session_addr: Option<IpAddr> = None;
+        let mut media_addr: Option<IpAddr> = None;
+        let mut in_audio = false;
+        let mut seen_audio = false;
+        let mut port = None;
+        let mut pts = Vec::new();
+        let mut rtpmap = Vec::new();
+        let mut ptime = None;
+        for (i, raw) in text.lines().enumerate() {
+            let line = raw.trim_end_matches('\r');
+            let Some((kind, value)) = line.split_once('=') else {
+                if line.trim().is_empty() {
+                    continue;
+                }
+                return Err(SdpError::Malformed(i + 1));
+            };
+            match kind {
+                "m" => {
+                    in_audio = false;
+                    let mut parts = value.split_whitespace();
+                    if parts.next() == Some("audio") && !seen_audio {
+                        let p: u16 = parts
+                            .next()
+                            .and_then(|p| p.split('/').next()?.parse().ok())
+                            .ok_or(SdpError::Malformed(i + 1))?;
+                        let _proto = parts.next().ok_or(SdpError::Malformed(i + 1))?;
+                        pts = parts
+                            .filter_map(|p| p.parse::<u8>().ok())
+                            .filter(|p| *p < 128)
+                            .collect();
+                        port = Some(p);
+                        in_audio = true;
+                        seen_audio = true;
+                    }
+                }
+                "c" => {
+                    // c=IN IP4 192.0.2.1
+                    let addr = value
+                        .split_whitespace()
+                        .nth(2)
+                        .and_then(|a| a.split('/').next()?.parse::<IpAddr>().ok());
+                    if in_audio {
+                        media_addr = addr.or(media_addr);
+                    } else if !seen_audio {
+                        session_addr = addr;
+                    }
+                }
+                "a" if in_audio => {
+                    if let Some(v) = value.strip_prefix("rtpmap:") {
+                        let mut it = v.splitn(2, ' ');
+                        let pt = it.next().and_then(|p| p.trim().parse::<u8>().ok());
+                        let enc = it.next().unwrap_or("");
+                        let mut e = enc.split('/');
+                        let name = e.next().unwrap_or("").to_string();
+                        let rate = e.next().and_then(|r| r.parse::<u32>().ok()).unwrap_or(0);
+                        if let Some(pt) = pt {
+                            rtpmap.push((pt, name, rate));
+                        }
+                    } else if let Some(v) = value.strip_prefix("ptime:") {
+                        ptime = v.trim().parse().ok();
+                    }
+                }
+                _ => {}
+            }
+        }
+        let port = port.ok_or(SdpError::NoAudio)?;
+        let ip = media_addr.or(session_addr).ok_or(SdpError::NoAddress)?;
+        let telephone_event = rtpmap
+            .iter()
+            .find(|(pt, name, rate)| {
+                name.eq_ignore_ascii_case("telephone-event") && *rate == 8000 && pts.contains(pt)
+            })
+            .map(|(pt, _, _)| *pt);
+        Ok(AudioDescription {
+            remote: SocketAddr::new(ip, port),
+            payload_types: pts,
+            rtpmap,
+            telephone_event,
+            ptime_ms: ptime,
+        })
+    }
+
+    /// The codec for a payload type, by rtpmap or static assignment.
+    pub fn codec_of(&self, pt: u8) -> Option<Codec> {
+        if let Some((_, name, rate)) = self.rtpmap.iter().find(|(p, _, _)| *p == pt) {
+            return Codec::from_name(name).filter(|_| *rate == 8000);
+        }
+        match pt {
+            0 => Some(Codec::Pcmu),
+            8 => Some(Codec::Pcma),
+            _ => None,
+        }
+    }
+
+    /// First payload type in the peer's order that we support (RFC 3264 §6.1).
+    pub fn choose(&self) -> Result<(u8, Codec), SdpError> {
+        self.payload_types
+            .iter()
+            .find_map(|&pt| self.codec_of(pt).map(|c| (pt, c)))
+            .ok_or(SdpError::NoCommonCodec)
+    }
+}
+
+/// Our session description, as an answer (one codec) or an offer (several).
+pub fn write(
+    local: SocketAddr,
+    session_id: u64,
+    codecs: &[(u8, Codec)],
+    telephone_event: Option<u8>,
+) -> String {
+    let ip_kind = if local.is_ipv4() { "IP4" } else { "IP6" };
+    let ip = local.ip();
+    let mut pts: Vec<String> = codecs.iter().map(|(pt, _)| pt.to_string()).collect();
+    if let Some(te) = telephone_event {
+        pts.push(te.to_string());
+    }
+    let mut s = format!(
+        "v=0\r\no=handlet {session_id} {session_id} IN {ip_kind} {ip}\r\ns=handlet\r\nc=IN {ip_kind} {ip}\r\nt=0 0\r\nm=audio {} RTP/AVP {}\r\n",
+        local.port(),
+        pts.join(" ")
+    );
+    for (pt, c) in codecs {
+        s.push_str(&format!("a=rtpmap:{pt} {}/{}\r\n", c.name(), c.rate()));
+    }
+    if let Some(te) = telephone_event {
+        s.push_str(&format!(
+            "a=rtpmap:{te} telephone-event/8000\r\na=fmtp:{te} 0-16\r\n"
+        ));
+    }
+    s.push_str("a=ptime:20\r\na=sendrecv\r\n");
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BARESIP: &str = "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 10000 RTP/AVP 9 0 8 101\r\na=rtpmap:9 G722/8000\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:8 PCMA/8000\r\na=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-15\r\na=ptime:20\r\na=sendrecv\r\n";
+
+    #[test]
+    fn parses_a_typical_offer() {
+        let d = AudioDescription::parse(BARESIP).unwrap();
+        assert_eq!(d.remote, "127.0.0.1:10000".parse().unwrap());
+        assert_eq!(d.payload_types, vec![9, 0, 8, 101]);
+        assert_eq!(d.telephone_event, Some(101));
+        assert_eq!(d.choose().unwrap(), (0, Codec::Pcmu));
+    }
+
+    #[test]
+    fn follows_the_peers_preference() {
+        let d =
+            AudioDescription::parse(&BARESIP.replace("RTP/AVP 9 0 8 101", "RTP/AVP 8 0")).unwrap();
+        assert_eq!(d.choose().unwrap(), (8, Codec::Pcma));
+    }
+
+    #[test]
+    fn media_level_address_wins() {
+        let s = BARESIP.replace("a=ptime:20", "c=IN IP4 10.0.0.9\r\na=ptime:20");
+        assert_eq!(
+            AudioDescription::parse(&s).unwrap().remote.ip().to_string(),
+            "10.0.0.9"
+        );
+    }
+
+    #[test]
+    fn no_common_codec_is_an_error() {
+        let d =
+            AudioDescription::parse(&BARESIP.replace("RTP/AVP 9 0 8 101", "RTP/AVP 9")).unwrap();
+        assert_eq!(d.choose(), Err(SdpError::NoCommonCodec));
+    }
+
+    #[test]
+    fn our_answer_parses_back() {
+        let s = write(
+            "127.0.0.1:20000".parse().unwrap(),
+            7,
+            &[(0, Codec::Pcmu)],
+            Some(101),
+        );
+        let d = AudioDescription::parse(&s).unwrap();
+        assert_eq!(d.choose().unwrap(), (0, Codec::Pcmu));
+        assert_eq!(d.telephone_event, Some(101));
+    }
+
+    #[test]
+    fn garbage_never_panics() {
+        let mut x: u64 = 7;
+        let alphabet = b"vmcat=IN IP4 audio RTP/AVP 0 8 101 rtpmap:/\r\n. 1234567890";
+        for _ in 0..20_000 {
+            let len = (x % 200) as usize;
+            let s: String = (0..len)
+                .map(|_| {
+                    x = x
+                        .wrapping_mul(6364136223846793005)
+                        .wrapping_add(1442695040888963407);
+                    alphabet[(x >> 33) as usize % alphabet.len()] as char
+                })
+                .collect();
+            let _ = AudioDescription::parse(&s);
+        }
+    }
+}

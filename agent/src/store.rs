@@ -1,0 +1,363 @@
+//! SQLite storage: versioned migrations, one writer thread owning the write
+//! connection (WAL), readers on their own connections.
+
+use crate::Error;
+use rusqlite::{Connection, OptionalExtension, params};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+
+/// Migrations in order; `PRAGMA user_version` records how many have run.
+const MIGRATIONS: &[&str] = &[
+    // 1: calls and their transcript segments.
+    "CREATE TABLE calls (
+        id TEXT PRIMARY KEY,
+        sip_call_id TEXT NOT NULL,
+        direction TEXT NOT NULL,
+        from_uri TEXT NOT NULL,
+        to_uri TEXT NOT NULL,
+        transport TEXT NOT NULL,
+        codec TEXT,
+        started_at_ms INTEGER NOT NULL,
+        answered_at_ms INTEGER,
+        ended_at_ms INTEGER,
+        duration_ms INTEGER,
+        end_reason TEXT,
+        transcript_complete INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE TABLE transcript_segments (
+        id INTEGER PRIMARY KEY,
+        call_id TEXT NOT NULL REFERENCES calls(id) ON DELETE CASCADE,
+        channel TEXT NOT NULL,
+        start_ms INTEGER NOT NULL,
+        end_ms INTEGER NOT NULL,
+        text TEXT NOT NULL
+    );
+    CREATE INDEX transcript_segments_call ON transcript_segments(call_id, start_ms);
+    CREATE INDEX calls_started ON calls(started_at_ms);
+    CREATE INDEX calls_sip_call_id ON calls(sip_call_id);",
+];
+
+/// A call as first recorded.
+#[derive(Debug, Clone)]
+pub struct NewCall {
+    pub id: String,
+    pub sip_call_id: String,
+    pub direction: &'static str,
+    pub from_uri: String,
+    pub to_uri: String,
+    pub transport: String,
+    pub codec: Option<String>,
+    pub started_at_ms: i64,
+    pub answered_at_ms: Option<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct SegmentRow {
+    pub channel: String,
+    pub start_ms: i64,
+    pub end_ms: i64,
+    pub text: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct CallRow {
+    pub id: String,
+    pub from_uri: String,
+    pub to_uri: String,
+    pub transport: String,
+    pub codec: Option<String>,
+    pub started_at_ms: i64,
+    pub ended_at_ms: Option<i64>,
+    pub duration_ms: Option<i64>,
+    pub end_reason: Option<String>,
+    pub transcript_complete: bool,
+}
+
+enum Cmd {
+    InsertCall(NewCall),
+    EndCall {
+        id: String,
+        ended_at_ms: i64,
+        reason: String,
+    },
+    Segment {
+        call_id: String,
+        seg: SegmentRow,
+    },
+    TranscriptComplete {
+        id: String,
+    },
+    Flush(mpsc::Sender<()>),
+}
+
+/// Handle to the writer thread; cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    tx: mpsc::Sender<Cmd>,
+    path: PathBuf,
+}
+
+/// Open (creating and migrating) the database at `path`.
+pub fn open_connection(path: &Path) -> Result<Connection, Error> {
+    let conn =
+        Connection::open(path).map_err(|e| Error::Store(format!("{}: {e}", path.display())))?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    Ok(conn)
+}
+
+fn migrate(conn: &mut Connection) -> Result<(), Error> {
+    let version: usize =
+        conn.pragma_query_value(None, "user_version", |r| r.get::<_, i64>(0))? as usize;
+    if version > MIGRATIONS.len() {
+        return Err(Error::Store(format!(
+            "database schema version {version} is newer than this build knows ({}); upgrade handlet",
+            MIGRATIONS.len()
+        )));
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(version) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+        tx.commit()?;
+    }
+    Ok(())
+}
+
+impl Store {
+    /// Open the database, run migrations, and start the writer thread.
+    pub fn open(path: &Path) -> Result<Store, Error> {
+        let mut conn = open_connection(path)?;
+        migrate(&mut conn)?;
+        let (tx, rx) = mpsc::channel::<Cmd>();
+        std::thread::Builder::new()
+            .name("store-writer".into())
+            .spawn(move || writer(conn, rx))
+            .map_err(|e| Error::Store(e.to_string()))?;
+        Ok(Store {
+            tx,
+            path: path.to_owned(),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn send(&self, c: Cmd) {
+        // The writer lives as long as the process; a send can only fail at exit.
+        let _ = self.tx.send(c);
+    }
+
+    pub fn insert_call(&self, c: NewCall) {
+        self.send(Cmd::InsertCall(c));
+    }
+
+    pub fn end_call(&self, id: &str, ended_at_ms: i64, reason: &str) {
+        self.send(Cmd::EndCall {
+            id: id.into(),
+            ended_at_ms,
+            reason: reason.into(),
+        });
+    }
+
+    pub fn add_segment(&self, call_id: &str, seg: SegmentRow) {
+        self.send(Cmd::Segment {
+            call_id: call_id.into(),
+            seg,
+        });
+    }
+
+    pub fn transcript_complete(&self, id: &str) {
+        self.send(Cmd::TranscriptComplete { id: id.into() });
+    }
+
+    /// Wait until everything sent so far is written.
+    pub fn flush(&self) {
+        let (tx, rx) = mpsc::channel();
+        self.send(Cmd::Flush(tx));
+        let _ = rx.recv();
+    }
+}
+
+fn writer(conn: Connection, rx: mpsc::Receiver<Cmd>) {
+    for cmd in rx {
+        let r = apply(&conn, cmd);
+        if let Err(e) = r {
+            tracing::error!(error = %e, "store write failed");
+        }
+    }
+}
+
+fn apply(conn: &Connection, cmd: Cmd) -> Result<(), rusqlite::Error> {
+    match cmd {
+        Cmd::InsertCall(c) => {
+            conn.execute(
+                "INSERT INTO calls (id, sip_call_id, direction, from_uri, to_uri, transport, codec, started_at_ms, answered_at_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                params![c.id, c.sip_call_id, c.direction, c.from_uri, c.to_uri, c.transport, c.codec, c.started_at_ms, c.answered_at_ms],
+            )?;
+        }
+        Cmd::EndCall {
+            id,
+            ended_at_ms,
+            reason,
+        } => {
+            conn.execute(
+                "UPDATE calls SET ended_at_ms = ?2, duration_ms = ?2 - COALESCE(answered_at_ms, started_at_ms), end_reason = ?3
+                 WHERE id = ?1 AND ended_at_ms IS NULL",
+                params![id, ended_at_ms, reason],
+            )?;
+        }
+        Cmd::Segment { call_id, seg } => {
+            conn.execute(
+                "INSERT INTO transcript_segments (call_id, channel, start_ms, end_ms, text) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![call_id, seg.channel, seg.start_ms, seg.end_ms, seg.text],
+            )?;
+        }
+        Cmd::TranscriptComplete { id } => {
+            conn.execute(
+                "UPDATE calls SET transcript_complete = 1 WHERE id = ?1",
+                params![id],
+            )?;
+        }
+        Cmd::Flush(done) => {
+            let _ = done.send(());
+        }
+    }
+    Ok(())
+}
+
+/// Read-side queries, on a connection of their own.
+pub struct Reader {
+    conn: Connection,
+}
+
+impl Reader {
+    pub fn open(path: &Path) -> Result<Reader, Error> {
+        if !path.exists() {
+            return Err(Error::Store(format!(
+                "no database at {}; has the agent run?",
+                path.display()
+            )));
+        }
+        Ok(Reader {
+            conn: open_connection(path)?,
+        })
+    }
+
+    pub fn call(&self, id: &str) -> Result<Option<CallRow>, Error> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT id, from_uri, to_uri, transport, codec, started_at_ms, ended_at_ms, duration_ms, end_reason, transcript_complete
+                 FROM calls WHERE id = ?1",
+                params![id],
+                |r| {
+                    Ok(CallRow {
+                        id: r.get(0)?,
+                        from_uri: r.get(1)?,
+                        to_uri: r.get(2)?,
+                        transport: r.get(3)?,
+                        codec: r.get(4)?,
+                        started_at_ms: r.get(5)?,
+                        ended_at_ms: r.get(6)?,
+                        duration_ms: r.get(7)?,
+                        end_reason: r.get(8)?,
+                        transcript_complete: r.get::<_, i64>(9)? != 0,
+                    })
+                },
+            )
+            .optional()?)
+    }
+
+    /// The call recorded for a SIP Call-ID, if any.
+    pub fn call_by_sip_id(&self, sip_call_id: &str) -> Result<Option<String>, Error> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT id FROM calls WHERE sip_call_id = ?1 ORDER BY started_at_ms DESC LIMIT 1",
+                params![sip_call_id],
+                |r| r.get(0),
+            )
+            .optional()?)
+    }
+
+    /// Ids of the most recent calls, newest first.
+    pub fn recent_calls(&self, limit: usize) -> Result<Vec<String>, Error> {
+        let mut st = self
+            .conn
+            .prepare("SELECT id FROM calls ORDER BY started_at_ms DESC LIMIT ?1")?;
+        let ids = st
+            .query_map(params![limit as i64], |r| r.get(0))?
+            .collect::<Result<Vec<String>, _>>()?;
+        Ok(ids)
+    }
+
+    pub fn segments(&self, call_id: &str) -> Result<Vec<SegmentRow>, Error> {
+        let mut st = self.conn.prepare(
+            "SELECT channel, start_ms, end_ms, text FROM transcript_segments WHERE call_id = ?1 ORDER BY start_ms, id",
+        )?;
+        let rows = st
+            .query_map(params![call_id], |r| {
+                Ok(SegmentRow {
+                    channel: r.get(0)?,
+                    start_ms: r.get(1)?,
+                    end_ms: r.get(2)?,
+                    text: r.get(3)?,
+                })
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn writes_reads_and_migrates_once() {
+        let dir = std::env::temp_dir().join(format!("handlet-store-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("t.sqlite");
+        std::fs::remove_file(&path).ok();
+        let s = Store::open(&path).unwrap();
+        s.insert_call(NewCall {
+            id: "c1".into(),
+            sip_call_id: "abc@host".into(),
+            direction: "inbound",
+            from_uri: "sip:a@x".into(),
+            to_uri: "sip:b@y".into(),
+            transport: "udp".into(),
+            codec: Some("PCMU".into()),
+            started_at_ms: 1000,
+            answered_at_ms: Some(1100),
+        });
+        s.add_segment(
+            "c1",
+            SegmentRow {
+                channel: "caller".into(),
+                start_ms: 0,
+                end_ms: 900,
+                text: "hello".into(),
+            },
+        );
+        s.end_call("c1", 5100, "caller hung up");
+        s.end_call("c1", 9999, "ignored: already ended");
+        s.transcript_complete("c1");
+        s.flush();
+        let r = Reader::open(&path).unwrap();
+        let c = r.call("c1").unwrap().unwrap();
+        assert_eq!(c.duration_ms, Some(4000));
+        assert_eq!(c.end_reason.as_deref(), Some("caller hung up"));
+        assert!(c.transcript_complete);
+        assert_eq!(r.segments("c1").unwrap()[0].text, "hello");
+        drop(s);
+        // Re-opening runs no migration twice.
+        let _again = Store::open(&path).unwrap();
+        std::fs::remove_dir_all(&dir).ok();
+    }
+}

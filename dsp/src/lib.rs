@@ -1,0 +1,20 @@
+//! Pure audio for Handlet Edge: codecs, resampling, jitter buffering, WAV I/O.
+//! No I/O beyond WAV files, no async, no allocation per frame on the hot path.
+#![forbid(unsafe_code)]
+
+pub mod g711;
+pub mod jitter;
+pub mod resample;
+pub mod wav;
+
+/// Errors from the dsp crate.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    #[error("resampler: {0}")]
+    Resample(String),
+    #[error("unsupported audio: {0}")]
+    Unsupported(String),
+    #[error("wav: {0}")]
+    Wav(#[from] hound::Error),
+}

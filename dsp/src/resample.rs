@@ -1,0 +1,166 @@
+//! Streaming mono resampler to and from the 16 kHz the speech models use,
+//! on rubato's synchronous FFT resampler. Buffers are allocated once.
+
+use crate::Error;
+use rubato::audioadapter_buffers::direct::InterleavedSlice;
+use rubato::{Fft, FixedSync, Indexing, Resampler as _};
+
+pub struct Resampler {
+    inner: Option<Fft<f32>>,
+    pending: Vec<f32>,
+    out: Vec<f32>,
+    chunk: usize,
+    delay_left: usize,
+}
+
+impl Resampler {
+    /// `chunk`: input frames per processing block (e.g. 20 ms at the input rate).
+    pub fn new(from_hz: u32, to_hz: u32, chunk: usize) -> Result<Self, Error> {
+        let inner = if from_hz == to_hz {
+            None
+        } else {
+            Some(
+                Fft::<f32>::new(from_hz as usize, to_hz as usize, chunk, 1, FixedSync::Input)
+                    .map_err(|e| Error::Resample(e.to_string()))?,
+            )
+        };
+        let max_out = inner
+            .as_ref()
+            .map(|r| r.output_frames_max())
+            .unwrap_or(chunk);
+        let delay_left = inner.as_ref().map(|r| r.output_delay()).unwrap_or(0);
+        Ok(Resampler {
+            inner,
+            pending: Vec::with_capacity(chunk * 2),
+            out: vec![0.0; max_out],
+            chunk,
+            delay_left,
+        })
+    }
+
+    /// Added latency, in output frames.
+    pub fn delay_frames(&self) -> usize {
+        self.inner.as_ref().map(|r| r.output_delay()).unwrap_or(0)
+    }
+
+    /// Feed samples; resampled output is appended to `out`. The resampler's
+    /// leading delay is trimmed so output lines up with input.
+    pub fn process(&mut self, input: &[f32], out: &mut Vec<f32>) -> Result<(), Error> {
+        let Some(r) = self.inner.as_mut() else {
+            out.extend_from_slice(input);
+            return Ok(());
+        };
+        self.pending.extend_from_slice(input);
+        let mut offset = 0;
+        while self.pending.len() - offset >= self.chunk {
+            let inp =
+                InterleavedSlice::new(&self.pending[offset..offset + self.chunk], 1, self.chunk)
+                    .map_err(|e| Error::Resample(e.to_string()))?;
+            let cap = self.out.len();
+            let mut o = InterleavedSlice::new_mut(&mut self.out[..], 1, cap)
+                .map_err(|e| Error::Resample(e.to_string()))?;
+            let (used, made) = r
+                .process_into_buffer(&inp, &mut o, None)
+                .map_err(|e| Error::Resample(e.to_string()))?;
+            offset += used;
+            let skip = self.delay_left.min(made);
+            self.delay_left -= skip;
+            out.extend_from_slice(&self.out[skip..made]);
+        }
+        self.pending.drain(..offset);
+        Ok(())
+    }
+
+    /// Flush what is buffered (end of stream), padding with silence.
+    pub fn flush(&mut self, out: &mut Vec<f32>) -> Result<(), Error> {
+        let Some(r) = self.inner.as_ref() else {
+            return Ok(());
+        };
+        let ratio = r.output_frames_max() as f64 / self.chunk as f64;
+        let want = ((self.pending.len() as f64) * ratio).round() as usize + out.len();
+        let delay = self.delay_frames();
+        let pad = self.chunk + delay * self.chunk / r.output_frames_max().max(1) + self.chunk;
+        let zeros = vec![0.0; pad];
+        let before = out.len();
+        self.process(&zeros, out)?;
+        out.truncate(want.max(before));
+        Ok(())
+    }
+
+    /// Resample a whole clip.
+    pub fn clip(samples: &[f32], from_hz: u32, to_hz: u32) -> Result<Vec<f32>, Error> {
+        if from_hz == to_hz {
+            return Ok(samples.to_vec());
+        }
+        let mut r = Fft::<f32>::new(from_hz as usize, to_hz as usize, 1024, 1, FixedSync::Input)
+            .map_err(|e| Error::Resample(e.to_string()))?;
+        let mut out = vec![0.0; r.process_all_needed_output_len(samples.len())];
+        let inp = InterleavedSlice::new(samples, 1, samples.len())
+            .map_err(|e| Error::Resample(e.to_string()))?;
+        let cap = out.len();
+        let mut o = InterleavedSlice::new_mut(&mut out[..], 1, cap)
+            .map_err(|e| Error::Resample(e.to_string()))?;
+        let (_, made) = r
+            .process_all_into_buffer(&inp, &mut o, samples.len(), None)
+            .map_err(|e| Error::Resample(e.to_string()))?;
+        out.truncate(made);
+        let _ = Indexing::default();
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sine(rate: u32, hz: f32, n: usize) -> Vec<f32> {
+        (0..n)
+            .map(|i| (i as f32 * hz * std::f32::consts::TAU / rate as f32).sin() * 0.5)
+            .collect()
+    }
+
+    #[test]
+    fn upsampling_8k_to_16k_keeps_length_and_frequency() {
+        let input = sine(8000, 440.0, 8000);
+        let mut r = Resampler::new(8000, 16000, 160).unwrap();
+        let mut out = Vec::new();
+        for f in input.chunks(160) {
+            r.process(f, &mut out).unwrap();
+        }
+        r.flush(&mut out).unwrap();
+        assert!((out.len() as i64 - 16000).abs() <= 160, "{}", out.len());
+        // Count zero crossings over the steady middle: 440 Hz → 880 per second.
+        let mid = &out[2000..14000];
+        let zc = mid.windows(2).filter(|w| w[0] < 0.0 && w[1] >= 0.0).count();
+        assert!((zc as i64 - 330).abs() <= 3, "{zc}");
+    }
+
+    #[test]
+    fn streaming_output_aligns_with_input() {
+        // An impulse at 100 ms must come out at 100 ms: the delay is trimmed.
+        let mut input = vec![0.0f32; 8000];
+        input[800] = 1.0;
+        let mut r = Resampler::new(8000, 16000, 160).unwrap();
+        let mut out = Vec::new();
+        for f in input.chunks(160) {
+            r.process(f, &mut out).unwrap();
+        }
+        let peak = out
+            .iter()
+            .enumerate()
+            .fold(
+                (0, 0f32),
+                |a, (i, &v)| if v.abs() > a.1 { (i, v.abs()) } else { a },
+            )
+            .0;
+        assert!((peak as i64 - 1600).abs() <= 2, "{peak}");
+    }
+
+    #[test]
+    fn same_rate_is_passthrough() {
+        let mut r = Resampler::new(16000, 16000, 320).unwrap();
+        let mut out = Vec::new();
+        r.process(&[0.25; 320], &mut out).unwrap();
+        assert_eq!(out, vec![0.25; 320]);
+    }
+}

