@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 pub const DEFAULT_TOML: &str = include_str!("default.toml");
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub data_dir: PathBuf,
     pub models_dir: PathBuf,
@@ -20,7 +20,7 @@ pub struct Config {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct Sip {
     pub bind: IpAddr,
     pub port: u16,
@@ -30,7 +30,7 @@ pub struct Sip {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct Media {
     pub rtp_address: IpAddr,
     pub rtp_port_min: u16,
@@ -40,7 +40,7 @@ pub struct Media {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct Transcription {
     pub workers: usize,
     pub queue: usize,
@@ -52,36 +52,92 @@ pub struct Transcription {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct Log {
     pub filter: String,
+}
+
+// Defaults live in code so a file naming only some fields is parsed on its
+// own (errors point at the user's lines); default.toml documents the same
+// values and a test keeps the two equal.
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            data_dir: "./data".into(),
+            models_dir: "./.models".into(),
+            sip: Sip::default(),
+            media: Media::default(),
+            transcription: Transcription::default(),
+            log: Log::default(),
+        }
+    }
+}
+
+impl Default for Sip {
+    fn default() -> Self {
+        Sip {
+            bind: IpAddr::from([127, 0, 0, 1]),
+            port: 5060,
+            udp: true,
+            tcp: true,
+            user: "handlet".into(),
+        }
+    }
+}
+
+impl Default for Media {
+    fn default() -> Self {
+        Media {
+            rtp_address: IpAddr::from([127, 0, 0, 1]),
+            rtp_port_min: 20000,
+            rtp_port_max: 20999,
+            reorder_depth: 3,
+            rtp_timeout_secs: 30,
+        }
+    }
+}
+
+impl Default for Transcription {
+    fn default() -> Self {
+        Transcription {
+            workers: 1,
+            queue: 32,
+            vad_start_threshold: 0.5,
+            vad_stop_threshold: 0.35,
+            min_silence_ms: 600,
+            min_speech_ms: 250,
+            max_utterance_ms: 20000,
+        }
+    }
+}
+
+impl Default for Log {
+    fn default() -> Self {
+        Log {
+            filter: "info,rsipstack=warn,ort=warn,whisper_rs=warn".into(),
+        }
+    }
 }
 
 impl Config {
     /// The embedded default.
     pub fn default_config() -> Config {
-        Self::parse(DEFAULT_TOML, "embedded default").expect("embedded default config is valid")
+        Config::default()
     }
 
-    /// Load: the embedded default, with `path` (if any) laid over it.
+    /// Load: the defaults, with `path` (if any) laid over them.
     pub fn load(path: Option<&Path>) -> Result<Config, Error> {
         let Some(path) = path else {
             return Ok(Self::default_config());
         };
         let text = std::fs::read_to_string(path)
             .map_err(|e| Error::Config(format!("cannot read {}: {e}", path.display())))?;
-        let mut base: toml::Table = toml::from_str(DEFAULT_TOML).expect("embedded default parses");
-        let over: toml::Table = toml::from_str(&text).map_err(|e| {
-            Error::Config(format!("{}: {}", path.display(), one_line(&e.to_string())))
-        })?;
-        merge(&mut base, over);
-        let merged = toml::to_string(&base).map_err(|e| Error::Config(e.to_string()))?;
-        Self::parse(&merged, &path.display().to_string())
+        Self::parse(&text, &path.display().to_string())
     }
 
     fn parse(text: &str, origin: &str) -> Result<Config, Error> {
-        let c: Config = toml::from_str(text)
-            .map_err(|e| Error::Config(format!("{origin}: {}", one_line(&e.to_string()))))?;
+        let c: Config =
+            toml::from_str(text).map_err(|e| Error::Config(describe(text, origin, &e)))?;
         c.validate()
             .map_err(|e| Error::Config(format!("{origin}: {e}")))?;
         Ok(c)
@@ -165,19 +221,23 @@ impl Config {
     }
 }
 
-fn one_line(s: &str) -> String {
-    s.split_whitespace().collect::<Vec<_>>().join(" ")
-}
-
-fn merge(base: &mut toml::Table, over: toml::Table) {
-    for (k, v) in over {
-        match (base.get_mut(&k), v) {
-            (Some(toml::Value::Table(b)), toml::Value::Table(o)) => merge(b, o),
-            (_, v) => {
-                base.insert(k, v);
-            }
-        }
-    }
+/// One line: file, line number, the section and line at fault, and what was expected.
+fn describe(text: &str, origin: &str, e: &toml::de::Error) -> String {
+    let msg = e.message().trim().replace('\n', " ");
+    let Some(span) = e.span() else {
+        return format!("{origin}: {msg}");
+    };
+    let before = &text[..span.start.min(text.len())];
+    let line_no = before.matches('\n').count() + 1;
+    let line = text.lines().nth(line_no - 1).unwrap_or("").trim();
+    let section = before
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| l.starts_with('[') && l.ends_with(']'))
+        .map(|s| format!("{s} "))
+        .unwrap_or_default();
+    format!("{origin} line {line_no} ({section}{line}): {msg}")
 }
 
 #[cfg(test)]
@@ -199,6 +259,7 @@ mod tests {
     #[test]
     fn default_is_valid_and_listens_on_5060() {
         let c = Config::default_config();
+        c.validate().unwrap();
         assert_eq!(c.sip.port, 5060);
         assert!(c.sip.udp && c.sip.tcp);
     }
@@ -232,6 +293,12 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("media.rtp_port_min"), "{e}");
+    }
+
+    #[test]
+    fn embedded_default_file_matches_the_code_defaults() {
+        let from_file: Config = toml::from_str(DEFAULT_TOML).unwrap();
+        assert_eq!(from_file, Config::default());
     }
 
     #[test]

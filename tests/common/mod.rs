@@ -1,0 +1,283 @@
+//! Test harness: the real `handlet` binary started the way a user starts it,
+//! speech made with espeak-ng + sox, and real peers (baresip).
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_handlet"))
+}
+
+pub fn models_dir() -> PathBuf {
+    let d = repo().join(".models");
+    assert!(
+        d.join("ggml-tiny.en.bin").is_file(),
+        "models are not provisioned: run `make models` (make test does)"
+    );
+    d
+}
+
+/// A fresh temporary directory, removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        let p = std::env::temp_dir().join(format!(
+            "handlet-test-{tag}-{}-{}",
+            std::process::id(),
+            rand_u32()
+        ));
+        std::fs::create_dir_all(&p).unwrap();
+        TempDir(p)
+    }
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn rand_u32() -> u32 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos() as u64,
+    );
+    h.finish() as u32
+}
+
+/// A port free on both UDP and TCP loopback.
+pub fn free_port() -> u16 {
+    loop {
+        let tcp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = tcp.local_addr().unwrap().port();
+        if std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
+/// Write a config file for a test agent and return its path.
+pub fn write_config(dir: &Path, port: u16, extra: &str) -> PathBuf {
+    let cfg = format!(
+        "data_dir = {:?}\nmodels_dir = {:?}\n[sip]\nport = {port}\n[media]\nrtp_port_min = 20000\nrtp_port_max = 29999\n{extra}",
+        dir.join("data"),
+        models_dir()
+    );
+    let p = dir.join("handlet.toml");
+    std::fs::write(&p, cfg).unwrap();
+    p
+}
+
+/// A running agent; killed on drop.
+pub struct Agent {
+    pub child: Child,
+    pub port: u16,
+    pub config: PathBuf,
+    pub dir: TempDir,
+    pub stdout: Vec<String>,
+}
+
+impl Agent {
+    pub fn start(tag: &str) -> Agent {
+        let dir = TempDir::new(tag);
+        let port = free_port();
+        let config = write_config(dir.path(), port, "");
+        let mut child = Command::new(bin())
+            .args(["run", "--config"])
+            .arg(&config)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(
+                std::fs::File::create(dir.path().join("agent.log")).unwrap(),
+            ))
+            .spawn()
+            .unwrap();
+        let out = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut stdout = Vec::new();
+        loop {
+            match rx.recv_timeout(Duration::from_secs(60)) {
+                Ok(line) => {
+                    let ready = line.contains("ready in");
+                    stdout.push(line);
+                    if ready {
+                        break;
+                    }
+                }
+                Err(_) => {
+                    let log =
+                        std::fs::read_to_string(dir.path().join("agent.log")).unwrap_or_default();
+                    panic!("agent did not become ready; stdout {stdout:?}; log:\n{log}");
+                }
+            }
+        }
+        Agent {
+            child,
+            port,
+            config,
+            dir,
+            stdout,
+        }
+    }
+
+    pub fn uri(&self) -> String {
+        format!("sip:handlet@127.0.0.1:{}", self.port)
+    }
+
+    pub fn database(&self) -> PathBuf {
+        self.dir.path().join("data").join("handlet.sqlite")
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("agent.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Speech rendered by espeak-ng, resampled by sox to `rate` Hz mono 16-bit,
+/// padded with `lead`/`tail` seconds of silence.
+pub fn speech_wav(dir: &Path, name: &str, text: &str, rate: u32, lead: f32, tail: f32) -> PathBuf {
+    let raw = dir.join(format!("{name}-raw.wav"));
+    let out = dir.join(format!("{name}.wav"));
+    let ok = Command::new("espeak-ng")
+        .args(["-s", "130", "-w"])
+        .arg(&raw)
+        .arg(text)
+        .status()
+        .expect("espeak-ng is installed (make test installs it)");
+    assert!(ok.success());
+    let ok = Command::new("sox")
+        .arg(&raw)
+        .args(["-r", &rate.to_string(), "-c", "1", "-b", "16"])
+        .arg(&out)
+        .args(["pad", &lead.to_string(), &tail.to_string()])
+        .status()
+        .expect("sox is installed (make test installs it)");
+    assert!(ok.success());
+    out
+}
+
+/// Lowercase words without punctuation.
+pub fn words(s: &str) -> Vec<String> {
+    s.to_lowercase()
+        .split(|c: char| !c.is_alphanumeric() && c != '\'')
+        .filter(|w| !w.is_empty())
+        .map(String::from)
+        .collect()
+}
+
+/// Word error rate: word-level edit distance over reference length.
+pub fn wer(reference: &str, hypothesis: &str) -> f64 {
+    let r = words(reference);
+    let h = words(hypothesis);
+    let mut prev: Vec<usize> = (0..=h.len()).collect();
+    for (i, rw) in r.iter().enumerate() {
+        let mut cur = vec![i + 1; h.len() + 1];
+        for (j, hw) in h.iter().enumerate() {
+            cur[j + 1] = (prev[j] + usize::from(rw != hw))
+                .min(prev[j + 1] + 1)
+                .min(cur[j] + 1);
+        }
+        prev = cur;
+    }
+    prev[h.len()] as f64 / r.len().max(1) as f64
+}
+
+/// Rows of the agent's database, read with the SQLite the test links.
+pub struct Db(pub rusqlite::Connection);
+
+impl Db {
+    pub fn open(path: &Path) -> Db {
+        Db(rusqlite::Connection::open(path).unwrap())
+    }
+    /// (id, transport, codec, started, answered, ended, duration, reason, complete)
+    pub fn calls(&self) -> Vec<CallRow> {
+        let mut st = self
+            .0
+            .prepare("SELECT id, transport, codec, started_at_ms, answered_at_ms, ended_at_ms, duration_ms, end_reason, transcript_complete FROM calls ORDER BY started_at_ms")
+            .unwrap();
+        st.query_map([], |r| {
+            Ok(CallRow {
+                id: r.get(0)?,
+                transport: r.get(1)?,
+                codec: r.get(2)?,
+                started: r.get(3)?,
+                answered: r.get(4)?,
+                ended: r.get(5)?,
+                duration: r.get(6)?,
+                reason: r.get(7)?,
+                complete: r.get::<_, i64>(8)? != 0,
+            })
+        })
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
+    }
+    pub fn transcript(&self, call: &str) -> String {
+        let mut st = self
+            .0
+            .prepare("SELECT text FROM transcript_segments WHERE call_id = ?1 ORDER BY start_ms")
+            .unwrap();
+        st.query_map([call], |r| r.get::<_, String>(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+}
+
+#[derive(Debug)]
+pub struct CallRow {
+    pub id: String,
+    pub transport: String,
+    pub codec: Option<String>,
+    pub started: i64,
+    pub answered: Option<i64>,
+    pub ended: Option<i64>,
+    pub duration: Option<i64>,
+    pub reason: Option<String>,
+    pub complete: bool,
+}
+
+/// Wait until `f` returns Some, or panic after `secs`.
+pub fn wait_for<T>(secs: u64, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}

@@ -1,0 +1,181 @@
+//! Real SIP clients call the running agent; the stored call and transcript are checked.
+
+mod common;
+use common::*;
+use std::process::Command;
+
+const UTTERANCE: &str = "Hi, I'd like a quote for fixing a leaking boiler, can you call me back";
+
+/// baresip with a config of its own: plays `wav` as its microphone, dials, and
+/// hangs up at the end of the file.
+fn baresip_call(
+    dir: &std::path::Path,
+    wav: &std::path::Path,
+    target: &str,
+    transport: &str,
+    codec: &str,
+) -> String {
+    // baresip does not exit when the call ends; -t stops it a little after.
+    let quit_after = (wav_secs(wav).ceil() as u64 + 6).to_string();
+    let cfg_dir = dir.join(format!("baresip-{transport}"));
+    std::fs::create_dir_all(&cfg_dir).unwrap();
+    std::fs::write(
+        cfg_dir.join("config"),
+        format!(
+            "poll_method epoll\nsip_listen 127.0.0.1:0\nsip_trans_def {transport}\nnet_interface 127.0.0.1\n\
+             audio_player aufile,{heard}\naudio_source aufile,{wav}\naudio_alert aufile,/dev/null\n\
+             module_path /usr/lib/baresip/modules\nmodule g711.so\nmodule aufile.so\nmodule_app account.so\nmodule_app menu.so\n",
+            heard = cfg_dir.join("heard.wav").display(),
+            wav = wav.display()
+        ),
+    )
+    .unwrap();
+    let tp = if transport == "tcp" {
+        ";transport=tcp"
+    } else {
+        ""
+    };
+    std::fs::write(
+        cfg_dir.join("accounts"),
+        format!("<sip:tester@127.0.0.1{tp}>;regint=0;audio_codecs={codec}\n"),
+    )
+    .unwrap();
+    let out = Command::new("timeout")
+        .args(["60", "baresip", "-f"])
+        .arg(&cfg_dir)
+        .args(["-e", &format!("/dial {target}{tp}"), "-t", &quit_after])
+        .output()
+        .expect("baresip is installed (make test installs it)");
+    String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr)
+}
+
+fn assert_call_transcribed(
+    agent: &Agent,
+    transport: &str,
+    codec: &str,
+    wav_secs: f64,
+    before_ms: i64,
+) {
+    let db = Db::open(&agent.database());
+    let call = wait_for(90, "transcript to complete", || {
+        db.calls()
+            .into_iter()
+            .find(|c| c.transport == transport && c.started >= before_ms && c.complete)
+    });
+    let text = db.transcript(&call.id);
+    let w = words(&text);
+    for key in ["leaking", "boiler", "call"] {
+        assert!(
+            w.iter().any(|x| x == key),
+            "transcript {text:?} lacks {key:?}; log:\n{}",
+            agent.log()
+        );
+    }
+    assert_eq!(call.codec.as_deref(), Some(codec));
+    assert_eq!(call.reason.as_deref(), Some("caller hung up"));
+    let (answered, ended, duration) = (
+        call.answered.unwrap(),
+        call.ended.unwrap(),
+        call.duration.unwrap(),
+    );
+    assert!(call.started <= answered && answered <= ended, "{call:?}");
+    assert_eq!(duration, ended - answered);
+    // The call lasts as long as the WAV baresip played, give or take signalling.
+    let secs = duration as f64 / 1000.0;
+    assert!(
+        (secs - wav_secs).abs() < 2.0,
+        "duration {secs} s for a {wav_secs} s file"
+    );
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+fn wav_secs(p: &std::path::Path) -> f64 {
+    let bytes = std::fs::metadata(p).unwrap().len();
+    (bytes - 44) as f64 / 16000.0 // 8 kHz, 16-bit mono
+}
+
+#[test]
+fn baresip_calls_over_udp_and_tcp_are_transcribed() {
+    let agent = Agent::start("baresip");
+    let wav = speech_wav(agent.dir.path(), "quote", UTTERANCE, 8000, 0.5, 1.5);
+    let secs = wav_secs(&wav);
+
+    let t = now_ms();
+    let log = baresip_call(agent.dir.path(), &wav, &agent.uri(), "udp", "PCMU");
+    assert!(log.contains("Call established"), "baresip UDP:\n{log}");
+    assert_call_transcribed(&agent, "udp", "PCMU", secs, t);
+
+    let t = now_ms();
+    let log = baresip_call(agent.dir.path(), &wav, &agent.uri(), "tcp", "PCMA");
+    assert!(log.contains("Call established"), "baresip TCP:\n{log}");
+    assert_call_transcribed(&agent, "tcp", "PCMA", secs, t);
+
+    // Privacy: the caller's address never reaches the log at info level.
+    assert!(
+        !agent.log().contains("tester@"),
+        "caller URI leaked into the log"
+    );
+}
+
+#[test]
+fn handlet_call_prints_the_stored_transcript() {
+    let agent = Agent::start("cli-call");
+    let wav = speech_wav(agent.dir.path(), "quote16k", UTTERANCE, 16000, 0.3, 1.0);
+    let out = Command::new(bin())
+        .args(["call", "--config"])
+        .arg(&agent.config)
+        .arg("--wav")
+        .arg(&wav)
+        .args(["--wait", "90"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "handlet call failed: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("caller:"), "{stdout}");
+    let w = words(&stdout);
+    assert!(w.iter().any(|x| x == "boiler"), "{stdout}");
+    // What it printed is what the agent stored.
+    let db = Db::open(&agent.database());
+    let calls = db.calls();
+    assert_eq!(calls.len(), 1);
+    assert!(stdout.contains(&db.transcript(&calls[0].id)), "{stdout}");
+}
+
+#[test]
+fn silence_only_call_stores_no_text() {
+    let agent = Agent::start("silence");
+    let wav = agent.dir.path().join("silence.wav");
+    let ok = Command::new("sox")
+        .args(["-n", "-r", "8000", "-c", "1", "-b", "16"])
+        .arg(&wav)
+        .args(["trim", "0", "3"])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    let out = Command::new(bin())
+        .args(["call", "--config"])
+        .arg(&agent.config)
+        .arg("--wav")
+        .arg(&wav)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let db = Db::open(&agent.database());
+    let c = &db.calls()[0];
+    assert!(c.complete);
+    assert_eq!(db.transcript(&c.id), "");
+}
