@@ -179,3 +179,104 @@ fn silence_only_call_stores_no_text() {
     assert!(c.complete);
     assert_eq!(db.transcript(&c.id), "");
 }
+
+#[test]
+fn caller_cancel_while_ringing_is_recorded_as_missed() {
+    let agent = Agent::start_with("cancel", "[sip]\nanswer_after_ms = 5000\n");
+    let sipp_port = free_port().to_string();
+    let scenario = repo().join("tests/sipp/uac_cancel.xml");
+    let out = Command::new("timeout")
+        .args(["30", "sipp", "-sf"])
+        .arg(&scenario)
+        .args([
+            "-s",
+            "handlet",
+            "-m",
+            "1",
+            "-i",
+            "127.0.0.1",
+            "-p",
+            &sipp_port,
+            "-nostdin",
+            "-timeout",
+            "20",
+        ])
+        .arg(format!("127.0.0.1:{}", agent.port))
+        .current_dir(agent.dir.path())
+        .output()
+        .expect("sipp is installed (package sip-tester)");
+    assert!(
+        out.status.success(),
+        "sipp failed:\n{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let db = Db::open(&agent.database());
+    let call = wait_for(10, "missed call row", || {
+        db.calls().into_iter().find(|c| c.ended.is_some())
+    });
+    assert_eq!(call.reason.as_deref(), Some("caller cancelled"));
+    assert_eq!(call.answered, None);
+    assert_eq!(call.duration, Some(0));
+    assert!(call.complete);
+}
+
+#[test]
+fn garbage_and_bad_offers_get_answers_and_hurt_nothing() {
+    let agent = Agent::start("garbage");
+    let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    udp.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .unwrap();
+    let target = ("127.0.0.1", agent.port);
+    // Random datagrams and a truncated request.
+    let mut x: u32 = 99;
+    for _ in 0..200 {
+        let len = (x % 300) as usize;
+        let junk: Vec<u8> = (0..len)
+            .map(|_| {
+                x = x.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                (x >> 24) as u8
+            })
+            .collect();
+        udp.send_to(&junk, target).unwrap();
+    }
+    udp.send_to(
+        b"INVITE sip:handlet@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP",
+        target,
+    )
+    .unwrap();
+    // Garbage on TCP too.
+    {
+        use std::io::Write;
+        let mut tcp = std::net::TcpStream::connect(target).unwrap();
+        let _ = tcp.write_all(b"\x00\x01\x02 NOT SIP AT ALL\r\n\r\n\r\n");
+    }
+    // An INVITE whose SDP has no audio gets 488, not silence.
+    let local = udp.local_addr().unwrap();
+    let sdp = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=video 4000 RTP/AVP 96\r\n";
+    let invite = format!(
+        "INVITE sip:handlet@127.0.0.1:{p} SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch=z9hG4bK-bad1\r\nMax-Forwards: 70\r\n\
+         From: <sip:x@127.0.0.1>;tag=b1\r\nTo: <sip:handlet@127.0.0.1>\r\nCall-ID: bad-sdp-1@127.0.0.1\r\nCSeq: 1 INVITE\r\n\
+         Contact: <sip:x@{local}>\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
+        sdp.len(),
+        p = agent.port
+    );
+    udp.send_to(invite.as_bytes(), target).unwrap();
+    let mut buf = [0u8; 2048];
+    let reply = wait_for(10, "final response to the bad INVITE", || {
+        let n = udp.recv(&mut buf).ok()?;
+        let s = String::from_utf8_lossy(&buf[..n]).to_string();
+        (!s.starts_with("SIP/2.0 100")).then_some(s)
+    });
+    assert!(reply.starts_with("SIP/2.0 488"), "{reply}");
+    // And the agent still answers: sipsak's OPTIONS gets a 200.
+    let ok = Command::new("sipsak")
+        .args(["-s", &format!("sip:handlet@127.0.0.1:{}", agent.port)])
+        .output()
+        .expect("sipsak installed");
+    assert!(
+        ok.status.success(),
+        "sipsak: {}",
+        String::from_utf8_lossy(&ok.stdout)
+    );
+    assert!(agent.log().lines().all(|l| !l.contains("panicked")));
+}

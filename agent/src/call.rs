@@ -126,7 +126,7 @@ pub async fn inbound(
         Err(_) => return,
     };
 
-    let mut server = match dialogs.get_or_create_server_invite(&tx, state_tx, None, contact) {
+    let server = match dialogs.get_or_create_server_invite(&tx, state_tx, None, contact) {
         Ok(d) => d,
         Err(e) => {
             tracing::warn!(error = %e, "cannot create dialog");
@@ -137,6 +137,39 @@ pub async fn inbound(
     let call_id = new_call_id();
     let ending = Ending::new();
     ctx.active.insert(server.id(), ending.clone());
+    ctx.store.insert_call(NewCall {
+        id: call_id.clone(),
+        sip_call_id,
+        direction: "inbound",
+        from_uri: from.clone(),
+        to_uri: to,
+        transport: transport.to_string().to_lowercase(),
+        codec: Some(codec.name().into()),
+        started_at_ms: started,
+        answered_at_ms: None,
+    });
+
+    // The INVITE transaction runs on its own task: it sends 100 Trying, our
+    // 180/200 when we queue them, and turns a CANCEL into the dialog's end.
+    let mut server_for_tx = server.clone();
+    tokio::spawn(async move {
+        let _ = server_for_tx.handle(&mut tx).await;
+    });
+
+    let ring = Duration::from_millis(ctx.cfg.sip.answer_after_ms);
+    if !ring.is_zero() {
+        let _ = server.ringing(None, None);
+        tokio::select! {
+            _ = ending.cancel.cancelled() => {
+                ctx.active.remove(&server.id());
+                ctx.store.end_call(&call_id, now_ms(), ending.reason());
+                ctx.store.transcript_complete(&call_id);
+                tracing::info!(call = %call_id, from = %Pii(&from), reason = ending.reason(), "missed call");
+                return;
+            }
+            _ = tokio::time::sleep(ring) => {}
+        }
+    }
 
     let listener = match listener::start(
         call_id.clone(),
@@ -151,7 +184,7 @@ pub async fn inbound(
             tracing::error!(error = %e, "cannot start transcription for call; rejecting");
             ctx.active.remove(&server.id());
             let _ = server.reject(Some(StatusCode::ServiceUnavailable), None);
-            let _ = server.handle(&mut tx).await;
+            ctx.store.end_call(&call_id, now_ms(), "agent error");
             return;
         }
     };
@@ -163,27 +196,12 @@ pub async fn inbound(
         tracing::warn!(error = %e, "answering failed");
         ctx.active.remove(&server.id());
         let _ = listener.tx.send(Msg::End);
+        ctx.store.end_call(&call_id, now_ms(), ending.reason());
         return;
     }
     let answered = now_ms();
-    ctx.store.insert_call(NewCall {
-        id: call_id.clone(),
-        sip_call_id,
-        direction: "inbound",
-        from_uri: from.clone(),
-        to_uri: to,
-        transport: transport.to_string().to_lowercase(),
-        codec: Some(codec.name().into()),
-        started_at_ms: started,
-        answered_at_ms: Some(answered),
-    });
+    ctx.store.answered(&call_id, answered);
     tracing::info!(call = %call_id, from = %Pii(&from), codec = codec.name(), transport = %transport, "call answered");
-
-    // The INVITE transaction runs until ACK (or CANCEL) on its own task.
-    let mut server_for_tx = server.clone();
-    tokio::spawn(async move {
-        let _ = server_for_tx.handle(&mut tx).await;
-    });
 
     let leg_cfg = leg::LegConfig {
         codec,

@@ -27,6 +27,7 @@ pub struct Sip {
     pub udp: bool,
     pub tcp: bool,
     pub user: String,
+    pub answer_after_ms: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -81,6 +82,7 @@ impl Default for Sip {
             udp: true,
             tcp: true,
             user: "handlet".into(),
+            answer_after_ms: 0,
         }
     }
 }
@@ -176,6 +178,12 @@ impl Config {
             return Err(format!(
                 "sip.user must be letters, digits, '-', '_' or '.', got {:?}",
                 self.sip.user
+            ));
+        }
+        if self.sip.answer_after_ms > 120_000 {
+            return Err(format!(
+                "sip.answer_after_ms must be at most 120000 (2 minutes), got {}",
+                self.sip.answer_after_ms
             ));
         }
         let t = &self.transcription;

@@ -75,6 +75,10 @@ pub struct CallRow {
 
 enum Cmd {
     InsertCall(NewCall),
+    Answered {
+        id: String,
+        at_ms: i64,
+    },
     EndCall {
         id: String,
         ended_at_ms: i64,
@@ -155,6 +159,13 @@ impl Store {
         self.send(Cmd::InsertCall(c));
     }
 
+    pub fn answered(&self, id: &str, at_ms: i64) {
+        self.send(Cmd::Answered {
+            id: id.into(),
+            at_ms,
+        });
+    }
+
     pub fn end_call(&self, id: &str, ended_at_ms: i64, reason: &str) {
         self.send(Cmd::EndCall {
             id: id.into(),
@@ -200,13 +211,20 @@ fn apply(conn: &Connection, cmd: Cmd) -> Result<(), rusqlite::Error> {
                 params![c.id, c.sip_call_id, c.direction, c.from_uri, c.to_uri, c.transport, c.codec, c.started_at_ms, c.answered_at_ms],
             )?;
         }
+        Cmd::Answered { id, at_ms } => {
+            conn.execute(
+                "UPDATE calls SET answered_at_ms = ?2 WHERE id = ?1",
+                params![id, at_ms],
+            )?;
+        }
         Cmd::EndCall {
             id,
             ended_at_ms,
             reason,
         } => {
+            // Duration is talk time: zero for a call never answered.
             conn.execute(
-                "UPDATE calls SET ended_at_ms = ?2, duration_ms = ?2 - COALESCE(answered_at_ms, started_at_ms), end_reason = ?3
+                "UPDATE calls SET ended_at_ms = ?2, duration_ms = COALESCE(?2 - answered_at_ms, 0), end_reason = ?3
                  WHERE id = ?1 AND ended_at_ms IS NULL",
                 params![id, ended_at_ms, reason],
             )?;

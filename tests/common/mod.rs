@@ -73,9 +73,12 @@ pub fn free_port() -> u16 {
 }
 
 /// Write a config file for a test agent and return its path.
+/// `extra` may hold `[sip]` keys; they are merged into the harness's [sip] table.
 pub fn write_config(dir: &Path, port: u16, extra: &str) -> PathBuf {
+    let sip_extra = extra.strip_prefix("[sip]\n").unwrap_or("");
+    let extra = if sip_extra.is_empty() { extra } else { "" };
     let cfg = format!(
-        "data_dir = {:?}\nmodels_dir = {:?}\n[sip]\nport = {port}\n[media]\nrtp_port_min = 20000\nrtp_port_max = 29999\n{extra}",
+        "data_dir = {:?}\nmodels_dir = {:?}\n[sip]\nport = {port}\n{sip_extra}[media]\nrtp_port_min = 20000\nrtp_port_max = 29999\n{extra}",
         dir.join("data"),
         models_dir()
     );
@@ -95,9 +98,14 @@ pub struct Agent {
 
 impl Agent {
     pub fn start(tag: &str) -> Agent {
+        Self::start_with(tag, "")
+    }
+
+    /// Start with extra TOML appended to the test config (after its [media] table).
+    pub fn start_with(tag: &str, extra: &str) -> Agent {
         let dir = TempDir::new(tag);
         let port = free_port();
-        let config = write_config(dir.path(), port, "");
+        let config = write_config(dir.path(), port, extra);
         let mut child = Command::new(bin())
             .args(["run", "--config"])
             .arg(&config)
