@@ -373,6 +373,22 @@ mod tests {
         assert_eq!(c.end_reason.as_deref(), Some("caller hung up"));
         assert!(c.transcript_complete);
         assert_eq!(r.segments("c1").unwrap()[0].text, "hello");
+        // A call never answered has no talk time.
+        s.insert_call(NewCall {
+            id: "c2".into(),
+            sip_call_id: "def@host".into(),
+            direction: "inbound",
+            from_uri: "sip:a@x".into(),
+            to_uri: "sip:b@y".into(),
+            transport: "tcp".into(),
+            codec: None,
+            started_at_ms: 2000,
+            answered_at_ms: None,
+        });
+        s.end_call("c2", 6000, "caller cancelled");
+        s.flush();
+        assert_eq!(r.call("c2").unwrap().unwrap().duration_ms, Some(0));
+        assert_eq!(r.call_by_sip_id("def@host").unwrap().as_deref(), Some("c2"));
         drop(s);
         // Re-opening runs no migration twice.
         let _again = Store::open(&path).unwrap();
