@@ -47,8 +47,8 @@ pub async fn run(cfg: Config) -> Result<(), Error> {
     let (models, stt) = tokio::task::block_in_place(|| load_models(&cfg))?;
     let pool = Pool::start(&stt, cfg.transcription.workers, cfg.transcription.queue)?;
     let store = Store::open(&cfg.database_path())?;
-    let cancel = CancellationToken::new();
-    let server = sip::bind(&cfg, cancel.clone()).await?;
+    let sip_cancel = CancellationToken::new();
+    let server = sip::bind(&cfg, sip_cancel.clone()).await?;
 
     for (t, addr) in &server.listen {
         println!(
@@ -84,14 +84,18 @@ pub async fn run(cfg: Config) -> Result<(), Error> {
         });
     }
 
-    let shutdown = cancel.clone();
-    tokio::spawn(async move {
-        wait_for_signal().await;
-        shutdown.cancel();
-    });
-    sip::serve(server, ctx.clone(), cancel).await?;
+    // Keep the SIP endpoint serving until calls have said goodbye.
+    let serving = tokio::spawn(sip::serve(server, ctx.clone(), sip_cancel.clone()));
+    wait_for_signal().await;
     notify::stopping();
     tracing::info!(active_calls = ctx.active.len(), "shutting down");
+    ctx.active.hang_up_all("agent shutdown");
+    let deadline = Instant::now() + std::time::Duration::from_secs(3);
+    while !ctx.active.is_empty() && Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    sip_cancel.cancel();
+    let _ = serving.await;
     store.flush();
     Ok(())
 }

@@ -14,6 +14,7 @@ use rsipstack::dialog::dialog::DialogStateSender;
 use rsipstack::dialog::dialog_layer::DialogLayer;
 use rsipstack::sip::{Header, HeadersExt, StatusCode, Transport};
 use rsipstack::transaction::transaction::Transaction;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio_util::sync::CancellationToken;
@@ -32,6 +33,8 @@ pub struct CallCtx {
 pub struct Ending {
     cancel: CancellationToken,
     reason: Arc<Mutex<Option<&'static str>>>,
+    /// The agent ends the call (and so must send BYE), not the caller.
+    ours: Arc<AtomicBool>,
 }
 
 impl Ending {
@@ -39,7 +42,15 @@ impl Ending {
         Ending {
             cancel: CancellationToken::new(),
             reason: Arc::new(Mutex::new(None)),
+            ours: Arc::new(AtomicBool::new(false)),
         }
+    }
+    /// The agent hangs up (shutdown, no audio): the call task sends BYE.
+    pub fn hang_up(&self, why: &'static str) {
+        if !self.cancel.is_cancelled() {
+            self.ours.store(true, Ordering::Relaxed);
+        }
+        self.end(why);
     }
     pub fn end(&self, why: &'static str) {
         self.reason.lock().expect("poisoned").get_or_insert(why);
@@ -213,11 +224,13 @@ pub async fn inbound(
     let (end, stats) = leg::run(socket, leg_cfg, listener.tx.clone(), ending.cancel.clone()).await;
     if end != leg::LegEnd::Cancelled {
         // We end the call: no audio for too long, or the socket failed.
-        ending.end(if end == leg::LegEnd::Timeout {
+        ending.hang_up(if end == leg::LegEnd::Timeout {
             "no audio (RTP timeout)"
         } else {
             "media error"
         });
+    }
+    if ending.ours.load(Ordering::Relaxed) {
         let _ = server.bye().await;
     }
     ctx.active.remove(&server.id());

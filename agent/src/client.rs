@@ -68,7 +68,26 @@ pub async fn place_call(opts: CallOptions<'_>) -> Result<CallOutcome, Error> {
     let ep = endpoint.inner.clone();
     let serve = tokio::spawn(async move { ep.serve().await });
     let dialogs = Arc::new(DialogLayer::new(endpoint.inner.clone()));
-    let (state_tx, _state_rx) = dialogs.new_dialog_state_channel();
+    let (state_tx, mut state_rx) = dialogs.new_dialog_state_channel();
+    // Requests from the agent inside our dialog (its BYE, re-INVITE) go to the dialog.
+    let mut incoming = endpoint.incoming_transactions()?;
+    let in_dialogs = dialogs.clone();
+    let requests = tokio::spawn(async move {
+        while let Some(mut tx) = incoming.recv().await {
+            match in_dialogs.match_dialog(&tx) {
+                Some(mut d) => {
+                    tokio::spawn(async move {
+                        let _ = d.handle(&mut tx).await;
+                    });
+                }
+                None => {
+                    let _ = tx
+                        .reply(rsipstack::sip::StatusCode::CallTransactionDoesNotExist)
+                        .await;
+                }
+            }
+        }
+    });
 
     let rtp_sock = media::bind_rtp(local_ip, 30000, 39999).await?;
     let rtp_local = rtp_sock
@@ -117,8 +136,20 @@ pub async fn place_call(opts: CallOptions<'_>) -> Result<CallOutcome, Error> {
     let mut pkt = Vec::with_capacity(172);
     let mut payload = [0u8; 160];
     let ssrc: u32 = rand::random();
+    let mut agent_hung_up = false;
     for (i, frame) in samples.chunks(160).enumerate() {
         tick.tick().await;
+        while let Ok(state) = state_rx.try_recv() {
+            if matches!(
+                state,
+                rsipstack::dialog::dialog::DialogState::Terminated(..)
+            ) {
+                agent_hung_up = true;
+            }
+        }
+        if agent_hung_up {
+            break;
+        }
         law.encode_into(frame, &mut payload);
         let h = rtp::Header {
             marker: i == 0,
@@ -133,7 +164,11 @@ pub async fn place_call(opts: CallOptions<'_>) -> Result<CallOutcome, Error> {
             .await
             .map_err(|e| Error::Io(format!("sending RTP: {e}")))?;
     }
-    dialog.bye().await?;
+    if agent_hung_up {
+        tracing::info!("the agent hung up");
+    } else {
+        dialog.bye().await?;
+    }
 
     let mut outcome = CallOutcome {
         sip_call_id: sip_call_id.clone(),
@@ -163,5 +198,6 @@ pub async fn place_call(opts: CallOptions<'_>) -> Result<CallOutcome, Error> {
     }
     cancel.cancel();
     serve.abort();
+    requests.abort();
     Ok(outcome)
 }

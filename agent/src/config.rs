@@ -116,7 +116,7 @@ impl Default for Transcription {
 impl Default for Log {
     fn default() -> Self {
         Log {
-            filter: "info,rsipstack=warn,ort=warn,whisper_rs=warn".into(),
+            filter: "info,rsipstack=error,ort=warn,whisper_rs=warn".into(),
         }
     }
 }

@@ -32,6 +32,12 @@ impl ActiveCalls {
     pub fn remove(&self, id: &DialogId) -> Option<call::Ending> {
         self.inner.lock().expect("poisoned").remove(id)
     }
+    /// The agent hangs up every call (shutdown).
+    pub fn hang_up_all(&self, why: &'static str) {
+        for e in self.inner.lock().expect("poisoned").values() {
+            e.hang_up(why);
+        }
+    }
     pub fn len(&self) -> usize {
         self.inner.lock().expect("poisoned").len()
     }

@@ -130,11 +130,34 @@ fn migrate(conn: &mut Connection) -> Result<(), Error> {
     Ok(())
 }
 
+/// Calls a killed or crashed agent left open: close them with the talk time
+/// the transcript shows, so the record is consistent; say so in the reason.
+fn close_interrupted(conn: &Connection) -> Result<usize, Error> {
+    Ok(conn.execute(
+        "UPDATE calls SET
+            ended_at_ms = COALESCE(answered_at_ms, started_at_ms)
+                + COALESCE((SELECT MAX(end_ms) FROM transcript_segments s WHERE s.call_id = calls.id), 0),
+            duration_ms = CASE WHEN answered_at_ms IS NULL THEN 0
+                ELSE COALESCE((SELECT MAX(end_ms) FROM transcript_segments s WHERE s.call_id = calls.id), 0) END,
+            end_reason = 'interrupted: agent stopped during the call',
+            transcript_complete = 1
+         WHERE ended_at_ms IS NULL",
+        [],
+    )?)
+}
+
 impl Store {
     /// Open the database, run migrations, and start the writer thread.
     pub fn open(path: &Path) -> Result<Store, Error> {
         let mut conn = open_connection(path)?;
         migrate(&mut conn)?;
+        let interrupted = close_interrupted(&conn)?;
+        if interrupted > 0 {
+            tracing::warn!(
+                calls = interrupted,
+                "calls left open by a previous run were closed as interrupted"
+            );
+        }
         let (tx, rx) = mpsc::channel::<Cmd>();
         std::thread::Builder::new()
             .name("store-writer".into())

@@ -3,12 +3,12 @@
 //! send 20 ms of silence back every 20 ms so the peer's NAT and jitter buffer
 //! stay happy.
 
+use super::decode::{Decoder, MAX_SAMPLES};
 use super::rtp;
 use super::sdp::Codec;
 use crate::listener::Msg;
 use handlet_dsp::g711::Law;
 use handlet_dsp::jitter::{Out, ReorderBuffer};
-use handlet_dsp::resample::Resampler;
 use std::net::SocketAddr;
 use std::sync::mpsc::{SyncSender, TrySendError};
 use std::time::Duration;
@@ -60,16 +60,12 @@ pub async fn run(
     let law = law(cfg.codec);
     let mut stats = LegStats::default();
     let mut reorder = ReorderBuffer::new(cfg.reorder_depth, 1500);
-    let mut resampler = match Resampler::new(8000, 16000, FRAME_8K) {
-        Ok(r) => r,
-        Err(_) => return (LegEnd::SocketError, stats),
+    let Ok(mut decoder) = Decoder::new(cfg.codec) else {
+        return (LegEnd::SocketError, stats);
     };
     let mut remote = cfg.remote;
     let mut buf = vec![0u8; 2048];
-    let mut pcm = [0i16; FRAME_8K];
-    let mut f32s = [0f32; FRAME_8K];
-    let mut last_frame = [0f32; FRAME_8K];
-    let mut out16: Vec<f32> = Vec::with_capacity(FRAME_8K * 4);
+    let mut out16: Vec<f32> = Vec::with_capacity(MAX_SAMPLES * 2);
     let mut tick = tokio::time::interval(Duration::from_millis(20));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut send_buf = Vec::with_capacity(12 + FRAME_8K);
@@ -111,53 +107,36 @@ pub async fn run(
                 remote = from;
                 stats.packets += 1;
                 reorder.push(h.sequence, h.timestamp, payload);
+                out16.clear();
                 while let Some(o) = reorder.pop() {
-                    let n = match o {
-                        Out::Packet { payload, .. } => {
-                            let n = law.decode_into(&payload[..payload.len().min(FRAME_8K)], &mut pcm);
-                            for (d, s) in f32s.iter_mut().zip(&pcm[..n]) {
-                                *d = *s as f32 / 32768.0;
-                            }
-                            last_frame[..n].copy_from_slice(&f32s[..n]);
-                            n
-                        }
-                        Out::Lost { .. } => {
-                            // Simple concealment: the last frame, attenuated.
-                            for (d, s) in f32s.iter_mut().zip(&last_frame) {
-                                *d = s * 0.5;
-                            }
-                            last_frame = f32s;
-                            FRAME_8K
-                        }
+                    let r = match o {
+                        Out::Packet { payload, .. } => decoder.packet(payload, &mut out16),
+                        Out::Lost { .. } => decoder.lost(&mut out16),
                     };
-                    out16.clear();
-                    if resampler.process(&f32s[..n], &mut out16).is_err() {
-                        continue;
+                    if r.is_err() {
+                        stats.malformed += 1;
                     }
-                    if !out16.is_empty() {
-                        match listener.try_send(Msg::Audio(out16.clone())) {
-                            Ok(()) => {}
-                            Err(TrySendError::Full(_)) => stats.dropped_frames += 1,
-                            Err(TrySendError::Disconnected(_)) => {}
-                        }
+                }
+                if !out16.is_empty() {
+                    match listener.try_send(Msg::Audio(out16.clone())) {
+                        Ok(()) => {}
+                        Err(TrySendError::Full(_)) => stats.dropped_frames += 1,
+                        Err(TrySendError::Disconnected(_)) => {}
                     }
                 }
             }
         }
     };
     // Whatever is still held back is played out now.
-    while let Some(o) = reorder.drain() {
-        if let Out::Packet { payload, .. } = o {
-            let n = law.decode_into(&payload[..payload.len().min(FRAME_8K)], &mut pcm);
-            let frame: Vec<f32> = pcm[..n].iter().map(|s| *s as f32 / 32768.0).collect();
-            out16.clear();
-            if resampler.process(&frame, &mut out16).is_ok() && !out16.is_empty() {
-                let _ = listener.try_send(Msg::Audio(out16.clone()));
-            }
-        }
-    }
     out16.clear();
-    if resampler.flush(&mut out16).is_ok() && !out16.is_empty() {
+    while let Some(o) = reorder.drain() {
+        let _ = match o {
+            Out::Packet { payload, .. } => decoder.packet(payload, &mut out16),
+            Out::Lost { .. } => decoder.lost(&mut out16),
+        };
+    }
+    let _ = decoder.flush(&mut out16);
+    if !out16.is_empty() {
         let _ = listener.try_send(Msg::Audio(out16.clone()));
     }
     let rs = reorder.stats();

@@ -1,6 +1,7 @@
 //! Media: SDP offer/answer, RTP parsing, and the per-leg RTP task that feeds the
 //! audio path (reorder → G.711 decode → 16 kHz → listener).
 
+pub mod decode;
 pub mod leg;
 pub mod rtp;
 pub mod sdp;

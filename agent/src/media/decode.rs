@@ -1,0 +1,122 @@
+//! Receive-side audio for one leg, sans-IO: G.711 payloads (any packet time)
+//! and lost-packet events in, 16 kHz mono out, aligned with the sender's clock.
+
+use super::sdp::Codec;
+use handlet_dsp::g711::Law;
+use handlet_dsp::resample::Resampler;
+
+/// Longest packet accepted: 60 ms at 8 kHz.
+pub const MAX_SAMPLES: usize = 480;
+const RATE_CHUNK: usize = 160;
+
+pub struct Decoder {
+    law: Law,
+    resampler: Resampler,
+    pcm: [i16; MAX_SAMPLES],
+    samples: [f32; MAX_SAMPLES],
+    /// The last decoded packet, for concealing the next loss.
+    last: [f32; MAX_SAMPLES],
+    last_len: usize,
+}
+
+impl Decoder {
+    pub fn new(codec: Codec) -> Result<Self, crate::Error> {
+        let law = match codec {
+            Codec::Pcmu => Law::Mu,
+            Codec::Pcma => Law::A,
+        };
+        Ok(Decoder {
+            law,
+            resampler: Resampler::new(8000, 16000, RATE_CHUNK)?,
+            pcm: [0; MAX_SAMPLES],
+            samples: [0.0; MAX_SAMPLES],
+            last: [0.0; MAX_SAMPLES],
+            last_len: RATE_CHUNK,
+        })
+    }
+
+    /// Decode one payload; 16 kHz audio is appended to `out`.
+    pub fn packet(&mut self, payload: &[u8], out: &mut Vec<f32>) -> Result<(), crate::Error> {
+        let n = self
+            .law
+            .decode_into(&payload[..payload.len().min(MAX_SAMPLES)], &mut self.pcm);
+        for (d, s) in self.samples[..n].iter_mut().zip(&self.pcm[..n]) {
+            *d = *s as f32 / 32768.0;
+        }
+        if n > 0 {
+            self.last[..n].copy_from_slice(&self.samples[..n]);
+            self.last_len = n;
+        }
+        self.resampler.process(&self.samples[..n], out)?;
+        Ok(())
+    }
+
+    /// A packet that never came: repeat the last one at half level (each
+    /// further loss halves again), so the timeline keeps its length.
+    pub fn lost(&mut self, out: &mut Vec<f32>) -> Result<(), crate::Error> {
+        let n = self.last_len;
+        for s in &mut self.last[..n] {
+            *s *= 0.5;
+        }
+        self.samples[..n].copy_from_slice(&self.last[..n]);
+        self.resampler.process(&self.samples[..n], out)?;
+        Ok(())
+    }
+
+    /// End of stream: what the resampler still holds.
+    pub fn flush(&mut self, out: &mut Vec<f32>) -> Result<(), crate::Error> {
+        self.resampler.flush(out)?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn any_packet_time_keeps_the_clock() {
+        for ptime_samples in [80usize, 160, 240, 480] {
+            let mut d = Decoder::new(Codec::Pcmu).unwrap();
+            let mut out = Vec::new();
+            let payload = vec![0xFFu8; ptime_samples];
+            for i in 0..50 {
+                if i % 10 == 5 {
+                    d.lost(&mut out).unwrap();
+                } else {
+                    d.packet(&payload, &mut out).unwrap();
+                }
+            }
+            d.flush(&mut out).unwrap();
+            let expected = 50 * ptime_samples * 2;
+            assert!(
+                (out.len() as i64 - expected as i64).abs() <= 320,
+                "ptime {ptime_samples}: {} vs {expected}",
+                out.len()
+            );
+        }
+    }
+
+    #[test]
+    fn concealment_fades_out() {
+        let mut d = Decoder::new(Codec::Pcma).unwrap();
+        let mut out = Vec::new();
+        d.packet(&[0xAA; 160], &mut out).unwrap(); // loud
+        for _ in 0..10 {
+            d.lost(&mut out).unwrap();
+        }
+        let tail = &out[out.len() - 200..];
+        assert!(
+            tail.iter().all(|s| s.abs() < 0.01),
+            "concealment did not fade"
+        );
+    }
+
+    #[test]
+    fn oversized_payload_is_truncated_not_a_panic() {
+        let mut d = Decoder::new(Codec::Pcmu).unwrap();
+        let mut out = Vec::new();
+        d.packet(&[0x00; 1400], &mut out).unwrap();
+        d.packet(&[], &mut out).unwrap();
+    }
+}
