@@ -36,6 +36,9 @@ enum Command {
         /// Seconds to wait for the transcript after hanging up.
         #[arg(long, default_value_t = 120)]
         wait: u64,
+        /// Keys to press after the WAV (e.g. "12#"), sent as RFC 4733 events.
+        #[arg(long, default_value = "")]
+        digits: String,
     },
     /// Transcribe a WAV file offline and print timed segments.
     Transcribe {
@@ -110,7 +113,12 @@ fn run(cli: Cli) -> Result<(), Error> {
                 .map_err(|e| Error::Io(e.to_string()))?;
             rt.block_on(agent::run(cfg))
         }
-        Command::Call { wav, to, wait } => {
+        Command::Call {
+            wav,
+            to,
+            wait,
+            digits,
+        } => {
             init_logging(&cfg);
             let to = to.unwrap_or_else(|| {
                 format!("sip:{}@{}:{}", cfg.sip.user, cfg.sip.bind, cfg.sip.port)
@@ -125,6 +133,7 @@ fn run(cli: Cli) -> Result<(), Error> {
                 to: to.clone(),
                 database: Some(&db),
                 wait: Duration::from_secs(wait),
+                digits,
             }))?;
             println!(
                 "call {} to {to} finished",

@@ -200,7 +200,8 @@ pub async fn inbound(
         }
     };
 
-    let te = remote.telephone_event.map(|_| sdp::TELEPHONE_EVENT_PT);
+    // RFC 3264: the answer uses the offer's payload type numbers.
+    let te = remote.telephone_event;
     let answer = sdp::write(local, rand::random::<u32>() as u64, &[(pt, codec)], te);
     let headers = vec![Header::ContentType("application/sdp".into())];
     if let Err(e) = server.accept(Some(headers), Some(answer.into_bytes())) {
@@ -217,6 +218,15 @@ pub async fn inbound(
     let leg_cfg = leg::LegConfig {
         codec,
         payload_type: pt,
+        telephone_event: te,
+        on_digit: {
+            let store = ctx.store.clone();
+            let call_id = call_id.clone();
+            Box::new(move |key, at_ms, how| {
+                tracing::info!(call = %call_id, how, "caller pressed a key");
+                store.add_event(&call_id, at_ms as i64, "dtmf", format!("{key} ({how})"));
+            })
+        },
         remote: remote.remote,
         reorder_depth: m.reorder_depth,
         timeout: Duration::from_secs(m.rtp_timeout_secs),

@@ -24,6 +24,8 @@ pub struct CallOptions<'a> {
     /// Where the agent's database is, to read the transcript back.
     pub database: Option<&'a Path>,
     pub wait: Duration,
+    /// Keys to press after the WAV, sent as RFC 4733 telephone-events.
+    pub digits: String,
 }
 
 pub struct CallOutcome {
@@ -129,15 +131,52 @@ pub async fn place_call(opts: CallOptions<'_>) -> Result<CallOutcome, Error> {
         Law::Mu
     };
 
-    // Send the WAV, 20 ms per packet, then half a second of silence.
+    // The WAV, 20 ms per packet, then each digit as RFC 4733 events (100 ms
+    // key, 60 ms gap), then half a second of silence.
     let mut samples: Vec<i16> = pcm8k.iter().map(|&s| handlet_dsp::wav::to_i16(s)).collect();
-    samples.resize(samples.len().div_ceil(160) * 160 + 4000, 0);
+    samples.resize(samples.len().div_ceil(160) * 160, 0);
+    let mut packets: Vec<(u8, u32, Vec<u8>)> = Vec::new();
+    let mut ts: u32 = 0;
+    let audio = |frame: &[i16]| {
+        let mut p = vec![0u8; frame.len()];
+        law.encode_into(frame, &mut p);
+        p
+    };
+    for frame in samples.chunks(160) {
+        packets.push((pt, ts, audio(frame)));
+        ts = ts.wrapping_add(160);
+    }
+    if !opts.digits.is_empty() {
+        let te = answer
+            .telephone_event
+            .ok_or_else(|| Error::Call("the agent did not accept telephone-event".into()))?;
+        for d in opts.digits.chars() {
+            let events = handlet_dsp::telephone_event::generate(d, 800, 160, 10);
+            if events.is_empty() {
+                return Err(Error::Call(format!(
+                    "{d:?} is not a DTMF key (0-9, *, #, A-D)"
+                )));
+            }
+            for (_, e) in &events {
+                packets.push((te, ts, e.to_vec()));
+            }
+            ts = ts.wrapping_add(160 * events.len() as u32);
+            for _ in 0..3 {
+                packets.push((pt, ts, audio(&[0; 160])));
+                ts = ts.wrapping_add(160);
+            }
+        }
+    }
+    for _ in 0..25 {
+        packets.push((pt, ts, audio(&[0; 160])));
+        ts = ts.wrapping_add(160);
+    }
     let mut tick = tokio::time::interval(Duration::from_millis(20));
     let mut pkt = Vec::with_capacity(172);
-    let mut payload = [0u8; 160];
     let ssrc: u32 = rand::random();
     let mut agent_hung_up = false;
-    for (i, frame) in samples.chunks(160).enumerate() {
+    let mut last_pt = None;
+    for (i, (payload_type, timestamp, payload)) in packets.iter().enumerate() {
         tick.tick().await;
         while let Ok(state) = state_rx.try_recv() {
             if matches!(
@@ -150,15 +189,17 @@ pub async fn place_call(opts: CallOptions<'_>) -> Result<CallOutcome, Error> {
         if agent_hung_up {
             break;
         }
-        law.encode_into(frame, &mut payload);
+        // Marker on the first packet of the stream and of each event.
+        let marker = i == 0 || (last_pt != Some(*payload_type) && *payload_type != pt);
+        last_pt = Some(*payload_type);
         let h = rtp::Header {
-            marker: i == 0,
-            payload_type: pt,
+            marker,
+            payload_type: *payload_type,
             sequence: i as u16,
-            timestamp: (i * 160) as u32,
+            timestamp: *timestamp,
             ssrc,
         };
-        rtp::write(&h, &payload, &mut pkt);
+        rtp::write(&h, payload, &mut pkt);
         rtp_sock
             .send_to(&pkt, answer.remote)
             .await

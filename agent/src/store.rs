@@ -35,6 +35,15 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX transcript_segments_call ON transcript_segments(call_id, start_ms);
     CREATE INDEX calls_started ON calls(started_at_ms);
     CREATE INDEX calls_sip_call_id ON calls(sip_call_id);",
+    // 2: things that happen during a call (keys pressed, later transfers...).
+    "CREATE TABLE call_events (
+        id INTEGER PRIMARY KEY,
+        call_id TEXT NOT NULL REFERENCES calls(id) ON DELETE CASCADE,
+        at_ms INTEGER NOT NULL,
+        kind TEXT NOT NULL,
+        detail TEXT NOT NULL
+    );
+    CREATE INDEX call_events_call ON call_events(call_id, at_ms);",
 ];
 
 /// A call as first recorded.
@@ -90,6 +99,12 @@ enum Cmd {
     },
     TranscriptComplete {
         id: String,
+    },
+    Event {
+        call_id: String,
+        at_ms: i64,
+        kind: &'static str,
+        detail: String,
     },
     Flush(mpsc::Sender<()>),
 }
@@ -204,6 +219,16 @@ impl Store {
         });
     }
 
+    /// Something that happened `at_ms` into the call (e.g. kind "dtmf", detail "5 (rfc4733)").
+    pub fn add_event(&self, call_id: &str, at_ms: i64, kind: &'static str, detail: String) {
+        self.send(Cmd::Event {
+            call_id: call_id.into(),
+            at_ms,
+            kind,
+            detail,
+        });
+    }
+
     pub fn transcript_complete(&self, id: &str) {
         self.send(Cmd::TranscriptComplete { id: id.into() });
     }
@@ -262,6 +287,17 @@ fn apply(conn: &Connection, cmd: Cmd) -> Result<(), rusqlite::Error> {
             conn.execute(
                 "UPDATE calls SET transcript_complete = 1 WHERE id = ?1",
                 params![id],
+            )?;
+        }
+        Cmd::Event {
+            call_id,
+            at_ms,
+            kind,
+            detail,
+        } => {
+            conn.execute(
+                "INSERT INTO call_events (call_id, at_ms, kind, detail) VALUES (?1, ?2, ?3, ?4)",
+                params![call_id, at_ms, kind, detail],
             )?;
         }
         Cmd::Flush(done) => {

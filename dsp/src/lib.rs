@@ -2,9 +2,12 @@
 //! No I/O beyond WAV files, no async, no allocation per frame on the hot path.
 #![forbid(unsafe_code)]
 
+pub mod dtmf;
 pub mod g711;
+pub mod gate;
 pub mod jitter;
 pub mod resample;
+pub mod telephone_event;
 pub mod wav;
 
 /// Errors from the dsp crate.

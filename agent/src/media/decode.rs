@@ -2,6 +2,7 @@
 //! and lost-packet events in, 16 kHz mono out, aligned with the sender's clock.
 
 use super::sdp::Codec;
+use handlet_dsp::dtmf;
 use handlet_dsp::g711::Law;
 use handlet_dsp::resample::Resampler;
 
@@ -17,6 +18,7 @@ pub struct Decoder {
     /// The last decoded packet, for concealing the next loss.
     last: [f32; MAX_SAMPLES],
     last_len: usize,
+    dtmf: dtmf::Detector,
 }
 
 impl Decoder {
@@ -32,11 +34,17 @@ impl Decoder {
             samples: [0.0; MAX_SAMPLES],
             last: [0.0; MAX_SAMPLES],
             last_len: RATE_CHUNK,
+            dtmf: dtmf::Detector::new(),
         })
     }
 
-    /// Decode one payload; 16 kHz audio is appended to `out`.
-    pub fn packet(&mut self, payload: &[u8], out: &mut Vec<f32>) -> Result<(), crate::Error> {
+    /// Decode one payload; 16 kHz audio is appended to `out`. Returns a key
+    /// the caller pressed if in-band DTMF completed in this packet.
+    pub fn packet(
+        &mut self,
+        payload: &[u8],
+        out: &mut Vec<f32>,
+    ) -> Result<Option<char>, crate::Error> {
         let n = self
             .law
             .decode_into(&payload[..payload.len().min(MAX_SAMPLES)], &mut self.pcm);
@@ -47,8 +55,9 @@ impl Decoder {
             self.last[..n].copy_from_slice(&self.samples[..n]);
             self.last_len = n;
         }
+        let key = self.dtmf.push(&self.samples[..n]);
         self.resampler.process(&self.samples[..n], out)?;
-        Ok(())
+        Ok(key)
     }
 
     /// A packet that never came: repeat the last one at half level (each
@@ -110,6 +119,29 @@ mod tests {
             tail.iter().all(|s| s.abs() < 0.01),
             "concealment did not fade"
         );
+    }
+
+    #[test]
+    fn in_band_dtmf_is_detected_through_g711() {
+        let mut d = Decoder::new(Codec::Pcmu).unwrap();
+        let mut out = Vec::new();
+        let mut keys = String::new();
+        // '5' (770 + 1336 Hz) for 100 ms, μ-law encoded as a phone would send it.
+        let pcm: Vec<i16> = (0..800)
+            .map(|i| {
+                let t = i as f32 / 8000.0;
+                (8000.0
+                    * ((std::f32::consts::TAU * 770.0 * t).sin()
+                        + (std::f32::consts::TAU * 1336.0 * t).sin())) as i16
+            })
+            .chain(std::iter::repeat_n(0, 800))
+            .collect();
+        for frame in pcm.chunks(160) {
+            let mut payload = [0u8; 160];
+            Law::Mu.encode_into(frame, &mut payload);
+            keys.extend(d.packet(&payload, &mut out).unwrap());
+        }
+        assert_eq!(keys, "5");
     }
 
     #[test]

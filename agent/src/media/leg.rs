@@ -9,6 +9,7 @@ use super::sdp::Codec;
 use crate::listener::Msg;
 use handlet_dsp::g711::Law;
 use handlet_dsp::jitter::{Out, ReorderBuffer};
+use handlet_dsp::telephone_event;
 use std::net::SocketAddr;
 use std::sync::mpsc::{SyncSender, TrySendError};
 use std::time::Duration;
@@ -35,9 +36,16 @@ pub enum LegEnd {
     SocketError,
 }
 
+/// A key the caller pressed: the key, when (ms since the leg started), and how
+/// it was sent ("rfc4733" or "in-band").
+pub type OnDigit = Box<dyn FnMut(char, u64, &'static str) + Send>;
+
 pub struct LegConfig {
     pub codec: Codec,
     pub payload_type: u8,
+    /// The peer's telephone-event payload type, if negotiated.
+    pub telephone_event: Option<u8>,
+    pub on_digit: OnDigit,
     pub remote: SocketAddr,
     pub reorder_depth: usize,
     pub timeout: Duration,
@@ -53,7 +61,7 @@ fn law(c: Codec) -> Law {
 /// Run until cancelled or RTP stops arriving.
 pub async fn run(
     socket: UdpSocket,
-    cfg: LegConfig,
+    mut cfg: LegConfig,
     listener: SyncSender<Msg>,
     cancel: CancellationToken,
 ) -> (LegEnd, LegStats) {
@@ -74,6 +82,8 @@ pub async fn run(
     let mut seq: u16 = rand::random();
     let mut ts: u32 = rand::random();
     let mut last_rx = tokio::time::Instant::now();
+    let started = last_rx;
+    let mut events = telephone_event::Receiver::default();
 
     let end = loop {
         tokio::select! {
@@ -98,6 +108,13 @@ pub async fn run(
                     stats.malformed += 1;
                     continue;
                 };
+                if Some(h.payload_type) == cfg.telephone_event {
+                    last_rx = tokio::time::Instant::now();
+                    if let Some(d) = events.push(h.timestamp, payload) {
+                        (cfg.on_digit)(d.digit, started.elapsed().as_millis() as u64, "rfc4733");
+                    }
+                    continue;
+                }
                 if h.payload_type != cfg.payload_type {
                     stats.other_payload += 1; // telephone-event, comfort noise: not audio
                     continue;
@@ -111,10 +128,12 @@ pub async fn run(
                 while let Some(o) = reorder.pop() {
                     let r = match o {
                         Out::Packet { payload, .. } => decoder.packet(payload, &mut out16),
-                        Out::Lost { .. } => decoder.lost(&mut out16),
+                        Out::Lost { .. } => decoder.lost(&mut out16).map(|()| None),
                     };
-                    if r.is_err() {
-                        stats.malformed += 1;
+                    match r {
+                        Ok(Some(key)) => (cfg.on_digit)(key, started.elapsed().as_millis() as u64, "in-band"),
+                        Ok(None) => {}
+                        Err(_) => stats.malformed += 1,
                     }
                 }
                 if !out16.is_empty() {
@@ -127,13 +146,17 @@ pub async fn run(
             }
         }
     };
+    if let Some(d) = events.finish() {
+        (cfg.on_digit)(d.digit, started.elapsed().as_millis() as u64, "rfc4733");
+    }
     // Whatever is still held back is played out now.
     out16.clear();
     while let Some(o) = reorder.drain() {
-        let _ = match o {
-            Out::Packet { payload, .. } => decoder.packet(payload, &mut out16),
-            Out::Lost { .. } => decoder.lost(&mut out16),
-        };
+        if let Out::Packet { payload, .. } = o
+            && let Ok(Some(key)) = decoder.packet(payload, &mut out16)
+        {
+            (cfg.on_digit)(key, started.elapsed().as_millis() as u64, "in-band");
+        }
     }
     let _ = decoder.flush(&mut out16);
     if !out16.is_empty() {
