@@ -228,7 +228,9 @@ pub async fn inbound(
             })
         },
         remote: remote.remote,
-        reorder_depth: m.reorder_depth,
+        ptime_ms: remote.ptime_ms.unwrap_or(20),
+        min_delay_ms: m.jitter_min_ms,
+        max_delay_ms: m.jitter_max_ms,
         timeout: Duration::from_secs(m.rtp_timeout_secs),
     };
     let (end, stats) = leg::run(socket, leg_cfg, listener.tx.clone(), ending.cancel.clone()).await;
@@ -252,8 +254,10 @@ pub async fn inbound(
         reason = ending.reason(),
         duration_ms = ended - answered,
         packets = stats.packets,
-        lost = stats.lost,
-        late = stats.late,
+        lost = stats.jitter.lost,
+        late = stats.jitter.late,
+        jitter_ms = stats.jitter.jitter_ms,
+        target_delay_ms = stats.jitter.target_delay_ms,
         malformed = stats.malformed,
         dropped_frames = stats.dropped_frames,
         "call ended"

@@ -36,7 +36,8 @@ pub struct Media {
     pub rtp_address: IpAddr,
     pub rtp_port_min: u16,
     pub rtp_port_max: u16,
-    pub reorder_depth: usize,
+    pub jitter_min_ms: u32,
+    pub jitter_max_ms: u32,
     pub rtp_timeout_secs: u64,
 }
 
@@ -93,7 +94,8 @@ impl Default for Media {
             rtp_address: IpAddr::from([127, 0, 0, 1]),
             rtp_port_min: 20000,
             rtp_port_max: 20999,
-            reorder_depth: 3,
+            jitter_min_ms: 20,
+            jitter_max_ms: 200,
             rtp_timeout_secs: 30,
         }
     }
@@ -156,10 +158,10 @@ impl Config {
         if m.rtp_port_max - m.rtp_port_min < 1 {
             return Err("media: the RTP port range must hold at least two ports".into());
         }
-        if !(1..=50).contains(&m.reorder_depth) {
+        if m.jitter_min_ms < 10 || m.jitter_min_ms > m.jitter_max_ms || m.jitter_max_ms > 1000 {
             return Err(format!(
-                "media.reorder_depth must be 1..=50 packets, got {}",
-                m.reorder_depth
+                "media.jitter_min_ms ({}) and jitter_max_ms ({}) must satisfy 10 <= min <= max <= 1000",
+                m.jitter_min_ms, m.jitter_max_ms
             ));
         }
         if m.rtp_timeout_secs == 0 {

@@ -1,4 +1,5 @@
-//! The tokio side of one audio leg: receive RTP, reorder, decode, resample to
+//! The tokio side of one audio leg: receive RTP into the jitter buffer, play
+//! it out on a steady clock, decode, resample to
 //! 16 kHz and hand 20 ms frames to the listener thread without ever blocking;
 //! send 20 ms of silence back every 20 ms so the peer's NAT and jitter buffer
 //! stay happy.
@@ -8,7 +9,7 @@ use super::rtp;
 use super::sdp::Codec;
 use crate::listener::Msg;
 use handlet_dsp::g711::Law;
-use handlet_dsp::jitter::{Out, ReorderBuffer};
+use handlet_dsp::jitter::{self, JitterBuffer, Out};
 use handlet_dsp::telephone_event;
 use std::net::SocketAddr;
 use std::sync::mpsc::{SyncSender, TrySendError};
@@ -23,9 +24,8 @@ pub struct LegStats {
     pub packets: u64,
     pub malformed: u64,
     pub other_payload: u64,
-    pub lost: u64,
-    pub late: u64,
     pub dropped_frames: u64,
+    pub jitter: handlet_dsp::jitter::Stats,
 }
 
 /// Why the leg stopped.
@@ -47,7 +47,10 @@ pub struct LegConfig {
     pub telephone_event: Option<u8>,
     pub on_digit: OnDigit,
     pub remote: SocketAddr,
-    pub reorder_depth: usize,
+    /// Peer's packet time (a=ptime), the playout clock's period.
+    pub ptime_ms: u32,
+    pub min_delay_ms: u32,
+    pub max_delay_ms: u32,
     pub timeout: Duration,
 }
 
@@ -67,7 +70,16 @@ pub async fn run(
 ) -> (LegEnd, LegStats) {
     let law = law(cfg.codec);
     let mut stats = LegStats::default();
-    let mut reorder = ReorderBuffer::new(cfg.reorder_depth, 1500);
+    let ptime = cfg.ptime_ms.clamp(10, 60);
+    let mut jb = JitterBuffer::new(jitter::Config {
+        frame: 8 * ptime,
+        min_delay_ms: cfg.min_delay_ms,
+        max_delay_ms: cfg.max_delay_ms,
+        ..jitter::Config::g711()
+    });
+    // The playout clock: one frame per packet time, whatever the network does.
+    let mut play = tokio::time::interval(Duration::from_millis(ptime as u64));
+    play.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
     let Ok(mut decoder) = Decoder::new(cfg.codec) else {
         return (LegEnd::SocketError, stats);
     };
@@ -83,7 +95,17 @@ pub async fn run(
     let mut ts: u32 = rand::random();
     let mut last_rx = tokio::time::Instant::now();
     let started = last_rx;
+    let now_ms = || started.elapsed().as_millis() as u64;
     let mut events = telephone_event::Receiver::default();
+    let deliver = |out16: &mut Vec<f32>, stats: &mut LegStats| {
+        if !out16.is_empty() {
+            match listener.try_send(Msg::Audio(std::mem::take(out16))) {
+                Ok(()) => {}
+                Err(TrySendError::Full(_)) => stats.dropped_frames += 1,
+                Err(TrySendError::Disconnected(_)) => {}
+            }
+        }
+    };
 
     let end = loop {
         tokio::select! {
@@ -123,47 +145,38 @@ pub async fn run(
                 // Symmetric RTP: answer to where the audio really comes from.
                 remote = from;
                 stats.packets += 1;
-                reorder.push(h.sequence, h.timestamp, payload);
-                out16.clear();
-                while let Some(o) = reorder.pop() {
-                    let r = match o {
-                        Out::Packet { payload, .. } => decoder.packet(payload, &mut out16),
-                        Out::Lost { .. } => decoder.lost(&mut out16).map(|()| None),
-                    };
-                    match r {
-                        Ok(Some(key)) => (cfg.on_digit)(key, started.elapsed().as_millis() as u64, "in-band"),
-                        Ok(None) => {}
-                        Err(_) => stats.malformed += 1,
-                    }
+                jb.push(now_ms(), h.sequence, h.timestamp, payload);
+            }
+            _ = play.tick() => {
+                let r = match jb.pop(now_ms()) {
+                    Out::Buffering => continue,
+                    Out::Packet { payload, .. } => decoder.packet(payload, &mut out16),
+                    Out::Lost | Out::Expand => decoder.lost(&mut out16).map(|()| None),
+                };
+                match r {
+                    Ok(Some(key)) => (cfg.on_digit)(key, now_ms(), "in-band"),
+                    Ok(None) => {}
+                    Err(_) => stats.malformed += 1,
                 }
-                if !out16.is_empty() {
-                    match listener.try_send(Msg::Audio(out16.clone())) {
-                        Ok(()) => {}
-                        Err(TrySendError::Full(_)) => stats.dropped_frames += 1,
-                        Err(TrySendError::Disconnected(_)) => {}
-                    }
-                }
+                deliver(&mut out16, &mut stats);
             }
         }
     };
     if let Some(d) = events.finish() {
         (cfg.on_digit)(d.digit, started.elapsed().as_millis() as u64, "rfc4733");
     }
-    // Whatever is still held back is played out now.
-    out16.clear();
-    while let Some(o) = reorder.drain() {
-        if let Out::Packet { payload, .. } = o
+    // Whatever is still buffered is played out now, as if time went on.
+    let mut t = now_ms();
+    while jb.buffered_ms() > 0 {
+        t += ptime as u64;
+        if let Out::Packet { payload, .. } = jb.pop(t)
             && let Ok(Some(key)) = decoder.packet(payload, &mut out16)
         {
-            (cfg.on_digit)(key, started.elapsed().as_millis() as u64, "in-band");
+            (cfg.on_digit)(key, t, "in-band");
         }
     }
     let _ = decoder.flush(&mut out16);
-    if !out16.is_empty() {
-        let _ = listener.try_send(Msg::Audio(out16.clone()));
-    }
-    let rs = reorder.stats();
-    stats.lost = rs.lost;
-    stats.late = rs.late;
+    deliver(&mut out16, &mut stats);
+    stats.jitter = jb.stats();
     (end, stats)
 }
