@@ -25,7 +25,7 @@ pub fn ulaw_encode(pcm: i16) -> u8 {
     u ^ mask
 }
 
-pub fn ulaw_decode(code: u8) -> i16 {
+pub const fn ulaw_decode(code: u8) -> i16 {
     let u = !code;
     let t = ((((u & 0x0F) as i16) << 3) + ULAW_BIAS) << ((u & 0x70) >> 4);
     if u & 0x80 != 0 {
@@ -34,6 +34,24 @@ pub fn ulaw_decode(code: u8) -> i16 {
         t - ULAW_BIAS
     }
 }
+
+const fn table(alaw: bool) -> [i16; 256] {
+    let mut t = [0i16; 256];
+    let mut i = 0;
+    while i < 256 {
+        t[i] = if alaw {
+            alaw_decode(i as u8)
+        } else {
+            ulaw_decode(i as u8)
+        };
+        i += 1;
+    }
+    t
+}
+
+/// Decoding by table: the hot path's cost is one load per sample.
+static ULAW_TABLE: [i16; 256] = table(false);
+static ALAW_TABLE: [i16; 256] = table(true);
 
 pub fn alaw_encode(pcm: i16) -> u8 {
     let mut v = pcm >> 3;
@@ -56,7 +74,7 @@ pub fn alaw_encode(pcm: i16) -> u8 {
     a ^ mask
 }
 
-pub fn alaw_decode(code: u8) -> i16 {
+pub const fn alaw_decode(code: u8) -> i16 {
     let a = code ^ 0x55;
     let mut t = ((a & 0x0F) as i16) << 4;
     let seg = (a & 0x70) >> 4;
@@ -86,12 +104,12 @@ impl Law {
 
     pub fn decode_into(self, payload: &[u8], out: &mut [i16]) -> usize {
         let n = payload.len().min(out.len());
-        let f = match self {
-            Law::Mu => ulaw_decode,
-            Law::A => alaw_decode,
+        let t = match self {
+            Law::Mu => &ULAW_TABLE,
+            Law::A => &ALAW_TABLE,
         };
         for (o, &c) in out[..n].iter_mut().zip(payload) {
-            *o = f(c);
+            *o = t[c as usize];
         }
         n
     }
@@ -139,6 +157,36 @@ mod tests {
     }
 
     #[test]
+    fn every_code_decodes_to_the_g711_table_value() {
+        // G.711 Tables 1a/2a: μ-law magnitude (14-bit) = ((2m + 33) << e) - 33,
+        // A-law (13-bit) = 2m + 1 for e = 0, else (2m + 33) << (e - 1); the
+        // 16-bit values are those scaled by 4 and 8. μ-law codes are sent
+        // inverted, A-law codes with even bits inverted (XOR 0x55).
+        for c in 0..=255u8 {
+            let u = !c;
+            let (e, m) = (((u >> 4) & 7) as i32, (u & 15) as i32);
+            let mag = (((2 * m + 33) << e) - 33) * 4;
+            let want = if u & 0x80 != 0 { -mag } else { mag };
+            assert_eq!(ulaw_decode(c) as i32, want, "μ-law {c:#04x}");
+            let a = c ^ 0x55;
+            let (e, m) = (((a >> 4) & 7) as i32, (a & 15) as i32);
+            let mag = if e == 0 {
+                2 * m + 1
+            } else {
+                (2 * m + 33) << (e - 1)
+            } * 8;
+            let want = if a & 0x80 != 0 { mag } else { -mag };
+            assert_eq!(alaw_decode(c) as i32, want, "A-law {c:#04x}");
+            // The lookup tables agree with the functions.
+            let mut out = [0i16; 1];
+            Law::Mu.decode_into(&[c], &mut out);
+            assert_eq!(out[0], ulaw_decode(c));
+            Law::A.decode_into(&[c], &mut out);
+            assert_eq!(out[0], alaw_decode(c));
+        }
+    }
+
+    #[test]
     fn every_code_round_trips() {
         for c in 0..=255u8 {
             // μ-law 0x7F is "negative zero"; it decodes to 0, which encodes as 0xFF.
@@ -156,6 +204,26 @@ mod tests {
             let d = ulaw_decode(ulaw_encode(x));
             assert!(d >= last, "μ-law not monotonic at {x}");
             last = d;
+        }
+    }
+}
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Encoding then decoding any sample lands within one quantisation
+        /// step of it, and re-encoding the result is stable.
+        #[test]
+        fn round_trip_error_is_bounded(x in any::<i16>()) {
+            for (enc, dec, rel) in [(ulaw_encode as fn(i16) -> u8, ulaw_decode as fn(u8) -> i16, 0.07), (alaw_encode, alaw_decode, 0.07)] {
+                let y = dec(enc(x));
+                let err = (x as i32 - y as i32).abs() as f64;
+                prop_assert!(err <= (x as f64).abs() * rel + 16.0, "{x} -> {y}");
+                prop_assert_eq!(enc(y), enc(x));
+            }
         }
     }
 }

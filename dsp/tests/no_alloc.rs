@@ -1,0 +1,85 @@
+//! The per-frame calls of the audio path allocate nothing after warm-up.
+//! A counting global allocator watches this thread only.
+
+use handlet_dsp::dtmf::Detector;
+use handlet_dsp::g711::Law;
+use handlet_dsp::gate::{Gate, GateConfig};
+use handlet_dsp::jitter::{Config, JitterBuffer};
+use handlet_dsp::resample::Resampler;
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+
+struct Counting;
+
+thread_local! {
+    static ON: Cell<bool> = const { Cell::new(false) };
+    static COUNT: Cell<u64> = const { Cell::new(0) };
+}
+
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        if ON.with(|o| o.get()) {
+            COUNT.with(|c| c.set(c.get() + 1));
+        }
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        if ON.with(|o| o.get()) {
+            COUNT.with(|c| c.set(c.get() + 1));
+        }
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static A: Counting = Counting;
+
+fn allocations(f: impl FnOnce()) -> u64 {
+    COUNT.with(|c| c.set(0));
+    ON.with(|o| o.set(true));
+    f();
+    ON.with(|o| o.set(false));
+    COUNT.with(|c| c.get())
+}
+
+#[test]
+fn receive_chain_allocates_nothing_per_frame() {
+    let mut jb = JitterBuffer::new(Config::g711());
+    let mut resampler = Resampler::new(8000, 16000, 160).unwrap();
+    let mut dtmf = Detector::new();
+    let mut gate = Gate::new(GateConfig::default());
+    let mut pcm = [0i16; 160];
+    let mut samples = [0f32; 160];
+    let mut out: Vec<f32> = Vec::with_capacity(4096);
+    let payload: Vec<u8> = (0..160u32).map(|i| (i * 7) as u8).collect();
+    let mut step = |i: u32, out: &mut Vec<f32>| {
+        jb.push(i as u64 * 20, i as u16, i * 160, &payload);
+        if let handlet_dsp::jitter::Out::Packet { payload, .. } = jb.pop(i as u64 * 20 + 40) {
+            Law::Mu.decode_into(payload, &mut pcm);
+        }
+        for (d, s) in samples.iter_mut().zip(&pcm) {
+            *d = *s as f32 / 32768.0;
+        }
+        dtmf.push(&samples);
+        gate.push(&samples);
+        out.clear();
+        resampler.process(&samples, out).unwrap();
+    };
+    for i in 0..200 {
+        step(i, &mut out); // warm-up
+    }
+    let n = allocations(|| {
+        for i in 200..1200 {
+            step(i, &mut out);
+        }
+    });
+    assert_eq!(n, 0, "{n} allocations in 1000 frames");
+}
+
+#[test]
+fn the_counter_counts() {
+    assert!(allocations(|| drop(vec![1u8; 10])) >= 1);
+}
