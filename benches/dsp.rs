@@ -13,7 +13,7 @@ use std::hint::black_box;
 
 fn speechish() -> Vec<f32> {
     (0..160)
-        .map(|i| ((i as f32 * 0.07).sin() * 0.3 + (i as f32 * 0.31).sin() * 0.1))
+        .map(|i| (i as f32 * 0.07).sin() * 0.3 + (i as f32 * 0.31).sin() * 0.1)
         .collect()
 }
 
