@@ -6,6 +6,7 @@ pub mod dtmf;
 pub mod g711;
 pub mod gate;
 pub mod jitter;
+pub mod opus;
 pub mod resample;
 pub mod telephone_event;
 pub mod wav;
@@ -16,6 +17,8 @@ pub mod wav;
 pub enum Error {
     #[error("resampler: {0}")]
     Resample(String),
+    #[error("codec: {0}")]
+    Codec(String),
     #[error("unsupported audio: {0}")]
     Unsupported(String),
     #[error("wav: {0}")]
