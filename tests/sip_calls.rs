@@ -24,7 +24,7 @@ fn baresip_call(
         format!(
             "poll_method epoll\nsip_listen 127.0.0.1:0\nsip_trans_def {transport}\nnet_interface 127.0.0.1\n\
              audio_player aufile,{heard}\naudio_source aufile,{wav}\naudio_alert aufile,/dev/null\n\
-             module_path /usr/lib/baresip/modules\nmodule g711.so\nmodule aufile.so\nmodule_app account.so\nmodule_app menu.so\n",
+             module_path /usr/lib/baresip/modules\nmodule g711.so\nmodule opus.so\nmodule aufile.so\nmodule_app account.so\nmodule_app menu.so\n",
             heard = cfg_dir.join("heard.wav").display(),
             wav = wav.display()
         ),
@@ -95,9 +95,21 @@ fn now_ms() -> i64 {
         .as_millis() as i64
 }
 
+/// (rate, channels) from a 16-bit PCM WAV header.
+fn hound_spec(p: &std::path::Path) -> (u32, u16) {
+    let b = std::fs::read(p).unwrap();
+    (
+        u32::from_le_bytes([b[24], b[25], b[26], b[27]]),
+        u16::from_le_bytes([b[22], b[23]]),
+    )
+}
+
+fn wav_secs_of(p: &std::path::Path, (rate, ch): (u32, u16)) -> f64 {
+    (std::fs::metadata(p).unwrap().len() - 44) as f64 / (rate as f64 * ch as f64 * 2.0)
+}
+
 fn wav_secs(p: &std::path::Path) -> f64 {
-    let bytes = std::fs::metadata(p).unwrap().len();
-    (bytes - 44) as f64 / 16000.0 // 8 kHz, 16-bit mono
+    wav_secs_of(p, hound_spec(p))
 }
 
 #[test]
@@ -121,6 +133,31 @@ fn baresip_calls_over_udp_and_tcp_are_transcribed() {
         !agent.log().contains("tester@"),
         "caller URI leaked into the log"
     );
+}
+
+#[test]
+fn baresip_call_over_opus_is_transcribed() {
+    let agent = Agent::start("opus");
+    // baresip's aufile source must match the codec: 48 kHz, 2 channels.
+    let mono = speech_wav(agent.dir.path(), "quote-opus", UTTERANCE, 48000, 0.5, 1.5);
+    let wav = agent.dir.path().join("quote-opus-stereo.wav");
+    assert!(
+        Command::new("sox")
+            .arg(&mono)
+            .args(["-c", "2"])
+            .arg(&wav)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let secs = wav_secs(&wav);
+    let t = now_ms();
+    let log = baresip_call(agent.dir.path(), &wav, &agent.uri(), "udp", "opus/48000/2");
+    assert!(
+        log.contains("Call established") && log.contains("opus"),
+        "baresip:\n{log}"
+    );
+    assert_call_transcribed(&agent, "udp", "opus", secs, t);
 }
 
 #[test]

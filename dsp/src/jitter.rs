@@ -276,6 +276,17 @@ impl JitterBuffer {
         self.done_seq = Some(self.done_seq.map_or(s.seq, |d| d.max(s.seq)));
     }
 
+    /// The packet due at the playout point, if it is already here: after a
+    /// `Lost`, this is the one whose FEC data can rebuild the lost frame.
+    pub fn peek_due(&self) -> Option<&[u8]> {
+        let play = self.play_ts?;
+        let frame = self.cfg.frame as u64;
+        self.slots
+            .iter()
+            .find(|s| s.used && s.ts >= play && s.ts < play + frame)
+            .map(|s| &s.data[..])
+    }
+
     /// The playout clock ticks (once per frame) at `now_ms`.
     pub fn pop(&mut self, now_ms: u64) -> Out<'_> {
         let frame = self.cfg.frame as u64;

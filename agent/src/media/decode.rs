@@ -6,11 +6,22 @@ use handlet_dsp::dtmf;
 use handlet_dsp::g711::Law;
 use handlet_dsp::resample::Resampler;
 
-/// Longest packet accepted: 60 ms at 8 kHz.
+/// Longest G.711 packet accepted: 60 ms at 8 kHz.
 pub const MAX_SAMPLES: usize = 480;
 const RATE_CHUNK: usize = 160;
+/// Opus decodes straight to 16 kHz; a packet holds at most 120 ms.
+const OPUS_MAX: usize = 16 * 120;
 
 pub struct Decoder {
+    inner: Inner,
+}
+
+enum Inner {
+    G711(Box<G711>),
+    Opus(Box<Opus>),
+}
+
+struct G711 {
     law: Law,
     resampler: Resampler,
     pcm: [i16; MAX_SAMPLES],
@@ -21,60 +32,97 @@ pub struct Decoder {
     dtmf: dtmf::Detector,
 }
 
+struct Opus {
+    dec: handlet_dsp::opus::Decoder,
+    buf: [f32; OPUS_MAX],
+}
+
 impl Decoder {
     pub fn new(codec: Codec) -> Result<Self, crate::Error> {
         let law = match codec {
             Codec::Pcmu => Law::Mu,
             Codec::Pcma => Law::A,
+            Codec::Opus => {
+                return Ok(Decoder {
+                    inner: Inner::Opus(Box::new(Opus {
+                        dec: handlet_dsp::opus::Decoder::new(16000)?,
+                        buf: [0.0; OPUS_MAX],
+                    })),
+                });
+            }
         };
         Ok(Decoder {
-            law,
-            resampler: Resampler::new(8000, 16000, RATE_CHUNK)?,
-            pcm: [0; MAX_SAMPLES],
-            samples: [0.0; MAX_SAMPLES],
-            last: [0.0; MAX_SAMPLES],
-            last_len: RATE_CHUNK,
-            dtmf: dtmf::Detector::new(),
+            inner: Inner::G711(Box::new(G711 {
+                law,
+                resampler: Resampler::new(8000, 16000, RATE_CHUNK)?,
+                pcm: [0; MAX_SAMPLES],
+                samples: [0.0; MAX_SAMPLES],
+                last: [0.0; MAX_SAMPLES],
+                last_len: RATE_CHUNK,
+                dtmf: dtmf::Detector::new(),
+            })),
         })
     }
 
     /// Decode one payload; 16 kHz audio is appended to `out`. Returns a key
-    /// the caller pressed if in-band DTMF completed in this packet.
+    /// the caller pressed if in-band DTMF completed in this packet (G.711;
+    /// Opus callers send RFC 4733 events).
     pub fn packet(
         &mut self,
         payload: &[u8],
         out: &mut Vec<f32>,
     ) -> Result<Option<char>, crate::Error> {
-        let n = self
-            .law
-            .decode_into(&payload[..payload.len().min(MAX_SAMPLES)], &mut self.pcm);
-        for (d, s) in self.samples[..n].iter_mut().zip(&self.pcm[..n]) {
-            *d = *s as f32 / 32768.0;
+        match &mut self.inner {
+            Inner::G711(g) => {
+                let n = g
+                    .law
+                    .decode_into(&payload[..payload.len().min(MAX_SAMPLES)], &mut g.pcm);
+                for (d, s) in g.samples[..n].iter_mut().zip(&g.pcm[..n]) {
+                    *d = *s as f32 / 32768.0;
+                }
+                if n > 0 {
+                    g.last[..n].copy_from_slice(&g.samples[..n]);
+                    g.last_len = n;
+                }
+                let key = g.dtmf.push(&g.samples[..n]);
+                g.resampler.process(&g.samples[..n], out)?;
+                Ok(key)
+            }
+            Inner::Opus(o) => {
+                let n = o.dec.decode(payload, &mut o.buf)?;
+                out.extend_from_slice(&o.buf[..n]);
+                Ok(None)
+            }
         }
-        if n > 0 {
-            self.last[..n].copy_from_slice(&self.samples[..n]);
-            self.last_len = n;
-        }
-        let key = self.dtmf.push(&self.samples[..n]);
-        self.resampler.process(&self.samples[..n], out)?;
-        Ok(key)
     }
 
-    /// A packet that never came: repeat the last one at half level (each
-    /// further loss halves again), so the timeline keeps its length.
-    pub fn lost(&mut self, out: &mut Vec<f32>) -> Result<(), crate::Error> {
-        let n = self.last_len;
-        for s in &mut self.last[..n] {
-            *s *= 0.5;
+    /// A packet that never came. G.711 repeats the last one at half level
+    /// (each further loss halves again); Opus recovers it from the next
+    /// packet's FEC data when `next` is at hand, else runs its PLC. Either
+    /// way the timeline keeps its length.
+    pub fn lost(&mut self, next: Option<&[u8]>, out: &mut Vec<f32>) -> Result<(), crate::Error> {
+        match &mut self.inner {
+            Inner::G711(g) => {
+                let n = g.last_len;
+                for s in &mut g.last[..n] {
+                    *s *= 0.5;
+                }
+                g.samples[..n].copy_from_slice(&g.last[..n]);
+                g.resampler.process(&g.samples[..n], out)?;
+            }
+            Inner::Opus(o) => {
+                let n = o.dec.conceal(next, &mut o.buf)?;
+                out.extend_from_slice(&o.buf[..n]);
+            }
         }
-        self.samples[..n].copy_from_slice(&self.last[..n]);
-        self.resampler.process(&self.samples[..n], out)?;
         Ok(())
     }
 
     /// End of stream: what the resampler still holds.
     pub fn flush(&mut self, out: &mut Vec<f32>) -> Result<(), crate::Error> {
-        self.resampler.flush(out)?;
+        if let Inner::G711(g) = &mut self.inner {
+            g.resampler.flush(out)?;
+        }
         Ok(())
     }
 }
@@ -91,7 +139,7 @@ mod tests {
             let payload = vec![0xFFu8; ptime_samples];
             for i in 0..50 {
                 if i % 10 == 5 {
-                    d.lost(&mut out).unwrap();
+                    d.lost(None, &mut out).unwrap();
                 } else {
                     d.packet(&payload, &mut out).unwrap();
                 }
@@ -112,7 +160,7 @@ mod tests {
         let mut out = Vec::new();
         d.packet(&[0xAA; 160], &mut out).unwrap(); // loud
         for _ in 0..10 {
-            d.lost(&mut out).unwrap();
+            d.lost(None, &mut out).unwrap();
         }
         let tail = &out[out.len() - 200..];
         assert!(
@@ -142,6 +190,25 @@ mod tests {
             keys.extend(d.packet(&payload, &mut out).unwrap());
         }
         assert_eq!(keys, "5");
+    }
+
+    #[test]
+    fn opus_decodes_to_16k_and_conceals_loss() {
+        let mut enc = handlet_dsp::opus::Encoder::new(48000, 24000, true, 10).unwrap();
+        let mut d = Decoder::new(Codec::Opus).unwrap();
+        let mut out = Vec::new();
+        let mut pkt = [0u8; 1500];
+        let frame: Vec<f32> = (0..960).map(|i| (i as f32 * 0.05).sin() * 0.2).collect();
+        for i in 0..50 {
+            let n = enc.encode(&frame, &mut pkt).unwrap();
+            if i == 20 {
+                d.lost(Some(&pkt[..n]), &mut out).unwrap();
+            } else {
+                d.packet(&pkt[..n], &mut out).unwrap();
+            }
+        }
+        assert_eq!(out.len(), 50 * 320);
+        assert!(d.packet(&[], &mut out).is_err());
     }
 
     #[test]

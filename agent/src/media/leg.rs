@@ -54,11 +54,18 @@ pub struct LegConfig {
     pub timeout: Duration,
 }
 
-fn law(c: Codec) -> Law {
-    match c {
-        Codec::Pcmu => Law::Mu,
-        Codec::Pcma => Law::A,
-    }
+/// 20 ms of silence in the leg's codec, sent back to the caller.
+fn silence_packet(c: Codec) -> Result<Vec<u8>, crate::Error> {
+    Ok(match c {
+        Codec::Pcmu => vec![Law::Mu.silence_byte(); FRAME_8K],
+        Codec::Pcma => vec![Law::A.silence_byte(); FRAME_8K],
+        Codec::Opus => {
+            let mut enc = handlet_dsp::opus::Encoder::new(16000, 16000, false, 0)?;
+            let mut out = [0u8; 256];
+            let n = enc.encode(&[0.0; 320], &mut out)?;
+            out[..n].to_vec()
+        }
+    })
 }
 
 /// Run until cancelled or RTP stops arriving.
@@ -68,11 +75,11 @@ pub async fn run(
     listener: SyncSender<Msg>,
     cancel: CancellationToken,
 ) -> (LegEnd, LegStats) {
-    let law = law(cfg.codec);
     let mut stats = LegStats::default();
     let ptime = cfg.ptime_ms.clamp(10, 60);
     let mut jb = JitterBuffer::new(jitter::Config {
-        frame: 8 * ptime,
+        clock_rate: cfg.codec.rate(),
+        frame: cfg.codec.rate() / 1000 * ptime,
         min_delay_ms: cfg.min_delay_ms,
         max_delay_ms: cfg.max_delay_ms,
         ..jitter::Config::g711()
@@ -89,7 +96,11 @@ pub async fn run(
     let mut tick = tokio::time::interval(Duration::from_millis(20));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut send_buf = Vec::with_capacity(12 + FRAME_8K);
-    let silence = [law.silence_byte(); FRAME_8K];
+    let silence = match silence_packet(cfg.codec) {
+        Ok(p) => p,
+        Err(_) => return (LegEnd::SocketError, stats),
+    };
+    let ts_step = cfg.codec.rate() / 50;
     let ssrc: u32 = rand::random();
     let mut seq: u16 = rand::random();
     let mut ts: u32 = rand::random();
@@ -116,7 +127,7 @@ pub async fn run(
                 }
                 rtp::write(&rtp::Header { marker: false, payload_type: cfg.payload_type, sequence: seq, timestamp: ts, ssrc }, &silence, &mut send_buf);
                 seq = seq.wrapping_add(1);
-                ts = ts.wrapping_add(FRAME_8K as u32);
+                ts = ts.wrapping_add(ts_step);
                 let _ = socket.send_to(&send_buf, remote).await;
             }
             r = socket.recv_from(&mut buf) => {
@@ -151,7 +162,8 @@ pub async fn run(
                 let r = match jb.pop(now_ms()) {
                     Out::Buffering => continue,
                     Out::Packet { payload, .. } => decoder.packet(payload, &mut out16),
-                    Out::Lost | Out::Expand => decoder.lost(&mut out16).map(|()| None),
+                    Out::Expand => decoder.lost(None, &mut out16).map(|()| None),
+                    Out::Lost => decoder.lost(jb.peek_due(), &mut out16).map(|()| None),
                 };
                 match r {
                     Ok(Some(key)) => (cfg.on_digit)(key, now_ms(), "in-band"),

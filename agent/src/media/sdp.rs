@@ -8,6 +8,8 @@ use std::net::{IpAddr, SocketAddr};
 pub enum Codec {
     Pcmu,
     Pcma,
+    /// Opus (RFC 7587): always a 48 kHz RTP clock and "/2" in SDP, sent mono.
+    Opus,
 }
 
 impl Codec {
@@ -15,21 +17,21 @@ impl Codec {
         match self {
             Codec::Pcmu => "PCMU",
             Codec::Pcma => "PCMA",
+            Codec::Opus => "opus",
         }
     }
-    pub fn static_pt(self) -> u8 {
-        match self {
-            Codec::Pcmu => 0,
-            Codec::Pcma => 8,
-        }
-    }
+    /// RTP clock rate.
     pub fn rate(self) -> u32 {
-        8000
+        match self {
+            Codec::Opus => 48000,
+            _ => 8000,
+        }
     }
-    fn from_name(name: &str) -> Option<Codec> {
-        match name.to_ascii_uppercase().as_str() {
-            "PCMU" => Some(Codec::Pcmu),
-            "PCMA" => Some(Codec::Pcma),
+    fn from_rtpmap(name: &str, rate: u32) -> Option<Codec> {
+        match (name.to_ascii_uppercase().as_str(), rate) {
+            ("PCMU", 8000) => Some(Codec::Pcmu),
+            ("PCMA", 8000) => Some(Codec::Pcma),
+            ("OPUS", 48000) => Some(Codec::Opus),
             _ => None,
         }
     }
@@ -151,7 +153,7 @@ impl AudioDescription {
     /// The codec for a payload type, by rtpmap or static assignment.
     pub fn codec_of(&self, pt: u8) -> Option<Codec> {
         if let Some((_, name, rate)) = self.rtpmap.iter().find(|(p, _, _)| *p == pt) {
-            return Codec::from_name(name).filter(|_| *rate == 8000);
+            return Codec::from_rtpmap(name, *rate);
         }
         match pt {
             0 => Some(Codec::Pcmu),
@@ -188,7 +190,13 @@ pub fn write(
         pts.join(" ")
     );
     for (pt, c) in codecs {
-        s.push_str(&format!("a=rtpmap:{pt} {}/{}\r\n", c.name(), c.rate()));
+        if *c == Codec::Opus {
+            s.push_str(&format!(
+                "a=rtpmap:{pt} opus/48000/2\r\na=fmtp:{pt} useinbandfec=1\r\n"
+            ));
+        } else {
+            s.push_str(&format!("a=rtpmap:{pt} {}/{}\r\n", c.name(), c.rate()));
+        }
     }
     if let Some(te) = telephone_event {
         s.push_str(&format!(
@@ -227,6 +235,29 @@ mod tests {
         assert_eq!(
             AudioDescription::parse(&s).unwrap().remote.ip().to_string(),
             "10.0.0.9"
+        );
+    }
+
+    #[test]
+    fn opus_is_chosen_when_offered_first_and_answered_with_fec() {
+        let offer = BARESIP
+            .replace("RTP/AVP 9 0 8 101", "RTP/AVP 111 0 101")
+            .replace("a=rtpmap:9 G722/8000", "a=rtpmap:111 opus/48000/2");
+        let d = AudioDescription::parse(&offer).unwrap();
+        assert_eq!(d.choose().unwrap(), (111, Codec::Opus));
+        let answer = write(
+            "127.0.0.1:20000".parse().unwrap(),
+            1,
+            &[(111, Codec::Opus)],
+            Some(101),
+        );
+        assert!(
+            answer.contains("a=rtpmap:111 opus/48000/2") && answer.contains("useinbandfec=1"),
+            "{answer}"
+        );
+        assert_eq!(
+            AudioDescription::parse(&answer).unwrap().choose().unwrap(),
+            (111, Codec::Opus)
         );
     }
 
