@@ -362,17 +362,6 @@ impl Reader {
             .optional()?)
     }
 
-    /// Ids of the most recent calls, newest first.
-    pub fn recent_calls(&self, limit: usize) -> Result<Vec<String>, Error> {
-        let mut st = self
-            .conn
-            .prepare("SELECT id FROM calls ORDER BY started_at_ms DESC LIMIT ?1")?;
-        let ids = st
-            .query_map(params![limit as i64], |r| r.get(0))?
-            .collect::<Result<Vec<String>, _>>()?;
-        Ok(ids)
-    }
-
     pub fn segments(&self, call_id: &str) -> Result<Vec<SegmentRow>, Error> {
         let mut st = self.conn.prepare(
             "SELECT channel, start_ms, end_ms, text FROM transcript_segments WHERE call_id = ?1 ORDER BY start_ms, id",

@@ -3,7 +3,7 @@
 
 use crate::Error;
 use rubato::audioadapter_buffers::direct::InterleavedSlice;
-use rubato::{Fft, FixedSync, Indexing, Resampler as _};
+use rubato::{Fft, FixedSync, Resampler as _};
 
 pub struct Resampler {
     inner: Option<Fft<f32>>,
@@ -104,7 +104,6 @@ impl Resampler {
             .process_all_into_buffer(&inp, &mut o, samples.len(), None)
             .map_err(|e| Error::Resample(e.to_string()))?;
         out.truncate(made);
-        let _ = Indexing::default();
         Ok(out)
     }
 }
