@@ -7,7 +7,9 @@ pub mod g711;
 pub mod gate;
 pub mod jitter;
 pub mod opus;
+pub mod playout;
 pub mod resample;
+pub mod stereo;
 pub mod telephone_event;
 pub mod wav;
 
