@@ -16,7 +16,7 @@ pub enum Msg {
     /// The leg ended: flush, wait for transcripts, mark complete.
     End,
     /// A transcription came back.
-    Done(u64, Result<Vec<handlet_models::stt::Segment>, String>),
+    Done(Result<Vec<handlet_models::stt::Segment>, String>),
 }
 
 pub struct ListenerHandle {
@@ -58,11 +58,8 @@ fn run(
     let mut ep = Endpointer::new(cfg);
     let mut buf: Vec<f32> = Vec::with_capacity(FRAME * 4);
     let mut outstanding = 0u64;
-    let mut next_job = 0u64;
     let mut ended = false;
-    let mut submit = |u: Utterance, outstanding: &mut u64| {
-        let id = next_job;
-        next_job += 1;
+    let submit = |u: Utterance, outstanding: &mut u64| {
         let back = back.clone();
         let offset = u.start_ms;
         let job = Job {
@@ -78,7 +75,7 @@ fn run(
                         .collect()
                 });
                 // Blocking is fine: this runs on a whisper worker thread.
-                let _ = back.send(Msg::Done(id, r));
+                let _ = back.send(Msg::Done(r));
             }),
         };
         if pool.submit_blocking(job).is_ok() {
@@ -122,7 +119,7 @@ fn run(
                     }
                 }
             }
-            Msg::Done(_, r) => {
+            Msg::Done(r) => {
                 outstanding = outstanding.saturating_sub(1);
                 match r {
                     Ok(segs) => {

@@ -131,14 +131,13 @@ impl FrameEncoder {
     pub fn encode(&mut self, frame: &[f32], out: &mut [u8]) -> Result<usize, Error> {
         match self {
             FrameEncoder::G711(law) => {
-                let n = frame.len().min(out.len());
-                for (o, &s) in out[..n].iter_mut().zip(frame) {
-                    *o = match law {
-                        Law::Mu => crate::g711::ulaw_encode(crate::wav::to_i16(s)),
-                        Law::A => crate::g711::alaw_encode(crate::wav::to_i16(s)),
-                    };
+                // Up to 60 ms at 8 kHz; longer frames are cut, as decode_into does.
+                let mut pcm = [0i16; 480];
+                let n = frame.len().min(pcm.len());
+                for (p, &s) in pcm[..n].iter_mut().zip(frame) {
+                    *p = crate::wav::to_i16(s);
                 }
-                Ok(n)
+                Ok(law.encode_into(&pcm[..n], out))
             }
             FrameEncoder::Opus(e) => e.encode(frame, out),
         }
