@@ -255,11 +255,10 @@ mod tests {
     use super::*;
 
     fn load_str(s: &str) -> Result<Config, Error> {
-        let p = std::env::temp_dir().join(format!(
-            "handlet-cfg-{}-{}.toml",
-            std::process::id(),
-            s.len()
-        ));
+        // Tests run in parallel: each call gets a file of its own.
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let p = std::env::temp_dir().join(format!("handlet-cfg-{}-{n}.toml", std::process::id()));
         std::fs::write(&p, s).unwrap();
         let r = Config::load(Some(&p));
         std::fs::remove_file(&p).ok();
