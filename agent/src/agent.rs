@@ -50,22 +50,6 @@ pub async fn run(cfg: Config) -> Result<(), Error> {
     let sip_cancel = CancellationToken::new();
     let server = sip::bind(&cfg, sip_cancel.clone()).await?;
 
-    for (t, addr) in &server.listen {
-        println!(
-            "handlet: SIP listening on {addr} ({})",
-            t.to_string().to_lowercase()
-        );
-    }
-    println!(
-        "handlet: data in {}, models from {}",
-        cfg.data_dir.display(),
-        cfg.models_dir.display()
-    );
-    let target = format!("sip:{}@{}:{}", cfg.sip.user, cfg.sip.bind, cfg.sip.port);
-    println!("handlet: place a test call with `handlet call --wav FILE.wav --to {target}`");
-    println!("handlet: ready in {:.1} s", t0.elapsed().as_secs_f32());
-    tracing::info!(startup_ms = t0.elapsed().as_millis() as u64, "agent ready");
-
     let ctx = Arc::new(CallCtx {
         cfg,
         store: store.clone(),
@@ -73,6 +57,32 @@ pub async fn run(cfg: Config) -> Result<(), Error> {
         models,
         active: Arc::new(ActiveCalls::default()),
     });
+    // Keep the SIP endpoint serving until calls have said goodbye.
+    let listen = server.listen.clone();
+    let serving = tokio::spawn(sip::serve(server, ctx.clone(), sip_cancel.clone()));
+    // rsipstack binds TCP inside its serve task: say "ready" only once it accepts.
+    if let Err(e) = sip::wait_listening(&listen).await {
+        sip_cancel.cancel();
+        let _ = serving.await;
+        return Err(e);
+    }
+    for (t, addr) in &listen {
+        println!(
+            "handlet: SIP listening on {addr} ({})",
+            t.to_string().to_lowercase()
+        );
+    }
+    println!(
+        "handlet: data in {}, models from {}",
+        ctx.cfg.data_dir.display(),
+        ctx.cfg.models_dir.display()
+    );
+    let sip_cfg = &ctx.cfg.sip;
+    let target = format!("sip:{}@{}:{}", sip_cfg.user, sip_cfg.bind, sip_cfg.port);
+    println!("handlet: place a test call with `handlet call --wav FILE.wav --to {target}`");
+    println!("handlet: ready in {:.1} s", t0.elapsed().as_secs_f32());
+    tracing::info!(startup_ms = t0.elapsed().as_millis() as u64, "agent ready");
+
     notify::ready("answering calls");
     if let Some(every) = notify::watchdog_interval() {
         tokio::spawn(async move {
@@ -84,8 +94,6 @@ pub async fn run(cfg: Config) -> Result<(), Error> {
         });
     }
 
-    // Keep the SIP endpoint serving until calls have said goodbye.
-    let serving = tokio::spawn(sip::serve(server, ctx.clone(), sip_cancel.clone()));
     wait_for_signal().await;
     notify::stopping();
     tracing::info!(active_calls = ctx.active.len(), "shutting down");

@@ -90,6 +90,36 @@ pub async fn bind(cfg: &Config, cancel: CancellationToken) -> Result<SipServer, 
     })
 }
 
+/// Wait until every TCP listener accepts connections (rsipstack binds them in
+/// its serve task, after `bind` returned). UDP sockets exist from `bind` on.
+pub async fn wait_listening(listen: &[(Transport, SocketAddr)]) -> Result<(), Error> {
+    for (t, addr) in listen {
+        if *t != Transport::Tcp {
+            continue;
+        }
+        let mut probe = *addr;
+        if probe.ip().is_unspecified() {
+            probe.set_ip(match probe {
+                SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+                SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+            });
+        }
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            match tokio::net::TcpStream::connect(probe).await {
+                Ok(_) => break,
+                Err(e) if tokio::time::Instant::now() >= deadline => {
+                    return Err(Error::Bind(format!(
+                        "SIP {addr}/tcp did not start listening within 5 s ({e})"
+                    )));
+                }
+                Err(_) => tokio::time::sleep(std::time::Duration::from_millis(10)).await,
+            }
+        }
+    }
+    Ok(())
+}
+
 fn port_error(addr: SocketAddr, proto: &str, e: std::io::Error) -> Error {
     let hint = match e.kind() {
         std::io::ErrorKind::AddrInUse => {
