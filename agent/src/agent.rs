@@ -104,6 +104,18 @@ pub async fn run(cfg: Config) -> Result<(), Error> {
     }
     sip_cancel.cancel();
     let _ = serving.await;
+    // Let utterances already heard finish (within systemd's stop timeout).
+    let pool = ctx.pool.clone();
+    let dropped =
+        tokio::task::spawn_blocking(move || pool.shutdown(std::time::Duration::from_secs(10)))
+            .await
+            .unwrap_or(0);
+    if dropped > 0 {
+        tracing::warn!(
+            utterances = dropped,
+            "shutdown gave up transcribing some utterances"
+        );
+    }
     store.flush();
     Ok(())
 }

@@ -186,7 +186,7 @@ pub async fn inbound(
         call_id.clone(),
         "caller",
         &ctx.models.silero_vad,
-        endpoint_config(&ctx.cfg),
+        listener_config(&ctx.cfg),
         ctx.pool.clone(),
         ctx.store.clone(),
     ) {
@@ -264,14 +264,17 @@ pub async fn inbound(
     );
 }
 
-pub fn endpoint_config(cfg: &Config) -> EndpointConfig {
+pub fn listener_config(cfg: &Config) -> listener::ListenerConfig {
     let t = &cfg.transcription;
-    EndpointConfig {
-        start_threshold: t.vad_start_threshold,
-        stop_threshold: t.vad_stop_threshold,
-        min_silence_ms: t.min_silence_ms,
-        min_speech_ms: t.min_speech_ms,
-        pad_ms: 200,
-        max_utterance_ms: t.max_utterance_ms,
+    listener::ListenerConfig {
+        endpoint: EndpointConfig {
+            start_threshold: t.vad_start_threshold,
+            stop_threshold: t.vad_stop_threshold,
+            min_silence_ms: t.min_silence_ms,
+            min_speech_ms: t.min_speech_ms,
+            pad_ms: 200,
+            max_utterance_ms: t.max_utterance_ms,
+        },
+        partial_interval_ms: t.partial_interval_ms,
     }
 }

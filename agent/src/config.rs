@@ -46,6 +46,7 @@ pub struct Media {
 pub struct Transcription {
     pub workers: usize,
     pub queue: usize,
+    pub partial_interval_ms: u64,
     pub vad_start_threshold: f32,
     pub vad_stop_threshold: f32,
     pub min_silence_ms: u64,
@@ -106,6 +107,7 @@ impl Default for Transcription {
         Transcription {
             workers: 1,
             queue: 32,
+            partial_interval_ms: 1000,
             vad_start_threshold: 0.5,
             vad_stop_threshold: 0.35,
             min_silence_ms: 600,
@@ -197,6 +199,12 @@ impl Config {
         }
         if t.queue == 0 {
             return Err("transcription.queue must be at least 1".into());
+        }
+        if t.partial_interval_ms != 0 && !(300..=10_000).contains(&t.partial_interval_ms) {
+            return Err(format!(
+                "transcription.partial_interval_ms must be 0 (off) or 300..=10000, got {}",
+                t.partial_interval_ms
+            ));
         }
         for (name, v) in [
             ("vad_start_threshold", t.vad_start_threshold),

@@ -2,21 +2,37 @@
 //! VAD and the end-pointer split it into utterances, the inference pool
 //! transcribes them, and the segments go to the store with offsets from the
 //! start of the call.
+//!
+//! While an utterance is being spoken the listener asks for a partial
+//! transcript of the audio so far every `partial_interval_ms`, at most one in
+//! flight per leg, so a slow box sheds previews rather than falling behind.
+//! A partial that comes back after its utterance ended is dropped: the final
+//! supersedes it.
 
-use crate::inference::{Job, Pool};
-use crate::store::{SegmentRow, Store};
+use crate::inference::{Job, JobError, Pool, Priority};
+use crate::store::{PartialRow, SegmentOrigin, SegmentRow, Store};
 use handlet_models::endpoint::{EndpointConfig, Endpointer, Utterance};
+use handlet_models::stt::Segment;
 use handlet_models::vad::{FRAME, Vad};
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
+
+type Outcome = Result<Vec<Segment>, JobError>;
 
 pub enum Msg {
     /// 16 kHz mono audio, in order.
     Audio(Vec<f32>),
     /// The leg ended: flush, wait for transcripts, mark complete.
     End,
-    /// A transcription came back.
-    Done(Result<Vec<handlet_models::stt::Segment>, String>),
+    /// A final transcription came back for the utterance starting at `start_ms`.
+    Final { start_ms: u64, result: Outcome },
+    /// A partial came back, covering `audio_ms` of the utterance.
+    Partial {
+        start_ms: u64,
+        audio_ms: u64,
+        result: Outcome,
+    },
 }
 
 pub struct ListenerHandle {
@@ -24,12 +40,22 @@ pub struct ListenerHandle {
     pub thread: std::thread::JoinHandle<()>,
 }
 
+#[derive(Debug, Clone, Copy)]
+pub struct ListenerConfig {
+    pub endpoint: EndpointConfig,
+    /// 0 = no partials.
+    pub partial_interval_ms: u64,
+}
+
+/// Legs are numbered so the pool can tell one leg's partials from another's.
+static NEXT_LEG: AtomicU64 = AtomicU64::new(1);
+
 /// Start a listener for `channel` ("caller") of call `call_id`.
 pub fn start(
     call_id: String,
     channel: &'static str,
     vad_model: &Path,
-    cfg: EndpointConfig,
+    cfg: ListenerConfig,
     pool: Pool,
     store: Store,
 ) -> Result<ListenerHandle, crate::Error> {
@@ -37,113 +63,204 @@ pub fn start(
     // ~10 s of 20 ms frames; the media task drops (and counts) beyond that.
     let (tx, rx) = mpsc::sync_channel::<Msg>(512);
     let back = tx.clone();
+    let leg = NEXT_LEG.fetch_add(1, Ordering::Relaxed);
+    let mut l = Listener {
+        call_id,
+        channel,
+        leg,
+        cfg,
+        ep: Endpointer::new(cfg.endpoint),
+        pool,
+        store,
+        back,
+        finals_outstanding: 0,
+        partial_in_flight: false,
+        partial_mark: 0,
+        ended: false,
+    };
     let thread = std::thread::Builder::new()
         .name("listener".into())
-        .spawn(move || run(call_id, channel, vad, cfg, pool, store, rx, back))
+        .spawn(move || l.run(vad, rx))
         .map_err(|e| crate::Error::Io(e.to_string()))?;
     Ok(ListenerHandle { tx, thread })
 }
 
-#[allow(clippy::too_many_arguments)]
-fn run(
+struct Listener {
     call_id: String,
     channel: &'static str,
-    mut vad: Vad,
-    cfg: EndpointConfig,
+    leg: u64,
+    cfg: ListenerConfig,
+    ep: Endpointer,
     pool: Pool,
     store: Store,
-    rx: mpsc::Receiver<Msg>,
     back: mpsc::SyncSender<Msg>,
-) {
-    let mut ep = Endpointer::new(cfg);
-    let mut buf: Vec<f32> = Vec::with_capacity(FRAME * 4);
-    let mut outstanding = 0u64;
-    let mut ended = false;
-    let submit = |u: Utterance, outstanding: &mut u64| {
-        let back = back.clone();
-        let offset = u.start_ms;
+    finals_outstanding: u64,
+    partial_in_flight: bool,
+    /// Length (samples) of the utterance audio the last partial covered.
+    partial_mark: usize,
+    ended: bool,
+}
+
+impl Listener {
+    fn run(&mut self, mut vad: Vad, rx: mpsc::Receiver<Msg>) {
+        let mut buf: Vec<f32> = Vec::with_capacity(FRAME * 4);
+        while let Ok(msg) = rx.recv() {
+            match msg {
+                Msg::Audio(samples) if !self.ended => {
+                    buf.extend_from_slice(&samples);
+                    let mut used = 0;
+                    while buf.len() - used >= FRAME {
+                        let frame = &buf[used..used + FRAME];
+                        used += FRAME;
+                        let p = match vad.process(frame) {
+                            Ok(p) => p,
+                            Err(e) => {
+                                tracing::warn!(error = %e, "VAD failed on a frame");
+                                0.0
+                            }
+                        };
+                        if let Some(u) = self.ep.push(frame, p) {
+                            self.submit_final(u);
+                        }
+                    }
+                    buf.drain(..used);
+                    self.maybe_partial();
+                }
+                Msg::Audio(_) => {}
+                Msg::End => {
+                    if !self.ended {
+                        self.ended = true;
+                        if !buf.is_empty() {
+                            buf.resize(FRAME, 0.0);
+                            let p = vad.process(&buf).unwrap_or(0.0);
+                            if let Some(u) = self.ep.push(&buf, p) {
+                                self.submit_final(u);
+                            }
+                        }
+                        if let Some(u) = self.ep.flush() {
+                            self.submit_final(u);
+                        }
+                    }
+                }
+                Msg::Final { start_ms, result } => {
+                    self.finals_outstanding = self.finals_outstanding.saturating_sub(1);
+                    self.store_final(start_ms, result);
+                }
+                Msg::Partial {
+                    start_ms,
+                    audio_ms,
+                    result,
+                } => {
+                    self.partial_in_flight = false;
+                    self.store_partial(start_ms, audio_ms, result);
+                }
+            }
+            if self.ended && self.finals_outstanding == 0 && !self.partial_in_flight {
+                self.store.transcript_complete(&self.call_id);
+                tracing::info!(call = %self.call_id, "transcript complete");
+                return;
+            }
+        }
+    }
+
+    fn submit_final(&mut self, u: Utterance) {
+        self.partial_mark = 0;
+        let back = self.back.clone();
+        let start_ms = u.start_ms;
         let job = Job {
+            leg: self.leg,
+            priority: Priority::Final,
             samples: u.samples,
-            reply: Box::new(move |r| {
-                let r = r.map(|segs| {
-                    segs.into_iter()
-                        .map(|mut s| {
-                            s.start_ms += offset;
-                            s.end_ms += offset;
-                            s
-                        })
-                        .collect()
-                });
+            reply: Box::new(move |result| {
                 // Blocking is fine: this runs on a whisper worker thread.
-                let _ = back.send(Msg::Done(r));
+                let _ = back.send(Msg::Final { start_ms, result });
             }),
         };
-        if pool.submit_blocking(job).is_ok() {
-            *outstanding += 1;
+        if self.pool.submit_blocking(job).is_ok() {
+            self.finals_outstanding += 1;
         }
-    };
-    while let Ok(msg) = rx.recv() {
-        match msg {
-            Msg::Audio(samples) if !ended => {
-                buf.extend_from_slice(&samples);
-                let mut used = 0;
-                while buf.len() - used >= FRAME {
-                    let frame = &buf[used..used + FRAME];
-                    used += FRAME;
-                    let p = match vad.process(frame) {
-                        Ok(p) => p,
-                        Err(e) => {
-                            tracing::warn!(error = %e, "VAD failed on a frame");
-                            0.0
-                        }
-                    };
-                    if let Some(u) = ep.push(frame, p) {
-                        submit(u, &mut outstanding);
-                    }
-                }
-                buf.drain(..used);
-            }
-            Msg::Audio(_) => {}
-            Msg::End => {
-                if !ended {
-                    ended = true;
-                    if !buf.is_empty() {
-                        buf.resize(FRAME, 0.0);
-                        let p = vad.process(&buf).unwrap_or(0.0);
-                        if let Some(u) = ep.push(&buf, p) {
-                            submit(u, &mut outstanding);
-                        }
-                    }
-                    if let Some(u) = ep.flush() {
-                        submit(u, &mut outstanding);
-                    }
-                }
-            }
-            Msg::Done(r) => {
-                outstanding = outstanding.saturating_sub(1);
-                match r {
-                    Ok(segs) => {
-                        for s in segs {
-                            tracing::debug!(call = %call_id, start_ms = s.start_ms, "transcript segment");
-                            store.add_segment(
-                                &call_id,
-                                SegmentRow {
-                                    channel: channel.into(),
-                                    start_ms: s.start_ms as i64,
-                                    end_ms: s.end_ms as i64,
-                                    text: s.text,
-                                },
-                            );
-                        }
-                    }
-                    Err(e) => tracing::warn!(call = %call_id, error = %e, "transcription failed"),
-                }
-            }
-        }
-        if ended && outstanding == 0 {
-            store.transcript_complete(&call_id);
-            tracing::info!(call = %call_id, "transcript complete");
+    }
+
+    fn maybe_partial(&mut self) {
+        let every = (self.cfg.partial_interval_ms * 16) as usize;
+        if every == 0 || self.partial_in_flight {
             return;
         }
+        let Some((start_ms, audio)) = self.ep.current() else {
+            return;
+        };
+        if audio.len() < self.partial_mark + every {
+            return;
+        }
+        self.partial_mark = audio.len();
+        let audio_ms = audio.len() as u64 / 16;
+        let back = self.back.clone();
+        let job = Job {
+            leg: self.leg,
+            priority: Priority::Partial,
+            samples: audio.to_vec(),
+            reply: Box::new(move |result| {
+                let _ = back.send(Msg::Partial {
+                    start_ms,
+                    audio_ms,
+                    result,
+                });
+            }),
+        };
+        if self.pool.submit_blocking(job).is_ok() {
+            self.partial_in_flight = true;
+        }
+    }
+
+    fn store_final(&mut self, start_ms: u64, result: Outcome) {
+        match result {
+            Ok(segs) => {
+                let origin = SegmentOrigin {
+                    utterance_start_ms: start_ms as i64,
+                    received_at_ms: crate::call::now_ms(),
+                };
+                for s in segs {
+                    tracing::debug!(call = %self.call_id, start_ms = s.start_ms + start_ms, "transcript segment");
+                    self.store.add_final(
+                        &self.call_id,
+                        SegmentRow {
+                            channel: self.channel.into(),
+                            start_ms: (s.start_ms + start_ms) as i64,
+                            end_ms: (s.end_ms + start_ms) as i64,
+                            text: s.text,
+                        },
+                        origin,
+                    );
+                }
+            }
+            Err(e) => {
+                tracing::warn!(call = %self.call_id, error = ?e, "transcription failed")
+            }
+        }
+    }
+
+    fn store_partial(&mut self, start_ms: u64, audio_ms: u64, result: Outcome) {
+        // Only while that utterance is still being spoken; after, the final
+        // (queued or stored) is the truth.
+        let live = self.ep.current().is_some_and(|(s, _)| s == start_ms);
+        let Ok(segs) = result else { return };
+        if !live || segs.is_empty() {
+            return;
+        }
+        let text = segs
+            .iter()
+            .map(|s| s.text.as_str())
+            .collect::<Vec<_>>()
+            .join(" ");
+        self.store.add_partial(
+            &self.call_id,
+            PartialRow {
+                channel: self.channel.into(),
+                utterance_start_ms: start_ms as i64,
+                audio_ms: audio_ms as i64,
+                text,
+                received_at_ms: crate::call::now_ms(),
+            },
+        );
     }
 }

@@ -44,6 +44,20 @@ const MIGRATIONS: &[&str] = &[
         detail TEXT NOT NULL
     );
     CREATE INDEX call_events_call ON call_events(call_id, at_ms);",
+    // 3: streaming transcription: live partial text per utterance, and which
+    // utterance each final segment came from and when it arrived.
+    "CREATE TABLE transcript_partials (
+        id INTEGER PRIMARY KEY,
+        call_id TEXT NOT NULL REFERENCES calls(id) ON DELETE CASCADE,
+        channel TEXT NOT NULL,
+        utterance_start_ms INTEGER NOT NULL,
+        audio_ms INTEGER NOT NULL,
+        text TEXT NOT NULL,
+        received_at_ms INTEGER NOT NULL
+    );
+    CREATE INDEX transcript_partials_call ON transcript_partials(call_id, utterance_start_ms);
+    ALTER TABLE transcript_segments ADD COLUMN utterance_start_ms INTEGER;
+    ALTER TABLE transcript_segments ADD COLUMN received_at_ms INTEGER;",
 ];
 
 /// A call as first recorded.
@@ -66,6 +80,24 @@ pub struct SegmentRow {
     pub start_ms: i64,
     pub end_ms: i64,
     pub text: String,
+}
+
+/// Live text for an utterance still being spoken.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PartialRow {
+    pub channel: String,
+    pub utterance_start_ms: i64,
+    /// How much of the utterance the text covers.
+    pub audio_ms: i64,
+    pub text: String,
+    pub received_at_ms: i64,
+}
+
+/// Where a final segment came from.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SegmentOrigin {
+    pub utterance_start_ms: i64,
+    pub received_at_ms: i64,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -96,6 +128,11 @@ enum Cmd {
     Segment {
         call_id: String,
         seg: SegmentRow,
+        origin: Option<SegmentOrigin>,
+    },
+    Partial {
+        call_id: String,
+        partial: PartialRow,
     },
     TranscriptComplete {
         id: String,
@@ -216,6 +253,23 @@ impl Store {
         self.send(Cmd::Segment {
             call_id: call_id.into(),
             seg,
+            origin: None,
+        });
+    }
+
+    /// A final segment of a streamed utterance.
+    pub fn add_final(&self, call_id: &str, seg: SegmentRow, origin: SegmentOrigin) {
+        self.send(Cmd::Segment {
+            call_id: call_id.into(),
+            seg,
+            origin: Some(origin),
+        });
+    }
+
+    pub fn add_partial(&self, call_id: &str, partial: PartialRow) {
+        self.send(Cmd::Partial {
+            call_id: call_id.into(),
+            partial,
         });
     }
 
@@ -277,10 +331,33 @@ fn apply(conn: &Connection, cmd: Cmd) -> Result<(), rusqlite::Error> {
                 params![id, ended_at_ms, reason],
             )?;
         }
-        Cmd::Segment { call_id, seg } => {
+        Cmd::Segment {
+            call_id,
+            seg,
+            origin,
+        } => {
             conn.execute(
-                "INSERT INTO transcript_segments (call_id, channel, start_ms, end_ms, text) VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![call_id, seg.channel, seg.start_ms, seg.end_ms, seg.text],
+                "INSERT INTO transcript_segments (call_id, channel, start_ms, end_ms, text, utterance_start_ms, received_at_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![
+                    call_id,
+                    seg.channel,
+                    seg.start_ms,
+                    seg.end_ms,
+                    seg.text,
+                    origin.map(|o| o.utterance_start_ms),
+                    origin.map(|o| o.received_at_ms)
+                ],
+            )?;
+        }
+        Cmd::Partial {
+            call_id,
+            partial: p,
+        } => {
+            conn.execute(
+                "INSERT INTO transcript_partials (call_id, channel, utterance_start_ms, audio_ms, text, received_at_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![call_id, p.channel, p.utterance_start_ms, p.audio_ms, p.text, p.received_at_ms],
             )?;
         }
         Cmd::TranscriptComplete { id } => {
@@ -373,6 +450,28 @@ impl Reader {
                     start_ms: r.get(1)?,
                     end_ms: r.get(2)?,
                     text: r.get(3)?,
+                })
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+}
+
+impl Reader {
+    /// Live partials of a call, in the order they arrived.
+    pub fn partials(&self, call_id: &str) -> Result<Vec<PartialRow>, Error> {
+        let mut st = self.conn.prepare(
+            "SELECT channel, utterance_start_ms, audio_ms, text, received_at_ms FROM transcript_partials
+             WHERE call_id = ?1 ORDER BY id",
+        )?;
+        let rows = st
+            .query_map(params![call_id], |r| {
+                Ok(PartialRow {
+                    channel: r.get(0)?,
+                    utterance_start_ms: r.get(1)?,
+                    audio_ms: r.get(2)?,
+                    text: r.get(3)?,
+                    received_at_ms: r.get(4)?,
                 })
             })?
             .collect::<Result<Vec<_>, _>>()?;

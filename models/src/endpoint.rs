@@ -125,6 +125,14 @@ impl Endpointer {
         self.finish()
     }
 
+    /// The utterance in progress: its start offset (ms) and audio so far,
+    /// for live partial transcripts.
+    pub fn current(&self) -> Option<(u64, &[f32])> {
+        self.current
+            .as_ref()
+            .map(|c| (c.start_sample / RATE_MS, c.samples.as_slice()))
+    }
+
     /// Is an utterance in progress?
     pub fn in_speech(&self) -> bool {
         self.current.is_some()
@@ -199,6 +207,22 @@ mod tests {
         p.extend([0.9; 2]); // 64 ms
         p.extend([0.0; 40]);
         assert!(run(&p).is_empty());
+    }
+
+    #[test]
+    fn current_shows_the_utterance_in_progress() {
+        let mut e = Endpointer::new(EndpointConfig::default());
+        let frame = [0.1f32; FRAME];
+        for _ in 0..10 {
+            e.push(&frame, 0.0);
+        }
+        assert!(e.current().is_none());
+        for _ in 0..5 {
+            e.push(&frame, 0.9);
+        }
+        let (start, audio) = e.current().unwrap();
+        assert_eq!(start, 320 - 200);
+        assert_eq!(audio.len(), 200 * 16 + 5 * FRAME);
     }
 
     #[test]

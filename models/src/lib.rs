@@ -5,11 +5,15 @@
 
 pub mod convert;
 pub mod ct2;
+pub mod embed;
 pub mod endpoint;
+pub mod guard;
+pub mod intent;
 pub mod manifest;
 pub mod mel;
 pub mod stt;
 pub mod vad;
+pub mod wordpiece;
 
 use std::path::PathBuf;
 

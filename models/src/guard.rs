@@ -1,0 +1,222 @@
+//! Guards against whisper's known failures, as pure functions on its output.
+//!
+//! - On silence, hold music and noise whisper invents stock phrases from its
+//!   training subtitles ("Thank you.", "Thanks for watching!"). They are
+//!   dropped when whisper itself is unsure (no-speech probability or low token
+//!   confidence); a caller who says "thank you" clearly is kept.
+//! - Non-speech annotations ("[BLANK_AUDIO]", "(music)", "♪") are removed.
+//! - Greedy decoding can fall into a loop repeating one phrase; runs of the
+//!   same phrase are collapsed to one.
+
+/// What whisper returned for one segment.
+#[derive(Debug, Clone, Copy)]
+pub struct Heard<'a> {
+    pub text: &'a str,
+    /// whisper's no-speech probability for the segment.
+    pub no_speech: f32,
+    /// Mean probability of the segment's text tokens.
+    pub confidence: f32,
+}
+
+/// Above this no-speech probability a segment is dropped whatever it says.
+const NO_SPEECH_DROP: f32 = 0.8;
+/// Stock phrases survive only above this token confidence...
+const STOCK_MIN_CONFIDENCE: f32 = 0.75;
+/// ...and below this no-speech probability.
+const STOCK_MAX_NO_SPEECH: f32 = 0.2;
+
+/// Phrases whisper produces from nothing, normalised by [`normalise`].
+const STOCK_PHRASES: &[&str] = &[
+    "thank you",
+    "thank you very much",
+    "thank you so much",
+    "thanks",
+    "thanks for watching",
+    "thank you for watching",
+    "thanks for watching and see you next time",
+    "please subscribe",
+    "like and subscribe",
+    "subscribe to my channel",
+    "subtitles by the amaraorg community",
+    "you",
+    "bye",
+    "bye bye",
+    "so",
+    "oh",
+    "okay",
+    "the end",
+    "im sorry",
+    "hmm",
+    "uh",
+    "um",
+];
+
+/// The text to keep for a segment, or `None` to drop it.
+pub fn accept(h: &Heard, audio_secs: f32) -> Option<String> {
+    if h.no_speech > NO_SPEECH_DROP {
+        return None;
+    }
+    let text = strip_annotations(h.text);
+    let text = collapse_repeats(&text);
+    let text = text.trim();
+    if normalise(text).is_empty() {
+        return None;
+    }
+    if is_stock_phrase(text)
+        && (h.confidence < STOCK_MIN_CONFIDENCE || h.no_speech > STOCK_MAX_NO_SPEECH)
+    {
+        return None;
+    }
+    // People say at most ~5 words a second; far more means whisper is making
+    // text up (a loop the collapse did not catch). Keep nothing rather than a
+    // paragraph of invention.
+    let words = text.split_whitespace().count() as f32;
+    if words > audio_secs * 6.0 + 8.0 {
+        return None;
+    }
+    Some(text.to_string())
+}
+
+/// Lower case, letters, digits and single spaces only.
+pub fn normalise(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for w in text.split_whitespace() {
+        let w: String = w
+            .chars()
+            .filter(|c| c.is_alphanumeric())
+            .flat_map(char::to_lowercase)
+            .collect();
+        if !w.is_empty() {
+            if !out.is_empty() {
+                out.push(' ');
+            }
+            out.push_str(&w);
+        }
+    }
+    out
+}
+
+/// Is the whole text one of the stock phrases whisper invents?
+pub fn is_stock_phrase(text: &str) -> bool {
+    let n = normalise(text);
+    STOCK_PHRASES.contains(&n.as_str())
+}
+
+/// Remove "[BLANK_AUDIO]", "(upbeat music)", "*coughs*" and music notes.
+pub fn strip_annotations(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut close: Option<char> = None;
+    for c in text.chars() {
+        match close {
+            Some(end) if c == end => close = None,
+            Some(_) => {}
+            None => match c {
+                '[' => close = Some(']'),
+                '(' => close = Some(')'),
+                '*' => close = Some('*'),
+                '♪' | '♫' | '♬' => {}
+                _ => out.push(c),
+            },
+        }
+    }
+    out.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// Collapse a phrase of 1–8 words repeated three or more times in a row
+/// ("I'm sorry. I'm sorry. I'm sorry.") to a single occurrence. Two in a row
+/// is left alone: people do say "no, no".
+pub fn collapse_repeats(text: &str) -> String {
+    let words: Vec<&str> = text.split_whitespace().collect();
+    let keys: Vec<String> = words.iter().map(|w| normalise(w)).collect();
+    let mut keep: Vec<&str> = Vec::with_capacity(words.len());
+    let mut i = 0;
+    'outer: while i < words.len() {
+        for n in 1..=8usize {
+            if i + 3 * n > words.len() {
+                break;
+            }
+            let unit = &keys[i..i + n];
+            let mut reps = 1;
+            while i + (reps + 1) * n <= words.len()
+                && keys[i + reps * n..i + (reps + 1) * n] == *unit
+            {
+                reps += 1;
+            }
+            if reps >= 3 {
+                // Keep the last copy: it carries the sentence's punctuation.
+                keep.extend_from_slice(&words[i + (reps - 1) * n..i + reps * n]);
+                i += reps * n;
+                continue 'outer;
+            }
+        }
+        keep.push(words[i]);
+        i += 1;
+    }
+    keep.join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn heard(text: &str, no_speech: f32, confidence: f32) -> Option<String> {
+        accept(
+            &Heard {
+                text,
+                no_speech,
+                confidence,
+            },
+            3.0,
+        )
+    }
+
+    #[test]
+    fn stock_phrases_dropped_when_unsure_kept_when_clear() {
+        assert_eq!(heard(" Thank you.", 0.05, 0.4), None);
+        assert_eq!(heard("Thanks for watching!", 0.5, 0.9), None);
+        assert_eq!(
+            heard("Thank you.", 0.01, 0.95).as_deref(),
+            Some("Thank you.")
+        );
+        // Real sentences are not stock phrases even at low confidence.
+        assert!(heard("Thank you, my boiler is leaking.", 0.1, 0.5).is_some());
+    }
+
+    #[test]
+    fn annotations_are_removed() {
+        assert_eq!(heard("[BLANK_AUDIO]", 0.1, 0.9), None);
+        assert_eq!(heard("(upbeat music) ♪", 0.1, 0.9), None);
+        assert_eq!(
+            strip_annotations("Hello *coughs* there [noise]"),
+            "Hello there"
+        );
+    }
+
+    #[test]
+    fn loops_collapse_but_doubles_stay() {
+        assert_eq!(
+            collapse_repeats("I'm sorry. I'm sorry. I'm sorry. I'm sorry. Goodbye."),
+            "I'm sorry. Goodbye."
+        );
+        assert_eq!(collapse_repeats("no, no, it's fine"), "no, no, it's fine");
+        assert_eq!(
+            collapse_repeats("call me back call me back call me back please"),
+            "call me back please"
+        );
+        assert_eq!(collapse_repeats("a b c d"), "a b c d");
+    }
+
+    #[test]
+    fn no_speech_drops_everything() {
+        assert_eq!(heard("My boiler is leaking.", 0.95, 0.9), None);
+    }
+
+    #[test]
+    fn implausibly_long_text_for_the_audio_is_dropped() {
+        let long = (0..60)
+            .map(|i| format!("word{i}"))
+            .collect::<Vec<_>>()
+            .join(" ");
+        assert_eq!(heard(&long, 0.1, 0.9), None);
+    }
+}
