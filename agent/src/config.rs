@@ -7,6 +7,8 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
 pub const DEFAULT_TOML: &str = include_str!("default.toml");
+/// The built-in intents: the `[intent]` section's default.
+pub const INTENTS_TOML: &str = include_str!("intents.toml");
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -16,7 +18,72 @@ pub struct Config {
     pub sip: Sip,
     pub media: Media,
     pub transcription: Transcription,
+    pub intent: Intent,
     pub log: Log,
+}
+
+/// Intent classification: the business's intents and their examples.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Intent {
+    pub unknown_below: f32,
+    pub intents: Vec<IntentDef>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct IntentDef {
+    pub name: String,
+    #[serde(default = "normal")]
+    pub urgency: Urgency,
+    pub examples: Vec<String>,
+}
+
+fn normal() -> Urgency {
+    Urgency::Normal
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord)]
+#[serde(rename_all = "lowercase")]
+pub enum Urgency {
+    Low,
+    Normal,
+    High,
+}
+
+impl Urgency {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Urgency::Low => "low",
+            Urgency::Normal => "normal",
+            Urgency::High => "high",
+        }
+    }
+}
+
+impl Default for Intent {
+    fn default() -> Self {
+        // Without serde's struct default, which would call this again.
+        #[derive(Deserialize)]
+        struct Raw {
+            unknown_below: f32,
+            intents: Vec<IntentDef>,
+        }
+        #[derive(Deserialize)]
+        struct File {
+            intent: Raw,
+        }
+        // Checked by a unit test, so this cannot fail in a build that passed.
+        toml::from_str::<File>(INTENTS_TOML)
+            .map(|f| Intent {
+                unknown_below: f.intent.unknown_below,
+                intents: f.intent.intents,
+            })
+            .unwrap_or(Intent {
+                unknown_below: 0.3,
+                intents: Vec::new(),
+            })
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -71,6 +138,7 @@ impl Default for Config {
             sip: Sip::default(),
             media: Media::default(),
             transcription: Transcription::default(),
+            intent: Intent::default(),
             log: Log::default(),
         }
     }
@@ -200,6 +268,34 @@ impl Config {
         if t.queue == 0 {
             return Err("transcription.queue must be at least 1".into());
         }
+        let i = &self.intent;
+        if !(0.0..=1.0).contains(&i.unknown_below) {
+            return Err(format!(
+                "intent.unknown_below must be between 0 and 1, got {}",
+                i.unknown_below
+            ));
+        }
+        if i.intents.is_empty() {
+            return Err("intent.intents must name at least one intent".into());
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for d in &i.intents {
+            if d.name.trim().is_empty() || d.name == "unknown" {
+                return Err(format!(
+                    "intent.intents: {:?} is not a usable intent name",
+                    d.name
+                ));
+            }
+            if !seen.insert(d.name.as_str()) {
+                return Err(format!("intent.intents: {:?} is listed twice", d.name));
+            }
+            if d.examples.iter().filter(|e| !e.trim().is_empty()).count() < 2 {
+                return Err(format!(
+                    "intent.intents: {:?} needs at least 2 examples",
+                    d.name
+                ));
+            }
+        }
         if t.partial_interval_ms != 0 && !(300..=10_000).contains(&t.partial_interval_ms) {
             return Err(format!(
                 "transcription.partial_interval_ms must be 0 (off) or 300..=10000, got {}",
@@ -279,6 +375,29 @@ mod tests {
         c.validate().unwrap();
         assert_eq!(c.sip.port, 5060);
         assert!(c.sip.udp && c.sip.tcp);
+    }
+
+    #[test]
+    fn built_in_intents_parse_and_a_config_can_replace_them() {
+        let c = Config::default_config();
+        assert_eq!(c.intent.intents.len(), 10, "{:?}", c.intent);
+        assert!(c.intent.intents.iter().all(|i| i.examples.len() >= 5));
+        let own = load_str(
+            "[intent]\nunknown_below = 0.4\n[[intent.intents]]\nname = \"walk_in\"\nexamples = [\"can I just turn up\", \"do I need an appointment\"]\n",
+        )
+        .unwrap();
+        assert_eq!(own.intent.intents.len(), 1);
+        assert_eq!(own.intent.intents[0].urgency, Urgency::Normal);
+        let err = load_str("[[intent.intents]]\nname = \"x\"\nexamples = [\"one\"]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("at least 2 examples"), "{err}");
+        let err = load_str(
+            "[[intent.intents]]\nname = \"x\"\nurgency = \"asap\"\nexamples = [\"a\", \"b\"]\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("urgency"), "{err}");
     }
 
     #[test]

@@ -143,6 +143,10 @@ pub fn sentiment_examples() -> Vec<IntentExamples> {
                 "I'm very disappointed and frustrated",
                 "this is unacceptable, I want my money back",
                 "I'm worried sick, water is everywhere",
+                "terrible service, absolutely awful",
+                "the worst company I have ever dealt with",
+                "I'm so angry about this",
+                "this is ridiculous, I'm fed up",
             ],
         ),
         make(
@@ -167,7 +171,108 @@ pub fn sentiment_examples() -> Vec<IntentExamples> {
                 "lovely, I really appreciate your help",
                 "you were recommended by a friend who loved your work",
                 "wonderful, see you on Tuesday",
+                "I'm so pleased, thank you",
             ],
         ),
     ]
+}
+
+/// Words that carry polarity on their own. Embeddings place "the best
+/// service" and "the worst service" close together, so sentiment checks
+/// these first and falls back to the nearest examples when none is said.
+const NEGATIVE_WORDS: &[&str] = &[
+    "worst",
+    "terrible",
+    "awful",
+    "appalling",
+    "disgrace",
+    "disgraceful",
+    "angry",
+    "furious",
+    "livid",
+    "unhappy",
+    "disappointed",
+    "disappointing",
+    "rude",
+    "useless",
+    "ridiculous",
+    "unacceptable",
+    "complain",
+    "complaint",
+    "fed",
+    "rubbish",
+    "shocking",
+    "horrible",
+];
+const POSITIVE_WORDS: &[&str] = &[
+    "best",
+    "brilliant",
+    "great",
+    "fantastic",
+    "excellent",
+    "wonderful",
+    "lovely",
+    "pleased",
+    "happy",
+    "thanks",
+    "thank",
+    "perfect",
+    "amazing",
+    "helpful",
+    "appreciate",
+    "superb",
+];
+
+/// Net polarity from the word lists; a "not"/"never"/"n't" just before a
+/// word ("not happy", "not very happy") flips it.
+pub fn lexicon_polarity(text: &str) -> i32 {
+    let words: Vec<String> = crate::guard::normalise(&text.replace("n't", " not"))
+        .split(' ')
+        .map(String::from)
+        .collect();
+    let mut net = 0;
+    for (i, w) in words.iter().enumerate() {
+        let p = if NEGATIVE_WORDS.contains(&w.as_str()) {
+            -1
+        } else if POSITIVE_WORDS.contains(&w.as_str()) {
+            1
+        } else {
+            continue;
+        };
+        // "not happy", or "not very happy".
+        let negator = |j: usize| matches!(words[j].as_str(), "not" | "never" | "no");
+        let intensifier =
+            |j: usize| matches!(words[j].as_str(), "very" | "really" | "too" | "so" | "that");
+        let negated =
+            (i >= 1 && negator(i - 1)) || (i >= 2 && intensifier(i - 1) && negator(i - 2));
+        net += if negated { -p } else { p };
+    }
+    net
+}
+
+/// "negative", "neutral" or "positive": the word lists when they speak,
+/// otherwise the nearest sentiment examples.
+pub fn sentiment(clf: &Classifier, emb: &mut Embedder, text: &str) -> Result<&'static str, Error> {
+    match lexicon_polarity(text) {
+        n if n < 0 => Ok("negative"),
+        n if n > 0 => Ok("positive"),
+        _ => Ok(match clf.classify(emb, text)?.label.as_str() {
+            "negative" => "negative",
+            "positive" => "positive",
+            _ => "neutral",
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lexicon_handles_negation() {
+        assert!(lexicon_polarity("the worst service I've ever had") < 0);
+        assert!(lexicon_polarity("I'm not happy at all") < 0);
+        assert!(lexicon_polarity("I wasn't disappointed, thanks") > 0);
+        assert_eq!(lexicon_polarity("I need a quote for a boiler"), 0);
+    }
 }

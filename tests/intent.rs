@@ -1,0 +1,161 @@
+//! Intent and sentiment on the built-in configuration, scored on the team's
+//! held-out test set (tests/data/intent_test_set.tsv: 108 caller utterances
+//! none of which is a configured example). Prints accuracy and a confusion
+//! table; asserts a floor.
+
+mod common;
+use common::*;
+use handlet_agent::config::Config;
+use handlet_models::embed::Embedder;
+use handlet_models::intent::{Classifier, IntentExamples, UNKNOWN, sentiment, sentiment_examples};
+use handlet_models::manifest::ModelPaths;
+
+fn embedder() -> Embedder {
+    let paths = ModelPaths::verify(&models_dir()).expect("run `make models` first");
+    handlet_models::vad::init_runtime(&paths.onnxruntime).unwrap();
+    Embedder::load(&paths.minilm, &paths.minilm_vocab).unwrap()
+}
+
+fn classifier(emb: &mut Embedder, cfg: &Config) -> Classifier {
+    let intents: Vec<IntentExamples> = cfg
+        .intent
+        .intents
+        .iter()
+        .map(|d| IntentExamples {
+            name: d.name.clone(),
+            examples: d.examples.clone(),
+        })
+        .collect();
+    Classifier::build(emb, &intents, cfg.intent.unknown_below).unwrap()
+}
+
+fn test_set() -> Vec<(String, String)> {
+    std::fs::read_to_string(repo().join("tests/data/intent_test_set.tsv"))
+        .unwrap()
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .map(|l| {
+            let (label, text) = l.split_once('\t').expect("label<TAB>text");
+            (label.to_string(), text.to_string())
+        })
+        .collect()
+}
+
+#[test]
+fn held_out_callers_are_classified_above_the_floor() {
+    let cfg = Config::default();
+    let mut emb = embedder();
+    let clf = classifier(&mut emb, &cfg);
+    let set = test_set();
+    assert!(set.len() >= 100, "test set has {} lines", set.len());
+    // None of the test lines is a configured example.
+    for (_, text) in &set {
+        assert!(
+            cfg.intent
+                .intents
+                .iter()
+                .all(|d| !d.examples.iter().any(|e| e.eq_ignore_ascii_case(text))),
+            "{text:?} is also an example"
+        );
+    }
+    let mut labels: Vec<String> = clf.names().to_vec();
+    labels.push(UNKNOWN.into());
+    let idx = |l: &str| labels.iter().position(|x| x == l).unwrap();
+    let mut confusion = vec![vec![0u32; labels.len()]; labels.len()];
+    let mut right = 0;
+    for (want, text) in &set {
+        let got = clf.classify(&mut emb, text).unwrap();
+        confusion[idx(want)][idx(&got.label)] += 1;
+        if &got.label == want {
+            right += 1;
+        } else {
+            eprintln!(
+                "miss: {want:>20} -> {:<20} score {:.2} conf {:.2} {text:?}",
+                got.label, got.score, got.confidence
+            );
+        }
+    }
+    let acc = right as f64 / set.len() as f64;
+    // The table: rows are the truth, columns what the classifier said.
+    let short = |l: &str| l.chars().take(6).collect::<String>();
+    let mut table = format!("{:>22}", "");
+    for l in &labels {
+        table += &format!("{:>7}", short(l));
+    }
+    for (i, row) in confusion.iter().enumerate() {
+        table += &format!("\n{:>22}", labels[i]);
+        for n in row {
+            table += &format!("{n:>7}");
+        }
+    }
+    eprintln!(
+        "{table}\nintent accuracy: {right}/{} = {:.1}%",
+        set.len(),
+        acc * 100.0
+    );
+    assert!(acc >= 0.75, "intent accuracy {acc:.3} below the 75% floor");
+}
+
+#[test]
+fn classification_reports_confidence_runner_up_and_unknown() {
+    let cfg = Config::default();
+    let mut emb = embedder();
+    let clf = classifier(&mut emb, &cfg);
+    let c = clf
+        .classify(
+            &mut emb,
+            "help, the kitchen ceiling is coming down with water",
+        )
+        .unwrap();
+    assert_eq!(c.label, "emergency");
+    assert!(c.confidence > 0.3 && c.confidence <= 1.0, "{c:?}");
+    let (second, conf2) = c.runner_up.clone().unwrap();
+    assert_ne!(second, "emergency");
+    assert!(conf2 < c.confidence);
+    let u = clf
+        .classify(&mut emb, "the quick brown fox jumps over the lazy dog")
+        .unwrap();
+    assert_eq!(u.label, UNKNOWN, "{u:?}");
+}
+
+#[test]
+fn business_examples_change_the_answer_without_retraining() {
+    let mut cfg = Config::default();
+    let text = "do you sell dog food";
+    let mut emb = embedder();
+    let before = classifier(&mut emb, &cfg).classify(&mut emb, text).unwrap();
+    assert_ne!(before.label, "pet_shop");
+    cfg.intent.intents.push(handlet_agent::config::IntentDef {
+        name: "pet_shop".into(),
+        urgency: handlet_agent::config::Urgency::Low,
+        examples: vec![
+            "have you got any cat litter".into(),
+            "do you stock puppy food".into(),
+            "I need a new collar for my dog".into(),
+        ],
+    });
+    let after = classifier(&mut emb, &cfg).classify(&mut emb, text).unwrap();
+    assert_eq!(after.label, "pet_shop", "{after:?}");
+}
+
+#[test]
+fn sentiment_is_negative_neutral_or_positive() {
+    let mut emb = embedder();
+    let clf = Classifier::build(&mut emb, &sentiment_examples(), 0.0).unwrap();
+    for (text, want) in [
+        ("I am absolutely livid, nobody turned up again", "negative"),
+        ("what time do you close on Fridays", "neutral"),
+        ("thanks so much, you've been really helpful", "positive"),
+        ("the plumber was brilliant, really pleased", "positive"),
+        ("this is the worst service I've ever had", "negative"),
+        // No polarity words: the nearest examples decide.
+        (
+            "my kitchen is flooded and nobody is answering, I'm desperate",
+            "negative",
+        ),
+        ("could you send me your price list", "neutral"),
+    ] {
+        let got = sentiment(&clf, &mut emb, text).unwrap();
+        assert_eq!(got, want, "{text:?}");
+    }
+}
