@@ -7,11 +7,13 @@ pub mod convert;
 pub mod ct2;
 pub mod embed;
 pub mod endpoint;
+pub mod entities;
 pub mod guard;
 pub mod intent;
 pub mod manifest;
 pub mod mel;
 pub mod stt;
+pub mod summary;
 pub mod vad;
 pub mod wordpiece;
 
