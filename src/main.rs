@@ -44,6 +44,10 @@ enum Command {
     Transcribe {
         /// WAV file (any rate, any channel count).
         file: PathBuf,
+        /// Also print what the caller wanted: intent, sentiment, entities,
+        /// and the summary the agent stores after a call.
+        #[arg(long)]
+        summary: bool,
     },
     /// Configuration tools.
     Config {
@@ -151,9 +155,14 @@ fn run(cli: Cli) -> Result<(), Error> {
                     s.text
                 );
             }
+            if let Some((summary, intent, urgency, follow_up)) = out.summary {
+                println!("summary: {summary}");
+                println!("intent: {intent} (urgency {urgency})");
+                println!("follow-up: {follow_up}");
+            }
             Ok(())
         }
-        Command::Transcribe { file } => transcribe(&cfg, &file),
+        Command::Transcribe { file, summary } => transcribe(&cfg, &file, summary),
         Command::Config {
             command: ConfigCommand::Show,
         } => {
@@ -185,10 +194,11 @@ fn ms(v: u64) -> String {
     )
 }
 
-fn transcribe(cfg: &Config, file: &Path) -> Result<(), Error> {
+fn transcribe(cfg: &Config, file: &Path, summary: bool) -> Result<(), Error> {
     init_logging(cfg);
     let audio = handlet_dsp::wav::read_16k(file)?;
-    let (_paths, stt) = agent::load_models(cfg)?;
+    let (paths, stt) = agent::load_models(cfg)?;
+    let mut heard = Vec::new();
     let mut w = stt.worker()?;
     let t0 = Instant::now();
     // Whisper sees at most 30 s; longer files go in 30 s pieces.
@@ -202,7 +212,30 @@ fn transcribe(cfg: &Config, file: &Path) -> Result<(), Error> {
                 ms(offset + s.end_ms),
                 s.text
             );
+            heard.push(s.text);
         }
+    }
+    if summary {
+        let u = handlet_agent::understand::Understanding::load(&paths, cfg)?;
+        let t = Instant::now();
+        let s = u.summarise(&heard.join(" "), None, handlet_agent::call::now_ms())?;
+        let opt = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
+        println!("summary: {}", s.text);
+        println!(
+            "intent: {} (confidence {:.2}, runner-up {})",
+            s.intent,
+            s.intent_confidence,
+            opt(&s.runner_up)
+        );
+        println!("sentiment: {}", s.sentiment);
+        println!("urgency: {}", s.urgency);
+        println!("caller name: {}", opt(&s.caller_name));
+        println!("callback number: {}", opt(&s.callback_number));
+        println!("requested time: {}", opt(&s.requested_time));
+        println!("address: {}", opt(&s.address));
+        println!("outcome: {}", s.outcome);
+        println!("follow-up: {}", s.follow_up);
+        tracing::debug!(ms = t.elapsed().as_millis() as u64, "summarised");
     }
     tracing::info!(
         audio_ms = audio.duration_ms(),

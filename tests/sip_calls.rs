@@ -393,6 +393,22 @@ fn baresip_call_streams_partials_before_finals() {
             "final {final_text:?} lacks {key}"
         );
     }
+    // After the call: a summary with what a person needs to act on.
+    let (name, when, intent, follow): (Option<String>, Option<String>, String, String) = db
+        .0
+        .query_row(
+            "SELECT caller_name, requested_time, intent, follow_up FROM call_summaries WHERE call_id = ?1",
+            [&call.id],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+        )
+        .expect("a summary row once the transcript is complete");
+    eprintln!("summary: {name:?} {when:?} {intent} {follow:?}");
+    assert_eq!(name.as_deref(), Some("Sarah Jones"));
+    assert!(
+        when.as_deref().is_some_and(|w| w.starts_with("Tuesday")),
+        "{when:?}"
+    );
+    assert!(!follow.is_empty());
     // The first partial already has the opening words.
     let first = words(&partials[0].3);
     assert!(

@@ -91,3 +91,207 @@ fn not_a_wav_is_one_clear_error() {
     );
     assert!(!err.contains("panicked"), "{err}");
 }
+
+#[test]
+fn transcribe_with_summary_prints_intent_entities_and_follow_up() {
+    let dir = TempDir::new("summary");
+    let wav = speech_wav(
+        dir.path(),
+        "quote",
+        "Hello, my name is Sarah Jones. How much would it cost to fit a new bathroom? Could someone come round on Friday afternoon?",
+        16000,
+        0.3,
+        0.5,
+    );
+    let out = Command::new(bin())
+        .current_dir(repo())
+        .arg("transcribe")
+        .arg(&wav)
+        .arg("--summary")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let field = |name: &str| {
+        stdout
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}: ")))
+            .unwrap_or_else(|| panic!("no {name:?} line in:\n{stdout}"))
+            .to_string()
+    };
+    assert!(field("intent").starts_with("quote "), "{stdout}");
+    assert_eq!(field("caller name"), "Sarah Jones", "{stdout}");
+    assert!(field("requested time").starts_with("Friday"), "{stdout}");
+    assert!(field("requested time").ends_with("afternoon"), "{stdout}");
+    assert!(
+        field("follow-up").contains("quote for Sarah Jones"),
+        "{stdout}"
+    );
+    assert!(
+        field("summary").starts_with("Sarah Jones called about a quote"),
+        "{stdout}"
+    );
+}
+
+fn sox(args: &[&str]) {
+    assert!(
+        Command::new("sox").args(args).status().unwrap().success(),
+        "sox {args:?}"
+    );
+}
+
+/// Silence, noise and hold-music tones: whisper must not invent text.
+#[test]
+fn silence_noise_and_tones_give_no_text() {
+    let dir = TempDir::new("nonspeech");
+    let d = |n: &str| dir.path().join(n).display().to_string();
+    sox(&[
+        "-n",
+        "-r",
+        "16000",
+        "-c",
+        "1",
+        "-b",
+        "16",
+        &d("silence.wav"),
+        "trim",
+        "0",
+        "6",
+    ]);
+    sox(&[
+        "-n",
+        "-r",
+        "16000",
+        "-c",
+        "1",
+        "-b",
+        "16",
+        &d("white.wav"),
+        "synth",
+        "6",
+        "whitenoise",
+        "vol",
+        "0.2",
+    ]);
+    sox(&[
+        "-n",
+        "-r",
+        "8000",
+        "-c",
+        "1",
+        "-b",
+        "16",
+        &d("pink.wav"),
+        "synth",
+        "6",
+        "pinknoise",
+        "vol",
+        "0.4",
+    ]);
+    // Hold music: a little tune of pure tones and a chord.
+    for (i, f) in ["440", "523", "659", "587", "494"].iter().enumerate() {
+        sox(&[
+            "-n",
+            "-r",
+            "8000",
+            "-c",
+            "1",
+            "-b",
+            "16",
+            &d(&format!("n{i}.wav")),
+            "synth",
+            "1.2",
+            "sine",
+            f,
+            "vol",
+            "0.4",
+        ]);
+    }
+    sox(&[
+        "-n",
+        "-r",
+        "8000",
+        "-c",
+        "1",
+        "-b",
+        "16",
+        &d("n5.wav"),
+        "synth",
+        "2",
+        "sine",
+        "262",
+        "sine",
+        "330",
+        "remix",
+        "-",
+        "vol",
+        "0.4",
+    ]);
+    let mut parts: Vec<String> = (0..6).map(|i| d(&format!("n{i}.wav"))).collect();
+    parts.push(d("music.wav"));
+    let refs: Vec<&str> = parts.iter().map(String::as_str).collect();
+    sox(&refs);
+    for f in ["silence.wav", "white.wav", "pink.wav", "music.wav"] {
+        let (stdout, text) = transcribe(&dir.path().join(f));
+        assert!(text.trim().is_empty(), "{f} gave text: {stdout}");
+    }
+}
+
+/// Phone audio: the same sentences at 16 kHz PCM and through 8 kHz μ-law.
+/// Prints the word error rate of each; asserts the phone path stays usable.
+#[test]
+fn phone_audio_word_error_rate_against_wideband() {
+    let dir = TempDir::new("mulaw");
+    let sentences = [
+        "Hi, I'd like a quote for fixing a leaking boiler, can you call me back",
+        "My name is Sarah Jones and my kitchen tap has been dripping all week",
+        "There is water pouring through the ceiling, please send someone now",
+        "I need to cancel my booking for tomorrow morning, something came up",
+    ];
+    let mut totals = [0.0f64; 2];
+    for (i, s) in sentences.iter().enumerate() {
+        let wide = speech_wav(dir.path(), &format!("w{i}"), s, 16000, 0.3, 0.5);
+        // Through G.711 μ-law at 8 kHz, then back to 16-bit samples as the
+        // agent's decoder hands them on (hound reads no μ-law WAVs).
+        let coded = dir.path().join(format!("u{i}-coded.wav"));
+        let ulaw = dir.path().join(format!("u{i}.wav"));
+        sox(&[
+            &wide.display().to_string(),
+            "-r",
+            "8000",
+            "-e",
+            "u-law",
+            &coded.display().to_string(),
+        ]);
+        sox(&[
+            &coded.display().to_string(),
+            "-e",
+            "signed",
+            "-b",
+            "16",
+            &ulaw.display().to_string(),
+        ]);
+        for (k, f) in [&wide, &ulaw].iter().enumerate() {
+            let (_, text) = transcribe(f);
+            let e = wer(s, &text);
+            eprintln!(
+                "{} WER {:.1}%: {text}",
+                ["16k PCM ", "8k u-law"][k],
+                e * 100.0
+            );
+            totals[k] += e;
+        }
+    }
+    let n = sentences.len() as f64;
+    eprintln!(
+        "mean WER: 16 kHz PCM {:.1}%, 8 kHz u-law {:.1}%",
+        totals[0] / n * 100.0,
+        totals[1] / n * 100.0
+    );
+    assert!(totals[0] / n <= 0.20, "wideband WER {:.3}", totals[0] / n);
+    assert!(totals[1] / n <= 0.25, "phone WER {:.3}", totals[1] / n);
+}

@@ -45,6 +45,9 @@ pub async fn run(cfg: Config) -> Result<(), Error> {
     let t0 = Instant::now();
     check_data_dir(&cfg.data_dir)?;
     let (models, stt) = tokio::task::block_in_place(|| load_models(&cfg))?;
+    let understanding = Arc::new(tokio::task::block_in_place(|| {
+        crate::understand::Understanding::load(&models, &cfg)
+    })?);
     let pool = Pool::start(&stt, cfg.transcription.workers, cfg.transcription.queue)?;
     let store = Store::open(&cfg.database_path())?;
     let sip_cancel = CancellationToken::new();
@@ -55,6 +58,7 @@ pub async fn run(cfg: Config) -> Result<(), Error> {
         store: store.clone(),
         pool,
         models,
+        understanding,
         active: Arc::new(ActiveCalls::default()),
     });
     // Keep the SIP endpoint serving until calls have said goodbye.

@@ -25,6 +25,7 @@ pub struct CallCtx {
     pub store: Store,
     pub pool: Pool,
     pub models: ModelPaths,
+    pub understanding: Arc<crate::understand::Understanding>,
     pub active: Arc<ActiveCalls>,
 }
 
@@ -189,6 +190,10 @@ pub async fn inbound(
         listener_config(&ctx.cfg),
         ctx.pool.clone(),
         ctx.store.clone(),
+        Some(listener::AfterCall {
+            understanding: ctx.understanding.clone(),
+            caller_id: crate::understand::caller_number(&from),
+        }),
     ) {
         Ok(l) => l,
         Err(e) => {

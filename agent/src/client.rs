@@ -32,6 +32,8 @@ pub struct CallOutcome {
     pub sip_call_id: String,
     pub call_id: Option<String>,
     pub segments: Vec<SegmentRow>,
+    /// (summary, intent, urgency, follow-up) once the agent has written it.
+    pub summary: Option<(String, String, String, String)>,
 }
 
 fn target_ip(uri: &str) -> IpAddr {
@@ -215,6 +217,7 @@ pub async fn place_call(opts: CallOptions<'_>) -> Result<CallOutcome, Error> {
         sip_call_id: sip_call_id.clone(),
         call_id: None,
         segments: Vec::new(),
+        summary: None,
     };
     if let Some(db) = opts.database {
         let deadline = tokio::time::Instant::now() + opts.wait;
@@ -225,6 +228,7 @@ pub async fn place_call(opts: CallOptions<'_>) -> Result<CallOutcome, Error> {
                 && call.transcript_complete
             {
                 outcome.segments = r.segments(&id)?;
+                outcome.summary = r.summary(&id)?;
                 outcome.call_id = Some(id);
                 break;
             }

@@ -12,6 +12,7 @@ pub mod notify;
 pub mod pii;
 pub mod sip;
 pub mod store;
+pub mod understand;
 
 /// Errors from the agent; each is one line a user can act on.
 #[derive(Debug, thiserror::Error)]

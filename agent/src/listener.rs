@@ -47,6 +47,13 @@ pub struct ListenerConfig {
     pub partial_interval_ms: u64,
 }
 
+/// What to do when the caller's transcript is complete: summarise it.
+pub struct AfterCall {
+    pub understanding: std::sync::Arc<crate::understand::Understanding>,
+    /// The number the call came from, for the callback field.
+    pub caller_id: Option<String>,
+}
+
 /// Legs are numbered so the pool can tell one leg's partials from another's.
 static NEXT_LEG: AtomicU64 = AtomicU64::new(1);
 
@@ -58,6 +65,7 @@ pub fn start(
     cfg: ListenerConfig,
     pool: Pool,
     store: Store,
+    after: Option<AfterCall>,
 ) -> Result<ListenerHandle, crate::Error> {
     let vad = Vad::load(vad_model)?;
     // ~10 s of 20 ms frames; the media task drops (and counts) beyond that.
@@ -77,6 +85,8 @@ pub fn start(
         partial_in_flight: false,
         partial_mark: 0,
         ended: false,
+        after,
+        heard: Vec::new(),
     };
     let thread = std::thread::Builder::new()
         .name("listener".into())
@@ -99,6 +109,9 @@ struct Listener {
     /// Length (samples) of the utterance audio the last partial covered.
     partial_mark: usize,
     ended: bool,
+    after: Option<AfterCall>,
+    /// Final text so far, by utterance start, for the summary.
+    heard: Vec<(u64, String)>,
 }
 
 impl Listener {
@@ -156,10 +169,42 @@ impl Listener {
                 }
             }
             if self.ended && self.finals_outstanding == 0 && !self.partial_in_flight {
+                self.summarise();
                 self.store.transcript_complete(&self.call_id);
                 tracing::info!(call = %self.call_id, "transcript complete");
                 return;
             }
+        }
+    }
+
+    fn summarise(&mut self) {
+        let Some(after) = &self.after else { return };
+        // Finals can come back out of order with several workers.
+        self.heard.sort_by_key(|(start, _)| *start);
+        let text = self
+            .heard
+            .iter()
+            .map(|(_, t)| t.as_str())
+            .collect::<Vec<_>>()
+            .join(" ");
+        let now = crate::call::now_ms();
+        let t0 = std::time::Instant::now();
+        match after
+            .understanding
+            .summarise(&text, after.caller_id.as_deref(), now)
+        {
+            Ok(s) => {
+                tracing::info!(
+                    call = %self.call_id,
+                    intent = %s.intent,
+                    confidence = s.intent_confidence,
+                    urgency = %s.urgency,
+                    ms = t0.elapsed().as_millis() as u64,
+                    "call summarised"
+                );
+                self.store.save_summary(&self.call_id, s, now);
+            }
+            Err(e) => tracing::warn!(call = %self.call_id, error = %e, "summary failed"),
         }
     }
 
@@ -220,6 +265,7 @@ impl Listener {
                     received_at_ms: crate::call::now_ms(),
                 };
                 for s in segs {
+                    self.heard.push((start_ms + s.start_ms, s.text.clone()));
                     tracing::debug!(call = %self.call_id, start_ms = s.start_ms + start_ms, "transcript segment");
                     self.store.add_final(
                         &self.call_id,

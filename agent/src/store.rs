@@ -2,6 +2,7 @@
 //! connection (WAL), readers on their own connections.
 
 use crate::Error;
+use handlet_models::summary::Summary;
 use rusqlite::{Connection, OptionalExtension, params};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
@@ -58,6 +59,23 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX transcript_partials_call ON transcript_partials(call_id, utterance_start_ms);
     ALTER TABLE transcript_segments ADD COLUMN utterance_start_ms INTEGER;
     ALTER TABLE transcript_segments ADD COLUMN received_at_ms INTEGER;",
+    // 4: what the call was about, once its transcript is complete.
+    "CREATE TABLE call_summaries (
+        call_id TEXT PRIMARY KEY REFERENCES calls(id) ON DELETE CASCADE,
+        summary TEXT NOT NULL,
+        intent TEXT NOT NULL,
+        intent_confidence REAL NOT NULL,
+        runner_up TEXT,
+        sentiment TEXT NOT NULL,
+        urgency TEXT NOT NULL,
+        caller_name TEXT,
+        callback_number TEXT,
+        requested_time TEXT,
+        address TEXT,
+        outcome TEXT NOT NULL,
+        follow_up TEXT NOT NULL,
+        created_at_ms INTEGER NOT NULL
+    );",
 ];
 
 /// A call as first recorded.
@@ -133,6 +151,11 @@ enum Cmd {
     Partial {
         call_id: String,
         partial: PartialRow,
+    },
+    Summary {
+        call_id: String,
+        summary: Box<Summary>,
+        at_ms: i64,
     },
     TranscriptComplete {
         id: String,
@@ -266,6 +289,14 @@ impl Store {
         });
     }
 
+    pub fn save_summary(&self, call_id: &str, summary: Summary, at_ms: i64) {
+        self.send(Cmd::Summary {
+            call_id: call_id.into(),
+            summary: Box::new(summary),
+            at_ms,
+        });
+    }
+
     pub fn add_partial(&self, call_id: &str, partial: PartialRow) {
         self.send(Cmd::Partial {
             call_id: call_id.into(),
@@ -347,6 +378,33 @@ fn apply(conn: &Connection, cmd: Cmd) -> Result<(), rusqlite::Error> {
                     seg.text,
                     origin.map(|o| o.utterance_start_ms),
                     origin.map(|o| o.received_at_ms)
+                ],
+            )?;
+        }
+        Cmd::Summary {
+            call_id,
+            summary: s,
+            at_ms,
+        } => {
+            conn.execute(
+                "INSERT OR REPLACE INTO call_summaries (call_id, summary, intent, intent_confidence, runner_up, sentiment,
+                    urgency, caller_name, callback_number, requested_time, address, outcome, follow_up, created_at_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+                params![
+                    call_id,
+                    s.text,
+                    s.intent,
+                    s.intent_confidence as f64,
+                    s.runner_up,
+                    s.sentiment,
+                    s.urgency,
+                    s.caller_name,
+                    s.callback_number,
+                    s.requested_time,
+                    s.address,
+                    s.outcome,
+                    s.follow_up,
+                    at_ms
                 ],
             )?;
         }
@@ -458,6 +516,21 @@ impl Reader {
 }
 
 impl Reader {
+    /// The summary of a call: (summary, intent, urgency, follow_up).
+    pub fn summary(
+        &self,
+        call_id: &str,
+    ) -> Result<Option<(String, String, String, String)>, Error> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT summary, intent, urgency, follow_up FROM call_summaries WHERE call_id = ?1",
+                params![call_id],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+            )
+            .optional()?)
+    }
+
     /// Live partials of a call, in the order they arrived.
     pub fn partials(&self, call_id: &str) -> Result<Vec<PartialRow>, Error> {
         let mut st = self.conn.prepare(

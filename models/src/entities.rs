@@ -123,9 +123,10 @@ fn phone(text: &str) -> Option<String> {
                 if c.is_ascii_digit() {
                     digits.push(c);
                     last_digit = j;
-                } else if !matches!(c, ' ' | '-' | '(' | ')' | '.') || digits.len() >= 13 {
-                    break;
-                } else if c == '.' && chars.get(j + 1).is_none_or(|n| !n.is_ascii_digit()) {
+                } else if !matches!(c, ' ' | '-' | '(' | ')' | '.')
+                    || digits.len() >= 13
+                    || (c == '.' && chars.get(j + 1).is_none_or(|n| !n.is_ascii_digit()))
+                {
                     break;
                 }
                 j += 1;
@@ -228,10 +229,8 @@ fn clock(words: &[String], i: usize) -> Option<(u32, usize)> {
         _ => {}
     }
     // Trades work days: a bare "three" means 3 pm, "nine" means 9 am.
-    if pm || (!am && (1..=7).contains(&h)) {
-        if h < 12 {
-            h += 12;
-        }
+    if (pm || (!am && (1..=7).contains(&h))) && h < 12 {
+        h += 12;
     }
     Some((h * 60 + m, used))
 }

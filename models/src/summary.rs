@@ -164,11 +164,21 @@ pub fn summarise(i: &Input) -> Summary {
 /// The caller's first sentence that says something (skipping "Hi." and the
 /// like), cut to 20 words.
 fn first_sentence(text: &str) -> Option<String> {
-    let mut sentences = text
+    let candidates: Vec<&str> = text
         .split_inclusive(['.', '?', '!'])
         .map(str::trim)
-        .filter(|s| s.split_whitespace().count() >= 4);
-    let s = sentences.next()?;
+        .filter(|s| s.split_whitespace().count() >= 4)
+        .collect();
+    // "Hi, my name is Sarah Jones." says who, not what: the name is in the
+    // summary already.
+    let intro = |s: &&str| {
+        let l = s.to_lowercase();
+        l.contains("my name") || l.starts_with("this is") || l.starts_with("hi, this is")
+    };
+    let s = candidates
+        .iter()
+        .find(|s| !intro(s))
+        .or(candidates.first())?;
     let words: Vec<&str> = s.split_whitespace().collect();
     let mut out = words[..words.len().min(20)].join(" ");
     if words.len() > 20 {
@@ -219,7 +229,7 @@ mod tests {
         );
         assert!(
             s.text
-                .starts_with("Sarah Jones called about booking a visit: \"My name is Sarah Jones"),
+                .starts_with("Sarah Jones called about booking a visit: \"Could somebody come and fix my kitchen tap"),
             "{}",
             s.text
         );

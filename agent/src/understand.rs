@@ -1,0 +1,113 @@
+//! After a call: intent, sentiment, entities and the summary, from what the
+//! caller said. One MiniLM session shared by every call (a few ms each, run
+//! on the listener's own thread when its transcript is complete).
+
+use crate::config::Config;
+use handlet_models::embed::Embedder;
+use handlet_models::entities;
+use handlet_models::intent::{Classifier, IntentExamples, sentiment, sentiment_examples};
+use handlet_models::manifest::ModelPaths;
+use handlet_models::summary::{Input, Summary, summarise};
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+pub struct Understanding {
+    emb: Mutex<Embedder>,
+    intents: Classifier,
+    sentiment: Classifier,
+    urgency: HashMap<String, &'static str>,
+}
+
+impl Understanding {
+    /// Load MiniLM and embed the configured examples (ONNX Runtime must be
+    /// initialised).
+    pub fn load(paths: &ModelPaths, cfg: &Config) -> Result<Understanding, crate::Error> {
+        let mut emb = Embedder::load(&paths.minilm, &paths.minilm_vocab)?;
+        let examples: Vec<IntentExamples> = cfg
+            .intent
+            .intents
+            .iter()
+            .map(|d| IntentExamples {
+                name: d.name.clone(),
+                examples: d.examples.clone(),
+            })
+            .collect();
+        let intents = Classifier::build(&mut emb, &examples, cfg.intent.unknown_below)?;
+        let sentiment = Classifier::build(&mut emb, &sentiment_examples(), 0.0)?;
+        let urgency = cfg
+            .intent
+            .intents
+            .iter()
+            .map(|d| (d.name.clone(), d.urgency.as_str()))
+            .collect();
+        Ok(Understanding {
+            emb: Mutex::new(emb),
+            intents,
+            sentiment,
+            urgency,
+        })
+    }
+
+    /// Summarise what the caller said, on `at_ms` (for "tomorrow" and the like).
+    pub fn summarise(
+        &self,
+        caller_text: &str,
+        caller_id: Option<&str>,
+        at_ms: i64,
+    ) -> Result<Summary, crate::Error> {
+        let mut emb = self
+            .emb
+            .lock()
+            .map_err(|_| crate::Error::Io("embedder poisoned".into()))?;
+        let intent = self.intents.classify(&mut emb, caller_text)?;
+        let feel = sentiment(&self.sentiment, &mut emb, caller_text)?;
+        drop(emb);
+        let today = at_ms.div_euclid(86_400_000);
+        let found = entities::extract(caller_text, today);
+        let intent_urgency = self.urgency.get(&intent.label).copied().unwrap_or("normal");
+        Ok(summarise(&Input {
+            caller_text,
+            intent: &intent,
+            intent_urgency,
+            sentiment: feel,
+            entities: &found,
+            caller_id,
+        }))
+    }
+}
+
+/// The number in a SIP URI's user part, if it is one ("sip:+447700900123@..").
+pub fn caller_number(uri: &str) -> Option<String> {
+    let user = uri
+        .trim_start_matches('<')
+        .split_once(':')?
+        .1
+        .split(['@', ';', '>'])
+        .next()?;
+    let digits: String = user.chars().filter(|c| c.is_ascii_digit()).collect();
+    if digits.len() < 6 || user.chars().any(|c| c.is_ascii_alphabetic()) {
+        return None;
+    }
+    Some(match digits.strip_prefix("44") {
+        Some(rest) if user.starts_with('+') || digits.len() == 12 => format!("0{rest}"),
+        _ => digits,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn caller_number_from_uri() {
+        assert_eq!(
+            caller_number("<sip:+447700900123@trunk.example>").as_deref(),
+            Some("07700900123")
+        );
+        assert_eq!(
+            caller_number("sip:01134960000@10.0.0.1;user=phone").as_deref(),
+            Some("01134960000")
+        );
+        assert_eq!(caller_number("sip:tester@127.0.0.1"), None);
+    }
+}
