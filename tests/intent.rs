@@ -7,7 +7,7 @@ mod common;
 use common::*;
 use handlet_agent::config::Config;
 use handlet_models::embed::Embedder;
-use handlet_models::intent::{Classifier, IntentExamples, UNKNOWN, sentiment, sentiment_examples};
+use handlet_models::intent::{Classifier, UNKNOWN, sentiment, sentiment_examples};
 use handlet_models::manifest::ModelPaths;
 
 fn embedder() -> Embedder {
@@ -17,16 +17,7 @@ fn embedder() -> Embedder {
 }
 
 fn classifier(emb: &mut Embedder, cfg: &Config) -> Classifier {
-    let intents: Vec<IntentExamples> = cfg
-        .intent
-        .intents
-        .iter()
-        .map(|d| IntentExamples {
-            name: d.name.clone(),
-            examples: d.examples.clone(),
-        })
-        .collect();
-    Classifier::build(emb, &intents, cfg.intent.unknown_below).unwrap()
+    Classifier::build(emb, &cfg.intent.examples(), cfg.intent.unknown_below).unwrap()
 }
 
 fn test_set() -> Vec<(String, String)> {

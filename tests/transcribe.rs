@@ -149,89 +149,41 @@ fn sox(args: &[&str]) {
 fn silence_noise_and_tones_give_no_text() {
     let dir = TempDir::new("nonspeech");
     let d = |n: &str| dir.path().join(n).display().to_string();
-    sox(&[
-        "-n",
-        "-r",
+    // sox -n: generate `effects` into a 16-bit mono file at `rate`.
+    let synth = |rate: &str, out: &str, effects: &[&str]| {
+        let mut args = vec!["-n", "-r", rate, "-c", "1", "-b", "16", out];
+        args.extend_from_slice(effects);
+        sox(&args);
+    };
+    synth("16000", &d("silence.wav"), &["trim", "0", "6"]);
+    synth(
         "16000",
-        "-c",
-        "1",
-        "-b",
-        "16",
-        &d("silence.wav"),
-        "trim",
-        "0",
-        "6",
-    ]);
-    sox(&[
-        "-n",
-        "-r",
-        "16000",
-        "-c",
-        "1",
-        "-b",
-        "16",
         &d("white.wav"),
-        "synth",
-        "6",
-        "whitenoise",
-        "vol",
-        "0.2",
-    ]);
-    sox(&[
-        "-n",
-        "-r",
+        &["synth", "6", "whitenoise", "vol", "0.2"],
+    );
+    synth(
         "8000",
-        "-c",
-        "1",
-        "-b",
-        "16",
         &d("pink.wav"),
-        "synth",
-        "6",
-        "pinknoise",
-        "vol",
-        "0.4",
-    ]);
+        &["synth", "6", "pinknoise", "vol", "0.4"],
+    );
     // Hold music: a little tune of pure tones and a chord.
+    let mut parts = Vec::new();
     for (i, f) in ["440", "523", "659", "587", "494"].iter().enumerate() {
-        sox(&[
-            "-n",
-            "-r",
+        parts.push(d(&format!("n{i}.wav")));
+        synth(
             "8000",
-            "-c",
-            "1",
-            "-b",
-            "16",
-            &d(&format!("n{i}.wav")),
-            "synth",
-            "1.2",
-            "sine",
-            f,
-            "vol",
-            "0.4",
-        ]);
+            &parts[i],
+            &["synth", "1.2", "sine", f, "vol", "0.4"],
+        );
     }
-    sox(&[
-        "-n",
-        "-r",
+    parts.push(d("n5.wav"));
+    synth(
         "8000",
-        "-c",
-        "1",
-        "-b",
-        "16",
-        &d("n5.wav"),
-        "synth",
-        "2",
-        "sine",
-        "262",
-        "sine",
-        "330",
-        "remix",
-        "-",
-        "vol",
-        "0.4",
-    ]);
-    let mut parts: Vec<String> = (0..6).map(|i| d(&format!("n{i}.wav"))).collect();
+        &parts[5],
+        &[
+            "synth", "2", "sine", "262", "sine", "330", "remix", "-", "vol", "0.4",
+        ],
+    );
     parts.push(d("music.wav"));
     let refs: Vec<&str> = parts.iter().map(String::as_str).collect();
     sox(&refs);

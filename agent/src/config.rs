@@ -61,6 +61,19 @@ impl Urgency {
     }
 }
 
+impl Intent {
+    /// The intents as the classifier takes them.
+    pub fn examples(&self) -> Vec<handlet_models::intent::IntentExamples> {
+        self.intents
+            .iter()
+            .map(|d| handlet_models::intent::IntentExamples {
+                name: d.name.clone(),
+                examples: d.examples.clone(),
+            })
+            .collect()
+    }
+}
+
 impl Default for Intent {
     fn default() -> Self {
         // Without serde's struct default, which would call this again.

@@ -5,7 +5,7 @@
 use crate::config::Config;
 use handlet_models::embed::Embedder;
 use handlet_models::entities;
-use handlet_models::intent::{Classifier, IntentExamples, sentiment, sentiment_examples};
+use handlet_models::intent::{Classifier, sentiment, sentiment_examples};
 use handlet_models::manifest::ModelPaths;
 use handlet_models::summary::{Input, Summary, summarise};
 use std::collections::HashMap;
@@ -23,16 +23,8 @@ impl Understanding {
     /// initialised).
     pub fn load(paths: &ModelPaths, cfg: &Config) -> Result<Understanding, crate::Error> {
         let mut emb = Embedder::load(&paths.minilm, &paths.minilm_vocab)?;
-        let examples: Vec<IntentExamples> = cfg
-            .intent
-            .intents
-            .iter()
-            .map(|d| IntentExamples {
-                name: d.name.clone(),
-                examples: d.examples.clone(),
-            })
-            .collect();
-        let intents = Classifier::build(&mut emb, &examples, cfg.intent.unknown_below)?;
+        let intents =
+            Classifier::build(&mut emb, &cfg.intent.examples(), cfg.intent.unknown_below)?;
         let sentiment = Classifier::build(&mut emb, &sentiment_examples(), 0.0)?;
         let urgency = cfg
             .intent

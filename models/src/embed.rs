@@ -7,7 +7,6 @@
 use crate::Error;
 use crate::wordpiece::WordPiece;
 use ort::session::Session;
-use ort::session::builder::GraphOptimizationLevel;
 use ort::value::TensorRef;
 use std::path::Path;
 
@@ -25,14 +24,7 @@ impl Embedder {
     /// Load the graph and its vocabulary. ONNX Runtime must be initialised
     /// ([`crate::vad::init_runtime`]).
     pub fn load(model: &Path, vocab: &Path) -> Result<Embedder, Error> {
-        let session = Session::builder(crate::vad::env()?)?
-            .with_optimization_level(GraphOptimizationLevel::Level3)
-            .map_err(|e| Error::Onnx(e.to_string()))?
-            .with_intra_threads(1)
-            .map_err(|e| Error::Onnx(e.to_string()))?
-            .with_inter_threads(1)
-            .map_err(|e| Error::Onnx(e.to_string()))?
-            .commit_from_file(model)?;
+        let session = crate::vad::session(model)?;
         Ok(Embedder {
             session,
             tok: WordPiece::load(vocab)?,

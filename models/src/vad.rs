@@ -29,12 +29,24 @@ pub fn init_runtime(lib: &Path) -> Result<(), Error> {
     r.as_ref().map(|_| ()).map_err(|e| Error::Onnx(e.clone()))
 }
 
-pub(crate) fn env() -> Result<&'static ort::environment::Environment, Error> {
+fn env() -> Result<&'static ort::environment::Environment, Error> {
     match ENV.get() {
         Some(Ok(e)) => Ok(e),
         Some(Err(e)) => Err(Error::Onnx(e.clone())),
         None => Err(Error::Onnx("ONNX Runtime not initialised".into())),
     }
+}
+
+/// An ONNX session on one thread: inference shares two cores with calls.
+pub(crate) fn session(model: &Path) -> Result<Session, Error> {
+    Ok(Session::builder(env()?)?
+        .with_optimization_level(GraphOptimizationLevel::Level3)
+        .map_err(|e| Error::Onnx(e.to_string()))?
+        .with_intra_threads(1)
+        .map_err(|e| Error::Onnx(e.to_string()))?
+        .with_inter_threads(1)
+        .map_err(|e| Error::Onnx(e.to_string()))?
+        .commit_from_file(model)?)
 }
 
 /// One VAD stream (one per call leg).
@@ -47,14 +59,7 @@ pub struct Vad {
 
 impl Vad {
     pub fn load(model: &Path) -> Result<Self, Error> {
-        let session = Session::builder(env()?)?
-            .with_optimization_level(GraphOptimizationLevel::Level3)
-            .map_err(|e| Error::Onnx(e.to_string()))?
-            .with_intra_threads(1)
-            .map_err(|e| Error::Onnx(e.to_string()))?
-            .with_inter_threads(1)
-            .map_err(|e| Error::Onnx(e.to_string()))?
-            .commit_from_file(model)?;
+        let session = session(model)?;
         Ok(Vad {
             session,
             input: vec![0.0; CONTEXT + FRAME],
