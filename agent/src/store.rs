@@ -530,26 +530,6 @@ impl Reader {
             )
             .optional()?)
     }
-
-    /// Live partials of a call, in the order they arrived.
-    pub fn partials(&self, call_id: &str) -> Result<Vec<PartialRow>, Error> {
-        let mut st = self.conn.prepare(
-            "SELECT channel, utterance_start_ms, audio_ms, text, received_at_ms FROM transcript_partials
-             WHERE call_id = ?1 ORDER BY id",
-        )?;
-        let rows = st
-            .query_map(params![call_id], |r| {
-                Ok(PartialRow {
-                    channel: r.get(0)?,
-                    utterance_start_ms: r.get(1)?,
-                    audio_ms: r.get(2)?,
-                    text: r.get(3)?,
-                    received_at_ms: r.get(4)?,
-                })
-            })?
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(rows)
-    }
 }
 
 #[cfg(test)]
