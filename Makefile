@@ -35,5 +35,5 @@ lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --release --workspace --all-targets --locked -- -D warnings
 
-bench: models
+bench: test-deps models
 	$(CARGO) bench --locked

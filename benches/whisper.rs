@@ -1,10 +1,13 @@
-//! whisper tiny.en on one thread: model load time and the real-time factor on
-//! a fixed 11 s utterance (jfk.wav). Run with `make bench` or
-//! `cargo bench --bench whisper`; needs `make models` and scripts/fixtures.sh.
+//! whisper tiny.en on one thread: model load time, the real-time factor on
+//! a fixed 11 s utterance (jfk.wav), and the real-time factor by utterance
+//! length (2, 4, 8 and 11 s slices of jfk.wav) with whisper's fixed 30 s
+//! encoder window and with the window sized to the audio. Run with
+//! `make bench` or `cargo bench --bench whisper`; needs `make models` and
+//! scripts/fixtures.sh.
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use handlet_models::manifest::ModelPaths;
-use handlet_models::stt::Stt;
+use handlet_models::stt::{Options, Stt};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -26,22 +29,41 @@ fn bench(c: &mut Criterion) {
 
     let stt = Stt::load(&paths.whisper).unwrap();
     let mut w = stt.worker().unwrap();
-    g.bench_function("transcribe_jfk_11s_1thread", |b| {
-        b.iter(|| w.transcribe(&audio.samples).unwrap())
-    });
+    for sized_ctx in [false, true] {
+        let name = if sized_ctx { "sized" } else { "full_30s" };
+        g.bench_function(format!("transcribe_jfk_11s_1thread_{name}"), |b| {
+            b.iter(|| {
+                w.transcribe_with(&audio.samples, Options { sized_ctx })
+                    .unwrap()
+            })
+        });
+    }
     g.finish();
 
-    // The figure the product cares about, printed plainly.
-    let runs = 5;
-    let t = Instant::now();
-    for _ in 0..runs {
-        w.transcribe(&audio.samples).unwrap();
+    // The figures the product cares about, printed plainly: real-time factor
+    // by utterance length, mean of a few plain runs each.
+    println!("length  window    seconds  RTF    text");
+    for len_s in [2.0, 4.0, 8.0, secs] {
+        let n = ((len_s * 16_000.0) as usize).min(audio.samples.len());
+        let slice = &audio.samples[..n];
+        for sized_ctx in [false, true] {
+            let opts = Options { sized_ctx };
+            let text = w.transcribe_with(slice, opts).unwrap(); // warm
+            let runs = 3;
+            let t = Instant::now();
+            for _ in 0..runs {
+                w.transcribe_with(slice, opts).unwrap();
+            }
+            let per = t.elapsed().as_secs_f64() / runs as f64;
+            let words: Vec<&str> = text.iter().map(|s| s.text.trim()).collect();
+            println!(
+                "{len_s:>5.1}s  {:<8}  {per:>7.3}  {:.3}  {}",
+                if sized_ctx { "sized" } else { "30 s" },
+                per / len_s,
+                words.join(" ")
+            );
+        }
     }
-    let per = t.elapsed().as_secs_f64() / runs as f64;
-    println!(
-        "whisper tiny.en, 1 thread: {per:.2} s for {secs:.1} s of audio, real-time factor {:.3}",
-        per / secs
-    );
 }
 
 criterion_group!(benches, bench);

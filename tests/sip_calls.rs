@@ -364,6 +364,21 @@ fn baresip_call_streams_partials_before_finals() {
         eprintln!("final   {f:?}");
     }
     assert!(!finals.is_empty(), "no final text; log:\n{}", agent.log());
+    // Speech times on the wall clock: a final comes after its speech ended, a
+    // partial after its speech started (benches/call_latency.rs measures the gaps).
+    let bad: i64 =
+        db.0.query_row(
+            "SELECT (SELECT count(*) FROM transcript_segments WHERE call_id = ?1
+                       AND (speech_ended_at_ms IS NULL OR speech_ended_at_ms > received_at_ms
+                            OR speech_ended_at_ms < ?2))
+                  + (SELECT count(*) FROM transcript_partials WHERE call_id = ?1
+                       AND (speech_started_at_ms IS NULL OR speech_started_at_ms > received_at_ms
+                            OR speech_started_at_ms < ?2))",
+            rusqlite::params![call.id, t],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(bad, 0, "speech times missing or out of order");
     assert!(
         partials.len() >= 2,
         "a ~7 s utterance should give several partials, got {partials:?}"

@@ -281,5 +281,6 @@ pub fn listener_config(cfg: &Config) -> listener::ListenerConfig {
             max_utterance_ms: t.max_utterance_ms,
         },
         partial_interval_ms: t.partial_interval_ms,
+        early_final_ms: t.early_final_ms,
     }
 }

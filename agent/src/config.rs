@@ -127,6 +127,7 @@ pub struct Transcription {
     pub workers: usize,
     pub queue: usize,
     pub partial_interval_ms: u64,
+    pub early_final_ms: u64,
     pub vad_start_threshold: f32,
     pub vad_stop_threshold: f32,
     pub min_silence_ms: u64,
@@ -186,9 +187,10 @@ impl Default for Media {
 impl Default for Transcription {
     fn default() -> Self {
         Transcription {
-            workers: 1,
+            workers: 2,
             queue: 32,
             partial_interval_ms: 1000,
+            early_final_ms: 300,
             vad_start_threshold: 0.5,
             vad_stop_threshold: 0.35,
             min_silence_ms: 600,
@@ -313,6 +315,14 @@ impl Config {
             return Err(format!(
                 "transcription.partial_interval_ms must be 0 (off) or 300..=10000, got {}",
                 t.partial_interval_ms
+            ));
+        }
+        // Below 200 ms (the end-pointer's padding) there is no tentative
+        // utterance yet; at or past min_silence_ms it is the final anyway.
+        if t.early_final_ms != 0 && !(200..t.min_silence_ms).contains(&t.early_final_ms) {
+            return Err(format!(
+                "transcription.early_final_ms must be 0 (off) or from 200 to below min_silence_ms ({}), got {}",
+                t.min_silence_ms, t.early_final_ms
             ));
         }
         for (name, v) in [
@@ -442,6 +452,26 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("media.rtp_port_min"), "{e}");
+    }
+
+    #[test]
+    fn early_final_must_fit_inside_the_end_of_speech_silence() {
+        assert_eq!(
+            load_str("[transcription]\nearly_final_ms = 0\n")
+                .unwrap()
+                .transcription
+                .early_final_ms,
+            0
+        );
+        for bad in [
+            "early_final_ms = 100",
+            "early_final_ms = 900\nmin_silence_ms = 600",
+        ] {
+            let e = load_str(&format!("[transcription]\n{bad}\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("transcription.early_final_ms"), "{e}");
+        }
     }
 
     #[test]

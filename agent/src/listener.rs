@@ -26,11 +26,18 @@ pub enum Msg {
     /// The leg ended: flush, wait for transcripts, mark complete.
     End,
     /// A final transcription came back for the utterance starting at `start_ms`.
-    Final { start_ms: u64, result: Outcome },
+    Final {
+        start_ms: u64,
+        speech_ended_at_ms: i64,
+        result: Outcome,
+    },
     /// A partial came back, covering `audio_ms` of the utterance.
     Partial {
         start_ms: u64,
         audio_ms: u64,
+        speech_started_at_ms: i64,
+        /// Set for a speculative final: the speech end it was cut at.
+        speculative_end_ms: Option<u64>,
         result: Outcome,
     },
 }
@@ -45,6 +52,9 @@ pub struct ListenerConfig {
     pub endpoint: EndpointConfig,
     /// 0 = no partials.
     pub partial_interval_ms: u64,
+    /// Decode the utterance this long into a pause, before the end-pointer
+    /// is sure it ended; 0 = off. See [`Speculation`].
+    pub early_final_ms: u64,
 }
 
 /// What to do when the caller's transcript is complete: summarise it.
@@ -87,6 +97,9 @@ pub fn start(
         ended: false,
         after,
         heard: Vec::new(),
+        clock: StreamClock::default(),
+        speculation: None,
+        confirmed: Vec::new(),
     };
     let thread = std::thread::Builder::new()
         .name("listener".into())
@@ -112,6 +125,47 @@ struct Listener {
     after: Option<AfterCall>,
     /// Final text so far, by utterance start, for the summary.
     heard: Vec<(u64, String)>,
+    clock: StreamClock,
+    speculation: Option<Speculation>,
+    /// Utterances the end-pointer finished whose speculative decode is still
+    /// out, with when speech ended; kept to redo as a final if it is shed.
+    confirmed: Vec<(Utterance, i64)>,
+}
+
+/// A final decoded early. A caller who stops talking waits `min_silence_ms`
+/// for the end-pointer and then for whisper; instead, `early_final_ms` into
+/// the pause the utterance as it would end is decoded in the partial lane.
+/// If the pause lasts, the end-pointer's utterance has the same samples
+/// (`Endpointer::tentative`), so that result is the final and the wait is
+/// mostly hidden behind the silence. If the caller goes on, it is dropped:
+/// a wasted decode, sheddable like any partial.
+struct Speculation {
+    start_ms: u64,
+    speech_end_ms: u64,
+    /// The decode, once back.
+    result: Option<Outcome>,
+}
+
+/// Maps stream offsets to the wall clock. Audio arrives in real time, so the
+/// newest sample was heard "now" and one `ms` earlier in the stream is one ms
+/// earlier on the wall; good to a packet's worth of jitter.
+#[derive(Debug, Default, Clone, Copy)]
+struct StreamClock {
+    /// Samples (16 kHz) received so far.
+    samples: u64,
+    /// Wall-clock time (ms since the epoch) the newest sample arrived.
+    at_ms: i64,
+}
+
+impl StreamClock {
+    fn received(&mut self, samples: usize, now_ms: i64) {
+        self.samples += samples as u64;
+        self.at_ms = now_ms;
+    }
+
+    fn wall_ms(&self, stream_ms: u64) -> i64 {
+        self.at_ms - (self.samples / 16) as i64 + stream_ms as i64
+    }
 }
 
 impl Listener {
@@ -120,6 +174,7 @@ impl Listener {
         while let Ok(msg) = rx.recv() {
             match msg {
                 Msg::Audio(samples) if !self.ended => {
+                    self.clock.received(samples.len(), crate::call::now_ms());
                     buf.extend_from_slice(&samples);
                     let mut used = 0;
                     while buf.len() - used >= FRAME {
@@ -133,10 +188,11 @@ impl Listener {
                             }
                         };
                         if let Some(u) = self.ep.push(frame, p) {
-                            self.submit_final(u);
+                            self.utterance_done(u);
                         }
                     }
                     buf.drain(..used);
+                    self.maybe_speculate();
                     self.maybe_partial();
                 }
                 Msg::Audio(_) => {}
@@ -147,25 +203,38 @@ impl Listener {
                             buf.resize(FRAME, 0.0);
                             let p = vad.process(&buf).unwrap_or(0.0);
                             if let Some(u) = self.ep.push(&buf, p) {
-                                self.submit_final(u);
+                                self.utterance_done(u);
                             }
                         }
                         if let Some(u) = self.ep.flush() {
-                            self.submit_final(u);
+                            self.utterance_done(u);
                         }
                     }
                 }
-                Msg::Final { start_ms, result } => {
+                Msg::Final {
+                    start_ms,
+                    speech_ended_at_ms,
+                    result,
+                } => {
                     self.finals_outstanding = self.finals_outstanding.saturating_sub(1);
-                    self.store_final(start_ms, result);
+                    self.store_final(start_ms, speech_ended_at_ms, result);
                 }
                 Msg::Partial {
                     start_ms,
                     audio_ms,
+                    speech_started_at_ms,
+                    speculative_end_ms: Some(end),
+                    result,
+                } => self.speculation_back(start_ms, end, audio_ms, speech_started_at_ms, result),
+                Msg::Partial {
+                    start_ms,
+                    audio_ms,
+                    speech_started_at_ms,
+                    speculative_end_ms: None,
                     result,
                 } => {
                     self.partial_in_flight = false;
-                    self.store_partial(start_ms, audio_ms, result);
+                    self.store_partial(start_ms, audio_ms, speech_started_at_ms, result);
                 }
             }
             if self.ended && self.finals_outstanding == 0 && !self.partial_in_flight {
@@ -208,17 +277,129 @@ impl Listener {
         }
     }
 
+    /// The end-pointer finished an utterance: use its speculative decode if
+    /// it matches, else transcribe it now.
+    fn utterance_done(&mut self, u: Utterance) {
+        self.partial_mark = 0;
+        let Some(mut spec) = self.speculation.take() else {
+            return self.submit_final(u);
+        };
+        if (spec.start_ms, spec.speech_end_ms) != (u.start_ms, u.speech_end_ms) {
+            // The caller went on after that pause; its late answer is ignored.
+            return self.submit_final(u);
+        }
+        let ended_at = self.clock.wall_ms(u.speech_end_ms);
+        match spec.result.take() {
+            Some(Ok(segs)) => self.store_final(u.start_ms, ended_at, Ok(segs)),
+            Some(Err(_)) => self.submit_final(u),
+            None => {
+                self.finals_outstanding += 1;
+                self.confirmed.push((u, ended_at));
+            }
+        }
+    }
+
+    fn maybe_speculate(&mut self) {
+        if self.cfg.early_final_ms == 0 {
+            return;
+        }
+        let Some(t) = self.ep.tentative() else { return };
+        if t.silence_ms < self.cfg.early_final_ms
+            || self
+                .speculation
+                .as_ref()
+                .is_some_and(|s| (s.start_ms, s.speech_end_ms) == (t.start_ms, t.speech_end_ms))
+        {
+            return;
+        }
+        let (start_ms, speech_end_ms) = (t.start_ms, t.speech_end_ms);
+        let audio_ms = t.samples.len() as u64 / 16;
+        let samples = t.samples.to_vec();
+        let speech_started_at_ms = self
+            .clock
+            .wall_ms(self.ep.current_speech_start_ms().unwrap_or(start_ms));
+        let back = self.back.clone();
+        let job = Job {
+            leg: self.leg,
+            priority: Priority::Partial,
+            samples,
+            reply: Box::new(move |result| {
+                let _ = back.send(Msg::Partial {
+                    start_ms,
+                    audio_ms,
+                    speech_started_at_ms,
+                    speculative_end_ms: Some(speech_end_ms),
+                    result,
+                });
+            }),
+        };
+        if self.pool.submit_blocking(job).is_ok() {
+            // A queued partial of this leg was superseded by this job and
+            // answered Shed; that answer clears `partial_in_flight`.
+            self.speculation = Some(Speculation {
+                start_ms,
+                speech_end_ms,
+                result: None,
+            });
+        }
+    }
+
+    fn speculation_back(
+        &mut self,
+        start_ms: u64,
+        speech_end_ms: u64,
+        audio_ms: u64,
+        speech_started_at_ms: i64,
+        result: Outcome,
+    ) {
+        let key = (start_ms, speech_end_ms);
+        if let Some(i) = self
+            .confirmed
+            .iter()
+            .position(|(u, _)| (u.start_ms, u.speech_end_ms) == key)
+        {
+            let (u, ended_at) = self.confirmed.swap_remove(i);
+            self.finals_outstanding = self.finals_outstanding.saturating_sub(1);
+            match result {
+                Ok(segs) => self.store_final(u.start_ms, ended_at, Ok(segs)),
+                // Shed under load or failed: do it properly as a final.
+                Err(_) => self.submit_final(u),
+            }
+            return;
+        }
+        let current = self
+            .speculation
+            .as_ref()
+            .map(|s| (s.start_ms, s.speech_end_ms));
+        if current != Some(key) {
+            return; // superseded: the caller kept talking
+        }
+        // Still in the pause: show it as live text, keep it for the final.
+        if let Ok(segs) = &result {
+            self.store_partial(start_ms, audio_ms, speech_started_at_ms, Ok(segs.clone()));
+        }
+        if let Some(spec) = self.speculation.as_mut() {
+            spec.result = Some(result);
+        }
+    }
+
     fn submit_final(&mut self, u: Utterance) {
         self.partial_mark = 0;
         let back = self.back.clone();
         let start_ms = u.start_ms;
+        let speech_ended_at_ms = self.clock.wall_ms(u.speech_end_ms);
+        self.speculation = None;
         let job = Job {
             leg: self.leg,
             priority: Priority::Final,
             samples: u.samples,
             reply: Box::new(move |result| {
                 // Blocking is fine: this runs on a whisper worker thread.
-                let _ = back.send(Msg::Final { start_ms, result });
+                let _ = back.send(Msg::Final {
+                    start_ms,
+                    speech_ended_at_ms,
+                    result,
+                });
             }),
         };
         if self.pool.submit_blocking(job).is_ok() {
@@ -231,6 +412,10 @@ impl Listener {
         if every == 0 || self.partial_in_flight {
             return;
         }
+        // In a pause the speculative final is the better preview.
+        if self.cfg.early_final_ms > 0 && self.ep.tentative().is_some() {
+            return;
+        }
         let Some((start_ms, audio)) = self.ep.current() else {
             return;
         };
@@ -239,6 +424,9 @@ impl Listener {
         }
         self.partial_mark = audio.len();
         let audio_ms = audio.len() as u64 / 16;
+        let speech_started_at_ms = self
+            .clock
+            .wall_ms(self.ep.current_speech_start_ms().unwrap_or(start_ms));
         let back = self.back.clone();
         let job = Job {
             leg: self.leg,
@@ -248,6 +436,8 @@ impl Listener {
                 let _ = back.send(Msg::Partial {
                     start_ms,
                     audio_ms,
+                    speech_started_at_ms,
+                    speculative_end_ms: None,
                     result,
                 });
             }),
@@ -257,13 +447,19 @@ impl Listener {
         }
     }
 
-    fn store_final(&mut self, start_ms: u64, result: Outcome) {
+    fn store_final(&mut self, start_ms: u64, speech_ended_at_ms: i64, result: Outcome) {
         match result {
             Ok(segs) => {
                 let origin = SegmentOrigin {
                     utterance_start_ms: start_ms as i64,
                     received_at_ms: crate::call::now_ms(),
+                    speech_ended_at_ms,
                 };
+                tracing::debug!(
+                    call = %self.call_id,
+                    wait_ms = origin.received_at_ms - speech_ended_at_ms,
+                    "final text after end of speech"
+                );
                 for s in segs {
                     self.heard.push((start_ms + s.start_ms, s.text.clone()));
                     tracing::debug!(call = %self.call_id, start_ms = s.start_ms + start_ms, "transcript segment");
@@ -285,7 +481,13 @@ impl Listener {
         }
     }
 
-    fn store_partial(&mut self, start_ms: u64, audio_ms: u64, result: Outcome) {
+    fn store_partial(
+        &mut self,
+        start_ms: u64,
+        audio_ms: u64,
+        speech_started_at_ms: i64,
+        result: Outcome,
+    ) {
         // Only while that utterance is still being spoken; after, the final
         // (queued or stored) is the truth.
         let live = self.ep.current().is_some_and(|(s, _)| s == start_ms);
@@ -306,7 +508,23 @@ impl Listener {
                 audio_ms: audio_ms as i64,
                 text,
                 received_at_ms: crate::call::now_ms(),
+                speech_started_at_ms,
             },
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::StreamClock;
+
+    #[test]
+    fn stream_offsets_map_back_from_the_newest_sample() {
+        let mut c = StreamClock::default();
+        c.received(16_000, 1_000_000); // 1 s of audio, newest heard at t
+        c.received(8_000, 1_000_500); // half a second later
+        assert_eq!(c.wall_ms(1_500), 1_000_500);
+        assert_eq!(c.wall_ms(900), 999_900);
+        assert_eq!(c.wall_ms(0), 999_000);
     }
 }

@@ -76,6 +76,10 @@ const MIGRATIONS: &[&str] = &[
         follow_up TEXT NOT NULL,
         created_at_ms INTEGER NOT NULL
     );",
+    // 5: when the caller started and stopped speaking (wall clock, as the
+    // agent heard it), so the wait for text can be measured per utterance.
+    "ALTER TABLE transcript_segments ADD COLUMN speech_ended_at_ms INTEGER;
+    ALTER TABLE transcript_partials ADD COLUMN speech_started_at_ms INTEGER;",
 ];
 
 /// A call as first recorded.
@@ -109,6 +113,8 @@ pub struct PartialRow {
     pub audio_ms: i64,
     pub text: String,
     pub received_at_ms: i64,
+    /// Wall-clock time the caller started this utterance.
+    pub speech_started_at_ms: i64,
 }
 
 /// Where a final segment came from.
@@ -116,6 +122,9 @@ pub struct PartialRow {
 pub struct SegmentOrigin {
     pub utterance_start_ms: i64,
     pub received_at_ms: i64,
+    /// Wall-clock time the caller stopped speaking: `received_at_ms` minus
+    /// this is how long they waited for the text.
+    pub speech_ended_at_ms: i64,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -368,8 +377,9 @@ fn apply(conn: &Connection, cmd: Cmd) -> Result<(), rusqlite::Error> {
             origin,
         } => {
             conn.execute(
-                "INSERT INTO transcript_segments (call_id, channel, start_ms, end_ms, text, utterance_start_ms, received_at_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                "INSERT INTO transcript_segments (call_id, channel, start_ms, end_ms, text, utterance_start_ms,
+                    received_at_ms, speech_ended_at_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
                 params![
                     call_id,
                     seg.channel,
@@ -377,7 +387,8 @@ fn apply(conn: &Connection, cmd: Cmd) -> Result<(), rusqlite::Error> {
                     seg.end_ms,
                     seg.text,
                     origin.map(|o| o.utterance_start_ms),
-                    origin.map(|o| o.received_at_ms)
+                    origin.map(|o| o.received_at_ms),
+                    origin.map(|o| o.speech_ended_at_ms)
                 ],
             )?;
         }
@@ -413,9 +424,18 @@ fn apply(conn: &Connection, cmd: Cmd) -> Result<(), rusqlite::Error> {
             partial: p,
         } => {
             conn.execute(
-                "INSERT INTO transcript_partials (call_id, channel, utterance_start_ms, audio_ms, text, received_at_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![call_id, p.channel, p.utterance_start_ms, p.audio_ms, p.text, p.received_at_ms],
+                "INSERT INTO transcript_partials (call_id, channel, utterance_start_ms, audio_ms, text, received_at_ms,
+                    speech_started_at_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![
+                    call_id,
+                    p.channel,
+                    p.utterance_start_ms,
+                    p.audio_ms,
+                    p.text,
+                    p.received_at_ms,
+                    p.speech_started_at_ms
+                ],
             )?;
         }
         Cmd::TranscriptComplete { id } => {

@@ -43,7 +43,21 @@ impl Default for EndpointConfig {
 pub struct Utterance {
     pub start_ms: u64,
     pub end_ms: u64,
+    /// Where speech (not padding) began and ended: the listener turns these
+    /// into wall-clock times to measure how long a caller waits for text.
+    pub speech_start_ms: u64,
+    pub speech_end_ms: u64,
     pub samples: Vec<f32>,
+}
+
+/// See [`Endpointer::tentative`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Tentative<'a> {
+    pub start_ms: u64,
+    pub speech_end_ms: u64,
+    /// Silence since speech ended.
+    pub silence_ms: u64,
+    pub samples: &'a [f32],
 }
 
 #[derive(Debug)]
@@ -59,6 +73,8 @@ pub struct Endpointer {
 #[derive(Debug)]
 struct Current {
     start_sample: u64,
+    /// First sample of the frame that crossed the start threshold.
+    speech_sample: u64,
     samples: Vec<f32>,
     speech_frames: u64,
     silent_samples: u64,
@@ -91,6 +107,7 @@ impl Endpointer {
                     samples.extend_from_slice(frame);
                     self.current = Some(Current {
                         start_sample,
+                        speech_sample: start_of_frame,
                         samples,
                         speech_frames: 1,
                         silent_samples: 0,
@@ -133,6 +150,31 @@ impl Endpointer {
             .map(|c| (c.start_sample / RATE_MS, c.samples.as_slice()))
     }
 
+    /// Where speech began in the utterance in progress (ms from stream start).
+    pub fn current_speech_start_ms(&self) -> Option<u64> {
+        self.current.as_ref().map(|c| c.speech_sample / RATE_MS)
+    }
+
+    /// The utterance in progress as it would be finished now, once the
+    /// caller has been silent at least `pad_ms`: the listener decodes it
+    /// early (speculatively), and if the silence lasts to `min_silence_ms`
+    /// the finished utterance has exactly these samples, so that decode is
+    /// the final text and the caller does not wait for a second one.
+    pub fn tentative(&self) -> Option<Tentative<'_>> {
+        let cur = self.current.as_ref()?;
+        let pad = self.cfg.pad_ms * RATE_MS;
+        if cur.silent_samples < pad {
+            return None;
+        }
+        let keep = cur.samples.len() - (cur.silent_samples - pad) as usize;
+        Some(Tentative {
+            start_ms: cur.start_sample / RATE_MS,
+            speech_end_ms: (self.position - cur.silent_samples) / RATE_MS,
+            silence_ms: cur.silent_samples / RATE_MS,
+            samples: &cur.samples[..keep],
+        })
+    }
+
     /// Is an utterance in progress?
     pub fn in_speech(&self) -> bool {
         self.current.is_some()
@@ -140,6 +182,7 @@ impl Endpointer {
 
     fn finish(&mut self) -> Option<Utterance> {
         let mut cur = self.current.take()?;
+        let speech_end_sample = self.position - cur.silent_samples;
         // Keep `pad_ms` of the trailing silence, drop the rest.
         let trailing = cur.silent_samples.saturating_sub(self.cfg.pad_ms * RATE_MS) as usize;
         cur.samples
@@ -152,6 +195,8 @@ impl Endpointer {
         Some(Utterance {
             start_ms,
             end_ms: start_ms + cur.samples.len() as u64 / RATE_MS,
+            speech_start_ms: cur.speech_sample / RATE_MS,
+            speech_end_ms: speech_end_sample / RATE_MS,
             samples: cur.samples,
         })
     }
@@ -189,6 +234,8 @@ mod tests {
             u[0].end_ms
         );
         assert_eq!(u[0].samples.len() as u64 / 16, u[0].end_ms - u[0].start_ms);
+        assert_eq!(u[0].speech_start_ms, 320);
+        assert_eq!(u[0].speech_end_ms, 1280);
     }
 
     #[test]
@@ -222,7 +269,40 @@ mod tests {
         }
         let (start, audio) = e.current().unwrap();
         assert_eq!(start, 320 - 200);
+        assert_eq!(e.current_speech_start_ms(), Some(320));
         assert_eq!(audio.len(), 200 * 16 + 5 * FRAME);
+    }
+
+    #[test]
+    fn tentative_utterance_is_the_one_that_finishes() {
+        let mut e = Endpointer::new(EndpointConfig::default());
+        let mut n = 0.0f32;
+        let mut frame = move || {
+            n += 1.0;
+            [n; FRAME]
+        };
+        for _ in 0..10 {
+            e.push(&frame(), 0.0);
+        }
+        for _ in 0..30 {
+            e.push(&frame(), 0.9);
+            assert!(e.tentative().is_none(), "no silence yet");
+        }
+        let mut seen = None;
+        loop {
+            let done = e.push(&frame(), 0.0);
+            if let Some(u) = done {
+                let (start, end, samples) = seen.expect("a tentative before the end");
+                assert_eq!((u.start_ms, u.speech_end_ms), (start, end));
+                assert_eq!(u.samples, samples, "same audio, so the same text");
+                break;
+            }
+            if let Some(t) = e.tentative() {
+                assert!(t.silence_ms >= 200);
+                // Frames are distinct, so equal samples mean the same cut.
+                seen = Some((t.start_ms, t.speech_end_ms, t.samples.to_vec()));
+            }
+        }
     }
 
     #[test]
