@@ -9,8 +9,8 @@
 //! - start of speech → first partial text.
 //!
 //! `cargo bench --bench call_latency` (needs `make models`, espeak-ng and sox:
-//! `make bench` installs them). `HANDLET_BENCH_WORKERS=2` sets the whisper
-//! worker count; `HANDLET_BENCH_CALLS=1,4` picks the call counts.
+//! `make bench` installs them). `HANDLET_BENCH_WORKERS=1` sets the whisper
+//! worker count (default 2, as in the default config); `HANDLET_BENCH_CALLS=1,4` picks the call counts.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -134,7 +134,7 @@ fn main() {
     let workers: usize = std::env::var("HANDLET_BENCH_WORKERS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(1);
+        .unwrap_or(2);
     let counts: Vec<usize> = std::env::var("HANDLET_BENCH_CALLS")
         .unwrap_or_else(|_| "1,2,4,8".into())
         .split(',')

@@ -93,6 +93,26 @@ impl Queue {
         Pushed::Queued
     }
 
+    /// Move the leg's queued partial into the final lane: a speculative
+    /// decode of an utterance that has now been confirmed as finished is its
+    /// final, and must not wait behind other calls' previews. Returns false
+    /// when there was none queued (already running or done) or the final
+    /// lane is full (it then stays where it is and still runs).
+    pub fn promote(&mut self, leg: u64) -> bool {
+        let Some(i) = self.partials.iter().position(|j| j.leg == leg) else {
+            return false;
+        };
+        if self.finals.len() >= self.final_cap {
+            return false;
+        }
+        let Some(mut job) = self.partials.remove(i) else {
+            return false;
+        };
+        job.priority = Priority::Final;
+        self.finals.push_back(job);
+        true
+    }
+
     /// The next job for a worker: finals first, oldest first.
     pub fn pop(&mut self) -> Option<Job> {
         self.finals
@@ -258,6 +278,15 @@ impl Pool {
         Ok(())
     }
 
+    /// See [`Queue::promote`].
+    pub fn promote(&self, leg: u64) -> bool {
+        self.shared
+            .queue
+            .lock()
+            .map(|mut st| st.queue.promote(leg))
+            .unwrap_or(false)
+    }
+
     /// Jobs waiting for a worker.
     pub fn queued(&self) -> usize {
         self.shared
@@ -342,6 +371,36 @@ mod tests {
         let order: Vec<u32> = std::iter::from_fn(|| q.pop()).map(|j| tag(&j)).collect();
         assert_eq!(order, vec![3, 4, 1, 2]);
         assert!(shed.is_empty());
+    }
+
+    #[test]
+    fn a_promoted_partial_runs_with_the_finals() {
+        let (tx, rx) = mpsc::channel();
+        let mut q = Queue::new(2, 4);
+        let mut shed = Vec::new();
+        q.push(job(1, Priority::Partial, 1, &tx), &mut shed);
+        q.push(job(2, Priority::Partial, 2, &tx), &mut shed);
+        q.push(job(3, Priority::Final, 3, &tx), &mut shed);
+        assert!(q.promote(2));
+        assert!(!q.promote(2), "nothing left to promote for leg 2");
+        assert!(!q.promote(9));
+        // Final lane now full (cap 2): leg 1's partial stays a partial.
+        assert!(!q.promote(1));
+        let jobs: Vec<Job> = std::iter::from_fn(|| q.pop()).collect();
+        let order: Vec<(u32, Priority)> = jobs.iter().map(|j| (tag(j), j.priority)).collect();
+        assert_eq!(
+            order,
+            vec![
+                (3, Priority::Final),
+                (2, Priority::Final),
+                (1, Priority::Partial)
+            ]
+        );
+        assert!(shed.is_empty());
+        for j in jobs {
+            (j.reply)(Ok(vec![]));
+        }
+        assert_eq!(rx.try_iter().filter(|(_, was_shed)| !was_shed).count(), 3);
     }
 
     #[test]

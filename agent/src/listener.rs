@@ -293,6 +293,8 @@ impl Listener {
             Some(Ok(segs)) => self.store_final(u.start_ms, ended_at, Ok(segs)),
             Some(Err(_)) => self.submit_final(u),
             None => {
+                // Still queued behind other calls' previews? It is a final now.
+                self.pool.promote(self.leg);
                 self.finals_outstanding += 1;
                 self.confirmed.push((u, ended_at));
             }

@@ -118,6 +118,12 @@ impl SttWorker {
         // how whisper starts repeating itself on long calls.
         p.set_no_context(true);
         p.set_suppress_blank(true);
+        // No temperature fallback: when greedy decoding looks unsure or loops,
+        // whisper.cpp would otherwise re-decode up to five more times at
+        // higher temperatures, turning a 0.4 s decode into several seconds
+        // and stalling every other call's text behind it. The guard below
+        // deals with loops; a live box needs bounded time per utterance.
+        p.set_temperature_inc(0.0);
         p.set_suppress_nst(true);
         p.set_print_special(false);
         p.set_print_progress(false);
