@@ -49,6 +49,16 @@ enum Command {
         #[arg(long)]
         summary: bool,
     },
+    /// Encrypted call recordings.
+    Recordings {
+        #[command(subcommand)]
+        command: RecordingsCommand,
+    },
+    /// Retention and data-subject requests.
+    Privacy {
+        #[command(subcommand)]
+        command: PrivacyCommand,
+    },
     /// Configuration tools.
     Config {
         #[command(subcommand)]
@@ -58,6 +68,32 @@ enum Command {
     Models {
         #[command(subcommand)]
         command: ModelsCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum RecordingsCommand {
+    /// List recordings: id, call, when, length, state, when it expires.
+    List,
+    /// Decrypt one recording to a 16-bit stereo WAV (caller left, callee right).
+    Export {
+        /// Recording id, as `recordings list` shows it.
+        id: String,
+        /// WAV file to write.
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum PrivacyCommand {
+    /// Delete everything past its retention now (the agent also does this
+    /// every privacy.sweep_interval_mins).
+    Sweep {
+        /// Sweep as if it were this time (Unix milliseconds); for checking a
+        /// policy before it bites.
+        #[arg(long)]
+        at_ms: Option<i64>,
     },
 }
 
@@ -163,6 +199,19 @@ fn run(cli: Cli) -> Result<(), Error> {
             Ok(())
         }
         Command::Transcribe { file, summary } => transcribe(&cfg, &file, summary),
+        Command::Recordings { command } => recordings(&cfg, command),
+        Command::Privacy {
+            command: PrivacyCommand::Sweep { at_ms },
+        } => {
+            let conn = handlet_agent::store::open_for_tools(&cfg.database_path())?;
+            let now = at_ms.unwrap_or_else(handlet_agent::call::now_ms);
+            let s = handlet_agent::privacy::sweep(&conn, &cfg.data_dir, &cfg.privacy, now)?;
+            println!(
+                "swept: {} recordings shredded, {} calls deleted with their transcripts and summaries, {} stray files removed",
+                s.recordings, s.calls, s.orphan_files
+            );
+            Ok(())
+        }
         Command::Config {
             command: ConfigCommand::Show,
         } => {
@@ -183,6 +232,81 @@ fn run(cli: Cli) -> Result<(), Error> {
             }
         },
     }
+}
+
+fn recordings(cfg: &Config, command: RecordingsCommand) -> Result<(), Error> {
+    use handlet_agent::recording;
+    let conn = handlet_agent::store::open_for_tools(&cfg.database_path())?;
+    match command {
+        RecordingsCommand::List => {
+            let rows = recording::list(&conn)?;
+            if rows.is_empty() {
+                println!("no recordings");
+            }
+            for r in rows {
+                println!(
+                    "{:016x}  call {}  started {}  {:>8}  {:>9} bytes  {:<9}  expires {}",
+                    r.id,
+                    r.call_id,
+                    utc(r.started_at_ms),
+                    ms(r.duration_ms.max(0) as u64),
+                    r.bytes,
+                    r.state,
+                    utc(r.expires_at_ms)
+                );
+            }
+            Ok(())
+        }
+        RecordingsCommand::Export { id, out } => {
+            let id = u64::from_str_radix(id.trim(), 16).map_err(|_| {
+                Error::Recording(format!(
+                    "{id:?} is not a recording id (16 hex digits, from `handlet recordings list`)"
+                ))
+            })?;
+            let keys = recording::keys::DeviceKeys::load(&recording::keys_dir(&cfg.data_dir))?;
+            let d = recording::export_wav(&conn, &cfg.data_dir, &keys, id, &out)?;
+            println!(
+                "wrote {} ({}, {}{})",
+                out.display(),
+                ms(d.duration_ms()),
+                if d.complete {
+                    "complete"
+                } else {
+                    "truncated: the agent stopped during the call"
+                },
+                if d.corrupt.is_empty() {
+                    String::new()
+                } else {
+                    format!(
+                        "; {} damaged second(s) replaced by silence",
+                        d.corrupt.len()
+                    )
+                }
+            );
+            Ok(())
+        }
+    }
+}
+
+/// Unix ms as a UTC timestamp, without a date crate.
+fn utc(ms_since_epoch: i64) -> String {
+    let secs = ms_since_epoch.div_euclid(1000);
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Civil from days (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}Z",
+        rem / 3600,
+        (rem / 60) % 60
+    )
 }
 
 fn ms(v: u64) -> String {

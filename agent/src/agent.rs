@@ -4,6 +4,7 @@
 use crate::call::CallCtx;
 use crate::config::Config;
 use crate::inference::Pool;
+use crate::recording::{self, keys::DeviceKeys};
 use crate::sip::{self, ActiveCalls};
 use crate::store::Store;
 use crate::{Error, notify};
@@ -50,6 +51,8 @@ pub async fn run(cfg: Config) -> Result<(), Error> {
     })?);
     let pool = Pool::start(&stt, cfg.transcription.workers, cfg.transcription.queue)?;
     let store = Store::open(&cfg.database_path())?;
+    let keys = tokio::task::block_in_place(|| open_recordings(&cfg))?;
+    start_sweeper(&cfg);
     let sip_cancel = CancellationToken::new();
     let server = sip::bind(&cfg, sip_cancel.clone()).await?;
 
@@ -60,6 +63,7 @@ pub async fn run(cfg: Config) -> Result<(), Error> {
         models,
         understanding,
         active: Arc::new(ActiveCalls::default()),
+        keys,
     });
     // Keep the SIP endpoint serving until calls have said goodbye.
     let listen = server.listen.clone();
@@ -122,6 +126,56 @@ pub async fn run(cfg: Config) -> Result<(), Error> {
     }
     store.flush();
     Ok(())
+}
+
+/// Device keys (created on first start) and recordings a crash cut short,
+/// recovered before any new call.
+fn open_recordings(cfg: &Config) -> Result<Arc<DeviceKeys>, Error> {
+    let conn = crate::store::open_connection(&cfg.database_path())?;
+    let keys = DeviceKeys::load_or_create(
+        &recording::keys_dir(&cfg.data_dir),
+        recording::max_key_id(&conn)?,
+    )?;
+    let recovered = recording::recover(&conn, &cfg.data_dir, &keys)?;
+    if recovered > 0 {
+        tracing::warn!(
+            recordings = recovered,
+            "recovered recordings cut short by a crash"
+        );
+    }
+    Ok(Arc::new(keys))
+}
+
+/// Retention runs on its own thread every `privacy.sweep_interval_mins`,
+/// the first time right away.
+fn start_sweeper(cfg: &Config) {
+    let (db, data_dir, policy) = (
+        cfg.database_path(),
+        cfg.data_dir.clone(),
+        cfg.privacy.clone(),
+    );
+    let every = std::time::Duration::from_secs(policy.sweep_interval_mins as u64 * 60);
+    let _ = std::thread::Builder::new()
+        .name("retention".into())
+        .spawn(move || {
+            loop {
+                match crate::store::open_connection(&db).and_then(|c| {
+                    crate::privacy::sweep(&c, &data_dir, &policy, crate::call::now_ms())
+                }) {
+                    Ok(s) if s != crate::privacy::Swept::default() => {
+                        tracing::info!(
+                            recordings = s.recordings,
+                            calls = s.calls,
+                            files = s.orphan_files,
+                            "retention sweep deleted expired data"
+                        )
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "retention sweep failed; will retry"),
+                }
+                std::thread::sleep(every);
+            }
+        });
 }
 
 async fn wait_for_signal() {

@@ -27,6 +27,7 @@ pub struct CallCtx {
     pub models: ModelPaths,
     pub understanding: Arc<crate::understand::Understanding>,
     pub active: Arc<ActiveCalls>,
+    pub keys: Arc<crate::recording::keys::DeviceKeys>,
 }
 
 /// How a dialog's end reaches its call task.
@@ -189,11 +190,18 @@ pub async fn inbound(
         &ctx.models.silero_vad,
         listener_config(&ctx.cfg),
         ctx.pool.clone(),
-        ctx.store.clone(),
-        Some(listener::AfterCall {
-            understanding: ctx.understanding.clone(),
-            caller_id: crate::understand::caller_number(&from),
-        }),
+        listener::Outputs {
+            store: ctx.store.clone(),
+            after: Some(listener::AfterCall {
+                understanding: ctx.understanding.clone(),
+                caller_id: crate::understand::caller_number(&from),
+            }),
+            record: ctx.cfg.privacy.recording.then(|| listener::RecordPlan {
+                data_dir: ctx.cfg.data_dir.clone(),
+                keys: ctx.keys.clone(),
+                retention_days: ctx.cfg.privacy.recording_retention_days,
+            }),
+        },
     ) {
         Ok(l) => l,
         Err(e) => {

@@ -19,7 +19,33 @@ pub struct Config {
     pub media: Media,
     pub transcription: Transcription,
     pub intent: Intent,
+    pub privacy: Privacy,
     pub log: Log,
+}
+
+/// The workspace's recording and retention policy.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Privacy {
+    /// Record calls (encrypted). Off: no audio is kept at all.
+    pub recording: bool,
+    /// Days a recording is kept; the privacy policy's default is 30.
+    pub recording_retention_days: u32,
+    /// Days calls, transcripts and summaries are kept.
+    pub transcript_retention_days: u32,
+    /// How often the agent runs the retention sweeper.
+    pub sweep_interval_mins: u32,
+}
+
+impl Default for Privacy {
+    fn default() -> Self {
+        Privacy {
+            recording: true,
+            recording_retention_days: 30,
+            transcript_retention_days: 365,
+            sweep_interval_mins: 60,
+        }
+    }
 }
 
 /// Intent classification: the business's intents and their examples.
@@ -153,6 +179,7 @@ impl Default for Config {
             media: Media::default(),
             transcription: Transcription::default(),
             intent: Intent::default(),
+            privacy: Privacy::default(),
             log: Log::default(),
         }
     }
@@ -233,6 +260,25 @@ impl Config {
     }
 
     fn validate(&self) -> Result<(), String> {
+        let p = &self.privacy;
+        if !(1..=3650).contains(&p.recording_retention_days) {
+            return Err(format!(
+                "privacy.recording_retention_days must be 1..=3650 (days), got {}; set privacy.recording = false to keep no recordings",
+                p.recording_retention_days
+            ));
+        }
+        if !(1..=3650).contains(&p.transcript_retention_days) {
+            return Err(format!(
+                "privacy.transcript_retention_days must be 1..=3650 (days), got {}",
+                p.transcript_retention_days
+            ));
+        }
+        if !(1..=1440).contains(&p.sweep_interval_mins) {
+            return Err(format!(
+                "privacy.sweep_interval_mins must be 1..=1440, got {}",
+                p.sweep_interval_mins
+            ));
+        }
         let m = &self.media;
         if m.rtp_port_min == 0 || m.rtp_port_min > m.rtp_port_max {
             return Err(format!(
@@ -472,6 +518,31 @@ mod tests {
                 .to_string();
             assert!(e.contains("transcription.early_final_ms"), "{e}");
         }
+    }
+
+    #[test]
+    fn retention_is_30_days_by_default_and_validated() {
+        let c = Config::default_config();
+        assert!(c.privacy.recording);
+        assert_eq!(c.privacy.recording_retention_days, 30);
+        let c = load_str("[privacy]\nrecording_retention_days = 90\n").unwrap();
+        assert_eq!(c.privacy.recording_retention_days, 90);
+        for bad in [
+            "recording_retention_days = 0",
+            "recording_retention_days = 4000",
+        ] {
+            let e = load_str(&format!("[privacy]\n{bad}\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains("privacy.recording_retention_days must be 1..=3650"),
+                "{e}"
+            );
+        }
+        let e = load_str("[privacy]\ntranscript_retention_days = 0\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("privacy.transcript_retention_days"), "{e}");
     }
 
     #[test]

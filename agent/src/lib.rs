@@ -10,6 +10,8 @@ pub mod listener;
 pub mod media;
 pub mod notify;
 pub mod pii;
+pub mod privacy;
+pub mod recording;
 pub mod sip;
 pub mod store;
 pub mod understand;
@@ -34,6 +36,10 @@ pub enum Error {
     Sip(String),
     #[error("call: {0}")]
     Call(String),
+    #[error("recording: {0}")]
+    Recording(String),
+    #[error("privacy: {0}")]
+    Privacy(String),
     #[error("{0}")]
     Io(String),
 }

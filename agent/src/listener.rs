@@ -64,6 +64,29 @@ pub struct AfterCall {
     pub caller_id: Option<String>,
 }
 
+/// Where what the listener hears goes.
+pub struct Outputs {
+    pub store: Store,
+    /// Summarise the call when its transcript is complete.
+    pub after: Option<AfterCall>,
+    /// Record the leg.
+    pub record: Option<RecordPlan>,
+}
+
+/// Record this leg, encrypted (see [`crate::recording`]).
+pub struct RecordPlan {
+    pub data_dir: std::path::PathBuf,
+    pub keys: std::sync::Arc<crate::recording::keys::DeviceKeys>,
+    pub retention_days: u32,
+}
+
+/// The recording in progress, with its own database connection (the
+/// recording row and wrapped key are committed before audio is written).
+struct Recording {
+    rec: crate::recording::Recorder,
+    conn: rusqlite::Connection,
+}
+
 /// Legs are numbered so the pool can tell one leg's partials from another's.
 static NEXT_LEG: AtomicU64 = AtomicU64::new(1);
 
@@ -74,9 +97,13 @@ pub fn start(
     vad_model: &Path,
     cfg: ListenerConfig,
     pool: Pool,
-    store: Store,
-    after: Option<AfterCall>,
+    out: Outputs,
 ) -> Result<ListenerHandle, crate::Error> {
+    let Outputs {
+        store,
+        after,
+        record,
+    } = out;
     let vad = Vad::load(vad_model)?;
     // ~10 s of 20 ms frames; the media task drops (and counts) beyond that.
     let (tx, rx) = mpsc::sync_channel::<Msg>(512);
@@ -100,6 +127,8 @@ pub fn start(
         clock: StreamClock::default(),
         speculation: None,
         confirmed: Vec::new(),
+        record,
+        recording: None,
     };
     let thread = std::thread::Builder::new()
         .name("listener".into())
@@ -130,6 +159,9 @@ struct Listener {
     /// Utterances the end-pointer finished whose speculative decode is still
     /// out, with when speech ended; kept to redo as a final if it is shed.
     confirmed: Vec<(Utterance, i64)>,
+    /// Taken when the first audio arrives and the recording starts.
+    record: Option<RecordPlan>,
+    recording: Option<Recording>,
 }
 
 /// A final decoded early. A caller who stops talking waits `min_silence_ms`
@@ -175,6 +207,7 @@ impl Listener {
             match msg {
                 Msg::Audio(samples) if !self.ended => {
                     self.clock.received(samples.len(), crate::call::now_ms());
+                    self.record(&samples);
                     buf.extend_from_slice(&samples);
                     let mut used = 0;
                     while buf.len() - used >= FRAME {
@@ -209,6 +242,7 @@ impl Listener {
                         if let Some(u) = self.ep.flush() {
                             self.utterance_done(u);
                         }
+                        self.finish_recording();
                     }
                 }
                 Msg::Final {
@@ -297,6 +331,52 @@ impl Listener {
                 self.pool.promote(self.leg);
                 self.finals_outstanding += 1;
                 self.confirmed.push((u, ended_at));
+            }
+        }
+    }
+
+    fn record(&mut self, samples: &[f32]) {
+        if let Some(plan) = self.record.take() {
+            // The call row must be in before the recording row refers to it.
+            self.store.flush();
+            let started = crate::store::open_connection(self.store.path()).and_then(|conn| {
+                let rec = crate::recording::Recorder::create(
+                    &conn,
+                    &plan.data_dir,
+                    &plan.keys,
+                    &self.call_id,
+                    crate::call::now_ms(),
+                    plan.retention_days,
+                )?;
+                Ok(Recording { rec, conn })
+            });
+            match started {
+                Ok(r) => self.recording = Some(r),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot record this call; it goes on unrecorded")
+                }
+            }
+        }
+        if let Some(r) = self.recording.as_mut()
+            && let Err(e) = r.rec.push_caller(samples)
+        {
+            // Disk full or the like: stop here; what is written stays
+            // readable and is recovered as truncated at the next start.
+            tracing::warn!(error = %e, "recording stopped");
+            self.recording = None;
+        }
+    }
+
+    fn finish_recording(&mut self) {
+        if let Some(r) = self.recording.take() {
+            match r.rec.finish(&r.conn) {
+                Ok(w) => tracing::debug!(
+                    recording = w.id,
+                    duration_ms = w.duration_ms,
+                    bytes = w.bytes,
+                    "recording complete"
+                ),
+                Err(e) => tracing::warn!(error = %e, "recording could not be closed"),
             }
         }
     }

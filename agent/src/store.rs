@@ -80,6 +80,34 @@ const MIGRATIONS: &[&str] = &[
     // agent heard it), so the wait for text can be measured per utterance.
     "ALTER TABLE transcript_segments ADD COLUMN speech_ended_at_ms INTEGER;
     ALTER TABLE transcript_partials ADD COLUMN speech_started_at_ms INTEGER;",
+    // 6: encrypted recordings, their wrapped keys, the privacy audit log.
+    // recording_keys has no foreign key on purpose: deleting a key row is the
+    // deletion of the recording (crypto-shredding) and happens first.
+    "CREATE TABLE recordings (
+        id INTEGER PRIMARY KEY,
+        call_id TEXT NOT NULL REFERENCES calls(id) ON DELETE CASCADE,
+        file TEXT NOT NULL,
+        started_at_ms INTEGER NOT NULL,
+        expires_at_ms INTEGER NOT NULL,
+        state TEXT NOT NULL CHECK (state IN ('recording', 'complete', 'truncated')),
+        duration_ms INTEGER NOT NULL DEFAULT 0,
+        bytes INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE INDEX recordings_call ON recordings(call_id);
+    CREATE INDEX recordings_expires ON recordings(expires_at_ms);
+    CREATE TABLE recording_keys (
+        recording_id INTEGER PRIMARY KEY,
+        key_id INTEGER NOT NULL,
+        wrapped BLOB NOT NULL
+    );
+    CREATE TABLE privacy_audit (
+        id INTEGER PRIMARY KEY,
+        at_ms INTEGER NOT NULL,
+        request TEXT NOT NULL,
+        subject TEXT NOT NULL,
+        items INTEGER NOT NULL,
+        detail TEXT NOT NULL
+    );",
 ];
 
 /// A call as first recorded.
@@ -191,8 +219,18 @@ pub fn open_connection(path: &Path) -> Result<Connection, Error> {
         Connection::open(path).map_err(|e| Error::Store(format!("{}: {e}", path.display())))?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
+    // Deleted rows are overwritten, not left in free pages (erase requests).
+    conn.pragma_update(None, "secure_delete", "ON")?;
     conn.pragma_update(None, "synchronous", "NORMAL")?;
     conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    Ok(conn)
+}
+
+/// A connection for the command-line tools: opened and migrated (no writer
+/// thread, no crash clean-up: the agent may be running).
+pub fn open_for_tools(path: &Path) -> Result<Connection, Error> {
+    let mut conn = open_connection(path)?;
+    migrate(&mut conn)?;
     Ok(conn)
 }
 

@@ -18,6 +18,7 @@ fn check_rate(rate: u32) -> Result<(), Error> {
 
 pub struct Encoder {
     enc: opus::Encoder,
+    /// Samples per 20 ms frame, all channels (interleaved).
     frame: usize,
 }
 
@@ -36,6 +37,20 @@ impl Encoder {
         })
     }
 
+    /// Stereo voice encoder for recordings (left caller, right callee), VBR
+    /// at `bitrate`, no FEC (the file does not lose packets).
+    pub fn stereo(rate: u32, bitrate: i32) -> Result<Self, Error> {
+        check_rate(rate)?;
+        let mut enc = opus::Encoder::new(rate, opus::Channels::Stereo, opus::Application::Voip)
+            .map_err(err)?;
+        enc.set_bitrate(opus::Bitrate::Bits(bitrate)).map_err(err)?;
+        Ok(Encoder {
+            enc,
+            frame: 2 * rate as usize / 50,
+        })
+    }
+
+    /// Samples in one 20 ms frame (interleaved, all channels).
     pub fn frame_samples(&self) -> usize {
         self.frame
     }
@@ -68,7 +83,17 @@ impl Decoder {
         })
     }
 
-    /// Decode one packet into `out` (room for 120 ms); returns samples written.
+    /// Stereo decoder for recordings; `decode` writes interleaved samples.
+    pub fn stereo(rate: u32) -> Result<Self, Error> {
+        check_rate(rate)?;
+        Ok(Decoder {
+            dec: opus::Decoder::new(rate, opus::Channels::Stereo).map_err(err)?,
+            frame: 2 * rate as usize / 50,
+        })
+    }
+
+    /// Decode one packet into `out` (room for 120 ms); returns samples written
+    /// per channel.
     /// A corrupt packet is an error and the decoder state stays usable.
     pub fn decode(&mut self, packet: &[u8], out: &mut [f32]) -> Result<usize, Error> {
         if packet.is_empty() {
@@ -127,6 +152,27 @@ mod tests {
             Encoder::new(rate, 24000, true, 20).unwrap(),
             Decoder::new(rate).unwrap(),
         )
+    }
+
+    #[test]
+    fn stereo_keeps_the_channels_apart() {
+        let mut e = Encoder::stereo(16000, 32000).unwrap();
+        let mut d = Decoder::stereo(16000).unwrap();
+        let left = voice(16000, 1000);
+        let input: Vec<f32> = left.iter().flat_map(|&l| [l, 0.0]).collect();
+        let mut out = Vec::new();
+        let mut pkt = [0u8; 1500];
+        let mut frame = vec![0f32; 2 * 16000 * 120 / 1000];
+        for f in input.chunks_exact(e.frame_samples()) {
+            let n = e.encode(f, &mut pkt).unwrap();
+            let m = d.decode(&pkt[..n], &mut frame).unwrap();
+            assert_eq!(2 * m, e.frame_samples());
+            out.extend_from_slice(&frame[..2 * m]);
+        }
+        let l: Vec<f32> = out.iter().step_by(2).copied().collect();
+        let r: Vec<f32> = out.iter().skip(1).step_by(2).copied().collect();
+        let (l, r) = (rms(&l[3200..]), rms(&r[3200..]));
+        assert!(l > 0.02 && r < l / 10.0, "left {l}, right {r}");
     }
 
     #[test]

@@ -56,8 +56,18 @@ pub fn read_16k(path: &Path) -> Result<Audio, Error> {
 
 /// Write 16-bit mono.
 pub fn write_i16(path: &Path, rate: u32, samples: &[i16]) -> Result<(), Error> {
+    write_interleaved(path, rate, 1, samples)
+}
+
+/// Write 16-bit audio with `channels` interleaved channels.
+pub fn write_interleaved(
+    path: &Path,
+    rate: u32,
+    channels: u16,
+    samples: &[i16],
+) -> Result<(), Error> {
     let spec = hound::WavSpec {
-        channels: 1,
+        channels,
         sample_rate: rate,
         bits_per_sample: 16,
         sample_format: hound::SampleFormat::Int,

@@ -87,6 +87,50 @@ pub fn write_config(dir: &Path, port: u16, extra: &str) -> PathBuf {
     p
 }
 
+/// Start `handlet run` and wait until it prints "ready"; its log is
+/// appended to `dir/agent.log`.
+fn spawn_ready(config: &Path, dir: &Path) -> (Child, Vec<String>) {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("agent.log"))
+        .unwrap();
+    let mut child = Command::new(bin())
+        .args(["run", "--config"])
+        .arg(config)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::from(log))
+        .spawn()
+        .unwrap();
+    let out = child.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut stdout = Vec::new();
+    loop {
+        match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(line) => {
+                let ready = line.contains("ready in");
+                stdout.push(line);
+                if ready {
+                    return (child, stdout);
+                }
+            }
+            Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                let log = std::fs::read_to_string(dir.join("agent.log")).unwrap_or_default();
+                panic!("agent did not become ready; stdout {stdout:?}; log:\n{log}");
+            }
+        }
+    }
+}
+
 /// A running agent; killed on drop.
 pub struct Agent {
     pub child: Child,
@@ -106,41 +150,7 @@ impl Agent {
         let dir = TempDir::new(tag);
         let port = free_port();
         let config = write_config(dir.path(), port, extra);
-        let mut child = Command::new(bin())
-            .args(["run", "--config"])
-            .arg(&config)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::from(
-                std::fs::File::create(dir.path().join("agent.log")).unwrap(),
-            ))
-            .spawn()
-            .unwrap();
-        let out = child.stdout.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(out).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let mut stdout = Vec::new();
-        loop {
-            match rx.recv_timeout(Duration::from_secs(60)) {
-                Ok(line) => {
-                    let ready = line.contains("ready in");
-                    stdout.push(line);
-                    if ready {
-                        break;
-                    }
-                }
-                Err(_) => {
-                    let log =
-                        std::fs::read_to_string(dir.path().join("agent.log")).unwrap_or_default();
-                    panic!("agent did not become ready; stdout {stdout:?}; log:\n{log}");
-                }
-            }
-        }
+        let (child, stdout) = spawn_ready(&config, dir.path());
         Agent {
             child,
             port,
@@ -148,6 +158,16 @@ impl Agent {
             dir,
             stdout,
         }
+    }
+
+    /// kill -9 the agent (no clean-up of any kind) and start it again on
+    /// the same data dir and port.
+    pub fn kill_and_restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let (child, stdout) = spawn_ready(&self.config, self.dir.path());
+        self.child = child;
+        self.stdout = stdout;
     }
 
     pub fn uri(&self) -> String {

@@ -1,0 +1,149 @@
+//! Retention: what has expired is deleted, recordings by crypto-shredding
+//! (the wrapped data key first, then the file, then the row). Time is passed
+//! in. Every step is idempotent, so a sweep killed at any point is finished
+//! by the next one.
+
+use crate::config::Privacy;
+use crate::recording;
+use rusqlite::{Connection, params};
+use std::path::Path;
+
+type Error = crate::Error;
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Swept {
+    pub recordings: usize,
+    pub calls: usize,
+    pub orphan_files: usize,
+}
+
+/// Shred the recordings `which` selects (a WHERE clause on `recordings`).
+fn shred(
+    conn: &Connection,
+    data_dir: &Path,
+    which: &str,
+    args: &[&dyn rusqlite::ToSql],
+) -> Result<usize, Error> {
+    let mut q = conn.prepare(&format!("SELECT id, file FROM recordings WHERE {which}"))?;
+    let doomed: Vec<(i64, String)> = q
+        .query_map(args, |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<Result<_, _>>()?;
+    for (id, file) in &doomed {
+        // 1. The key: from here on the file is noise.
+        conn.execute("DELETE FROM recording_keys WHERE recording_id = ?1", [id])?;
+        // 2. The file.
+        let path = recording::dir(data_dir).join(file);
+        match std::fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                return Err(Error::Privacy(format!(
+                    "cannot delete {}: {e}",
+                    path.display()
+                )));
+            }
+        }
+        // 3. The row.
+        conn.execute("DELETE FROM recordings WHERE id = ?1", [id])?;
+    }
+    Ok(doomed.len())
+}
+
+/// Files in the recordings dir no row refers to: a recording whose row was
+/// never committed, or whose file deletion was interrupted.
+fn orphans(conn: &Connection, data_dir: &Path) -> Result<usize, Error> {
+    let dir = recording::dir(data_dir);
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        return Ok(0);
+    };
+    let mut n = 0;
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if !name.ends_with(".hrec") {
+            continue;
+        }
+        let known: bool = conn.query_row(
+            "SELECT EXISTS(SELECT 1 FROM recordings WHERE file = ?1)",
+            [&name],
+            |r| r.get(0),
+        )?;
+        if !known {
+            std::fs::remove_file(e.path()).map_err(|err| {
+                Error::Privacy(format!("cannot delete {}: {err}", e.path().display()))
+            })?;
+            n += 1;
+        }
+    }
+    Ok(n)
+}
+
+/// Write-ahead log pages can still hold deleted rows: fold them into the
+/// database (where secure_delete zeroed them) and empty the log.
+pub fn checkpoint(conn: &Connection) -> Result<(), Error> {
+    conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+    Ok(())
+}
+
+/// Delete everything past its retention at `now_ms`. Calls still in
+/// progress are never touched.
+pub fn sweep(
+    conn: &Connection,
+    data_dir: &Path,
+    policy: &Privacy,
+    now_ms: i64,
+) -> Result<Swept, Error> {
+    let mut s = Swept {
+        recordings: shred(
+            conn,
+            data_dir,
+            "expires_at_ms <= ?1 AND state != 'recording'",
+            &[&now_ms],
+        )?,
+        ..Swept::default()
+    };
+    let cutoff = now_ms - policy.transcript_retention_days as i64 * 86_400_000;
+    // A call's recordings go with it (shredded first, whatever their own date).
+    s.recordings += shred(
+        conn,
+        data_dir,
+        "call_id IN (SELECT id FROM calls WHERE ended_at_ms IS NOT NULL AND started_at_ms <= ?1)",
+        &[&cutoff],
+    )?;
+    s.calls = conn.execute(
+        "DELETE FROM calls WHERE ended_at_ms IS NOT NULL AND started_at_ms <= ?1",
+        params![cutoff],
+    )?;
+    s.orphan_files = orphans(conn, data_dir)?;
+    if s != Swept::default() {
+        audit(
+            conn,
+            now_ms,
+            "retention sweep",
+            "expired data",
+            (s.recordings + s.calls + s.orphan_files) as i64,
+            &format!(
+                "{} recordings, {} calls with their transcripts and summaries, {} stray files",
+                s.recordings, s.calls, s.orphan_files
+            ),
+        )?;
+    }
+    checkpoint(conn)?;
+    Ok(s)
+}
+
+/// Record a privacy request: what was asked and how much it touched, never
+/// the content (and never a phone number: `subject` is a fingerprint).
+pub fn audit(
+    conn: &Connection,
+    at_ms: i64,
+    request: &str,
+    subject: &str,
+    items: i64,
+    detail: &str,
+) -> Result<(), Error> {
+    conn.execute(
+        "INSERT INTO privacy_audit (at_ms, request, subject, items, detail) VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![at_ms, request, subject, items, detail],
+    )?;
+    Ok(())
+}
