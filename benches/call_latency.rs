@@ -98,26 +98,22 @@ fn run(calls: usize, workers: usize, wav: &std::path::Path) -> Run {
     if std::env::var_os("HANDLET_BENCH_DUMP").is_some() {
         dump(&db);
     }
-    let mut finals: Vec<i64> = db
-        .prepare(
-            "SELECT max(received_at_ms) - min(speech_ended_at_ms) FROM transcript_segments
-             GROUP BY call_id, utterance_start_ms",
-        )
-        .unwrap()
-        .query_map([], |r| r.get(0))
-        .unwrap()
-        .map(Result::unwrap)
-        .collect();
-    let mut first_partials: Vec<i64> = db
-        .prepare(
-            "SELECT min(received_at_ms) - min(speech_started_at_ms) FROM transcript_partials
-             GROUP BY call_id, utterance_start_ms",
-        )
-        .unwrap()
-        .query_map([], |r| r.get(0))
-        .unwrap()
-        .map(Result::unwrap)
-        .collect();
+    let waits = |sql: &str| -> Vec<i64> {
+        db.prepare(sql)
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
+    };
+    let mut finals = waits(
+        "SELECT max(received_at_ms) - min(speech_ended_at_ms) FROM transcript_segments
+         GROUP BY call_id, utterance_start_ms",
+    );
+    let mut first_partials = waits(
+        "SELECT min(received_at_ms) - min(speech_started_at_ms) FROM transcript_partials
+         GROUP BY call_id, utterance_start_ms",
+    );
     finals.sort_unstable();
     first_partials.sort_unstable();
     let utterances = finals.len();

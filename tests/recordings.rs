@@ -30,6 +30,19 @@ fn ok(agent: &Agent, args: &[&str]) -> String {
     out
 }
 
+fn export(agent: &Agent, id: &str, out: &Path) -> (bool, String, String) {
+    handlet(
+        agent,
+        &["recordings", "export", id, "--out", out.to_str().unwrap()],
+    )
+}
+
+fn export_ok(agent: &Agent, id: &str, out: &Path) -> String {
+    let (success, said, err) = export(agent, id, out);
+    assert!(success, "export {id} failed: {said}\n{err}");
+    said
+}
+
 /// (id, state) of every recording `handlet recordings list` shows.
 fn listed(agent: &Agent) -> Vec<(String, String)> {
     ok(agent, &["recordings", "list"])
@@ -132,16 +145,7 @@ fn a_call_is_recorded_encrypted_exported_and_expires_on_time() {
 
     // Export plays: stereo, caller on the left, the words are there.
     let out = agent.dir.path().join("export.wav");
-    let said = ok(
-        &agent,
-        &[
-            "recordings",
-            "export",
-            &recs[0].0,
-            "--out",
-            out.to_str().unwrap(),
-        ],
-    );
+    let said = export_ok(&agent, &recs[0].0, &out);
     assert!(said.contains("complete"), "{said}");
     let (left, right) = read_stereo(&out);
     let sent = hound::WavReader::open(&wav).unwrap().duration() as f32 / 8000.0;
@@ -173,16 +177,7 @@ fn a_call_is_recorded_encrypted_exported_and_expires_on_time() {
     let sweep = |at: i64| ok(&agent, &["privacy", "sweep", "--at-ms", &at.to_string()]);
     sweep(started + 30 * DAY_MS - 60_000);
     assert_eq!(listed(&agent).len(), 1);
-    ok(
-        &agent,
-        &[
-            "recordings",
-            "export",
-            &recs[0].0,
-            "--out",
-            out.to_str().unwrap(),
-        ],
-    );
+    export_ok(&agent, &recs[0].0, &out);
     let s = sweep(started + 30 * DAY_MS + 60_000);
     assert!(s.contains("1 recordings shredded"), "{s}");
     assert!(listed(&agent).is_empty());
@@ -191,16 +186,7 @@ fn a_call_is_recorded_encrypted_exported_and_expires_on_time() {
             .unwrap();
     assert_eq!(keys, 0);
     assert!(files(&data.join("recordings")).is_empty());
-    let (success, _, err) = handlet(
-        &agent,
-        &[
-            "recordings",
-            "export",
-            &recs[0].0,
-            "--out",
-            out.to_str().unwrap(),
-        ],
-    );
+    let (success, _, err) = export(&agent, &recs[0].0, &out);
     assert!(!success && err.contains("no recording"), "{err}");
     // The transcript follows its own period.
     assert_eq!(db.calls().len(), 1);
@@ -251,21 +237,9 @@ fn recording_can_be_turned_off() {
 #[test]
 fn bad_requests_are_clear_errors() {
     let agent = Agent::start("rec-bad");
-    let (success, _, err) = handlet(
-        &agent,
-        &["recordings", "export", "nothex", "--out", "/tmp/x.wav"],
-    );
+    let (success, _, err) = export(&agent, "nothex", Path::new("/tmp/x.wav"));
     assert!(!success && err.contains("is not a recording id"), "{err}");
-    let (success, _, err) = handlet(
-        &agent,
-        &[
-            "recordings",
-            "export",
-            "00000000000000ff",
-            "--out",
-            "/tmp/x.wav",
-        ],
-    );
+    let (success, _, err) = export(&agent, "00000000000000ff", Path::new("/tmp/x.wav"));
     assert!(!success && err.contains("no recording 255"), "{err}");
 }
 
@@ -316,10 +290,7 @@ fn kill_loop_loses_at_most_the_last_chunk() {
     for (id, state) in &recs {
         assert_eq!(state, "truncated", "{id}: killed mid-call, so truncated");
         let out = agent.dir.path().join(format!("{id}.wav"));
-        let said = ok(
-            &agent,
-            &["recordings", "export", id, "--out", out.to_str().unwrap()],
-        );
+        let said = export_ok(&agent, id, &out);
         assert!(said.contains("truncated"), "{said}");
         let (left, _) = read_stereo(&out);
         let secs = left.len() as f32 / 16_000.0;

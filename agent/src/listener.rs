@@ -395,26 +395,7 @@ impl Listener {
             return;
         }
         let (start_ms, speech_end_ms) = (t.start_ms, t.speech_end_ms);
-        let audio_ms = t.samples.len() as u64 / 16;
-        let samples = t.samples.to_vec();
-        let speech_started_at_ms = self
-            .clock
-            .wall_ms(self.ep.current_speech_start_ms().unwrap_or(start_ms));
-        let back = self.back.clone();
-        let job = Job {
-            leg: self.leg,
-            priority: Priority::Partial,
-            samples,
-            reply: Box::new(move |result| {
-                let _ = back.send(Msg::Partial {
-                    start_ms,
-                    audio_ms,
-                    speech_started_at_ms,
-                    speculative_end_ms: Some(speech_end_ms),
-                    result,
-                });
-            }),
-        };
+        let job = self.partial_job(start_ms, t.samples.to_vec(), Some(speech_end_ms));
         if self.pool.submit_blocking(job).is_ok() {
             // A queued partial of this leg was superseded by this job and
             // answered Shed; that answer clears `partial_in_flight`.
@@ -489,6 +470,34 @@ impl Listener {
         }
     }
 
+    /// A decode of the utterance in progress, answered as `Msg::Partial`.
+    fn partial_job(
+        &self,
+        start_ms: u64,
+        samples: Vec<f32>,
+        speculative_end_ms: Option<u64>,
+    ) -> Job {
+        let audio_ms = samples.len() as u64 / 16;
+        let speech_started_at_ms = self
+            .clock
+            .wall_ms(self.ep.current_speech_start_ms().unwrap_or(start_ms));
+        let back = self.back.clone();
+        Job {
+            leg: self.leg,
+            priority: Priority::Partial,
+            samples,
+            reply: Box::new(move |result| {
+                let _ = back.send(Msg::Partial {
+                    start_ms,
+                    audio_ms,
+                    speech_started_at_ms,
+                    speculative_end_ms,
+                    result,
+                });
+            }),
+        }
+    }
+
     fn maybe_partial(&mut self) {
         let every = (self.cfg.partial_interval_ms * 16) as usize;
         if every == 0 || self.partial_in_flight {
@@ -505,25 +514,8 @@ impl Listener {
             return;
         }
         self.partial_mark = audio.len();
-        let audio_ms = audio.len() as u64 / 16;
-        let speech_started_at_ms = self
-            .clock
-            .wall_ms(self.ep.current_speech_start_ms().unwrap_or(start_ms));
-        let back = self.back.clone();
-        let job = Job {
-            leg: self.leg,
-            priority: Priority::Partial,
-            samples: audio.to_vec(),
-            reply: Box::new(move |result| {
-                let _ = back.send(Msg::Partial {
-                    start_ms,
-                    audio_ms,
-                    speech_started_at_ms,
-                    speculative_end_ms: None,
-                    result,
-                });
-            }),
-        };
+        let samples = audio.to_vec();
+        let job = self.partial_job(start_ms, samples, None);
         if self.pool.submit_blocking(job).is_ok() {
             self.partial_in_flight = true;
         }
