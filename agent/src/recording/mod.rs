@@ -110,26 +110,17 @@ impl Recorder {
         std::fs::create_dir_all(&dir).map_err(|e| err(format!("{}: {e}", dir.display())))?;
         let name = file_name(id);
         let expires = now_ms + retention_days as i64 * 86_400_000;
-        conn.execute_batch("BEGIN IMMEDIATE")?;
-        let done = (|| -> Result<(), rusqlite::Error> {
-            conn.execute(
-                "INSERT INTO recordings (id, call_id, file, started_at_ms, expires_at_ms, state)
-                 VALUES (?1, ?2, ?3, ?4, ?5, 'recording')",
-                params![id as i64, call_id, name, now_ms, expires],
-            )?;
-            conn.execute(
-                "INSERT INTO recording_keys (recording_id, key_id, wrapped) VALUES (?1, ?2, ?3)",
-                params![id as i64, key_id, wrapped],
-            )?;
-            Ok(())
-        })();
-        match done {
-            Ok(()) => conn.execute_batch("COMMIT")?,
-            Err(e) => {
-                let _ = conn.execute_batch("ROLLBACK");
-                return Err(e.into());
-            }
-        }
+        let tx = conn.unchecked_transaction()?;
+        tx.execute(
+            "INSERT INTO recordings (id, call_id, file, started_at_ms, expires_at_ms, state)
+             VALUES (?1, ?2, ?3, ?4, ?5, 'recording')",
+            params![id as i64, call_id, name, now_ms, expires],
+        )?;
+        tx.execute(
+            "INSERT INTO recording_keys (recording_id, key_id, wrapped) VALUES (?1, ?2, ?3)",
+            params![id as i64, key_id, wrapped],
+        )?;
+        tx.commit()?;
         let mut nonce_prefix = [0u8; 19];
         nonce_prefix.copy_from_slice(&keys::random_key()[..19]);
         let header = Header {
