@@ -39,6 +39,9 @@ enum Command {
         /// Keys to press after the WAV (e.g. "12#"), sent as RFC 4733 events.
         #[arg(long, default_value = "")]
         digits: String,
+        /// Caller id to present, the From user part (e.g. +447700900123).
+        #[arg(long)]
+        from: Option<String>,
     },
     /// Transcribe a WAV file offline and print timed segments.
     Transcribe {
@@ -53,6 +56,11 @@ enum Command {
     Recordings {
         #[command(subcommand)]
         command: RecordingsCommand,
+    },
+    /// Device keys that wrap the recordings' keys.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
     },
     /// Retention and data-subject requests.
     Privacy {
@@ -86,7 +94,45 @@ enum RecordingsCommand {
 }
 
 #[derive(Subcommand)]
+enum KeysCommand {
+    /// Create a new device key, rewrap every recording's data key under it,
+    /// delete the old key files. Back up data/keys afterwards.
+    Rotate,
+}
+
+#[derive(Subcommand)]
 enum PrivacyCommand {
+    /// Everything held about a phone number: calls, transcripts, drafts,
+    /// summaries and keys pressed as JSON, recordings decrypted to WAV.
+    Export {
+        /// The number: 07700 900123, +44 7700 900123, 0044..., any spacing.
+        #[arg(long)]
+        phone: String,
+        /// New or empty directory to write calls.json and recordings/ into.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Erase a phone number's calls (from it, to it, or where it was said or
+    /// keyed) with their transcripts, drafts, summaries, events and
+    /// recordings; or, with --workspace, every call on the box.
+    Erase {
+        /// The number, as for `privacy export`.
+        #[arg(
+            long,
+            conflicts_with = "workspace",
+            required_unless_present = "workspace"
+        )]
+        phone: Option<String>,
+        /// Erase the whole call corpus (needs --yes).
+        #[arg(long)]
+        workspace: bool,
+        /// Confirm erasing the whole workspace.
+        #[arg(long, requires = "workspace")]
+        yes: bool,
+    },
+    /// The privacy audit log: every request and sweep, what it touched (never
+    /// the content, never a number).
+    Audit,
     /// Delete everything past its retention now (the agent also does this
     /// every privacy.sweep_interval_mins).
     Sweep {
@@ -138,8 +184,59 @@ fn init_logging(cfg: &Config) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&cfg.log.filter));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(ScrubbedStderr)
         .try_init();
+}
+
+/// Log lines at info and above go through [`pii::redact`] on their way to
+/// stderr (journald): no phone number or IP address reaches the log, even
+/// inside a library's error message. Debug and trace, for a technician at
+/// the box, are written as they are.
+struct ScrubbedStderr;
+
+struct Scrub {
+    line: Vec<u8>,
+    redact: bool,
+}
+
+impl std::io::Write for Scrub {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.line.extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for Scrub {
+    fn drop(&mut self) {
+        use std::io::Write;
+        let text = String::from_utf8_lossy(&self.line);
+        let text = if self.redact {
+            handlet_agent::pii::redact(&text)
+        } else {
+            text
+        };
+        let _ = std::io::stderr().lock().write_all(text.as_bytes());
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for ScrubbedStderr {
+    type Writer = Scrub;
+    fn make_writer(&'a self) -> Scrub {
+        Scrub {
+            line: Vec::new(),
+            redact: true,
+        }
+    }
+    fn make_writer_for(&'a self, meta: &tracing::Metadata<'_>) -> Scrub {
+        Scrub {
+            line: Vec::new(),
+            // Levels order by verbosity: ERROR < WARN < INFO < DEBUG.
+            redact: *meta.level() <= tracing::Level::INFO,
+        }
+    }
 }
 
 fn run(cli: Cli) -> Result<(), Error> {
@@ -158,6 +255,7 @@ fn run(cli: Cli) -> Result<(), Error> {
             to,
             wait,
             digits,
+            from,
         } => {
             init_logging(&cfg);
             let to = to.unwrap_or_else(|| {
@@ -174,6 +272,7 @@ fn run(cli: Cli) -> Result<(), Error> {
                 database: Some(&db),
                 wait: Duration::from_secs(wait),
                 digits,
+                from,
             }))?;
             println!(
                 "call {} to {to} finished",
@@ -200,15 +299,31 @@ fn run(cli: Cli) -> Result<(), Error> {
         }
         Command::Transcribe { file, summary } => transcribe(&cfg, &file, summary),
         Command::Recordings { command } => recordings(&cfg, command),
-        Command::Privacy {
-            command: PrivacyCommand::Sweep { at_ms },
+        Command::Privacy { command } => privacy(&cfg, command),
+        Command::Keys {
+            command: KeysCommand::Rotate,
         } => {
             let conn = handlet_agent::store::open_for_tools(&cfg.database_path())?;
-            let now = at_ms.unwrap_or_else(handlet_agent::call::now_ms);
-            let s = handlet_agent::privacy::sweep(&conn, &cfg.data_dir, &cfg.privacy, now)?;
+            let r = handlet_agent::recording::rotate(&conn, &cfg.data_dir)?;
             println!(
-                "swept: {} recordings shredded, {} calls deleted with their transcripts and summaries, {} stray files removed",
-                s.recordings, s.calls, s.orphan_files
+                "device key {} now wraps all {} recording keys; old key files deleted: {}",
+                r.new_key,
+                r.rewrapped,
+                if r.removed.is_empty() {
+                    "none".to_string()
+                } else {
+                    r.removed
+                        .iter()
+                        .map(|id| format!("device-{id}.key"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                }
+            );
+            println!(
+                "back up {} now: recordings cannot be played without it",
+                handlet_agent::recording::keys_dir(&cfg.data_dir)
+                    .join(format!("device-{}.key", r.new_key))
+                    .display()
             );
             Ok(())
         }
@@ -232,6 +347,94 @@ fn run(cli: Cli) -> Result<(), Error> {
             }
         },
     }
+}
+
+fn privacy(cfg: &Config, command: PrivacyCommand) -> Result<(), Error> {
+    use handlet_agent::phone::Phone;
+    use handlet_agent::privacy::{self, requests};
+    // Parse the number before opening anything: a typo changes nothing.
+    let phone = match &command {
+        PrivacyCommand::Export { phone, .. }
+        | PrivacyCommand::Erase {
+            phone: Some(phone), ..
+        } => Some(Phone::parse(phone)?),
+        _ => None,
+    };
+    let conn = handlet_agent::store::open_for_tools(&cfg.database_path())?;
+    let now = handlet_agent::call::now_ms();
+    let in_progress = |n: usize| {
+        if n > 0 {
+            println!(
+                "{n} matching call(s) still in progress were left alone: run the request again once they have ended"
+            );
+        }
+    };
+    match command {
+        PrivacyCommand::Sweep { at_ms } => {
+            let s = privacy::sweep(&conn, &cfg.data_dir, &cfg.privacy, at_ms.unwrap_or(now))?;
+            println!(
+                "swept: {} recordings shredded, {} calls deleted with their transcripts and summaries, {} stray files removed",
+                s.recordings, s.calls, s.orphan_files
+            );
+        }
+        PrivacyCommand::Export { out, .. } => {
+            let p = phone.expect("parsed above");
+            let e = requests::export(
+                &conn,
+                &cfg.data_dir,
+                requests::Subject::Phone(&p),
+                &out,
+                now,
+            )?;
+            println!(
+                "exported {} calls and {} recordings to {}",
+                e.calls,
+                e.recordings,
+                out.display()
+            );
+            in_progress(e.in_progress);
+        }
+        PrivacyCommand::Erase { workspace, yes, .. } => {
+            let subject = match &phone {
+                Some(p) => requests::Subject::Phone(p),
+                None if workspace && yes => requests::Subject::Workspace,
+                None => {
+                    return Err(Error::Privacy(
+                        "--workspace erases every call on this box; add --yes to confirm".into(),
+                    ));
+                }
+            };
+            let e = requests::erase(&conn, &cfg.data_dir, subject, now)?;
+            println!(
+                "erased {} calls with their transcripts, drafts, summaries and events; {} recordings shredded{}",
+                e.calls,
+                e.recordings,
+                if e.stray_files > 0 {
+                    format!("; {} stray files removed", e.stray_files)
+                } else {
+                    String::new()
+                }
+            );
+            in_progress(e.in_progress);
+        }
+        PrivacyCommand::Audit => {
+            let rows = privacy::audit_log(&conn)?;
+            if rows.is_empty() {
+                println!("no privacy requests or sweeps yet");
+            }
+            for a in rows {
+                println!(
+                    "{}  {:<15}  {:<24}  {:>6} items  {}",
+                    utc(a.at_ms),
+                    a.request,
+                    a.subject,
+                    a.items,
+                    a.detail
+                );
+            }
+        }
+    }
+    Ok(())
 }
 
 fn recordings(cfg: &Config, command: RecordingsCommand) -> Result<(), Error> {

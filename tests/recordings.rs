@@ -10,26 +10,6 @@ use std::time::Duration;
 
 const DAY_MS: i64 = 86_400_000;
 
-fn handlet(agent: &Agent, args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(bin())
-        .args(args)
-        .arg("--config")
-        .arg(&agent.config)
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-fn ok(agent: &Agent, args: &[&str]) -> String {
-    let (success, out, err) = handlet(agent, args);
-    assert!(success, "handlet {args:?} failed: {out}\n{err}");
-    out
-}
-
 fn export(agent: &Agent, id: &str, out: &Path) -> (bool, String, String) {
     handlet(
         agent,
@@ -72,20 +52,6 @@ fn read_stereo(path: &Path) -> (Vec<f32>, Vec<f32>) {
 
 fn rms(x: &[f32]) -> f32 {
     (x.iter().map(|v| v * v).sum::<f32>() / x.len().max(1) as f32).sqrt()
-}
-
-/// Every file under `dir`, recursively.
-fn files(dir: &Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(dir).unwrap().flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            out.extend(files(&p));
-        } else {
-            out.push(p);
-        }
-    }
-    out
 }
 
 /// No file in the data dir (database, WAL, recordings, keys) holds a WAV or

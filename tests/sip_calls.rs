@@ -289,10 +289,11 @@ fn garbage_and_bad_offers_get_answers_and_hurt_nothing() {
     }
     // An INVITE whose SDP has no audio gets 488, not silence.
     let local = udp.local_addr().unwrap();
-    let sdp = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=video 4000 RTP/AVP 96\r\n";
+    // It names a caller and an address the info log must not show.
+    let sdp = "v=0\r\no=- 1 1 IN IP4 10.9.8.7\r\ns=-\r\nc=IN IP4 10.9.8.7\r\nt=0 0\r\nm=video 4000 RTP/AVP 96\r\n";
     let invite = format!(
         "INVITE sip:handlet@127.0.0.1:{p} SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch=z9hG4bK-bad1\r\nMax-Forwards: 70\r\n\
-         From: <sip:x@127.0.0.1>;tag=b1\r\nTo: <sip:handlet@127.0.0.1>\r\nCall-ID: bad-sdp-1@127.0.0.1\r\nCSeq: 1 INVITE\r\n\
+         From: <sip:+447700900123@10.9.8.7>;tag=b1\r\nTo: <sip:handlet@127.0.0.1>\r\nCall-ID: bad-sdp-1@127.0.0.1\r\nCSeq: 1 INVITE\r\n\
          Contact: <sip:x@{local}>\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
         sdp.len(),
         p = agent.port
@@ -315,7 +316,13 @@ fn garbage_and_bad_offers_get_answers_and_hurt_nothing() {
         "sipsak: {}",
         String::from_utf8_lossy(&ok.stdout)
     );
-    assert!(agent.log().lines().all(|l| !l.contains("panicked")));
+    let log = agent.log();
+    assert!(log.lines().all(|l| !l.contains("panicked")));
+    assert!(log.contains("rejecting INVITE"), "{log}");
+    assert!(
+        !log.contains("10.9.8.7") && !log.contains("7700900123"),
+        "caller details in the info log:\n{log}"
+    );
 }
 
 /// Streaming: while the caller speaks, partial text for the utterance lands

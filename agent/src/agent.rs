@@ -51,7 +51,7 @@ pub async fn run(cfg: Config) -> Result<(), Error> {
     })?);
     let pool = Pool::start(&stt, cfg.transcription.workers, cfg.transcription.queue)?;
     let store = Store::open(&cfg.database_path())?;
-    let keys = tokio::task::block_in_place(|| open_recordings(&cfg))?;
+    tokio::task::block_in_place(|| open_recordings(&cfg))?;
     start_sweeper(&cfg);
     let sip_cancel = CancellationToken::new();
     let server = sip::bind(&cfg, sip_cancel.clone()).await?;
@@ -63,7 +63,6 @@ pub async fn run(cfg: Config) -> Result<(), Error> {
         models,
         understanding,
         active: Arc::new(ActiveCalls::default()),
-        keys,
     });
     // Keep the SIP endpoint serving until calls have said goodbye.
     let listen = server.listen.clone();
@@ -130,12 +129,22 @@ pub async fn run(cfg: Config) -> Result<(), Error> {
 
 /// Device keys (created on first start) and recordings a crash cut short,
 /// recovered before any new call.
-fn open_recordings(cfg: &Config) -> Result<Arc<DeviceKeys>, Error> {
+fn open_recordings(cfg: &Config) -> Result<(), Error> {
     let conn = crate::store::open_connection(&cfg.database_path())?;
     let keys = DeviceKeys::load_or_create(
         &recording::keys_dir(&cfg.data_dir),
         recording::max_key_id(&conn)?,
     )?;
+    // A lost key file is not fatal to answering calls (new recordings get a
+    // new key) but the recordings under it are unreadable until it is back.
+    for (id, n) in recording::missing_keys(&conn, &keys)? {
+        tracing::error!(
+            key = id,
+            recordings = n,
+            path = %recording::keys_dir(&cfg.data_dir).join(format!("device-{id}.key")).display(),
+            "device key missing: restore it from backup; these recordings cannot be played until then"
+        );
+    }
     let recovered = recording::recover(&conn, &cfg.data_dir, &keys)?;
     if recovered > 0 {
         tracing::warn!(
@@ -143,7 +152,7 @@ fn open_recordings(cfg: &Config) -> Result<Arc<DeviceKeys>, Error> {
             "recovered recordings cut short by a crash"
         );
     }
-    Ok(Arc::new(keys))
+    Ok(())
 }
 
 /// Retention runs on its own thread every `privacy.sweep_interval_mins`,

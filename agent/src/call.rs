@@ -27,7 +27,6 @@ pub struct CallCtx {
     pub models: ModelPaths,
     pub understanding: Arc<crate::understand::Understanding>,
     pub active: Arc<ActiveCalls>,
-    pub keys: Arc<crate::recording::keys::DeviceKeys>,
 }
 
 /// How a dialog's end reaches its call task.
@@ -198,7 +197,6 @@ pub async fn inbound(
             }),
             record: ctx.cfg.privacy.recording.then(|| listener::RecordPlan {
                 data_dir: ctx.cfg.data_dir.clone(),
-                keys: ctx.keys.clone(),
                 retention_days: ctx.cfg.privacy.recording_retention_days,
             }),
         },

@@ -26,6 +26,9 @@ pub struct CallOptions<'a> {
     pub wait: Duration,
     /// Keys to press after the WAV, sent as RFC 4733 telephone-events.
     pub digits: String,
+    /// The caller's user part (a number such as `+447700900123`); defaults
+    /// to `handlet-cli`.
+    pub from: Option<String>,
 }
 
 pub struct CallOutcome {
@@ -103,7 +106,11 @@ pub async fn place_call(opts: CallOptions<'_>) -> Result<CallOutcome, Error> {
         &[(0, sdp::Codec::Pcmu), (8, sdp::Codec::Pcma)],
         Some(sdp::TELEPHONE_EVENT_PT),
     );
-    let me = format!("sip:handlet-cli@{}", sip_local.addr);
+    let me = format!(
+        "sip:{}@{}",
+        opts.from.as_deref().unwrap_or("handlet-cli"),
+        sip_local.addr
+    );
     let parse_uri = |s: &str| {
         rsipstack::sip::Uri::try_from(s).map_err(|e| Error::Call(format!("bad SIP URI {s}: {e}")))
     };

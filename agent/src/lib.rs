@@ -9,6 +9,7 @@ pub mod inference;
 pub mod listener;
 pub mod media;
 pub mod notify;
+pub mod phone;
 pub mod pii;
 pub mod privacy;
 pub mod recording;

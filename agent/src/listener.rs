@@ -76,7 +76,6 @@ pub struct Outputs {
 /// Record this leg, encrypted (see [`crate::recording`]).
 pub struct RecordPlan {
     pub data_dir: std::path::PathBuf,
-    pub keys: std::sync::Arc<crate::recording::keys::DeviceKeys>,
     pub retention_days: u32,
 }
 
@@ -343,7 +342,6 @@ impl Listener {
                 let rec = crate::recording::Recorder::create(
                     &conn,
                     &plan.data_dir,
-                    &plan.keys,
                     &self.call_id,
                     crate::call::now_ms(),
                     plan.retention_days,

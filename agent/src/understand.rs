@@ -70,20 +70,7 @@ impl Understanding {
 
 /// The number in a SIP URI's user part, if it is one ("sip:+447700900123@..").
 pub fn caller_number(uri: &str) -> Option<String> {
-    let user = uri
-        .trim_start_matches('<')
-        .split_once(':')?
-        .1
-        .split(['@', ';', '>'])
-        .next()?;
-    let digits: String = user.chars().filter(|c| c.is_ascii_digit()).collect();
-    if digits.len() < 6 || user.chars().any(|c| c.is_ascii_alphabetic()) {
-        return None;
-    }
-    Some(match digits.strip_prefix("44") {
-        Some(rest) if user.starts_with('+') || digits.len() == 12 => format!("0{rest}"),
-        _ => digits,
-    })
+    crate::phone::Phone::from_uri(uri).map(|p| p.national())
 }
 
 #[cfg(test)]

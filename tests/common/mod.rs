@@ -309,3 +309,39 @@ pub fn wait_for<T>(secs: u64, what: &str, mut f: impl FnMut() -> Option<T>) -> T
         std::thread::sleep(Duration::from_millis(200));
     }
 }
+
+/// Run a `handlet` subcommand against the agent's config: (success, stdout, stderr).
+pub fn handlet(agent: &Agent, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(bin())
+        .args(args)
+        .arg("--config")
+        .arg(&agent.config)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Run a subcommand that must succeed; its stdout.
+pub fn ok(agent: &Agent, args: &[&str]) -> String {
+    let (success, out, err) = handlet(agent, args);
+    assert!(success, "handlet {args:?} failed: {out}\n{err}");
+    out
+}
+
+/// Every file under `dir`, recursively.
+pub fn files(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(files(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}

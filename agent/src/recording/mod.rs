@@ -18,6 +18,9 @@
 
 pub mod format;
 pub mod keys;
+pub mod rotation;
+
+pub use rotation::{missing_keys, rotate};
 
 use format::{Chunk, Frame, HEADER_LEN, Header, Opener, Sealer};
 use handlet_dsp::opus;
@@ -95,22 +98,29 @@ pub struct Written {
 impl Recorder {
     /// Start a recording for `call_id`: a fresh data key, wrapped and stored
     /// (committed) before the first byte of audio is written.
+    ///
+    /// The device keys are read from disk inside the write transaction, not
+    /// kept from start-up: `handlet keys rotate` may have replaced them
+    /// while the agent runs, and its rewrap holds the same lock, so a new
+    /// recording is either rewrapped by the rotation or wrapped under the
+    /// new key, never under one the rotation deletes.
     pub fn create(
         conn: &Connection,
         data_dir: &Path,
-        keys: &DeviceKeys,
         call_id: &str,
         now_ms: i64,
         retention_days: u32,
     ) -> Result<Recorder, Error> {
         let id = rand::random::<u64>() >> 1; // fits SQLite's signed INTEGER
         let data_key = keys::random_key();
-        let (key_id, wrapped) = keys.wrap(id, &data_key)?;
         let dir = dir(data_dir);
         std::fs::create_dir_all(&dir).map_err(|e| err(format!("{}: {e}", dir.display())))?;
         let name = file_name(id);
         let expires = now_ms + retention_days as i64 * 86_400_000;
-        let tx = conn.unchecked_transaction()?;
+        let tx =
+            rusqlite::Transaction::new_unchecked(conn, rusqlite::TransactionBehavior::Immediate)?;
+        let keys = DeviceKeys::load(&keys_dir(data_dir))?;
+        let (key_id, wrapped) = keys.wrap(id, &data_key)?;
         tx.execute(
             "INSERT INTO recordings (id, call_id, file, started_at_ms, expires_at_ms, state)
              VALUES (?1, ?2, ?3, ?4, ?5, 'recording')",
@@ -312,6 +322,17 @@ pub fn list(conn: &Connection) -> Result<Vec<RecordingRow>, Error> {
     Ok(rows)
 }
 
+/// A call's recordings.
+pub fn for_call(conn: &Connection, call_id: &str) -> Result<Vec<RecordingRow>, Error> {
+    let mut q = conn.prepare(&format!(
+        "SELECT {COLUMNS} FROM recordings WHERE call_id = ?1 ORDER BY started_at_ms, id"
+    ))?;
+    let rows = q
+        .query_map([call_id], row)?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(rows)
+}
+
 pub fn get(conn: &Connection, id: u64) -> Result<Option<RecordingRow>, Error> {
     Ok(conn
         .query_row(
@@ -436,7 +457,7 @@ mod tests {
         )
         .unwrap();
         let keys = DeviceKeys::load_or_create(&keys_dir(&dir), 0).unwrap();
-        let mut r = Recorder::create(&conn, &dir, &keys, "c1", 0, 30).unwrap();
+        let mut r = Recorder::create(&conn, &dir, "c1", 0, 30).unwrap();
         let audio = voice(60);
         for f in audio.chunks(320) {
             r.push_caller(f).unwrap();

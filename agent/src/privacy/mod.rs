@@ -3,6 +3,8 @@
 //! in. Every step is idempotent, so a sweep killed at any point is finished
 //! by the next one.
 
+pub mod requests;
+
 use crate::config::Privacy;
 use crate::recording;
 use rusqlite::{Connection, params};
@@ -78,10 +80,20 @@ fn orphans(conn: &Connection, data_dir: &Path) -> Result<usize, Error> {
 }
 
 /// Write-ahead log pages can still hold deleted rows: fold them into the
-/// database (where secure_delete zeroed them) and empty the log.
+/// database (where secure_delete zeroed them) and empty the log. A reader
+/// in the middle of a query (the running agent) can hold the log for a
+/// moment, so this retries for a few seconds before saying so.
 pub fn checkpoint(conn: &Connection) -> Result<(), Error> {
-    conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
-    Ok(())
+    for _ in 0..100 {
+        let busy: i64 = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get(0))?;
+        if busy == 0 {
+            return Ok(());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    Err(Error::Privacy(
+        "the database stayed busy: deleted rows may stay in its write-ahead log until the agent's next checkpoint; run the request again".into(),
+    ))
 }
 
 /// Delete everything past its retention at `now_ms`. Calls still in
@@ -146,4 +158,32 @@ pub fn audit(
         params![at_ms, request, subject, items, detail],
     )?;
     Ok(())
+}
+
+/// One row of the audit log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditRow {
+    pub at_ms: i64,
+    pub request: String,
+    pub subject: String,
+    pub items: i64,
+    pub detail: String,
+}
+
+pub fn audit_log(conn: &Connection) -> Result<Vec<AuditRow>, Error> {
+    let mut q = conn.prepare(
+        "SELECT at_ms, request, subject, items, detail FROM privacy_audit ORDER BY at_ms, id",
+    )?;
+    let rows = q
+        .query_map([], |r| {
+            Ok(AuditRow {
+                at_ms: r.get(0)?,
+                request: r.get(1)?,
+                subject: r.get(2)?,
+                items: r.get(3)?,
+                detail: r.get(4)?,
+            })
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(rows)
 }
