@@ -42,6 +42,9 @@ enum Command {
         /// Caller id to present, the From user part (e.g. +447700900123).
         #[arg(long)]
         from: Option<String>,
+        /// Save what the agent played to the caller (its announcement) as a WAV.
+        #[arg(long)]
+        hear: Option<PathBuf>,
     },
     /// Transcribe a WAV file offline and print timed segments.
     Transcribe {
@@ -256,6 +259,7 @@ fn run(cli: Cli) -> Result<(), Error> {
             wait,
             digits,
             from,
+            hear,
         } => {
             init_logging(&cfg);
             let to = to.unwrap_or_else(|| {
@@ -273,6 +277,7 @@ fn run(cli: Cli) -> Result<(), Error> {
                 wait: Duration::from_secs(wait),
                 digits,
                 from,
+                hear: hear.as_deref(),
             }))?;
             println!(
                 "call {} to {to} finished",

@@ -47,6 +47,23 @@ fn bad_config_field_names_the_field_and_expectation() {
     assert!(e.contains("transcription.workers"), "{e}");
     let e = one_line_error(&run_with("[sip\n", &dir, &["run"]));
     assert!(e.contains("bad.toml"), "{e}");
+    // An announcement that is not there, or not a WAV.
+    let e = one_line_error(&run_with(
+        "[privacy]\nannouncement = \"nowhere.wav\"\n",
+        &dir,
+        &["run"],
+    ));
+    assert!(
+        e.contains("privacy.announcement") && e.contains("nowhere.wav"),
+        "{e}"
+    );
+    std::fs::write(dir.path().join("text.wav"), "not audio").unwrap();
+    let e = one_line_error(&run_with(
+        "[privacy]\nannouncement = \"text.wav\"\n",
+        &dir,
+        &["config", "show"],
+    ));
+    assert!(e.contains("cannot read \"text.wav\" as a WAV"), "{e}");
 }
 
 #[test]

@@ -181,6 +181,67 @@ fn a_call_is_recorded_encrypted_exported_and_expires_on_time() {
     assert!(audits.iter().all(|a| !a.contains("boiler")));
 }
 
+/// "This call may be recorded": the caller hears it when the call is
+/// answered, and the recording starts once it has been played.
+#[test]
+fn the_announcement_is_heard_before_recording_starts() {
+    let prompts = TempDir::new("announce-prompt");
+    let announce = speech_wav(
+        prompts.path(),
+        "announce",
+        "This call may be recorded.",
+        16000,
+        0.1,
+        0.2,
+    );
+    let announce_s = hound::WavReader::open(&announce).unwrap().duration() as f32 / 16_000.0;
+    let agent = Agent::start_with(
+        "rec-announce",
+        &format!("[privacy]\nannouncement = {announce:?}\n"),
+    );
+    let wav = speech_wav(
+        agent.dir.path(),
+        "caller",
+        "Hello, I would like to book a service for my boiler next week please",
+        8000,
+        0.3,
+        1.0,
+    );
+    let heard = agent.dir.path().join("heard.wav");
+    ok(
+        &agent,
+        &[
+            "call",
+            "--wav",
+            wav.to_str().unwrap(),
+            "--hear",
+            heard.to_str().unwrap(),
+            "--wait",
+            "60",
+        ],
+    );
+    let text = ok(&agent, &["transcribe", heard.to_str().unwrap()]).to_lowercase();
+    assert!(text.contains("recorded"), "the caller heard: {text}");
+    // The recording is the call minus the announcement.
+    let recs = listed(&agent);
+    assert_eq!(recs.len(), 1, "{recs:?}");
+    let out = agent.dir.path().join("export.wav");
+    export_ok(&agent, &recs[0].0, &out);
+    let (left, _) = read_stereo(&out);
+    let got = left.len() as f32 / 16_000.0;
+    // The client sends the WAV then half a second of silence.
+    let sent = hound::WavReader::open(&wav).unwrap().duration() as f32 / 8000.0 + 0.5;
+    println!("recorded {got:.2} s of a {sent:.2} s call with a {announce_s:.2} s announcement");
+    assert!(
+        got < sent - announce_s + 0.5 && got > sent - announce_s - 1.0,
+        "recorded {got:.2} s of a {sent:.2} s call with a {announce_s:.2} s announcement"
+    );
+    // Transcription does not wait: what the caller said over it is kept.
+    let db = Db::open(&agent.database());
+    let said = db.transcript(&db.calls()[0].id).to_lowercase();
+    assert!(said.contains("hello") || said.contains("book"), "{said}");
+}
+
 #[test]
 fn recording_can_be_turned_off() {
     let agent = Agent::start_with("rec-off", "[privacy]\nrecording = false\n");

@@ -52,6 +52,12 @@ pub async fn run(cfg: Config) -> Result<(), Error> {
     let pool = Pool::start(&stt, cfg.transcription.workers, cfg.transcription.queue)?;
     let store = Store::open(&cfg.database_path())?;
     tokio::task::block_in_place(|| open_recordings(&cfg))?;
+    let announcement = match cfg.privacy.announcement.as_str() {
+        "" => None,
+        path => Some(Arc::new(crate::call::Announcement::load(
+            std::path::Path::new(path),
+        )?)),
+    };
     start_sweeper(&cfg);
     let sip_cancel = CancellationToken::new();
     let server = sip::bind(&cfg, sip_cancel.clone()).await?;
@@ -63,6 +69,7 @@ pub async fn run(cfg: Config) -> Result<(), Error> {
         models,
         understanding,
         active: Arc::new(ActiveCalls::default()),
+        announcement,
     });
     // Keep the SIP endpoint serving until calls have said goodbye.
     let listen = server.listen.clone();

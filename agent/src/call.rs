@@ -27,6 +27,34 @@ pub struct CallCtx {
     pub models: ModelPaths,
     pub understanding: Arc<crate::understand::Understanding>,
     pub active: Arc<ActiveCalls>,
+    /// Played before recording starts, if configured (and recording is on).
+    pub announcement: Option<Arc<Announcement>>,
+}
+
+/// The "this call may be recorded" prompt, resampled once at start for
+/// each rate a leg encodes from.
+pub struct Announcement {
+    at_8k: Vec<f32>,
+    at_16k: Vec<f32>,
+}
+
+impl Announcement {
+    pub fn load(path: &std::path::Path) -> Result<Announcement, crate::Error> {
+        let a = handlet_dsp::wav::read(path)?;
+        let at = |rate| handlet_dsp::resample::Resampler::clip(&a.samples, a.rate, rate);
+        Ok(Announcement {
+            at_8k: at(8_000)?,
+            at_16k: at(16_000)?,
+        })
+    }
+
+    fn for_codec(&self, c: sdp::Codec) -> handlet_dsp::playout::Prompt {
+        handlet_dsp::playout::Prompt::new(if leg::pcm_rate(c) == 8_000 {
+            self.at_8k.clone()
+        } else {
+            self.at_16k.clone()
+        })
+    }
 }
 
 /// How a dialog's end reaches its call task.
@@ -183,6 +211,12 @@ pub async fn inbound(
         }
     }
 
+    // With an announcement, recording starts once it has been played.
+    let announced = ctx
+        .announcement
+        .as_ref()
+        .filter(|_| ctx.cfg.privacy.recording)
+        .map(|a| (a.for_codec(codec), Arc::new(AtomicBool::new(false))));
     let listener = match listener::start(
         call_id.clone(),
         "caller",
@@ -198,6 +232,7 @@ pub async fn inbound(
             record: ctx.cfg.privacy.recording.then(|| listener::RecordPlan {
                 data_dir: ctx.cfg.data_dir.clone(),
                 retention_days: ctx.cfg.privacy.recording_retention_days,
+                wait_for: announced.as_ref().map(|(_, done)| done.clone()),
             }),
         },
     ) {
@@ -243,6 +278,7 @@ pub async fn inbound(
         min_delay_ms: m.jitter_min_ms,
         max_delay_ms: m.jitter_max_ms,
         timeout: Duration::from_secs(m.rtp_timeout_secs),
+        prompt: announced,
     };
     let (end, stats) = leg::run(socket, leg_cfg, listener.tx.clone(), ending.cancel.clone()).await;
     if end != leg::LegEnd::Cancelled {

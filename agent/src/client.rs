@@ -29,6 +29,8 @@ pub struct CallOptions<'a> {
     /// The caller's user part (a number such as `+447700900123`); defaults
     /// to `handlet-cli`.
     pub from: Option<String>,
+    /// Write what the agent sent back (8 kHz mono WAV): its announcement.
+    pub hear: Option<&'a Path>,
 }
 
 pub struct CallOutcome {
@@ -96,7 +98,7 @@ pub async fn place_call(opts: CallOptions<'_>) -> Result<CallOutcome, Error> {
         }
     });
 
-    let rtp_sock = media::bind_rtp(local_ip, 30000, 39999).await?;
+    let rtp_sock = Arc::new(media::bind_rtp(local_ip, 30000, 39999).await?);
     let rtp_local = rtp_sock
         .local_addr()
         .map_err(|e| Error::Io(e.to_string()))?;
@@ -180,6 +182,23 @@ pub async fn place_call(opts: CallOptions<'_>) -> Result<CallOutcome, Error> {
         packets.push((pt, ts, audio(&[0; 160])));
         ts = ts.wrapping_add(160);
     }
+    // What the agent sends, in arrival order (loopback does not reorder).
+    let heard = Arc::new(std::sync::Mutex::new(Vec::<i16>::new()));
+    let listen = opts.hear.map(|_| {
+        let (sock, heard) = (rtp_sock.clone(), heard.clone());
+        tokio::spawn(async move {
+            let mut buf = [0u8; 2048];
+            let mut pcm = [0i16; 2048];
+            while let Ok(n) = sock.recv(&mut buf).await {
+                if let Ok((h, payload)) = rtp::parse(&buf[..n])
+                    && h.payload_type == pt
+                {
+                    let k = law.decode_into(payload, &mut pcm);
+                    heard.lock().unwrap().extend_from_slice(&pcm[..k]);
+                }
+            }
+        })
+    });
     let mut tick = tokio::time::interval(Duration::from_millis(20));
     let mut pkt = Vec::with_capacity(172);
     let ssrc: u32 = rand::random();
@@ -218,6 +237,12 @@ pub async fn place_call(opts: CallOptions<'_>) -> Result<CallOutcome, Error> {
         tracing::info!("the agent hung up");
     } else {
         dialog.bye().await?;
+    }
+    if let (Some(path), Some(task)) = (opts.hear, listen) {
+        task.abort();
+        let pcm = std::mem::take(&mut *heard.lock().unwrap());
+        handlet_dsp::wav::write_interleaved(path, 8000, 1, &pcm)
+            .map_err(|e| Error::Io(format!("{}: {e}", path.display())))?;
     }
 
     let mut outcome = CallOutcome {

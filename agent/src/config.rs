@@ -35,6 +35,9 @@ pub struct Privacy {
     pub transcript_retention_days: u32,
     /// How often the agent runs the retention sweeper.
     pub sweep_interval_mins: u32,
+    /// A WAV (any rate) played to the caller when the call is answered,
+    /// before recording starts ("this call may be recorded"). Empty: none.
+    pub announcement: String,
 }
 
 impl Default for Privacy {
@@ -44,6 +47,7 @@ impl Default for Privacy {
             recording_retention_days: 30,
             transcript_retention_days: 365,
             sweep_interval_mins: 60,
+            announcement: String::new(),
         }
     }
 }
@@ -278,6 +282,21 @@ impl Config {
                 "privacy.sweep_interval_mins must be 1..=1440, got {}",
                 p.sweep_interval_mins
             ));
+        }
+        if !p.announcement.is_empty() {
+            let a = handlet_dsp::wav::read(std::path::Path::new(&p.announcement)).map_err(|e| {
+                format!(
+                    "privacy.announcement: cannot read {:?} as a WAV file: {e}",
+                    p.announcement
+                )
+            })?;
+            if a.duration_ms() > 30_000 || a.samples.is_empty() {
+                return Err(format!(
+                    "privacy.announcement: {:?} lasts {} ms; an announcement must be 0-30 s",
+                    p.announcement,
+                    a.duration_ms()
+                ));
+            }
         }
         let m = &self.media;
         if m.rtp_port_min == 0 || m.rtp_port_min > m.rtp_port_max {

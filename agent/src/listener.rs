@@ -77,6 +77,8 @@ pub struct Outputs {
 pub struct RecordPlan {
     pub data_dir: std::path::PathBuf,
     pub retention_days: u32,
+    /// Start only once this is raised (the announcement has been played).
+    pub wait_for: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
 }
 
 /// The recording in progress, with its own database connection (the
@@ -335,6 +337,10 @@ impl Listener {
     }
 
     fn record(&mut self, samples: &[f32]) {
+        let waiting = self.record.as_ref().and_then(|p| p.wait_for.as_ref());
+        if waiting.is_some_and(|w| !w.load(std::sync::atomic::Ordering::Acquire)) {
+            return;
+        }
         if let Some(plan) = self.record.take() {
             // The call row must be in before the recording row refers to it.
             self.store.flush();

@@ -95,6 +95,11 @@ pub struct Prompt {
 }
 
 impl Prompt {
+    /// A prompt already at the leg's rate.
+    pub fn new(samples: Vec<f32>) -> Prompt {
+        Prompt { samples, pos: 0 }
+    }
+
     pub fn from_wav(path: &Path, rate: u32) -> Result<Prompt, Error> {
         let a = crate::wav::read(path)?;
         Ok(Prompt {

@@ -1,8 +1,8 @@
 //! The tokio side of one audio leg: receive RTP into the jitter buffer, play
 //! it out on a steady clock, decode, resample to
 //! 16 kHz and hand 20 ms frames to the listener thread without ever blocking;
-//! send 20 ms of silence back every 20 ms so the peer's NAT and jitter buffer
-//! stay happy.
+//! send 20 ms back every 20 ms so the peer's NAT and jitter buffer stay
+//! happy: the announcement while there is one, then silence.
 
 use super::decode::{Decoder, MAX_SAMPLES};
 use super::rtp;
@@ -10,8 +10,11 @@ use super::sdp::Codec;
 use crate::listener::Msg;
 use handlet_dsp::g711::Law;
 use handlet_dsp::jitter::{self, JitterBuffer, Out};
+use handlet_dsp::playout::{FrameEncoder, Prompt};
 use handlet_dsp::telephone_event;
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{SyncSender, TrySendError};
 use std::time::Duration;
 use tokio::net::UdpSocket;
@@ -52,6 +55,28 @@ pub struct LegConfig {
     pub min_delay_ms: u32,
     pub max_delay_ms: u32,
     pub timeout: Duration,
+    /// Played to the caller from the answer on, at [`pcm_rate`]; the flag is
+    /// raised once all of it has been sent (recording waits for it).
+    pub prompt: Option<(Prompt, Arc<AtomicBool>)>,
+}
+
+/// The rate a leg's outgoing audio is encoded from: 8 kHz for G.711, 16 kHz
+/// for Opus (sent wideband mono).
+pub fn pcm_rate(c: Codec) -> u32 {
+    match c {
+        Codec::Opus => 16_000,
+        Codec::Pcmu | Codec::Pcma => 8_000,
+    }
+}
+
+fn frame_encoder(c: Codec) -> Result<FrameEncoder, crate::Error> {
+    Ok(match c {
+        Codec::Pcmu => FrameEncoder::G711(Law::Mu),
+        Codec::Pcma => FrameEncoder::G711(Law::A),
+        Codec::Opus => FrameEncoder::Opus(Box::new(handlet_dsp::opus::Encoder::new(
+            16_000, 24_000, false, 0,
+        )?)),
+    })
 }
 
 /// 20 ms of silence in the leg's codec, sent back to the caller.
@@ -101,6 +126,17 @@ pub async fn run(
         Err(_) => return (LegEnd::SocketError, stats),
     };
     let ts_step = cfg.codec.rate() / 50;
+    let mut prompt = cfg.prompt.take();
+    let mut encoder = match prompt
+        .as_ref()
+        .map(|_| frame_encoder(cfg.codec))
+        .transpose()
+    {
+        Ok(e) => e,
+        Err(_) => return (LegEnd::SocketError, stats),
+    };
+    let mut prompt_frame = vec![0.0f32; pcm_rate(cfg.codec) as usize / 50];
+    let mut prompt_packet = [0u8; 1500];
     let ssrc: u32 = rand::random();
     let mut seq: u16 = rand::random();
     let mut ts: u32 = rand::random();
@@ -125,7 +161,22 @@ pub async fn run(
                 if last_rx.elapsed() > cfg.timeout {
                     break LegEnd::Timeout;
                 }
-                rtp::write(&rtp::Header { marker: false, payload_type: cfg.payload_type, sequence: seq, timestamp: ts, ssrc }, &silence, &mut send_buf);
+                let mut payload: &[u8] = &silence;
+                let mut finished = false;
+                if let (Some((p, done)), Some(enc)) = (prompt.as_mut(), encoder.as_mut()) {
+                    let more = p.fill(&mut prompt_frame);
+                    match enc.encode(&prompt_frame, &mut prompt_packet) {
+                        Ok(n) if more => payload = &prompt_packet[..n],
+                        _ => {
+                            done.store(true, Ordering::Release);
+                            finished = true;
+                        }
+                    }
+                }
+                if finished {
+                    prompt = None;
+                }
+                rtp::write(&rtp::Header { marker: false, payload_type: cfg.payload_type, sequence: seq, timestamp: ts, ssrc }, payload, &mut send_buf);
                 seq = seq.wrapping_add(1);
                 ts = ts.wrapping_add(ts_step);
                 let _ = socket.send_to(&send_buf, remote).await;
