@@ -32,6 +32,20 @@ fn bench(c: &mut Criterion) {
         let mut out = [0u8; 160];
         b.iter(|| Law::Mu.encode_into(black_box(&pcm), &mut out))
     });
+    let wide: Vec<i16> = (0..320).map(|i| pcm[i / 2]).collect();
+    g.bench_function("g722_encode", |b| {
+        let mut e = handlet_dsp::g722::Encoder::default();
+        let mut out = [0u8; 160];
+        b.iter(|| e.encode_into(black_box(&wide), &mut out))
+    });
+    g.bench_function("g722_decode", |b| {
+        let mut e = handlet_dsp::g722::Encoder::default();
+        let mut bytes = [0u8; 160];
+        e.encode_into(&wide, &mut bytes);
+        let mut d = handlet_dsp::g722::Decoder::default();
+        let mut out = [0i16; 320];
+        b.iter(|| d.decode_into(black_box(&bytes), &mut out))
+    });
     g.bench_function("resample_8k_to_16k", |b| {
         let mut r = Resampler::new(8000, 16000, 160).unwrap();
         let mut out = Vec::with_capacity(1024);

@@ -7,7 +7,8 @@ use std::process::Command;
 const UTTERANCE: &str = "Hi, I'd like a quote for fixing a leaking boiler, can you call me back";
 
 /// baresip with a config of its own: plays `wav` as its microphone, dials, and
-/// hangs up at the end of the file.
+/// hangs up at the end of the file. Its sndfile module writes what it heard
+/// from the agent to `baresip-{transport}/dump-*-dec.wav`.
 fn baresip_call(
     dir: &std::path::Path,
     wav: &std::path::Path,
@@ -23,9 +24,9 @@ fn baresip_call(
         cfg_dir.join("config"),
         format!(
             "poll_method epoll\nsip_listen 127.0.0.1:0\nsip_trans_def {transport}\nnet_interface 127.0.0.1\n\
-             audio_player aufile,{heard}\naudio_source aufile,{wav}\naudio_alert aufile,/dev/null\n\
-             module_path /usr/lib/baresip/modules\nmodule g711.so\nmodule opus.so\nmodule aufile.so\nmodule_app account.so\nmodule_app menu.so\n",
-            heard = cfg_dir.join("heard.wav").display(),
+             audio_source aufile,{wav}\naudio_alert aufile,/dev/null\nsnd_path {heard}\n\
+             module_path /usr/lib/baresip/modules\nmodule g711.so\nmodule g722.so\nmodule opus.so\nmodule aufile.so\nmodule sndfile.so\nmodule_app account.so\nmodule_app menu.so\n",
+            heard = cfg_dir.display(),
             wav = wav.display()
         ),
     )
@@ -158,6 +159,55 @@ fn baresip_call_over_opus_is_transcribed() {
         "baresip:\n{log}"
     );
     assert_call_transcribed(&agent, "udp", "opus", secs, t);
+}
+
+/// A desk phone's favourite: G.722 both ways. baresip (spandsp's codec)
+/// sends the utterance; the agent's announcement, encoded by ours, is what
+/// baresip hears and writes to its heard.wav.
+#[test]
+fn baresip_call_over_g722_is_transcribed_and_hears_the_announcement() {
+    let prompts = TempDir::new("g722-prompt");
+    let announce = speech_wav(
+        prompts.path(),
+        "announce",
+        "This call may be recorded.",
+        16000,
+        0.1,
+        0.2,
+    );
+    let agent = Agent::start_with("g722", &format!("[privacy]\nannouncement = {announce:?}\n"));
+    let wav = speech_wav(agent.dir.path(), "quote-g722", UTTERANCE, 16000, 0.5, 1.5);
+    let secs = wav_secs(&wav);
+    let t = now_ms();
+    let log = baresip_call(agent.dir.path(), &wav, &agent.uri(), "udp", "G722/16000/1");
+    assert!(
+        log.contains("Call established") && log.contains("G722"),
+        "baresip:\n{log}"
+    );
+    assert_call_transcribed(&agent, "udp", "G722", secs, t);
+    let dir = agent.dir.path().join("baresip-udp");
+    let names: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    let heard = dir.join(
+        names
+            .iter()
+            .find(|n| n.ends_with("-dec.wav"))
+            .unwrap_or_else(|| panic!("no sndfile dump in {names:?}:\n{log}")),
+    );
+    let out = Command::new(bin())
+        .args(["transcribe", "--config"])
+        .arg(&agent.config)
+        .arg(&heard)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_lowercase();
+    assert!(
+        text.contains("recorded"),
+        "baresip heard: {text} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]

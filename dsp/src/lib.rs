@@ -4,6 +4,7 @@
 
 pub mod dtmf;
 pub mod g711;
+pub mod g722;
 pub mod gate;
 pub mod jitter;
 pub mod opus;

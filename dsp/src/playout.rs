@@ -129,6 +129,8 @@ impl Prompt {
 /// Encodes 20 ms frames for the leg's codec.
 pub enum FrameEncoder {
     G711(Law),
+    /// 16 kHz frames.
+    G722(Box<crate::g722::Encoder>),
     Opus(Box<crate::opus::Encoder>),
 }
 
@@ -143,6 +145,14 @@ impl FrameEncoder {
                     *p = crate::wav::to_i16(s);
                 }
                 Ok(law.encode_into(&pcm[..n], out))
+            }
+            FrameEncoder::G722(e) => {
+                let mut pcm = [0i16; 960];
+                let n = frame.len().min(pcm.len());
+                for (p, &s) in pcm[..n].iter_mut().zip(frame) {
+                    *p = crate::wav::to_i16(s);
+                }
+                Ok(e.encode_into(&pcm[..n], out))
             }
             FrameEncoder::Opus(e) => e.encode(frame, out),
         }

@@ -80,6 +80,27 @@ fn receive_chain_allocates_nothing_per_frame() {
 }
 
 #[test]
+fn g722_both_ways_allocates_nothing_per_frame() {
+    let mut enc = handlet_dsp::g722::Encoder::default();
+    let mut dec = handlet_dsp::g722::Decoder::default();
+    let pcm: Vec<i16> = (0..320).map(|i| ((i * 37) % 2000) as i16 - 1000).collect();
+    let (mut bytes, mut back) = ([0u8; 160], [0i16; 320]);
+    let mut step = || {
+        let n = enc.encode_into(&pcm, &mut bytes);
+        dec.decode_into(&bytes[..n], &mut back);
+    };
+    for _ in 0..50 {
+        step();
+    }
+    let n = allocations(|| {
+        for _ in 0..1000 {
+            step();
+        }
+    });
+    assert_eq!(n, 0, "{n} allocations in 1000 frames");
+}
+
+#[test]
 fn the_counter_counts() {
     assert!(allocations(|| drop(vec![1u8; 10])) >= 1);
 }

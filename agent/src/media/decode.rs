@@ -1,5 +1,6 @@
-//! Receive-side audio for one leg, sans-IO: G.711 payloads (any packet time)
-//! and lost-packet events in, 16 kHz mono out, aligned with the sender's clock.
+//! Receive-side audio for one leg, sans-IO: G.711, G.722 or Opus payloads
+//! (any packet time) and lost-packet events in, 16 kHz mono out, aligned
+//! with the sender's clock.
 
 use super::sdp::Codec;
 use handlet_dsp::dtmf;
@@ -18,7 +19,17 @@ pub struct Decoder {
 
 enum Inner {
     G711(Box<G711>),
+    G722(Box<G722>),
     Opus(Box<Opus>),
+}
+
+/// G.722 is already at 16 kHz: no resampler. Loss is concealed the G.711
+/// way (the last packet again, halving), since the codec has no PLC.
+struct G722 {
+    dec: handlet_dsp::g722::Decoder,
+    pcm: [i16; 2 * MAX_SAMPLES],
+    last: [f32; 2 * MAX_SAMPLES],
+    last_len: usize,
 }
 
 struct G711 {
@@ -42,6 +53,16 @@ impl Decoder {
         let law = match codec {
             Codec::Pcmu => Law::Mu,
             Codec::Pcma => Law::A,
+            Codec::G722 => {
+                return Ok(Decoder {
+                    inner: Inner::G722(Box::new(G722 {
+                        dec: handlet_dsp::g722::Decoder::default(),
+                        pcm: [0; 2 * MAX_SAMPLES],
+                        last: [0.0; 2 * MAX_SAMPLES],
+                        last_len: 2 * RATE_CHUNK,
+                    })),
+                });
+            }
             Codec::Opus => {
                 return Ok(Decoder {
                     inner: Inner::Opus(Box::new(Opus {
@@ -88,6 +109,17 @@ impl Decoder {
                 g.resampler.process(&g.samples[..n], out)?;
                 Ok(key)
             }
+            Inner::G722(g) => {
+                let n = g.dec.decode_into(payload, &mut g.pcm);
+                if n > 0 {
+                    for (d, s) in g.last[..n].iter_mut().zip(&g.pcm[..n]) {
+                        *d = *s as f32 / 32768.0;
+                    }
+                    g.last_len = n;
+                    out.extend_from_slice(&g.last[..n]);
+                }
+                Ok(None)
+            }
             Inner::Opus(o) => {
                 let n = o.dec.decode(payload, &mut o.buf)?;
                 out.extend_from_slice(&o.buf[..n]);
@@ -109,6 +141,13 @@ impl Decoder {
                 }
                 g.samples[..n].copy_from_slice(&g.last[..n]);
                 g.resampler.process(&g.samples[..n], out)?;
+            }
+            Inner::G722(g) => {
+                let n = g.last_len;
+                for s in &mut g.last[..n] {
+                    *s *= 0.5;
+                }
+                out.extend_from_slice(&g.last[..n]);
             }
             Inner::Opus(o) => {
                 let n = o.dec.conceal(next, &mut o.buf)?;
@@ -152,6 +191,35 @@ mod tests {
                 out.len()
             );
         }
+    }
+
+    #[test]
+    fn g722_decodes_straight_to_16k_and_keeps_the_clock_through_loss() {
+        let mut enc = handlet_dsp::g722::Encoder::default();
+        let mut d = Decoder::new(Codec::G722).unwrap();
+        let mut out = Vec::new();
+        let tone: Vec<i16> = (0..320)
+            .map(|i| (8000.0 * (std::f32::consts::TAU * 1000.0 * i as f32 / 16_000.0).sin()) as i16)
+            .collect();
+        let mut payload = [0u8; 160];
+        for i in 0..50 {
+            let n = enc.encode_into(&tone, &mut payload);
+            assert_eq!(n, 160);
+            if i % 10 == 5 {
+                d.lost(None, &mut out).unwrap();
+            } else {
+                d.packet(&payload[..n], &mut out).unwrap();
+            }
+        }
+        d.flush(&mut out).unwrap();
+        assert_eq!(
+            out.len(),
+            50 * 320,
+            "20 ms in, 320 samples out, lost or not"
+        );
+        let rms =
+            (out[3200..].iter().map(|s| s * s).sum::<f32>() / (out.len() - 3200) as f32).sqrt();
+        assert!(rms > 0.1, "tone level {rms}");
     }
 
     #[test]

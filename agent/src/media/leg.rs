@@ -64,7 +64,7 @@ pub struct LegConfig {
 /// for Opus (sent wideband mono).
 pub fn pcm_rate(c: Codec) -> u32 {
     match c {
-        Codec::Opus => 16_000,
+        Codec::Opus | Codec::G722 => 16_000,
         Codec::Pcmu | Codec::Pcma => 8_000,
     }
 }
@@ -73,6 +73,7 @@ fn frame_encoder(c: Codec) -> Result<FrameEncoder, crate::Error> {
     Ok(match c {
         Codec::Pcmu => FrameEncoder::G711(Law::Mu),
         Codec::Pcma => FrameEncoder::G711(Law::A),
+        Codec::G722 => FrameEncoder::G722(Box::default()),
         Codec::Opus => FrameEncoder::Opus(Box::new(handlet_dsp::opus::Encoder::new(
             16_000, 24_000, false, 0,
         )?)),
@@ -84,6 +85,11 @@ fn silence_packet(c: Codec) -> Result<Vec<u8>, crate::Error> {
     Ok(match c {
         Codec::Pcmu => vec![Law::Mu.silence_byte(); FRAME_8K],
         Codec::Pcma => vec![Law::A.silence_byte(); FRAME_8K],
+        Codec::G722 => {
+            let mut out = [0u8; FRAME_8K];
+            let n = handlet_dsp::g722::Encoder::default().encode_into(&[0; 320], &mut out);
+            out[..n].to_vec()
+        }
         Codec::Opus => {
             let mut enc = handlet_dsp::opus::Encoder::new(16000, 16000, false, 0)?;
             let mut out = [0u8; 256];

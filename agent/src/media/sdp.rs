@@ -8,6 +8,8 @@ use std::net::{IpAddr, SocketAddr};
 pub enum Codec {
     Pcmu,
     Pcma,
+    /// G.722 (RFC 3551): 16 kHz audio on an 8 kHz RTP clock, "G722/8000".
+    G722,
     /// Opus (RFC 7587): always a 48 kHz RTP clock and "/2" in SDP, sent mono.
     Opus,
 }
@@ -17,6 +19,7 @@ impl Codec {
         match self {
             Codec::Pcmu => "PCMU",
             Codec::Pcma => "PCMA",
+            Codec::G722 => "G722",
             Codec::Opus => "opus",
         }
     }
@@ -31,6 +34,7 @@ impl Codec {
         match (name.to_ascii_uppercase().as_str(), rate) {
             ("PCMU", 8000) => Some(Codec::Pcmu),
             ("PCMA", 8000) => Some(Codec::Pcma),
+            ("G722", 8000) => Some(Codec::G722),
             ("OPUS", 48000) => Some(Codec::Opus),
             _ => None,
         }
@@ -158,6 +162,7 @@ impl AudioDescription {
         match pt {
             0 => Some(Codec::Pcmu),
             8 => Some(Codec::Pcma),
+            9 => Some(Codec::G722),
             _ => None,
         }
     }
@@ -219,7 +224,19 @@ mod tests {
         assert_eq!(d.remote, "127.0.0.1:10000".parse().unwrap());
         assert_eq!(d.payload_types, vec![9, 0, 8, 101]);
         assert_eq!(d.telephone_event, Some(101));
-        assert_eq!(d.choose().unwrap(), (0, Codec::Pcmu));
+        // A desk phone lists wideband G.722 first; we take it.
+        assert_eq!(d.choose().unwrap(), (9, Codec::G722));
+        // Static payload type 9 needs no rtpmap line (RFC 3551).
+        let bare =
+            AudioDescription::parse(&BARESIP.replace("a=rtpmap:9 G722/8000\r\n", "")).unwrap();
+        assert_eq!(bare.choose().unwrap(), (9, Codec::G722));
+        let answer = write(
+            "127.0.0.1:4000".parse().unwrap(),
+            1,
+            &[(9, Codec::G722)],
+            None,
+        );
+        assert!(answer.contains("a=rtpmap:9 G722/8000\r\n"), "{answer}");
     }
 
     #[test]
@@ -263,8 +280,9 @@ mod tests {
 
     #[test]
     fn no_common_codec_is_an_error() {
+        // G.729 (static 18) and GSM (static 3) only.
         let d =
-            AudioDescription::parse(&BARESIP.replace("RTP/AVP 9 0 8 101", "RTP/AVP 9")).unwrap();
+            AudioDescription::parse(&BARESIP.replace("RTP/AVP 9 0 8 101", "RTP/AVP 18 3")).unwrap();
         assert_eq!(d.choose(), Err(SdpError::NoCommonCodec));
     }
 
