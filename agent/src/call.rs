@@ -280,7 +280,14 @@ pub async fn inbound(
         timeout: Duration::from_secs(m.rtp_timeout_secs),
         prompt: announced,
     };
-    let (end, stats) = leg::run(socket, leg_cfg, listener.tx.clone(), ending.cancel.clone()).await;
+    let (end, stats) = leg::run(
+        socket,
+        leg_cfg,
+        listener.tx.clone(),
+        listener.spares,
+        ending.cancel.clone(),
+    )
+    .await;
     if end != leg::LegEnd::Cancelled {
         // We end the call: no audio for too long, or the socket failed.
         ending.hang_up(if end == leg::LegEnd::Timeout {

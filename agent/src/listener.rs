@@ -45,6 +45,8 @@ pub enum Msg {
 pub struct ListenerHandle {
     pub tx: mpsc::SyncSender<Msg>,
     pub thread: std::thread::JoinHandle<()>,
+    /// Audio vectors the listener has read, for the leg to fill again.
+    pub spares: crate::media::handoff::Spares,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -109,6 +111,7 @@ pub fn start(
     // ~10 s of 20 ms frames; the media task drops (and counts) beyond that.
     let (tx, rx) = mpsc::sync_channel::<Msg>(512);
     let back = tx.clone();
+    let (returns, spares) = crate::media::handoff::pool();
     let leg = NEXT_LEG.fetch_add(1, Ordering::Relaxed);
     let mut l = Listener {
         call_id,
@@ -130,12 +133,13 @@ pub fn start(
         confirmed: Vec::new(),
         record,
         recording: None,
+        returns,
     };
     let thread = std::thread::Builder::new()
         .name("listener".into())
         .spawn(move || l.run(vad, rx))
         .map_err(|e| crate::Error::Io(e.to_string()))?;
-    Ok(ListenerHandle { tx, thread })
+    Ok(ListenerHandle { tx, thread, spares })
 }
 
 struct Listener {
@@ -147,6 +151,7 @@ struct Listener {
     pool: Pool,
     store: Store,
     back: mpsc::SyncSender<Msg>,
+    returns: crate::media::handoff::Returns,
     finals_outstanding: u64,
     partial_in_flight: bool,
     /// Length (samples) of the utterance audio the last partial covered.
@@ -226,10 +231,11 @@ impl Listener {
                         }
                     }
                     buf.drain(..used);
+                    self.returns.give_back(samples);
                     self.maybe_speculate();
                     self.maybe_partial();
                 }
-                Msg::Audio(_) => {}
+                Msg::Audio(samples) => self.returns.give_back(samples),
                 Msg::End => {
                     if !self.ended {
                         self.ended = true;

@@ -104,6 +104,7 @@ pub async fn run(
     socket: UdpSocket,
     mut cfg: LegConfig,
     listener: SyncSender<Msg>,
+    mut spares: super::handoff::Spares,
     cancel: CancellationToken,
 ) -> (LegEnd, LegStats) {
     let mut stats = LegStats::default();
@@ -150,15 +151,18 @@ pub async fn run(
     let started = last_rx;
     let now_ms = || started.elapsed().as_millis() as u64;
     let mut events = telephone_event::Receiver::default();
-    let deliver = |out16: &mut Vec<f32>, stats: &mut LegStats| {
-        if !out16.is_empty() {
-            match listener.try_send(Msg::Audio(std::mem::take(out16))) {
-                Ok(()) => {}
-                Err(TrySendError::Full(_)) => stats.dropped_frames += 1,
-                Err(TrySendError::Disconnected(_)) => {}
+    // `spares` is a parameter, not captured: the closure lives across
+    // awaits and a captured reference would have to be Sync.
+    let deliver =
+        |out16: &mut Vec<f32>, stats: &mut LegStats, spares: &mut super::handoff::Spares| {
+            if !out16.is_empty() {
+                match listener.try_send(Msg::Audio(spares.swap(out16))) {
+                    Ok(()) => {}
+                    Err(TrySendError::Full(_)) => stats.dropped_frames += 1,
+                    Err(TrySendError::Disconnected(_)) => {}
+                }
             }
-        }
-    };
+        };
 
     let end = loop {
         tokio::select! {
@@ -227,7 +231,7 @@ pub async fn run(
                     Ok(None) => {}
                     Err(_) => stats.malformed += 1,
                 }
-                deliver(&mut out16, &mut stats);
+                deliver(&mut out16, &mut stats, &mut spares);
             }
         }
     };
@@ -245,7 +249,7 @@ pub async fn run(
         }
     }
     let _ = decoder.flush(&mut out16);
-    deliver(&mut out16, &mut stats);
+    deliver(&mut out16, &mut stats, &mut spares);
     stats.jitter = jb.stats();
     (end, stats)
 }

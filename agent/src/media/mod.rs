@@ -2,6 +2,7 @@
 //! audio path (reorder → G.711 decode → 16 kHz → listener).
 
 pub mod decode;
+pub mod handoff;
 pub mod leg;
 pub mod rtp;
 pub mod sdp;
