@@ -1,4 +1,6 @@
 //! WAV files through hound: any format in, 16 kHz mono f32 out; 16-bit out.
+//! G.711 WAVs (μ-law and A-law, as phone systems and voicemail export
+//! them), which hound does not read, are read here.
 
 use crate::Error;
 use crate::resample::Resampler;
@@ -19,7 +21,12 @@ impl Audio {
 
 /// Read a WAV of any rate, channel count and sample format; channels are mixed down.
 pub fn read(path: &Path) -> Result<Audio, Error> {
-    let reader = hound::WavReader::open(path)?;
+    let reader = match hound::WavReader::open(path) {
+        Ok(r) => r,
+        // hound refuses G.711 one way or another: if it is G.711, read it
+        // here, else hound's error stands.
+        Err(e) => return read_g711(path)?.ok_or(e.into()),
+    };
     let spec = reader.spec();
     let ch = spec.channels.max(1) as usize;
     let interleaved: Vec<f32> = match spec.sample_format {
@@ -40,6 +47,52 @@ pub fn read(path: &Path) -> Result<Audio, Error> {
         rate: spec.sample_rate,
         samples,
     })
+}
+
+/// WAVE_FORMAT_ALAW and WAVE_FORMAT_MULAW (RFC 2361): 8-bit G.711 codes.
+/// `None` when the file is not a G.711 WAV at all.
+fn read_g711(path: &Path) -> Result<Option<Audio>, Error> {
+    let bytes = std::fs::read(path).map_err(hound::Error::IoError)?;
+    let bad = |why: &str| Error::Unsupported(format!("{}: {why}", path.display()));
+    if bytes.len() < 12 || &bytes[..4] != b"RIFF" || &bytes[8..12] != b"WAVE" {
+        return Ok(None);
+    }
+    let (mut fmt, mut data) = (None, None);
+    let mut at = 12;
+    while at + 8 <= bytes.len() {
+        let id = &bytes[at..at + 4];
+        let len = u32::from_le_bytes(bytes[at + 4..at + 8].try_into().unwrap()) as usize;
+        let body = &bytes[at + 8..(at + 8).saturating_add(len).min(bytes.len())];
+        match id {
+            b"fmt " => fmt = Some(body),
+            b"data" => data = Some(body),
+            _ => {}
+        }
+        // Chunks are padded to an even length.
+        at = (at + 8).saturating_add(len + (len & 1));
+    }
+    let Some(fmt) = fmt.filter(|f| f.len() >= 16) else {
+        return Ok(None);
+    };
+    let u16_at = |i: usize| u16::from_le_bytes([fmt[i], fmt[i + 1]]);
+    let law = match u16_at(0) {
+        6 => crate::g711::Law::A,
+        7 => crate::g711::Law::Mu,
+        _ => return Ok(None),
+    };
+    let data = data.ok_or_else(|| bad("no data chunk"))?;
+    let ch = u16_at(2).max(1) as usize;
+    let rate = u32::from_le_bytes(fmt[4..8].try_into().unwrap());
+    if u16_at(14) != 8 {
+        return Err(bad("G.711 WAV samples must be 8 bits"));
+    }
+    let mut pcm = vec![0i16; data.len()];
+    law.decode_into(data, &mut pcm);
+    let samples = pcm
+        .chunks(ch)
+        .map(|f| f.iter().map(|&s| s as f32 / 32768.0).sum::<f32>() / ch as f32)
+        .collect();
+    Ok(Some(Audio { rate, samples }))
 }
 
 /// Read and convert to the models' 16 kHz.
@@ -112,6 +165,67 @@ mod tests {
             "{}",
             a.samples.len()
         );
+        std::fs::remove_file(&p).ok();
+    }
+
+    /// A G.711 WAV as RFC 2361 lays it out, with an odd-sized chunk before
+    /// the data to check the padding rule.
+    fn g711_wav(tag: u16, law: crate::g711::Law, channels: u16, pcm: &[i16]) -> Vec<u8> {
+        let mut data = vec![0u8; pcm.len()];
+        law.encode_into(pcm, &mut data);
+        let mut fmt = Vec::new();
+        fmt.extend(tag.to_le_bytes());
+        fmt.extend(channels.to_le_bytes());
+        fmt.extend(8000u32.to_le_bytes());
+        fmt.extend((8000u32 * channels as u32).to_le_bytes());
+        fmt.extend(channels.to_le_bytes());
+        fmt.extend(8u16.to_le_bytes());
+        fmt.extend(0u16.to_le_bytes()); // cbSize
+        let mut body = b"WAVE".to_vec();
+        for (id, chunk) in [
+            (b"fmt ", &fmt[..]),
+            (b"note", &b"odd"[..]),
+            (b"data", &data[..]),
+        ] {
+            body.extend(id);
+            body.extend((chunk.len() as u32).to_le_bytes());
+            body.extend(chunk);
+            if chunk.len() % 2 == 1 {
+                body.push(0);
+            }
+        }
+        let mut out = b"RIFF".to_vec();
+        out.extend((body.len() as u32).to_le_bytes());
+        out.extend(body);
+        out
+    }
+
+    #[test]
+    fn mu_law_and_a_law_wavs_read() {
+        let pcm: Vec<i16> = (0..1600)
+            .map(|i| ((i as f32 * 0.2).sin() * 12000.0) as i16)
+            .collect();
+        let p = std::env::temp_dir().join(format!("handlet-g711wav-{}.wav", std::process::id()));
+        for (tag, law) in [(7, crate::g711::Law::Mu), (6, crate::g711::Law::A)] {
+            std::fs::write(&p, g711_wav(tag, law, 1, &pcm)).unwrap();
+            let a = read(&p).unwrap();
+            assert_eq!((a.rate, a.samples.len()), (8000, 1600));
+            for (got, want) in a.samples.iter().zip(&pcm) {
+                assert!(
+                    (got * 32768.0 - *want as f32).abs() < 400.0,
+                    "{got} vs {want}"
+                );
+            }
+        }
+        // Stereo mixes down; a G.711 WAV with 16-bit samples is refused.
+        let stereo: Vec<i16> = pcm.iter().flat_map(|&s| [s, s]).collect();
+        std::fs::write(&p, g711_wav(7, crate::g711::Law::Mu, 2, &stereo)).unwrap();
+        assert_eq!(read(&p).unwrap().samples.len(), 1600);
+        let mut bad = g711_wav(7, crate::g711::Law::Mu, 1, &pcm);
+        bad[34] = 16; // bits per sample
+        std::fs::write(&p, bad).unwrap();
+        let e = read(&p).unwrap_err().to_string();
+        assert!(e.contains("must be 8 bits"), "{e}");
         std::fs::remove_file(&p).ok();
     }
 
