@@ -236,6 +236,15 @@ fn handlet_call_prints_the_stored_transcript() {
     let calls = db.calls();
     assert_eq!(calls.len(), 1);
     assert!(stdout.contains(&db.transcript(&calls[0].id)), "{stdout}");
+    // The energy gate kept the silent lead-in and tail from the VAD model,
+    // and opened for the speech.
+    let log = agent.log();
+    let frames = log_field(&log, "transcript complete", "frames").expect("frames in the log");
+    let gated = log_field(&log, "transcript complete", "gated").expect("gated in the log");
+    assert!(
+        0 < gated && gated < frames,
+        "{gated} of {frames} frames gated"
+    );
 }
 
 #[test]
@@ -265,6 +274,14 @@ fn silence_only_call_stores_no_text() {
     let c = &db.calls()[0];
     assert!(c.complete);
     assert_eq!(db.transcript(&c.id), "");
+    // Digital silence never opens the gate: the VAD model never ran.
+    let log = agent.log();
+    let frames = log_field(&log, "transcript complete", "frames").unwrap();
+    assert!(frames > 50, "{frames} frames");
+    assert_eq!(
+        log_field(&log, "transcript complete", "gated"),
+        Some(frames)
+    );
 }
 
 #[test]

@@ -11,6 +11,7 @@
 
 use crate::inference::{Job, JobError, Pool, Priority};
 use crate::store::{PartialRow, SegmentOrigin, SegmentRow, Store};
+use handlet_dsp::gate::{Gate, GateConfig};
 use handlet_models::endpoint::{EndpointConfig, Endpointer, Utterance};
 use handlet_models::stt::Segment;
 use handlet_models::vad::{FRAME, Vad};
@@ -134,6 +135,8 @@ pub fn start(
         record,
         recording: None,
         returns,
+        frames: 0,
+        gated: 0,
     };
     let thread = std::thread::Builder::new()
         .name("listener".into())
@@ -168,6 +171,9 @@ struct Listener {
     /// Taken when the first audio arrives and the recording starts.
     record: Option<RecordPlan>,
     recording: Option<Recording>,
+    /// VAD frames seen, and those the energy gate kept from the model.
+    frames: u64,
+    gated: u64,
 }
 
 /// A final decoded early. A caller who stops talking waits `min_silence_ms`
@@ -209,6 +215,15 @@ impl StreamClock {
 impl Listener {
     fn run(&mut self, mut vad: Vad, rx: mpsc::Receiver<Msg>) {
         let mut buf: Vec<f32> = Vec::with_capacity(FRAME * 4);
+        // The energy gate spares the VAD model the silent stretches of a
+        // call (a line on hold, the caller listening). Its thresholds sit
+        // well below quiet speech on a phone line (-30 dBFS and up) and its
+        // hang-over keeps word endings; a closed gate counts as p = 0.
+        let mut gate = Gate::new(GateConfig {
+            open_dbfs: -55.0,
+            close_dbfs: -60.0,
+            hangover_frames: 10,
+        });
         while let Ok(msg) = rx.recv() {
             match msg {
                 Msg::Audio(samples) if !self.ended => {
@@ -219,11 +234,17 @@ impl Listener {
                     while buf.len() - used >= FRAME {
                         let frame = &buf[used..used + FRAME];
                         used += FRAME;
-                        let p = match vad.process(frame) {
-                            Ok(p) => p,
-                            Err(e) => {
-                                tracing::warn!(error = %e, "VAD failed on a frame");
-                                0.0
+                        self.frames += 1;
+                        let p = if !gate.push(frame) {
+                            self.gated += 1;
+                            0.0
+                        } else {
+                            match vad.process(frame) {
+                                Ok(p) => p,
+                                Err(e) => {
+                                    tracing::warn!(error = %e, "VAD failed on a frame");
+                                    0.0
+                                }
                             }
                         };
                         if let Some(u) = self.ep.push(frame, p) {
@@ -281,7 +302,12 @@ impl Listener {
             if self.ended && self.finals_outstanding == 0 && !self.partial_in_flight {
                 self.summarise();
                 self.store.transcript_complete(&self.call_id);
-                tracing::info!(call = %self.call_id, "transcript complete");
+                tracing::info!(
+                    call = %self.call_id,
+                    frames = self.frames,
+                    gated = self.gated,
+                    "transcript complete"
+                );
                 return;
             }
         }

@@ -345,3 +345,29 @@ pub fn files(dir: &Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+/// A numeric field (`name=123`) from the last log line holding `message`,
+/// with the terminal colour codes the log may carry taken out.
+pub fn log_field(log: &str, message: &str, name: &str) -> Option<u64> {
+    let line = log.lines().rev().find(|l| l.contains(message))?;
+    let mut plain = String::new();
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            // ESC [ ... letter
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            plain.push(c);
+        }
+    }
+    let at = plain.find(&format!(" {name}="))? + name.len() + 2;
+    plain[at..]
+        .split(|c: char| !c.is_ascii_digit())
+        .next()?
+        .parse()
+        .ok()
+}
