@@ -185,20 +185,7 @@ fn a_call_is_recorded_encrypted_exported_and_expires_on_time() {
 /// answered, and the recording starts once it has been played.
 #[test]
 fn the_announcement_is_heard_before_recording_starts() {
-    let prompts = TempDir::new("announce-prompt");
-    let announce = speech_wav(
-        prompts.path(),
-        "announce",
-        "This call may be recorded.",
-        16000,
-        0.1,
-        0.2,
-    );
-    let announce_s = hound::WavReader::open(&announce).unwrap().duration() as f32 / 16_000.0;
-    let agent = Agent::start_with(
-        "rec-announce",
-        &format!("[privacy]\nannouncement = {announce:?}\n"),
-    );
+    let (agent, announce_s) = Agent::start_announcing("rec-announce");
     let wav = speech_wav(
         agent.dir.path(),
         "caller",

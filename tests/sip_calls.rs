@@ -163,19 +163,10 @@ fn baresip_call_over_opus_is_transcribed() {
 
 /// A desk phone's favourite: G.722 both ways. baresip (spandsp's codec)
 /// sends the utterance; the agent's announcement, encoded by ours, is what
-/// baresip hears and writes to its heard.wav.
+/// baresip hears and its sndfile module dumps.
 #[test]
 fn baresip_call_over_g722_is_transcribed_and_hears_the_announcement() {
-    let prompts = TempDir::new("g722-prompt");
-    let announce = speech_wav(
-        prompts.path(),
-        "announce",
-        "This call may be recorded.",
-        16000,
-        0.1,
-        0.2,
-    );
-    let agent = Agent::start_with("g722", &format!("[privacy]\nannouncement = {announce:?}\n"));
+    let (agent, _) = Agent::start_announcing("g722");
     let wav = speech_wav(agent.dir.path(), "quote-g722", UTTERANCE, 16000, 0.5, 1.5);
     let secs = wav_secs(&wav);
     let t = now_ms();

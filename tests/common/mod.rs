@@ -147,7 +147,27 @@ impl Agent {
 
     /// Start with extra TOML appended to the test config (after its [media] table).
     pub fn start_with(tag: &str, extra: &str) -> Agent {
+        Self::start_in(TempDir::new(tag), extra)
+    }
+
+    /// An agent that plays "This call may be recorded." (espeak-ng, kept in
+    /// its dir) to every caller; also the prompt's length in seconds.
+    pub fn start_announcing(tag: &str) -> (Agent, f32) {
         let dir = TempDir::new(tag);
+        let prompt = speech_wav(
+            dir.path(),
+            "announce",
+            "This call may be recorded.",
+            16000,
+            0.1,
+            0.2,
+        );
+        let secs = hound::WavReader::open(&prompt).unwrap().duration() as f32 / 16_000.0;
+        let extra = format!("[privacy]\nannouncement = {prompt:?}\n");
+        (Self::start_in(dir, &extra), secs)
+    }
+
+    fn start_in(dir: TempDir, extra: &str) -> Agent {
         let port = free_port();
         let config = write_config(dir.path(), port, extra);
         let (child, stdout) = spawn_ready(&config, dir.path());
