@@ -225,6 +225,18 @@ fn the_announcement_is_heard_before_recording_starts() {
     );
     // Transcription does not wait: what the caller said over it is kept.
     let db = Db::open(&agent.database());
+    // The call's record says when the announcement had played.
+    let at: i64 =
+        db.0.query_row(
+            "SELECT at_ms FROM call_events WHERE kind = 'announcement'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert!(
+        (at as f32 / 1000.0 - announce_s).abs() < 0.5,
+        "announcement event at {at} ms for a {announce_s:.2} s prompt"
+    );
     let said = db.transcript(&db.calls()[0].id).to_lowercase();
     assert!(said.contains("hello") || said.contains("book"), "{said}");
 }

@@ -374,6 +374,16 @@ impl Listener {
             return;
         }
         if let Some(plan) = self.record.take() {
+            if plan.wait_for.is_some() {
+                // Evidence the caller was told before anything was kept:
+                // when, in the call's audio, the announcement had played.
+                self.store.add_event(
+                    &self.call_id,
+                    (self.clock.samples / 16) as i64,
+                    "announcement",
+                    "played to the caller; recording starts here".into(),
+                );
+            }
             // The call row must be in before the recording row refers to it.
             self.store.flush();
             let started = crate::store::open_connection(self.store.path()).and_then(|conn| {
