@@ -195,7 +195,7 @@ fn the_announcement_is_heard_before_recording_starts() {
         1.0,
     );
     let heard = agent.dir.path().join("heard.wav");
-    ok(
+    let printed = ok(
         &agent,
         &[
             "call",
@@ -239,6 +239,13 @@ fn the_announcement_is_heard_before_recording_starts() {
     );
     let said = db.transcript(&db.calls()[0].id).to_lowercase();
     assert!(said.contains("hello") || said.contains("book"), "{said}");
+    // One transcript per leg: the agent's says what it played.
+    let agent_said = db
+        .channel_transcript(&db.calls()[0].id, "agent")
+        .to_lowercase();
+    assert!(agent_said.contains("recorded"), "agent leg: {agent_said:?}");
+    assert!(!said.contains("recorded"), "caller leg: {said:?}");
+    assert!(printed.contains("agent: "), "{printed}");
 }
 
 #[test]

@@ -54,9 +54,9 @@ pub async fn run(cfg: Config) -> Result<(), Error> {
     tokio::task::block_in_place(|| open_recordings(&cfg))?;
     let announcement = match cfg.privacy.announcement.as_str() {
         "" => None,
-        path => Some(Arc::new(crate::call::Announcement::load(
-            std::path::Path::new(path),
-        )?)),
+        path => Some(Arc::new(tokio::task::block_in_place(|| {
+            crate::call::Announcement::load(std::path::Path::new(path), &stt)
+        })?)),
     };
     start_sweeper(&cfg);
     let sip_cancel = CancellationToken::new();

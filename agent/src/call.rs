@@ -32,20 +32,38 @@ pub struct CallCtx {
 }
 
 /// The "this call may be recorded" prompt, resampled once at start for
-/// each rate a leg encodes from.
+/// each rate a leg encodes from, and transcribed once: it is what the
+/// agent's leg says, and goes into each call's transcript as such.
 pub struct Announcement {
     at_8k: Vec<f32>,
     at_16k: Vec<f32>,
+    pub text: String,
 }
 
 impl Announcement {
-    pub fn load(path: &std::path::Path) -> Result<Announcement, crate::Error> {
+    pub fn load(
+        path: &std::path::Path,
+        stt: &handlet_models::stt::Stt,
+    ) -> Result<Announcement, crate::Error> {
         let a = handlet_dsp::wav::read(path)?;
         let at = |rate| handlet_dsp::resample::Resampler::clip(&a.samples, a.rate, rate);
+        let at_16k = at(16_000)?;
+        let text = stt
+            .worker()?
+            .transcribe(&at_16k)?
+            .into_iter()
+            .map(|s| s.text)
+            .collect::<Vec<_>>()
+            .join(" ");
         Ok(Announcement {
             at_8k: at(8_000)?,
-            at_16k: at(16_000)?,
+            at_16k,
+            text,
         })
+    }
+
+    pub fn duration_ms(&self) -> i64 {
+        (self.at_16k.len() / 16) as i64
     }
 
     fn for_codec(&self, c: sdp::Codec) -> handlet_dsp::playout::Prompt {
@@ -216,7 +234,7 @@ pub async fn inbound(
         .announcement
         .as_ref()
         .filter(|_| ctx.cfg.privacy.recording)
-        .map(|a| (a.for_codec(codec), Arc::new(AtomicBool::new(false))));
+        .map(|a| (a.for_codec(codec), Arc::new(AtomicBool::new(false)), a));
     let listener = match listener::start(
         call_id.clone(),
         "caller",
@@ -232,7 +250,11 @@ pub async fn inbound(
             record: ctx.cfg.privacy.recording.then(|| listener::RecordPlan {
                 data_dir: ctx.cfg.data_dir.clone(),
                 retention_days: ctx.cfg.privacy.recording_retention_days,
-                wait_for: announced.as_ref().map(|(_, done)| done.clone()),
+                announcement: announced.as_ref().map(|(_, done, a)| listener::Announced {
+                    done: done.clone(),
+                    text: a.text.clone(),
+                    duration_ms: a.duration_ms(),
+                }),
             }),
         },
     ) {
@@ -278,7 +300,7 @@ pub async fn inbound(
         min_delay_ms: m.jitter_min_ms,
         max_delay_ms: m.jitter_max_ms,
         timeout: Duration::from_secs(m.rtp_timeout_secs),
-        prompt: announced,
+        prompt: announced.map(|(prompt, done, _)| (prompt, done)),
     };
     let (end, stats) = leg::run(
         socket,

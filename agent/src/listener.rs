@@ -80,8 +80,17 @@ pub struct Outputs {
 pub struct RecordPlan {
     pub data_dir: std::path::PathBuf,
     pub retention_days: u32,
-    /// Start only once this is raised (the announcement has been played).
-    pub wait_for: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
+    /// Played to the caller first: recording waits for it.
+    pub announcement: Option<Announced>,
+}
+
+/// The announcement a leg plays before recording starts.
+pub struct Announced {
+    /// Raised by the leg once the announcement has been sent.
+    pub done: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// What it says (transcribed once at start), for the agent's transcript.
+    pub text: String,
+    pub duration_ms: i64,
 }
 
 /// The recording in progress, with its own database connection (the
@@ -369,19 +378,29 @@ impl Listener {
     }
 
     fn record(&mut self, samples: &[f32]) {
-        let waiting = self.record.as_ref().and_then(|p| p.wait_for.as_ref());
-        if waiting.is_some_and(|w| !w.load(std::sync::atomic::Ordering::Acquire)) {
+        let waiting = self.record.as_ref().and_then(|p| p.announcement.as_ref());
+        if waiting.is_some_and(|a| !a.done.load(std::sync::atomic::Ordering::Acquire)) {
             return;
         }
         if let Some(plan) = self.record.take() {
-            if plan.wait_for.is_some() {
+            if let Some(a) = &plan.announcement {
                 // Evidence the caller was told before anything was kept:
-                // when, in the call's audio, the announcement had played.
+                // when, in the call's audio, the announcement had played;
+                // and what the agent's leg said, in its own channel.
                 self.store.add_event(
                     &self.call_id,
                     (self.clock.samples / 16) as i64,
                     "announcement",
                     "played to the caller; recording starts here".into(),
+                );
+                self.store.add_segment(
+                    &self.call_id,
+                    SegmentRow {
+                        channel: "agent".into(),
+                        start_ms: 0,
+                        end_ms: a.duration_ms,
+                        text: a.text.clone(),
+                    },
                 );
             }
             // The call row must be in before the recording row refers to it.

@@ -289,12 +289,20 @@ impl Db {
         .map(Result::unwrap)
         .collect()
     }
+    /// What the caller said.
     pub fn transcript(&self, call: &str) -> String {
+        self.channel_transcript(call, "caller")
+    }
+
+    /// One leg's transcript: "caller", or "agent" (its announcement).
+    pub fn channel_transcript(&self, call: &str, channel: &str) -> String {
         let mut st = self
             .0
-            .prepare("SELECT text FROM transcript_segments WHERE call_id = ?1 ORDER BY start_ms")
+            .prepare(
+                "SELECT text FROM transcript_segments WHERE call_id = ?1 AND channel = ?2 ORDER BY start_ms",
+            )
             .unwrap();
-        st.query_map([call], |r| r.get::<_, String>(0))
+        st.query_map([call, channel], |r| r.get::<_, String>(0))
             .unwrap()
             .map(Result::unwrap)
             .collect::<Vec<_>>()
