@@ -49,6 +49,15 @@ fn holding_number(dir: &Path) -> Vec<String> {
         .collect()
 }
 
+/// The first call's words, allowing whisper one slip.
+fn heard_tap(text: &str) -> bool {
+    ["kitchen", "dripping", "sarah"]
+        .iter()
+        .filter(|w| text.contains(*w))
+        .count()
+        >= 2
+}
+
 fn count(db: &Db, sql: &str) -> i64 {
     db.0.query_row(sql, [], |r| r.get(0)).unwrap()
 }
@@ -57,10 +66,12 @@ fn count(db: &Db, sql: &str) -> i64 {
 fn export_then_erase_by_phone_leaves_no_trace() {
     let agent = Agent::start("dsr-phone");
     let dir = agent.dir.path();
-    let boiler = speech_wav(
+    // Words whisper tiny hears reliably through μ-law: the checks below
+    // look for them in the stored transcript and in the exported recording.
+    let tap = speech_wav(
         dir,
-        "boiler",
-        "Hi, my boiler is leaking, can you send someone today",
+        "tap",
+        "My name is Sarah Jones and my kitchen tap has been dripping all week",
         8000,
         0.3,
         1.2,
@@ -81,7 +92,7 @@ fn export_then_erase_by_phone_leaves_no_trace() {
         0.3,
         1.2,
     );
-    call(&agent, &boiler, NUMBER);
+    call(&agent, &tap, NUMBER);
     call(&agent, &callback, "anonymous");
     call(&agent, &other, "+447700900999");
     let data = dir.join("data");
@@ -113,18 +124,15 @@ fn export_then_erase_by_phone_leaves_no_trace() {
     assert!(!calls.is_empty() && calls.len() <= 2, "{doc}");
     let first = &calls[0];
     assert!(first["from"].as_str().unwrap().contains(NUMBER), "{first}");
-    assert!(
-        first["transcript"][0]["text"]
-            .as_str()
-            .unwrap()
-            .to_lowercase()
-            .contains("leaking"),
-        "{first}"
-    );
+    let said_first = first["transcript"][0]["text"]
+        .as_str()
+        .unwrap()
+        .to_lowercase();
+    assert!(heard_tap(&said_first), "{first}");
     assert!(first["summary"]["intent"].is_string(), "{first}");
     let wav = out.join(first["recordings"][0]["file"].as_str().unwrap());
     let heard = ok(&agent, &["transcribe", wav.to_str().unwrap()]).to_lowercase();
-    assert!(heard.contains("leaking"), "{heard}");
+    assert!(heard_tap(&heard), "{heard}");
     // The call that only said the number is the caller's too, if the
     // transcript kept it as digits.
     let digits_said = said_back.chars().filter(char::is_ascii_digit).count() >= 10;
@@ -180,7 +188,7 @@ fn export_then_erase_by_phone_leaves_no_trace() {
         "{audit}"
     );
     assert!(
-        !audit.contains("900123") && !audit.contains("leaking"),
+        !audit.contains("900123") && !audit.contains("kitchen"),
         "{audit}"
     );
     // Asking again finds nothing more.
