@@ -129,3 +129,52 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Any audio round-trips to exactly as many samples, and the codec
+        /// tracks it: a loud sine added to arbitrary noise keeps most of its
+        /// energy (ADPCM follows the signal, whatever came before).
+        #[test]
+        fn any_audio_round_trips_frame_for_frame(
+            noise in proptest::collection::vec(-2000i16..2000, 320 * 5),
+            freq in 200.0f32..6500.0,
+        ) {
+            let (mut e, mut d) = (Encoder::default(), Decoder::default());
+            let mut sent = Vec::new();
+            let mut got = Vec::new();
+            let (mut bytes, mut back) = ([0u8; FRAME / 2], [0i16; FRAME]);
+            for (k, f) in noise.chunks(FRAME).enumerate() {
+                let frame: Vec<i16> = f
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &n)| {
+                        let t = (k * FRAME + i) as f32 / 16_000.0;
+                        n / 4 + (9000.0 * (std::f32::consts::TAU * freq * t).sin()) as i16
+                    })
+                    .collect();
+                let n = e.encode_into(&frame, &mut bytes);
+                prop_assert_eq!(n, FRAME / 2);
+                let m = d.decode_into(&bytes[..n], &mut back);
+                prop_assert_eq!(m, FRAME);
+                sent.extend(frame);
+                got.extend_from_slice(&back[..m]);
+            }
+            let energy = |v: &[i16]| v.iter().map(|&s| (s as f64).powi(2)).sum::<f64>();
+            let ratio = energy(&got[FRAME..]) / energy(&sent[FRAME..]);
+            prop_assert!((0.5..2.0).contains(&ratio), "energy ratio {ratio} at {freq} Hz");
+        }
+
+        /// Whatever a peer sends decodes to two samples per byte, no panic.
+        #[test]
+        fn any_payload_decodes(payload in proptest::collection::vec(any::<u8>(), 0..600)) {
+            let mut d = Decoder::default();
+            let mut out = [0i16; 2 * MAX_PAYLOAD];
+            prop_assert_eq!(d.decode_into(&payload, &mut out), 2 * payload.len().min(MAX_PAYLOAD));
+        }
+    }
+}
