@@ -134,26 +134,22 @@ pub enum FrameEncoder {
     Opus(Box<crate::opus::Encoder>),
 }
 
+/// `frame` as 16-bit samples in `pcm`, cut to its length.
+fn to_pcm<'a>(frame: &[f32], pcm: &'a mut [i16]) -> &'a [i16] {
+    let n = frame.len().min(pcm.len());
+    for (p, &s) in pcm[..n].iter_mut().zip(frame) {
+        *p = crate::wav::to_i16(s);
+    }
+    &pcm[..n]
+}
+
 impl FrameEncoder {
     pub fn encode(&mut self, frame: &[f32], out: &mut [u8]) -> Result<usize, Error> {
+        // Up to 60 ms (480 samples at 8 kHz, 960 at 16 kHz); longer frames
+        // are cut, as decode_into does.
         match self {
-            FrameEncoder::G711(law) => {
-                // Up to 60 ms at 8 kHz; longer frames are cut, as decode_into does.
-                let mut pcm = [0i16; 480];
-                let n = frame.len().min(pcm.len());
-                for (p, &s) in pcm[..n].iter_mut().zip(frame) {
-                    *p = crate::wav::to_i16(s);
-                }
-                Ok(law.encode_into(&pcm[..n], out))
-            }
-            FrameEncoder::G722(e) => {
-                let mut pcm = [0i16; 960];
-                let n = frame.len().min(pcm.len());
-                for (p, &s) in pcm[..n].iter_mut().zip(frame) {
-                    *p = crate::wav::to_i16(s);
-                }
-                Ok(e.encode_into(&pcm[..n], out))
-            }
+            FrameEncoder::G711(law) => Ok(law.encode_into(to_pcm(frame, &mut [0i16; 480]), out)),
+            FrameEncoder::G722(e) => Ok(e.encode_into(to_pcm(frame, &mut [0i16; 960]), out)),
             FrameEncoder::Opus(e) => e.encode(frame, out),
         }
     }

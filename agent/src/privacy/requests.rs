@@ -143,12 +143,13 @@ pub fn export(
     let mut calls = Vec::new();
     let mut recordings = Vec::new();
     for id in &found.settled {
-        for r in recording::for_call(conn, id)? {
+        let theirs = recording::for_call(conn, id)?;
+        for r in &theirs {
             // Fails here, before any file exists, if a key is missing.
             recording::data_key(conn, &keys, r.id)?;
-            recordings.push(r);
         }
-        calls.push(call_json(conn, id)?);
+        calls.push(call_json(conn, id, &theirs)?);
+        recordings.extend(theirs);
     }
     let fresh = !out.exists();
     let cant = |e: &dyn std::fmt::Display| {
@@ -221,7 +222,11 @@ pub fn export(
     Ok(done)
 }
 
-fn call_json(conn: &Connection, id: &str) -> Result<Value, Error> {
+fn call_json(
+    conn: &Connection,
+    id: &str,
+    recordings: &[recording::RecordingRow],
+) -> Result<Value, Error> {
     let mut call = conn.query_row(
         "SELECT direction, from_uri, to_uri, transport, codec, started_at_ms, answered_at_ms,
                 ended_at_ms, duration_ms, end_reason FROM calls WHERE id = ?1",
@@ -296,7 +301,7 @@ fn call_json(conn: &Connection, id: &str) -> Result<Value, Error> {
         .optional()?
         .unwrap_or(Value::Null);
     call["recordings"] = Value::from(
-        recording::for_call(conn, id)?
+        recordings
             .iter()
             .map(|r| {
                 json!({"id": format!("{:016x}", r.id), "file": format!("recordings/{:016x}.wav", r.id),
