@@ -1,6 +1,6 @@
 //! Cost of each audio stage per 20 ms frame, and of the whole receive chain
-//! for one call (jitter buffer → G.711 decode → in-band DTMF → energy gate →
-//! resample to 16 kHz). `cargo bench --bench dsp`; 20 ms = 20 000 000 ns, so
+//! for one call (jitter buffer → G.711 decode → in-band DTMF → loss
+//! concealment → energy gate → resample to 16 kHz). `cargo bench --bench dsp`; 20 ms = 20 000 000 ns, so
 //! percent of one core per call = ns per frame / 200 000.
 
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
@@ -8,6 +8,7 @@ use handlet_dsp::dtmf::Detector;
 use handlet_dsp::g711::Law;
 use handlet_dsp::gate::{Gate, GateConfig};
 use handlet_dsp::jitter::{Config, JitterBuffer, Out};
+use handlet_dsp::plc::Concealer;
 use handlet_dsp::resample::Resampler;
 use std::hint::black_box;
 
@@ -71,8 +72,28 @@ fn bench(c: &mut Criterion) {
         let mut gate = Gate::new(GateConfig::default());
         b.iter(|| gate.push(black_box(&frame)))
     });
+    g.bench_function("plc_received", |b| {
+        let mut c = Concealer::new(8000).unwrap();
+        let mut out = [0f32; 160];
+        b.iter(|| c.good(black_box(&frame), &mut out))
+    });
+    g.bench_function("plc_lost", |b| {
+        // Each iteration: a lost frame (pitch search, synthesis) then the
+        // received one that ends the loss, minus `plc_received`.
+        let mut c = Concealer::new(8000).unwrap();
+        let mut out = [0f32; 160];
+        for _ in 0..4 {
+            c.good(&frame, &mut out);
+        }
+        b.iter(|| {
+            c.lost(&mut out);
+            c.good(black_box(&frame), &mut out);
+        })
+    });
     g.bench_function("receive_chain", |b| {
         let mut jb = JitterBuffer::new(Config::g711());
+        let mut plc = Concealer::new(8000).unwrap();
+        let mut played = [0f32; 160];
         let mut r = Resampler::new(8000, 16000, 160).unwrap();
         let mut d = Detector::new();
         let mut gate = Gate::new(GateConfig::default());
@@ -91,9 +112,10 @@ fn bench(c: &mut Criterion) {
                     *d = *s as f32 / 32768.0;
                 }
                 d.push(&f);
-                gate.push(&f);
+                plc.good(&f, &mut played);
+                gate.push(&played);
                 out.clear();
-                r.process(&f, &mut out).unwrap();
+                r.process(&played, &mut out).unwrap();
                 i += 1;
             },
             BatchSize::SmallInput,

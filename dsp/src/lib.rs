@@ -9,6 +9,7 @@ pub mod gate;
 pub mod jitter;
 pub mod opus;
 pub mod playout;
+pub mod plc;
 pub mod resample;
 pub mod stereo;
 pub mod telephone_event;

@@ -155,6 +155,71 @@ mod tests {
         assert!((peak as i64 - 1600).abs() <= 2, "{peak}");
     }
 
+    /// Every conversion the product makes, in 20 ms input frames: 8 and
+    /// 48 kHz callers to the models' 16 kHz, and 16 kHz prompts back out to
+    /// 8 and 48 kHz legs. Length, pitch and timing are kept; the added
+    /// latency is what `delay_frames` says, at most one frame.
+    #[test]
+    fn every_product_rate_pair_streams_in_20ms_frames() {
+        for (from, to) in [
+            (8000u32, 16000u32),
+            (48000, 16000),
+            (16000, 8000),
+            (16000, 48000),
+        ] {
+            let frame = from as usize / 50;
+            let mut r = Resampler::new(from, to, frame).unwrap();
+            let delay_ms = r.delay_frames() as f32 * 1000.0 / to as f32;
+            eprintln!(
+                "{from} -> {to} Hz: {} frames = {delay_ms:.2} ms",
+                r.delay_frames()
+            );
+            assert!(
+                delay_ms > 0.0 && delay_ms <= 20.0,
+                "{from}->{to}: {delay_ms} ms"
+            );
+
+            // One second of 440 Hz: one second out, 440 cycles a second.
+            let input = sine(from, 440.0, from as usize);
+            let mut out = Vec::new();
+            for f in input.chunks(frame) {
+                r.process(f, &mut out).unwrap();
+            }
+            r.flush(&mut out).unwrap();
+            let to_n = to as usize;
+            assert!(
+                out.len().abs_diff(to_n) <= to_n / 50,
+                "{from}->{to}: {}",
+                out.len()
+            );
+            let mid = &out[to_n / 8..to_n * 7 / 8];
+            let zc = mid.windows(2).filter(|w| w[0] < 0.0 && w[1] >= 0.0).count();
+            assert!(zc.abs_diff(330) <= 3, "{from}->{to}: {zc} cycles in 0.75 s");
+
+            // An impulse at 100 ms comes out at 100 ms: the delay is trimmed.
+            let mut r = Resampler::new(from, to, frame).unwrap();
+            let mut input = vec![0.0f32; from as usize / 2];
+            input[from as usize / 10] = 1.0;
+            let mut out = Vec::new();
+            for f in input.chunks(frame) {
+                r.process(f, &mut out).unwrap();
+            }
+            let peak = out
+                .iter()
+                .enumerate()
+                .fold(
+                    (0, 0f32),
+                    |a, (i, &v)| if v.abs() > a.1 { (i, v.abs()) } else { a },
+                )
+                .0;
+            let want = to as usize / 10;
+            assert!(
+                peak.abs_diff(want) <= 2,
+                "{from}->{to}: peak at {peak}, want {want}"
+            );
+        }
+    }
+
     #[test]
     fn same_rate_is_passthrough() {
         let mut r = Resampler::new(16000, 16000, 320).unwrap();

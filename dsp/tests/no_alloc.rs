@@ -5,6 +5,7 @@ use handlet_dsp::dtmf::Detector;
 use handlet_dsp::g711::Law;
 use handlet_dsp::gate::{Gate, GateConfig};
 use handlet_dsp::jitter::{Config, JitterBuffer};
+use handlet_dsp::plc::Concealer;
 use handlet_dsp::resample::Resampler;
 #[path = "support/counting_alloc.rs"]
 mod counting_alloc;
@@ -16,22 +17,31 @@ fn receive_chain_allocates_nothing_per_frame() {
     let mut resampler = Resampler::new(8000, 16000, 160).unwrap();
     let mut dtmf = Detector::new();
     let mut gate = Gate::new(GateConfig::default());
+    let mut plc = Concealer::new(8000).unwrap();
     let mut pcm = [0i16; 160];
     let mut samples = [0f32; 160];
+    let mut played = [0f32; 160];
     let mut out: Vec<f32> = Vec::with_capacity(4096);
     let payload: Vec<u8> = (0..160u32).map(|i| (i * 7) as u8).collect();
     let mut step = |i: u32, out: &mut Vec<f32>| {
-        jb.push(i as u64 * 20, i as u16, i * 160, &payload);
-        if let handlet_dsp::jitter::Out::Packet { payload, .. } = jb.pop(i as u64 * 20 + 40) {
-            Law::Mu.decode_into(payload, &mut pcm);
+        // Every 17th packet is lost: concealment runs too.
+        if i % 17 != 5 {
+            jb.push(i as u64 * 20, i as u16, i * 160, &payload);
         }
-        for (d, s) in samples.iter_mut().zip(&pcm) {
-            *d = *s as f32 / 32768.0;
+        match jb.pop(i as u64 * 20 + 40) {
+            handlet_dsp::jitter::Out::Packet { payload, .. } => {
+                Law::Mu.decode_into(payload, &mut pcm);
+                for (d, s) in samples.iter_mut().zip(&pcm) {
+                    *d = *s as f32 / 32768.0;
+                }
+                dtmf.push(&samples);
+                plc.good(&samples, &mut played);
+            }
+            _ => plc.lost(&mut played),
         }
-        dtmf.push(&samples);
-        gate.push(&samples);
+        gate.push(&played);
         out.clear();
-        resampler.process(&samples, out).unwrap();
+        resampler.process(&played, out).unwrap();
     };
     for i in 0..200 {
         step(i, &mut out); // warm-up

@@ -5,6 +5,7 @@
 use super::sdp::Codec;
 use handlet_dsp::dtmf;
 use handlet_dsp::g711::Law;
+use handlet_dsp::plc::Concealer;
 use handlet_dsp::resample::Resampler;
 
 /// Longest G.711 packet accepted: 60 ms at 8 kHz.
@@ -23,12 +24,14 @@ enum Inner {
     Opus(Box<Opus>),
 }
 
-/// G.722 is already at 16 kHz: no resampler. Loss is concealed the G.711
-/// way (the last packet again, halving), since the codec has no PLC.
+/// G.722 is already at 16 kHz: no resampler. The codec has no loss
+/// concealment of its own, so it gets the G.711 one.
 struct G722 {
     dec: handlet_dsp::g722::Decoder,
     pcm: [i16; 2 * MAX_SAMPLES],
-    last: [f32; 2 * MAX_SAMPLES],
+    samples: [f32; 2 * MAX_SAMPLES],
+    plc: Concealer,
+    /// Length of the last packet: a lost one is assumed as long.
     last_len: usize,
 }
 
@@ -37,8 +40,10 @@ struct G711 {
     resampler: Resampler,
     pcm: [i16; MAX_SAMPLES],
     samples: [f32; MAX_SAMPLES],
-    /// The last decoded packet, for concealing the next loss.
-    last: [f32; MAX_SAMPLES],
+    /// Concealment's output (3.75 ms behind `samples`).
+    played: [f32; MAX_SAMPLES],
+    plc: Concealer,
+    /// Length of the last packet: a lost one is assumed as long.
     last_len: usize,
     dtmf: dtmf::Detector,
 }
@@ -58,7 +63,8 @@ impl Decoder {
                     inner: Inner::G722(Box::new(G722 {
                         dec: handlet_dsp::g722::Decoder::default(),
                         pcm: [0; 2 * MAX_SAMPLES],
-                        last: [0.0; 2 * MAX_SAMPLES],
+                        samples: [0.0; 2 * MAX_SAMPLES],
+                        plc: Concealer::new(16000)?,
                         last_len: 2 * RATE_CHUNK,
                     })),
                 });
@@ -78,7 +84,8 @@ impl Decoder {
                 resampler: Resampler::new(8000, 16000, RATE_CHUNK)?,
                 pcm: [0; MAX_SAMPLES],
                 samples: [0.0; MAX_SAMPLES],
-                last: [0.0; MAX_SAMPLES],
+                played: [0.0; MAX_SAMPLES],
+                plc: Concealer::new(8000)?,
                 last_len: RATE_CHUNK,
                 dtmf: dtmf::Detector::new(),
             })),
@@ -102,21 +109,21 @@ impl Decoder {
                     *d = *s as f32 / 32768.0;
                 }
                 if n > 0 {
-                    g.last[..n].copy_from_slice(&g.samples[..n]);
                     g.last_len = n;
                 }
                 let key = g.dtmf.push(&g.samples[..n]);
-                g.resampler.process(&g.samples[..n], out)?;
+                g.plc.good(&g.samples[..n], &mut g.played[..n]);
+                g.resampler.process(&g.played[..n], out)?;
                 Ok(key)
             }
             Inner::G722(g) => {
                 let n = g.dec.decode_into(payload, &mut g.pcm);
                 if n > 0 {
-                    for (d, s) in g.last[..n].iter_mut().zip(&g.pcm[..n]) {
+                    for (d, s) in g.samples[..n].iter_mut().zip(&g.pcm[..n]) {
                         *d = *s as f32 / 32768.0;
                     }
                     g.last_len = n;
-                    out.extend_from_slice(&g.last[..n]);
+                    play(&mut g.plc, &g.samples[..n], out);
                 }
                 Ok(None)
             }
@@ -128,26 +135,21 @@ impl Decoder {
         }
     }
 
-    /// A packet that never came. G.711 repeats the last one at half level
-    /// (each further loss halves again); Opus recovers it from the next
-    /// packet's FEC data when `next` is at hand, else runs its PLC. Either
-    /// way the timeline keeps its length.
+    /// A packet that never came. G.711 and G.722 repeat the signal's last
+    /// pitch period (G.711 Appendix I style, fading to silence over 60 ms);
+    /// Opus recovers it from the next packet's FEC data when `next` is at
+    /// hand, else runs its PLC. Either way the timeline keeps its length.
     pub fn lost(&mut self, next: Option<&[u8]>, out: &mut Vec<f32>) -> Result<(), crate::Error> {
         match &mut self.inner {
             Inner::G711(g) => {
                 let n = g.last_len;
-                for s in &mut g.last[..n] {
-                    *s *= 0.5;
-                }
-                g.samples[..n].copy_from_slice(&g.last[..n]);
-                g.resampler.process(&g.samples[..n], out)?;
+                g.plc.lost(&mut g.played[..n]);
+                g.resampler.process(&g.played[..n], out)?;
             }
             Inner::G722(g) => {
-                let n = g.last_len;
-                for s in &mut g.last[..n] {
-                    *s *= 0.5;
-                }
-                out.extend_from_slice(&g.last[..n]);
+                let start = out.len();
+                out.resize(start + g.last_len, 0.0);
+                g.plc.lost(&mut out[start..]);
             }
             Inner::Opus(o) => {
                 let n = o.dec.conceal(next, &mut o.buf)?;
@@ -164,6 +166,14 @@ impl Decoder {
         }
         Ok(())
     }
+}
+
+/// Received audio through the concealer (which delays it slightly) onto
+/// the end of `out`.
+fn play(plc: &mut Concealer, samples: &[f32], out: &mut Vec<f32>) {
+    let start = out.len();
+    out.resize(start + samples.len(), 0.0);
+    plc.good(samples, &mut out[start..]);
 }
 
 #[cfg(test)]
