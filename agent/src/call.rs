@@ -332,6 +332,7 @@ pub async fn inbound(
         packets = stats.packets,
         lost = stats.jitter.lost,
         late = stats.jitter.late,
+        concealed = stats.jitter.lost + stats.jitter.expanded,
         jitter_ms = stats.jitter.jitter_ms,
         target_delay_ms = stats.jitter.target_delay_ms,
         malformed = stats.malformed,

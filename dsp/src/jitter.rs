@@ -657,7 +657,8 @@ mod properties {
         #![proptest_config(ProptestConfig::with_cases(64))]
 
         /// Whatever the network does, output is in order, nothing plays twice,
-        /// the delay stays bounded, and every tick yields exactly one frame.
+        /// the delay stays bounded, every tick yields exactly one frame, and
+        /// over time playout keeps to the sender's clock.
         #[test]
         fn invariants(
             seed in any::<u64>(),
@@ -702,6 +703,16 @@ mod properties {
                     Out::Buffering => {}
                 }
                 if frames > 0 { ticks += 1; }
+                // Output follows the sender's clock, not ours: while it
+                // sends, what plays is within the buffer's delay of what is
+                // being sent (packets sent faster than we play are skipped to
+                // keep up, slower ones stretched).
+                let sent = (t as f64 * (1000.0 + drift) / 1000.0 / 20.0) as i64;
+                if let Some(l) = last_played && sent < 600 && t > 1000 {
+                    let behind = sent - l as i64;
+                    prop_assert!(behind <= (240 + jitter as i64) / 20 + 10, "{behind} frames behind the sender at {t} ms");
+                    prop_assert!(behind >= 0, "played {l} before it was sent at {t} ms");
+                }
                 prop_assert!(jb.buffered_ms() <= 200 + 40 + jitter as u32, "buffered {}", jb.buffered_ms());
                 t += 20;
             }
