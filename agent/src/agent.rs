@@ -21,14 +21,21 @@ pub fn check_data_dir(dir: &Path) -> Result<(), Error> {
     std::fs::create_dir_all(dir)
         .map_err(|e| Error::DataDir(format!("cannot create {}: {e}", dir.display())))?;
     let probe = dir.join(".write-test");
-    std::fs::write(&probe, b"ok").map_err(|e| {
-        Error::DataDir(format!(
-            "{} is not writable: {e}; set data_dir in your config or fix its permissions",
-            dir.display()
-        ))
-    })?;
+    let written = std::fs::write(&probe, b"ok");
     let _ = std::fs::remove_file(probe);
-    Ok(())
+    written.map_err(|e| {
+        Error::DataDir(if e.kind() == std::io::ErrorKind::StorageFull {
+            format!(
+                "the disk holding {} is full ({e}); free some space (`handlet privacy sweep` deletes what has expired)",
+                dir.display()
+            )
+        } else {
+            format!(
+                "{} is not writable: {e}; set data_dir in your config or fix its permissions",
+                dir.display()
+            )
+        })
+    })
 }
 
 /// Verify model files and load ONNX Runtime and whisper.

@@ -417,6 +417,9 @@ impl Listener {
             });
             match started {
                 Ok(r) => self.recording = Some(r),
+                Err(_) if self.store.disk_full() => {
+                    tracing::warn!("cannot record this call: the data disk is full")
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot record this call; it goes on unrecorded")
                 }

@@ -5,7 +5,9 @@ use crate::Error;
 use handlet_models::summary::Summary;
 use rusqlite::{Connection, OptionalExtension, params};
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, mpsc};
+use std::time::{Duration, Instant};
 
 /// Migrations in order; `PRAGMA user_version` records how many have run.
 const MIGRATIONS: &[&str] = &[
@@ -211,6 +213,8 @@ enum Cmd {
 pub struct Store {
     tx: mpsc::Sender<Cmd>,
     path: PathBuf,
+    /// Set while the writer holds writes the full disk refused.
+    disk_full: Arc<AtomicBool>,
 }
 
 /// Open (creating and migrating) the database at `path`.
@@ -281,18 +285,28 @@ impl Store {
             );
         }
         let (tx, rx) = mpsc::channel::<Cmd>();
+        let disk_full = Arc::new(AtomicBool::new(false));
         std::thread::Builder::new()
             .name("store-writer".into())
-            .spawn(move || writer(conn, rx))
+            .spawn({
+                let disk_full = disk_full.clone();
+                move || writer(conn, rx, &disk_full)
+            })
             .map_err(|e| Error::Store(e.to_string()))?;
         Ok(Store {
             tx,
             path: path.to_owned(),
+            disk_full,
         })
     }
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// True while writes are held because the data disk is full.
+    pub fn disk_full(&self) -> bool {
+        self.disk_full.load(Ordering::Relaxed)
     }
 
     fn send(&self, c: Cmd) {
@@ -373,16 +387,126 @@ impl Store {
     }
 }
 
-fn writer(conn: Connection, rx: mpsc::Receiver<Cmd>) {
-    for cmd in rx {
-        let r = apply(&conn, cmd);
-        if let Err(e) = r {
-            tracing::error!(error = %e, "store write failed");
+/// Writes held while the disk is full, at most this many (a busy day of
+/// calls is a few thousand rows).
+const HELD_MAX: usize = 50_000;
+/// How often held writes are retried when nothing else arrives.
+const RETRY: Duration = Duration::from_secs(2);
+
+/// The writer thread. A write the disk has no room for is not dropped: it
+/// is held in memory, in order, with every later write queued behind it (a
+/// transcript must not land before its call row), and retried until space
+/// comes back. Live partial text is not held (the final text supersedes
+/// it). Held writes are memory only: a kill while the disk is full loses
+/// them, and past `HELD_MAX` the newest are dropped and counted.
+fn writer(conn: Connection, rx: mpsc::Receiver<Cmd>, disk_full: &AtomicBool) {
+    let mut held = Held::default();
+    loop {
+        let cmd = if held.queue.is_empty() {
+            match rx.recv() {
+                Ok(c) => Some(c),
+                Err(_) => break,
+            }
+        } else {
+            match rx.recv_timeout(RETRY) {
+                Ok(c) => Some(c),
+                Err(mpsc::RecvTimeoutError::Timeout) => None,
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            }
+        };
+        match cmd {
+            // Answered at once even with writes held: callers must not
+            // hang on a full disk (what they then write fails on its own).
+            Some(Cmd::Flush(done)) => {
+                let _ = done.send(());
+            }
+            Some(cmd) if held.queue.is_empty() => match apply(&conn, &cmd) {
+                Ok(()) => {}
+                Err(e) if no_room(&e) => {
+                    tracing::error!(
+                        error = %e,
+                        "data disk full: holding call data in memory until space is freed"
+                    );
+                    held.hold(cmd);
+                }
+                Err(e) => tracing::error!(error = %e, "store write failed"),
+            },
+            Some(cmd) => held.hold(cmd),
+            None => {}
         }
+        if !held.queue.is_empty() {
+            held.retry(&conn);
+        }
+        disk_full.store(!held.queue.is_empty(), Ordering::Relaxed);
+    }
+    if !held.queue.is_empty() {
+        tracing::error!(
+            writes = held.queue.len(),
+            "stopping with call data the full disk could not take; it is lost"
+        );
     }
 }
 
-fn apply(conn: &Connection, cmd: Cmd) -> Result<(), rusqlite::Error> {
+#[derive(Default)]
+struct Held {
+    queue: std::collections::VecDeque<Cmd>,
+    stored_since_full: usize,
+    dropped: u64,
+    last_try: Option<Instant>,
+}
+
+impl Held {
+    fn hold(&mut self, cmd: Cmd) {
+        if matches!(cmd, Cmd::Partial { .. }) {
+            return;
+        }
+        if self.queue.len() >= HELD_MAX {
+            self.dropped += 1;
+            if self.dropped == 1 {
+                tracing::error!(
+                    held = HELD_MAX,
+                    "data disk still full: newer call data is being dropped"
+                );
+            }
+            return;
+        }
+        self.queue.push_back(cmd);
+    }
+
+    /// Write what is held, oldest first, stopping at the first write the
+    /// disk still refuses. Tried at most every `RETRY / 2`, however fast
+    /// new writes arrive.
+    fn retry(&mut self, conn: &Connection) {
+        if self.last_try.is_some_and(|t| t.elapsed() < RETRY / 2) {
+            return;
+        }
+        self.last_try = Some(Instant::now());
+        while let Some(cmd) = self.queue.front() {
+            match apply(conn, cmd) {
+                Ok(()) => self.stored_since_full += 1,
+                Err(e) if no_room(&e) => return,
+                Err(e) => tracing::error!(error = %e, "store write failed"),
+            }
+            self.queue.pop_front();
+        }
+        tracing::warn!(
+            writes = self.stored_since_full,
+            dropped = self.dropped,
+            "space on the data disk again: held call data stored"
+        );
+        *self = Held::default();
+    }
+}
+
+/// The disk (or the file system) has no room for the write.
+fn no_room(e: &rusqlite::Error) -> bool {
+    matches!(
+        e.sqlite_error_code(),
+        Some(rusqlite::ErrorCode::DiskFull | rusqlite::ErrorCode::SystemIoFailure)
+    )
+}
+
+fn apply(conn: &Connection, cmd: &Cmd) -> Result<(), rusqlite::Error> {
     match cmd {
         Cmd::InsertCall(c) => {
             conn.execute(

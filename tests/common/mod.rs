@@ -167,7 +167,8 @@ impl Agent {
         (Self::start_in(dir, &extra), secs)
     }
 
-    fn start_in(dir: TempDir, extra: &str) -> Agent {
+    /// Start in a dir the test prepared (its `data/` may be a mount).
+    pub fn start_in(dir: TempDir, extra: &str) -> Agent {
         let port = free_port();
         let config = write_config(dir.path(), port, extra);
         let (child, stdout) = spawn_ready(&config, dir.path());
