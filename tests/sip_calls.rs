@@ -87,6 +87,22 @@ fn assert_call_transcribed(
         (secs - wav_secs).abs() < 2.0,
         "duration {secs} s for a {wav_secs} s file"
     );
+    // How the audio arrived is kept with the call: about 50 packets a
+    // second, nothing lost, late or malformed on loopback.
+    let (packets, lost, late, malformed, target): (i64, i64, i64, i64, i64) = db
+        .0
+        .query_row(
+            "SELECT packets, lost, late, malformed, target_delay_ms FROM call_media WHERE call_id = ?1",
+            [&call.id],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+        )
+        .unwrap();
+    assert!(
+        (packets as f64) > secs * 50.0 * 0.9 && (packets as f64) < secs * 50.0 * 1.1 + 20.0,
+        "{packets} packets in {secs} s"
+    );
+    assert_eq!((lost, late, malformed), (0, 0, 0));
+    assert!((20..=200).contains(&target), "target delay {target} ms");
 }
 
 fn now_ms() -> i64 {

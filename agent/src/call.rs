@@ -325,6 +325,19 @@ pub async fn inbound(
     let _ = listener.tx.send(Msg::End);
     let ended = now_ms();
     ctx.store.end_call(&call_id, ended, ending.reason());
+    ctx.store.media_quality(
+        &call_id,
+        crate::store::MediaQuality {
+            packets: stats.packets,
+            lost: stats.jitter.lost,
+            late: stats.jitter.late,
+            duplicates: stats.jitter.duplicates,
+            concealed: stats.jitter.lost + stats.jitter.expanded,
+            malformed: stats.malformed,
+            jitter_ms: stats.jitter.jitter_ms,
+            target_delay_ms: stats.jitter.target_delay_ms,
+        },
+    );
     tracing::info!(
         call = %call_id,
         reason = ending.reason(),

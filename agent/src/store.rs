@@ -110,7 +110,41 @@ const MIGRATIONS: &[&str] = &[
         items INTEGER NOT NULL,
         detail TEXT NOT NULL
     );",
+    // 7: how the caller's audio arrived, per call (for an installer chasing
+    // a bad line; no content and no numbers).
+    "CREATE TABLE call_media (
+        call_id TEXT PRIMARY KEY REFERENCES calls(id) ON DELETE CASCADE,
+        packets INTEGER NOT NULL,
+        lost INTEGER NOT NULL,
+        late INTEGER NOT NULL,
+        duplicates INTEGER NOT NULL,
+        concealed INTEGER NOT NULL,
+        malformed INTEGER NOT NULL,
+        jitter_ms INTEGER NOT NULL,
+        target_delay_ms INTEGER NOT NULL
+    );",
 ];
+
+/// How one call's audio arrived: the jitter buffer's and the socket's
+/// counts at the end of the call.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct MediaQuality {
+    /// RTP packets received for the call's audio.
+    pub packets: u64,
+    /// Never arrived (concealed).
+    pub lost: u64,
+    /// Arrived after their time had passed (dropped).
+    pub late: u64,
+    pub duplicates: u64,
+    /// Frames the decoder made up: lost packets and buffer underruns.
+    pub concealed: u64,
+    /// Datagrams that were not valid RTP.
+    pub malformed: u64,
+    /// RFC 3550 interarrival jitter at the end of the call.
+    pub jitter_ms: u32,
+    /// Playout delay the buffer had settled on.
+    pub target_delay_ms: u32,
+}
 
 /// A call as first recorded.
 #[derive(Debug, Clone)]
@@ -204,6 +238,10 @@ enum Cmd {
         at_ms: i64,
         kind: &'static str,
         detail: String,
+    },
+    Media {
+        call_id: String,
+        q: MediaQuality,
     },
     Flush(mpsc::Sender<()>),
 }
@@ -330,6 +368,13 @@ impl Store {
             id: id.into(),
             ended_at_ms,
             reason: reason.into(),
+        });
+    }
+
+    pub fn media_quality(&self, call_id: &str, q: MediaQuality) {
+        self.send(Cmd::Media {
+            call_id: call_id.into(),
+            q,
         });
     }
 
@@ -615,6 +660,24 @@ fn apply(conn: &Connection, cmd: &Cmd) -> Result<(), rusqlite::Error> {
             conn.execute(
                 "INSERT INTO call_events (call_id, at_ms, kind, detail) VALUES (?1, ?2, ?3, ?4)",
                 params![call_id, at_ms, kind, detail],
+            )?;
+        }
+        Cmd::Media { call_id, q } => {
+            conn.execute(
+                "INSERT OR REPLACE INTO call_media (call_id, packets, lost, late, duplicates, concealed, malformed,
+                    jitter_ms, target_delay_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                params![
+                    call_id,
+                    q.packets as i64,
+                    q.lost as i64,
+                    q.late as i64,
+                    q.duplicates as i64,
+                    q.concealed as i64,
+                    q.malformed as i64,
+                    q.jitter_ms,
+                    q.target_delay_ms
+                ],
             )?;
         }
         Cmd::Flush(done) => {
