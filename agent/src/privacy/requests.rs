@@ -401,6 +401,13 @@ mod tests {
                     params![id, said],
                 )
                 .unwrap();
+            self.conn
+                .execute(
+                    "INSERT INTO call_media (call_id, packets, lost, late, duplicates, concealed, malformed,
+                        jitter_ms, target_delay_ms) VALUES (?1, 50, 0, 0, 0, 0, 0, 1, 20)",
+                    params![id],
+                )
+                .unwrap();
             let mut r = Recorder::create(&self.conn, &self.dir, id, 0, 30).unwrap();
             r.push_caller(&vec![0.1; 16_000]).unwrap();
             r.finish(&self.conn).unwrap();
@@ -460,6 +467,7 @@ mod tests {
         assert_eq!(ids, vec!["live", "other"]);
         assert_eq!(b.count("SELECT COUNT(*) FROM transcript_segments"), 2);
         assert_eq!(b.count("SELECT COUNT(*) FROM call_events"), 0);
+        assert_eq!(b.count("SELECT COUNT(*) FROM call_media"), 2);
         assert_eq!(b.count("SELECT COUNT(*) FROM recordings"), 2);
         assert_eq!(b.count("SELECT COUNT(*) FROM recording_keys"), 2);
         assert_eq!(
