@@ -325,30 +325,28 @@ pub async fn inbound(
     let _ = listener.tx.send(Msg::End);
     let ended = now_ms();
     ctx.store.end_call(&call_id, ended, ending.reason());
-    ctx.store.media_quality(
-        &call_id,
-        crate::store::MediaQuality {
-            packets: stats.packets,
-            lost: stats.jitter.lost,
-            late: stats.jitter.late,
-            duplicates: stats.jitter.duplicates,
-            concealed: stats.jitter.lost + stats.jitter.expanded,
-            malformed: stats.malformed,
-            jitter_ms: stats.jitter.jitter_ms,
-            target_delay_ms: stats.jitter.target_delay_ms,
-        },
-    );
+    let q = crate::store::MediaQuality {
+        packets: stats.packets,
+        lost: stats.jitter.lost,
+        late: stats.jitter.late,
+        duplicates: stats.jitter.duplicates,
+        concealed: stats.jitter.lost + stats.jitter.expanded,
+        malformed: stats.malformed,
+        jitter_ms: stats.jitter.jitter_ms,
+        target_delay_ms: stats.jitter.target_delay_ms,
+    };
+    ctx.store.media_quality(&call_id, q);
     tracing::info!(
         call = %call_id,
         reason = ending.reason(),
         duration_ms = ended - answered,
-        packets = stats.packets,
-        lost = stats.jitter.lost,
-        late = stats.jitter.late,
-        concealed = stats.jitter.lost + stats.jitter.expanded,
-        jitter_ms = stats.jitter.jitter_ms,
-        target_delay_ms = stats.jitter.target_delay_ms,
-        malformed = stats.malformed,
+        packets = q.packets,
+        lost = q.lost,
+        late = q.late,
+        concealed = q.concealed,
+        jitter_ms = q.jitter_ms,
+        target_delay_ms = q.target_delay_ms,
+        malformed = q.malformed,
         dropped_frames = stats.dropped_frames,
         "call ended"
     );

@@ -467,6 +467,8 @@ fn writer(conn: Connection, rx: mpsc::Receiver<Cmd>, disk_full: &AtomicBool) {
             }
             Some(cmd) if held.queue.is_empty() => match apply(&conn, &cmd) {
                 Ok(()) => {}
+                // Live partial text is not worth holding (nor a log line).
+                Err(e) if no_room(&e) && matches!(cmd, Cmd::Partial { .. }) => {}
                 Err(e) if no_room(&e) => {
                     tracing::error!(
                         error = %e,

@@ -118,43 +118,6 @@ mod tests {
             .collect()
     }
 
-    #[test]
-    fn upsampling_8k_to_16k_keeps_length_and_frequency() {
-        let input = sine(8000, 440.0, 8000);
-        let mut r = Resampler::new(8000, 16000, 160).unwrap();
-        let mut out = Vec::new();
-        for f in input.chunks(160) {
-            r.process(f, &mut out).unwrap();
-        }
-        r.flush(&mut out).unwrap();
-        assert!((out.len() as i64 - 16000).abs() <= 160, "{}", out.len());
-        // Count zero crossings over the steady middle: 440 Hz → 880 per second.
-        let mid = &out[2000..14000];
-        let zc = mid.windows(2).filter(|w| w[0] < 0.0 && w[1] >= 0.0).count();
-        assert!((zc as i64 - 330).abs() <= 3, "{zc}");
-    }
-
-    #[test]
-    fn streaming_output_aligns_with_input() {
-        // An impulse at 100 ms must come out at 100 ms: the delay is trimmed.
-        let mut input = vec![0.0f32; 8000];
-        input[800] = 1.0;
-        let mut r = Resampler::new(8000, 16000, 160).unwrap();
-        let mut out = Vec::new();
-        for f in input.chunks(160) {
-            r.process(f, &mut out).unwrap();
-        }
-        let peak = out
-            .iter()
-            .enumerate()
-            .fold(
-                (0, 0f32),
-                |a, (i, &v)| if v.abs() > a.1 { (i, v.abs()) } else { a },
-            )
-            .0;
-        assert!((peak as i64 - 1600).abs() <= 2, "{peak}");
-    }
-
     /// Every conversion the product makes, in 20 ms input frames: 8 and
     /// 48 kHz callers to the models' 16 kHz, and 16 kHz prompts back out to
     /// 8 and 48 kHz legs. Length, pitch and timing are kept; the added
