@@ -10,6 +10,8 @@ use handlet_agent::listener::Msg;
 use handlet_agent::media::decode::Decoder;
 use handlet_agent::media::handoff;
 use handlet_agent::media::sdp::Codec;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::sync_channel;
 use std::time::Duration;
 
@@ -17,15 +19,21 @@ use std::time::Duration;
 fn frames_reach_the_listener_without_allocating() {
     let (tx, rx) = sync_channel::<Msg>(512);
     let (returns, mut spares) = handoff::pool();
+    let handled = Arc::new(AtomicUsize::new(0));
     // The listener thread: reads each frame, hands its vector back.
-    let listener = std::thread::spawn(move || {
-        let mut samples = 0;
-        while let Ok(Msg::Audio(v)) = rx.recv() {
-            samples += v.len();
-            returns.give_back(v);
+    let listener = std::thread::spawn({
+        let handled = handled.clone();
+        move || {
+            let mut samples = 0;
+            while let Ok(Msg::Audio(v)) = rx.recv() {
+                samples += v.len();
+                returns.give_back(v);
+                handled.fetch_add(1, Ordering::Release);
+            }
+            samples
         }
-        samples
     });
+    let mut sent = 0;
     for codec in [Codec::Pcmu, Codec::G722] {
         let mut dec = Decoder::new(codec).unwrap();
         let mut out16: Vec<f32> = Vec::with_capacity(2048);
@@ -33,8 +41,13 @@ fn frames_reach_the_listener_without_allocating() {
         let mut frame = || {
             dec.packet(&payload, &mut out16).unwrap();
             tx.try_send(Msg::Audio(spares.swap(&mut out16))).unwrap();
-            // A packet time, shortened: the listener keeps up, as it does.
-            std::thread::sleep(Duration::from_micros(500));
+            sent += 1;
+            // The listener keeps up, as it does in a call (a 20 ms packet
+            // time is ample); on a loaded test machine it may need a moment.
+            // A lagging listener means a fresh vector: that is the design.
+            while handled.load(Ordering::Acquire) < sent {
+                std::thread::sleep(Duration::from_micros(100));
+            }
         };
         for _ in 0..100 {
             frame();
