@@ -185,63 +185,27 @@ fn main() -> ExitCode {
 fn init_logging(cfg: &Config) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&cfg.log.filter));
-    // Colour only on a terminal: under systemd, stderr is the journal and
-    // escape codes would land in it as text.
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_ansi(handlet_agent::logging::colour())
         .with_writer(ScrubbedStderr)
         .try_init();
 }
 
-/// Log lines at info and above go through [`pii::redact`] on their way to
-/// stderr (journald): no phone number or IP address reaches the log, even
-/// inside a library's error message. Debug and trace, for a technician at
-/// the box, are written as they are.
+/// Hands tracing-subscriber a [`handlet_agent::logging::Scrub`] per event:
+/// lines at info and above are redacted on their way to stderr, debug and
+/// trace are written as they are, and a failing scrubber drops the line
+/// instead of the thread. The writer and its tests live in handlet-agent;
+/// only this trait impl needs tracing-subscriber.
 struct ScrubbedStderr;
 
-struct Scrub {
-    line: Vec<u8>,
-    redact: bool,
-}
-
-impl std::io::Write for Scrub {
-    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-        self.line.extend_from_slice(b);
-        Ok(b.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Drop for Scrub {
-    fn drop(&mut self) {
-        use std::io::Write;
-        let text = String::from_utf8_lossy(&self.line);
-        let text = if self.redact {
-            handlet_agent::pii::redact(&text)
-        } else {
-            text
-        };
-        let _ = std::io::stderr().lock().write_all(text.as_bytes());
-    }
-}
-
 impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for ScrubbedStderr {
-    type Writer = Scrub;
-    fn make_writer(&'a self) -> Scrub {
-        Scrub {
-            line: Vec::new(),
-            redact: true,
-        }
+    type Writer = handlet_agent::logging::Scrub;
+    fn make_writer(&'a self) -> Self::Writer {
+        handlet_agent::logging::Scrub::stderr()
     }
-    fn make_writer_for(&'a self, meta: &tracing::Metadata<'_>) -> Scrub {
-        Scrub {
-            line: Vec::new(),
-            // Levels order by verbosity: ERROR < WARN < INFO < DEBUG.
-            redact: *meta.level() <= tracing::Level::INFO,
-        }
+    fn make_writer_for(&'a self, meta: &tracing::Metadata<'_>) -> Self::Writer {
+        handlet_agent::logging::Scrub::stderr_for(meta.level())
     }
 }
 

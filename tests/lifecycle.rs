@@ -77,8 +77,19 @@ fn sigterm_mid_call_hangs_up_and_records_the_end() {
 fn sigkill_mid_call_is_closed_as_interrupted_on_restart() {
     let mut agent = Agent::start("sigkill");
     let mut caller = long_call(&agent);
-    answered_call(&agent);
-    std::thread::sleep(Duration::from_secs(2));
+    let answered = answered_call(&agent).answered.unwrap();
+    // Kill once there is evidence the call went on: live text stored.
+    let heard_at: i64 = {
+        let db = Db::open(&agent.database());
+        wait_for(20, "a partial transcript", || {
+            db.0.query_row(
+                "SELECT MAX(received_at_ms) FROM transcript_partials",
+                [],
+                |r| r.get::<_, Option<i64>>(0),
+            )
+            .unwrap()
+        })
+    };
     agent.child.kill().unwrap();
     agent.child.wait().unwrap();
     let _ = caller.kill();
@@ -106,7 +117,10 @@ fn sigkill_mid_call_is_closed_as_interrupted_on_restart() {
         Some("interrupted: agent stopped during the call")
     );
     assert!(c.complete);
-    assert!(c.ended.unwrap() >= c.answered.unwrap());
+    // Closed at the last evidence of the call, not at its answer.
+    assert!(c.ended.unwrap() >= heard_at, "{c:?} heard at {heard_at}");
+    assert!(c.duration.unwrap() >= heard_at - answered, "{c:?}");
+    assert!(c.duration.unwrap() > 0, "{c:?}");
     let check: String =
         db.0.query_row("PRAGMA integrity_check", [], |r| r.get(0))
             .unwrap();

@@ -57,8 +57,18 @@ pub async fn run(cfg: Config) -> Result<(), Error> {
         crate::understand::Understanding::load(&models, &cfg)
     })?);
     let pool = Pool::start(&stt, cfg.transcription.workers, cfg.transcription.queue)?;
-    let store = Store::open(&cfg.database_path())?;
+    // One VAD session per call that may be transcribed at once, made now so
+    // no call waits for (or blocks the runtime on) ONNX Runtime.
+    let vads = tokio::task::block_in_place(|| {
+        crate::transcribe::vad_pool::VadPool::prepare(
+            models.silero_vad.clone(),
+            cfg.limits.max_calls,
+        )
+    })?;
+    // Recordings a crash cut short are recovered first, so the calls it
+    // left open can be closed at the recording's recovered length.
     tokio::task::block_in_place(|| open_recordings(&cfg))?;
+    let store = Store::open(&cfg.database_path())?;
     let announcement = match cfg.privacy.announcement.as_str() {
         "" => None,
         path => Some(Arc::new(tokio::task::block_in_place(|| {
@@ -74,6 +84,7 @@ pub async fn run(cfg: Config) -> Result<(), Error> {
         store: store.clone(),
         pool,
         models,
+        vads,
         understanding,
         active: Arc::new(ActiveCalls::default()),
         announcement,
@@ -144,7 +155,7 @@ pub async fn run(cfg: Config) -> Result<(), Error> {
 /// Device keys (created on first start) and recordings a crash cut short,
 /// recovered before any new call.
 fn open_recordings(cfg: &Config) -> Result<(), Error> {
-    let conn = crate::store::open_connection(&cfg.database_path())?;
+    let conn = crate::store::open_for_tools(&cfg.database_path())?;
     let keys = DeviceKeys::load_or_create(
         &recording::keys_dir(&cfg.data_dir),
         recording::max_key_id(&conn)?,
@@ -183,7 +194,7 @@ fn start_sweeper(cfg: &Config) {
         .spawn(move || {
             loop {
                 match crate::store::open_connection(&db).and_then(|c| {
-                    crate::privacy::sweep(&c, &data_dir, &policy, crate::call::now_ms())
+                    crate::privacy::sweep(&c, &data_dir, &policy, crate::clock::now_ms())
                 }) {
                     Ok(s) if s != crate::privacy::Swept::default() => {
                         tracing::info!(

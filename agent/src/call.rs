@@ -1,14 +1,15 @@
 //! One inbound call: answer the INVITE with an SDP answer, run the caller's
-//! audio leg into its listener, and record the call from start to end.
+//! audio leg into its transcription tap, and record the call from start to end.
 
 use crate::config::Config;
 use crate::inference::Pool;
-use crate::listener::{self, Msg};
 use crate::media::{self, leg, sdp};
 use crate::pii::Pii;
 use crate::sip::ActiveCalls;
+use crate::store::{Channel, EventKind};
 use crate::store::{NewCall, Store};
-use handlet_models::endpoint::EndpointConfig;
+use crate::transcribe::tap;
+use crate::transcribe::vad_pool::VadPool;
 use handlet_models::manifest::ModelPaths;
 use rsipstack::dialog::dialog::DialogStateSender;
 use rsipstack::dialog::dialog_layer::DialogLayer;
@@ -16,7 +17,7 @@ use rsipstack::sip::{Header, HeadersExt, StatusCode, Transport};
 use rsipstack::transaction::transaction::Transaction;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 /// What every call needs from the agent.
@@ -25,6 +26,8 @@ pub struct CallCtx {
     pub store: Store,
     pub pool: Pool,
     pub models: ModelPaths,
+    /// VAD sessions prepared for the legs transcribed at once.
+    pub vads: Arc<VadPool>,
     pub understanding: Arc<crate::understand::Understanding>,
     pub active: Arc<ActiveCalls>,
     /// Played before recording starts, if configured (and recording is on).
@@ -108,12 +111,7 @@ impl Ending {
     }
 }
 
-pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
+pub use crate::clock::now_ms;
 
 fn new_call_id() -> String {
     format!(
@@ -235,22 +233,22 @@ pub async fn inbound(
         .as_ref()
         .filter(|_| ctx.cfg.privacy.recording)
         .map(|a| (a.for_codec(codec), Arc::new(AtomicBool::new(false)), a));
-    let listener = match listener::start(
+    let tap = match tap::start(
         call_id.clone(),
-        "caller",
-        &ctx.models.silero_vad,
-        listener_config(&ctx.cfg),
+        Channel::Caller,
+        ctx.vads.clone(),
+        crate::transcribe::tap_config(&ctx.cfg),
         ctx.pool.clone(),
-        listener::Outputs {
+        tap::Outputs {
             store: ctx.store.clone(),
-            after: Some(listener::AfterCall {
+            after: Some(tap::AfterCall {
                 understanding: ctx.understanding.clone(),
                 caller_id: crate::understand::caller_number(&from),
             }),
-            record: ctx.cfg.privacy.recording.then(|| listener::RecordPlan {
+            record: ctx.cfg.privacy.recording.then(|| tap::RecordPlan {
                 data_dir: ctx.cfg.data_dir.clone(),
                 retention_days: ctx.cfg.privacy.recording_retention_days,
-                announcement: announced.as_ref().map(|(_, done, a)| listener::Announced {
+                announcement: announced.as_ref().map(|(_, done, a)| tap::Announced {
                     done: done.clone(),
                     text: a.text.clone(),
                     duration_ms: a.duration_ms(),
@@ -258,7 +256,7 @@ pub async fn inbound(
             }),
         },
     ) {
-        Ok(l) => l,
+        Ok(t) => t,
         Err(e) => {
             tracing::error!(error = %e, "cannot start transcription for call; rejecting");
             ctx.active.remove(&server.id());
@@ -275,7 +273,7 @@ pub async fn inbound(
     if let Err(e) = server.accept(Some(headers), Some(answer.into_bytes())) {
         tracing::warn!(error = %e, "answering failed");
         ctx.active.remove(&server.id());
-        let _ = listener.tx.send(Msg::End);
+        drop(tap); // ends the leg's transcription
         ctx.store.end_call(&call_id, now_ms(), ending.reason());
         return;
     }
@@ -292,7 +290,12 @@ pub async fn inbound(
             let call_id = call_id.clone();
             Box::new(move |key, at_ms, how| {
                 tracing::info!(call = %call_id, how, "caller pressed a key");
-                store.add_event(&call_id, at_ms as i64, "dtmf", format!("{key} ({how})"));
+                store.add_event(
+                    &call_id,
+                    at_ms as i64,
+                    EventKind::Dtmf,
+                    format!("{key} ({how})"),
+                );
             })
         },
         remote: remote.remote,
@@ -302,14 +305,8 @@ pub async fn inbound(
         timeout: Duration::from_secs(m.rtp_timeout_secs),
         prompt: announced.map(|(prompt, done, _)| (prompt, done)),
     };
-    let (end, stats) = leg::run(
-        socket,
-        leg_cfg,
-        listener.tx.clone(),
-        listener.spares,
-        ending.cancel.clone(),
-    )
-    .await;
+    let mut sink = tap.sink;
+    let (end, stats) = leg::run(socket, leg_cfg, &mut sink, ending.cancel.clone()).await;
     if end != leg::LegEnd::Cancelled {
         // We end the call: no audio for too long, or the socket failed.
         ending.hang_up(if end == leg::LegEnd::Timeout {
@@ -322,7 +319,7 @@ pub async fn inbound(
         let _ = server.bye().await;
     }
     ctx.active.remove(&server.id());
-    let _ = listener.tx.send(Msg::End);
+    drop(sink);
     let ended = now_ms();
     ctx.store.end_call(&call_id, ended, ending.reason());
     let q = crate::store::MediaQuality {
@@ -350,20 +347,4 @@ pub async fn inbound(
         dropped_frames = stats.dropped_frames,
         "call ended"
     );
-}
-
-pub fn listener_config(cfg: &Config) -> listener::ListenerConfig {
-    let t = &cfg.transcription;
-    listener::ListenerConfig {
-        endpoint: EndpointConfig {
-            start_threshold: t.vad_start_threshold,
-            stop_threshold: t.vad_stop_threshold,
-            min_silence_ms: t.min_silence_ms,
-            min_speech_ms: t.min_speech_ms,
-            pad_ms: 200,
-            max_utterance_ms: t.max_utterance_ms,
-        },
-        partial_interval_ms: t.partial_interval_ms,
-        early_final_ms: t.early_final_ms,
-    }
 }

@@ -20,7 +20,28 @@ pub struct Config {
     pub transcription: Transcription,
     pub intent: Intent,
     pub privacy: Privacy,
+    pub limits: Limits,
     pub log: Log,
+}
+
+/// Bounds on what callers and peers can make the agent hold at once.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Calls in progress at once, whatever their number of legs; a call
+    /// beyond it is refused with 503 and Retry-After.
+    pub max_calls: usize,
+    /// A call is hung up after this long.
+    pub max_call_secs: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_calls: 8,
+            max_call_secs: 4 * 3600,
+        }
+    }
 }
 
 /// The workspace's recording and retention policy.
@@ -184,6 +205,7 @@ impl Default for Config {
             transcription: Transcription::default(),
             intent: Intent::default(),
             privacy: Privacy::default(),
+            limits: Limits::default(),
             log: Log::default(),
         }
     }
@@ -297,6 +319,19 @@ impl Config {
                     a.duration_ms()
                 ));
             }
+        }
+        let l = &self.limits;
+        if !(1..=256).contains(&l.max_calls) {
+            return Err(format!(
+                "limits.max_calls must be 1..=256, got {}",
+                l.max_calls
+            ));
+        }
+        if !(10..=86_400).contains(&l.max_call_secs) {
+            return Err(format!(
+                "limits.max_call_secs must be 10..=86400 (seconds), got {}",
+                l.max_call_secs
+            ));
         }
         let m = &self.media;
         if m.rtp_port_min == 0 || m.rtp_port_min > m.rtp_port_max {

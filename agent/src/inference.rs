@@ -7,9 +7,13 @@
 //! queued one, a final for the leg cancels its queued partial, and when the
 //! partial lane is full the oldest is dropped. Every shed job is answered
 //! with [`JobError::Shed`] and counted, so callers never wait for a reply that
-//! will not come. Finals are never dropped: when their lane is full the
-//! submitting listener thread waits, which pushes back on to the media path's
-//! bounded channel instead of growing memory.
+//! will not come. Finals are never dropped: when their lane is full
+//! [`Pool::try_submit`] hands the job back, and the leg's tap holds it and
+//! offers it again (and stops reading audio while it holds several, so the
+//! pressure lands on the media path's bounded channel, not on memory).
+//! Nothing here ever blocks the submitter: a submitter that waited for room
+//! while a worker waited to hand it a result was a deadlock once
+//! (tests/overload.rs).
 
 use handlet_models::stt::{Options, Segment, Stt};
 use std::collections::VecDeque;
@@ -248,31 +252,31 @@ impl Pool {
         })
     }
 
-    /// Queue a job. A final waits for room when its lane is full, so only
-    /// call this from std threads, never from async code. A partial never
-    /// waits.
-    pub fn submit_blocking(&self, job: Job) -> Result<(), crate::Error> {
-        let stopped = || crate::Error::Io("inference pool stopped".into());
+    /// Queue a job without ever waiting: a final whose lane is full comes
+    /// back as `Err(job)` for the caller to hold and offer again (see
+    /// `transcribe::tap`). A stopped pool answers the job as shed.
+    pub fn try_submit(&self, job: Job) -> Result<(), Job> {
         let mut shed = Vec::new();
-        let mut job = job;
-        let mut st = self.shared.queue.lock().map_err(|_| stopped())?;
-        loop {
-            if st.closed {
-                return Err(stopped());
-            }
-            match st.queue.push(job, &mut shed) {
-                Pushed::Queued => break,
+        let queued = match self.shared.queue.lock() {
+            Ok(mut st) if !st.closed => match st.queue.push(job, &mut shed) {
+                Pushed::Queued => true,
                 Pushed::Full(j) => {
-                    job = j;
                     self.stats.finals_waited.fetch_add(1, Ordering::Relaxed);
-                    st = self.shared.room.wait(st).map_err(|_| stopped())?;
+                    return Err(j);
                 }
+            },
+            _ => {
+                shed.push(job);
+                false
             }
+        };
+        if queued {
+            self.shared.work.notify_one();
         }
-        drop(st);
-        self.shared.work.notify_one();
         for j in shed {
-            self.stats.partials_shed.fetch_add(1, Ordering::Relaxed);
+            if j.priority == Priority::Partial {
+                self.stats.partials_shed.fetch_add(1, Ordering::Relaxed);
+            }
             (j.reply)(Err(JobError::Shed));
         }
         Ok(())

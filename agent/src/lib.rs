@@ -4,9 +4,10 @@
 pub mod agent;
 pub mod call;
 pub mod client;
+pub mod clock;
 pub mod config;
 pub mod inference;
-pub mod listener;
+pub mod logging;
 pub mod media;
 pub mod notify;
 pub mod phone;
@@ -15,6 +16,7 @@ pub mod privacy;
 pub mod recording;
 pub mod sip;
 pub mod store;
+pub mod transcribe;
 pub mod understand;
 
 /// Errors from the agent; each is one line a user can act on.

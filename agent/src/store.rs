@@ -146,6 +146,48 @@ pub struct MediaQuality {
     pub target_delay_ms: u32,
 }
 
+/// Whose voice a transcript segment is: stored by its stable name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Channel {
+    /// The person who called.
+    Caller,
+    /// The agent itself (announcements, later the receptionist's voice).
+    Agent,
+    /// The party the call was put through to.
+    Callee,
+}
+
+impl Channel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Channel::Caller => "caller",
+            Channel::Agent => "agent",
+            Channel::Callee => "callee",
+        }
+    }
+}
+
+/// What a call event records: stored by its stable name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventKind {
+    /// A key pressed (detail: the key and how it was sent).
+    Dtmf,
+    /// The recording announcement finished playing; recording starts here.
+    Announcement,
+    /// Keys pressed beyond the per-call limit were not stored (detail: how many).
+    DtmfLimit,
+}
+
+impl EventKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::Dtmf => "dtmf",
+            EventKind::Announcement => "announcement",
+            EventKind::DtmfLimit => "dtmf_limit",
+        }
+    }
+}
+
 /// A call as first recorded.
 #[derive(Debug, Clone)]
 pub struct NewCall {
@@ -236,7 +278,7 @@ enum Cmd {
     Event {
         call_id: String,
         at_ms: i64,
-        kind: &'static str,
+        kind: EventKind,
         detail: String,
     },
     Media {
@@ -294,20 +336,39 @@ fn migrate(conn: &mut Connection) -> Result<(), Error> {
     Ok(())
 }
 
-/// Calls a killed or crashed agent left open: close them with the talk time
-/// the transcript shows, so the record is consistent; say so in the reason.
-fn close_interrupted(conn: &Connection) -> Result<usize, Error> {
+/// Calls a killed or crashed agent left open: close them at the last
+/// evidence the call was still going (the latest of: a final or partial
+/// text arriving, a key pressed, the end of the last transcribed speech,
+/// the recording's recovered length), so the talk time is what the record
+/// shows rather than zero; say so in the reason. Run after recordings are
+/// recovered, so their lengths are known.
+pub fn close_interrupted(conn: &Connection) -> Result<usize, Error> {
     Ok(conn.execute(
         "UPDATE calls SET
-            ended_at_ms = COALESCE(answered_at_ms, started_at_ms)
-                + COALESCE((SELECT MAX(end_ms) FROM transcript_segments s WHERE s.call_id = calls.id), 0),
-            duration_ms = CASE WHEN answered_at_ms IS NULL THEN 0
-                ELSE COALESCE((SELECT MAX(end_ms) FROM transcript_segments s WHERE s.call_id = calls.id), 0) END,
+            ended_at_ms = MAX(
+                COALESCE(answered_at_ms, started_at_ms),
+                COALESCE((SELECT MAX(received_at_ms) FROM transcript_segments s WHERE s.call_id = calls.id), 0),
+                COALESCE((SELECT MAX(received_at_ms) FROM transcript_partials p WHERE p.call_id = calls.id), 0),
+                COALESCE(answered_at_ms, started_at_ms)
+                    + COALESCE((SELECT MAX(end_ms) FROM transcript_segments s WHERE s.call_id = calls.id), 0),
+                COALESCE(answered_at_ms, started_at_ms)
+                    + COALESCE((SELECT MAX(at_ms) FROM call_events e WHERE e.call_id = calls.id), 0),
+                COALESCE((SELECT MAX(r.started_at_ms + r.duration_ms) FROM recordings r WHERE r.call_id = calls.id), 0)
+            ),
             end_reason = 'interrupted: agent stopped during the call',
             transcript_complete = 1
          WHERE ended_at_ms IS NULL",
         [],
-    )?)
+    )
+    .and_then(|n| {
+        conn.execute(
+            "UPDATE calls SET duration_ms = CASE WHEN answered_at_ms IS NULL THEN 0
+                ELSE MAX(ended_at_ms - answered_at_ms, 0) END
+             WHERE end_reason = 'interrupted: agent stopped during the call' AND duration_ms IS NULL",
+            [],
+        )?;
+        Ok(n)
+    })?)
 }
 
 impl Store {
@@ -411,7 +472,7 @@ impl Store {
     }
 
     /// Something that happened `at_ms` into the call (e.g. kind "dtmf", detail "5 (rfc4733)").
-    pub fn add_event(&self, call_id: &str, at_ms: i64, kind: &'static str, detail: String) {
+    pub fn add_event(&self, call_id: &str, at_ms: i64, kind: EventKind, detail: String) {
         self.send(Cmd::Event {
             call_id: call_id.into(),
             at_ms,
@@ -661,7 +722,7 @@ fn apply(conn: &Connection, cmd: &Cmd) -> Result<(), rusqlite::Error> {
         } => {
             conn.execute(
                 "INSERT INTO call_events (call_id, at_ms, kind, detail) VALUES (?1, ?2, ?3, ?4)",
-                params![call_id, at_ms, kind, detail],
+                params![call_id, at_ms, kind.as_str(), detail],
             )?;
         }
         Cmd::Media { call_id, q } => {

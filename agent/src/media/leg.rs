@@ -1,13 +1,13 @@
 //! The tokio side of one audio leg: receive RTP into the jitter buffer, play
 //! it out on a steady clock, decode, resample to
-//! 16 kHz and hand 20 ms frames to the listener thread without ever blocking;
+//! 16 kHz and hand 20 ms frames to its [`FrameSink`] without ever blocking;
 //! send 20 ms back every 20 ms so the peer's NAT and jitter buffer stay
 //! happy: the announcement while there is one, then silence.
 
 use super::decode::{Decoder, MAX_SAMPLES};
 use super::rtp;
 use super::sdp::Codec;
-use crate::listener::Msg;
+use super::sink::FrameSink;
 use handlet_dsp::g711::Law;
 use handlet_dsp::jitter::{self, JitterBuffer, Out};
 use handlet_dsp::playout::{FrameEncoder, Prompt};
@@ -15,7 +15,6 @@ use handlet_dsp::telephone_event;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{SyncSender, TrySendError};
 use std::time::Duration;
 use tokio::net::UdpSocket;
 use tokio_util::sync::CancellationToken;
@@ -103,8 +102,7 @@ fn silence_packet(c: Codec) -> Result<Vec<u8>, crate::Error> {
 pub async fn run(
     socket: UdpSocket,
     mut cfg: LegConfig,
-    listener: SyncSender<Msg>,
-    mut spares: super::handoff::Spares,
+    sink: &mut dyn FrameSink,
     cancel: CancellationToken,
 ) -> (LegEnd, LegStats) {
     let mut stats = LegStats::default();
@@ -151,18 +149,12 @@ pub async fn run(
     let started = last_rx;
     let now_ms = || started.elapsed().as_millis() as u64;
     let mut events = telephone_event::Receiver::default();
-    // `spares` is a parameter, not captured: the closure lives across
-    // awaits and a captured reference would have to be Sync.
-    let deliver =
-        |out16: &mut Vec<f32>, stats: &mut LegStats, spares: &mut super::handoff::Spares| {
-            if !out16.is_empty() {
-                match listener.try_send(Msg::Audio(spares.swap(out16))) {
-                    Ok(()) => {}
-                    Err(TrySendError::Full(_)) => stats.dropped_frames += 1,
-                    Err(TrySendError::Disconnected(_)) => {}
-                }
-            }
-        };
+    let deliver = |out16: &mut Vec<f32>, stats: &mut LegStats, sink: &mut dyn FrameSink| {
+        if !out16.is_empty() && !sink.frame(out16) {
+            out16.clear();
+            stats.dropped_frames += 1;
+        }
+    };
 
     let end = loop {
         tokio::select! {
@@ -231,7 +223,7 @@ pub async fn run(
                     Ok(None) => {}
                     Err(_) => stats.malformed += 1,
                 }
-                deliver(&mut out16, &mut stats, &mut spares);
+                deliver(&mut out16, &mut stats, sink);
             }
         }
     };
@@ -249,7 +241,8 @@ pub async fn run(
         }
     }
     let _ = decoder.flush(&mut out16);
-    deliver(&mut out16, &mut stats, &mut spares);
+    deliver(&mut out16, &mut stats, sink);
+    sink.end();
     stats.jitter = jb.stats();
     (end, stats)
 }

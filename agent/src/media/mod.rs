@@ -1,11 +1,12 @@
 //! Media: SDP offer/answer, RTP parsing, and the per-leg RTP task that feeds the
-//! audio path (reorder → G.711 decode → 16 kHz → listener).
+//! audio path (reorder → decode → 16 kHz → a frame sink).
 
 pub mod decode;
 pub mod handoff;
 pub mod leg;
 pub mod rtp;
 pub mod sdp;
+pub mod sink;
 
 use std::net::{IpAddr, SocketAddr};
 use tokio::net::UdpSocket;

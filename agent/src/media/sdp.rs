@@ -66,12 +66,41 @@ pub enum SdpError {
     NoAddress,
     #[error("SDP line {0} is malformed")]
     Malformed(usize),
-    #[error("no common codec (we speak PCMU and PCMA)")]
+    #[error("no common codec (we speak G.722, PCMU, PCMA and Opus)")]
     NoCommonCodec,
+    /// `m=audio 0`: the stream is declined, not something to send to.
+    #[error("SDP audio stream is disabled (port 0)")]
+    Disabled,
+    /// Unspecified, broadcast or multicast: not a peer to send media to.
+    #[error("SDP connection address {0} cannot receive our audio")]
+    BadAddress(IpAddr),
+    #[error("SDP is {0} bytes or lines over the limit")]
+    TooLarge(usize),
+}
+
+/// Bounds on a peer's SDP: a real offer is well under 2 KB and 40 lines.
+pub const MAX_SDP_BYTES: usize = 8 * 1024;
+pub const MAX_SDP_LINES: usize = 128;
+/// Payload types and rtpmap entries kept from one m= line.
+const MAX_FORMATS: usize = 32;
+
+/// True for an address a peer may name as its RTP destination.
+fn usable(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => !(v4.is_unspecified() || v4.is_broadcast() || v4.is_multicast()),
+        IpAddr::V6(v6) => !(v6.is_unspecified() || v6.is_multicast()),
+    }
 }
 
 impl AudioDescription {
     pub fn parse(text: &str) -> Result<Self, SdpError> {
+        if text.len() > MAX_SDP_BYTES {
+            return Err(SdpError::TooLarge(text.len() - MAX_SDP_BYTES));
+        }
+        let lines = text.lines().count();
+        if lines > MAX_SDP_LINES {
+            return Err(SdpError::TooLarge(lines - MAX_SDP_LINES));
+        }
         let mut session_addr: Option<IpAddr> = None;
         let mut media_addr: Option<IpAddr> = None;
         let mut in_audio = false;
@@ -101,6 +130,7 @@ impl AudioDescription {
                         pts = parts
                             .filter_map(|p| p.parse::<u8>().ok())
                             .filter(|p| *p < 128)
+                            .take(MAX_FORMATS)
                             .collect();
                         port = Some(p);
                         in_audio = true;
@@ -127,7 +157,9 @@ impl AudioDescription {
                         let mut e = enc.split('/');
                         let name = e.next().unwrap_or("").to_string();
                         let rate = e.next().and_then(|r| r.parse::<u32>().ok()).unwrap_or(0);
-                        if let Some(pt) = pt {
+                        if let Some(pt) = pt
+                            && rtpmap.len() < MAX_FORMATS
+                        {
                             rtpmap.push((pt, name, rate));
                         }
                     } else if let Some(v) = value.strip_prefix("ptime:") {
@@ -138,7 +170,13 @@ impl AudioDescription {
             }
         }
         let port = port.ok_or(SdpError::NoAudio)?;
+        if port == 0 {
+            return Err(SdpError::Disabled);
+        }
         let ip = media_addr.or(session_addr).ok_or(SdpError::NoAddress)?;
+        if !usable(ip) {
+            return Err(SdpError::BadAddress(ip));
+        }
         let telephone_event = rtpmap
             .iter()
             .find(|(pt, name, rate)| {
@@ -297,6 +335,48 @@ mod tests {
         let d = AudioDescription::parse(&s).unwrap();
         assert_eq!(d.choose().unwrap(), (0, Codec::Pcmu));
         assert_eq!(d.telephone_event, Some(101));
+    }
+
+    #[test]
+    fn streams_that_cannot_be_sent_to_are_refused() {
+        let with = |from: &str, to: &str| AudioDescription::parse(&BARESIP.replace(from, to));
+        assert_eq!(with("audio 10000", "audio 0"), Err(SdpError::Disabled));
+        for bad in ["0.0.0.0", "255.255.255.255", "224.0.0.1", "239.1.2.3"] {
+            assert!(
+                matches!(
+                    with("IP4 127.0.0.1\r\nt", &format!("IP4 {bad}\r\nt")),
+                    Err(SdpError::BadAddress(_))
+                ),
+                "{bad}"
+            );
+        }
+        for bad in ["::", "ff02::1"] {
+            assert!(matches!(
+                with("c=IN IP4 127.0.0.1", &format!("c=IN IP6 {bad}")),
+                Err(SdpError::BadAddress(_))
+            ));
+        }
+        assert!(with("c=IN IP4 127.0.0.1", "c=IN IP6 2001:db8::5").is_ok());
+        // é in a session name is fine (SDP is UTF-8).
+        assert!(with("s=-", "s=caf\u{e9} \u{2615}").is_ok());
+    }
+
+    #[test]
+    fn oversized_sdp_is_refused_and_format_lists_are_bounded() {
+        let many = format!("{BARESIP}{}", "a=x-junk:1\r\n".repeat(MAX_SDP_LINES));
+        assert!(matches!(
+            AudioDescription::parse(&many),
+            Err(SdpError::TooLarge(_))
+        ));
+        let huge = format!("{BARESIP}a=x-junk:{}\r\n", "z".repeat(MAX_SDP_BYTES));
+        assert!(matches!(
+            AudioDescription::parse(&huge),
+            Err(SdpError::TooLarge(_))
+        ));
+        let pts: Vec<String> = (0..120).map(|p| p.to_string()).collect();
+        let long = BARESIP.replace("RTP/AVP 9 0 8 101", &format!("RTP/AVP {}", pts.join(" ")));
+        let d = AudioDescription::parse(&long).unwrap();
+        assert_eq!(d.payload_types.len(), MAX_FORMATS);
     }
 
     #[test]

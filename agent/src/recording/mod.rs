@@ -13,7 +13,7 @@
 //! wrapping (X25519/scrypt recipients) that we do not need: our data key is
 //! wrapped by a local symmetric device key. Doing it directly is ~150 lines
 //! over one well-reviewed RustCrypto crate (`chacha20poly1305`), with the
-//! truncation, reordering and corruption cases tested in [`format`]. The
+//! truncation, reordering and corruption cases tested in [`format`](self::format). The
 //! 192-bit nonce lets every nonce prefix be random without a counter store.
 
 pub mod format;
