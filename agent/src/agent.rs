@@ -79,11 +79,13 @@ pub async fn run(cfg: Config) -> Result<(), Error> {
     let sip_cancel = CancellationToken::new();
     let server = sip::bind(&cfg, sip_cancel.clone()).await?;
 
+    let admission = crate::calls::Admission::new(cfg.limits.max_calls);
     let ctx = Arc::new(CallCtx {
         cfg,
         store: store.clone(),
         pool,
         models,
+        admission,
         vads,
         understanding,
         active: Arc::new(ActiveCalls::default()),

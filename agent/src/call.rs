@@ -3,6 +3,7 @@
 
 use crate::config::Config;
 use crate::inference::Pool;
+use crate::media::rtp_leg::{LegEvent, RtpLeg, RtpLegConfig};
 use crate::media::{self, leg, sdp};
 use crate::pii::Pii;
 use crate::sip::ActiveCalls;
@@ -26,6 +27,8 @@ pub struct CallCtx {
     pub store: Store,
     pub pool: Pool,
     pub models: ModelPaths,
+    /// How many calls may be in progress (`limits.max_calls`).
+    pub admission: Arc<crate::calls::Admission>,
     /// VAD sessions prepared for the legs transcribed at once.
     pub vads: Arc<VadPool>,
     pub understanding: Arc<crate::understand::Understanding>,
@@ -69,12 +72,12 @@ impl Announcement {
         (self.at_16k.len() / 16) as i64
     }
 
-    fn for_codec(&self, c: sdp::Codec) -> handlet_dsp::playout::Prompt {
-        handlet_dsp::playout::Prompt::new(if leg::pcm_rate(c) == 8_000 {
+    fn for_codec(&self, c: sdp::Codec) -> Vec<f32> {
+        if leg::pcm_rate(c) == 8_000 {
             self.at_8k.clone()
         } else {
             self.at_16k.clone()
-        })
+        }
     }
 }
 
@@ -85,6 +88,8 @@ pub struct Ending {
     reason: Arc<Mutex<Option<&'static str>>>,
     /// The agent ends the call (and so must send BYE), not the caller.
     ours: Arc<AtomicBool>,
+    /// Raised when the dialog is confirmed (the ACK): media may flow.
+    established: Arc<tokio::sync::watch::Sender<bool>>,
 }
 
 impl Ending {
@@ -93,7 +98,12 @@ impl Ending {
             cancel: CancellationToken::new(),
             reason: Arc::new(Mutex::new(None)),
             ours: Arc::new(AtomicBool::new(false)),
+            established: Arc::new(tokio::sync::watch::Sender::new(false)),
         }
+    }
+    /// The caller's ACK arrived: the call is established.
+    pub fn confirm(&self) {
+        self.established.send_replace(true);
     }
     /// The agent hangs up (shutdown, no audio): the call task sends BYE.
     pub fn hang_up(&self, why: &'static str) {
@@ -169,6 +179,11 @@ pub async fn inbound(
         }
     };
     let m = &ctx.cfg.media;
+    if remote.remote.is_ipv4() != m.rtp_address.is_ipv4() {
+        tracing::info!(from = %Pii(&from), "rejecting INVITE: its media address family has no RTP socket here");
+        let _ = tx.reply(StatusCode::NotAcceptableHere).await;
+        return;
+    }
     let socket = match media::bind_rtp(m.rtp_address, m.rtp_port_min, m.rtp_port_max).await {
         Ok(s) => s,
         Err(e) => {
@@ -281,32 +296,86 @@ pub async fn inbound(
     ctx.store.answered(&call_id, answered);
     tracing::info!(call = %call_id, from = %Pii(&from), codec = codec.name(), transport = %transport, "call answered");
 
-    let leg_cfg = leg::LegConfig {
+    let leg_cfg = RtpLegConfig {
         codec,
         payload_type: pt,
         telephone_event: te,
-        on_digit: {
-            let store = ctx.store.clone();
-            let call_id = call_id.clone();
-            Box::new(move |key, at_ms, how| {
-                tracing::info!(call = %call_id, how, "caller pressed a key");
+        remote: remote.remote,
+        symmetric: m.symmetric_rtp,
+        min_delay_ms: m.jitter_min_ms,
+        max_delay_ms: m.jitter_max_ms,
+        timeout_ms: m.rtp_timeout_secs * 1000,
+        ssrc: rand::random(),
+        first_seq: rand::random(),
+        first_ts: rand::random(),
+    };
+    let leg_started = tokio::time::Instant::now();
+    let mut rtp = match RtpLeg::new(leg_cfg, 0) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start the media leg");
+            ctx.active.remove(&server.id());
+            let _ = server.bye().await;
+            ctx.store.end_call(&call_id, now_ms(), "media error");
+            return;
+        }
+    };
+    let prompt_done = match announced {
+        Some((samples, done, _)) => {
+            let _ = rtp.play(samples);
+            Some(done)
+        }
+        None => None,
+    };
+    let mut on_event = {
+        let store = ctx.store.clone();
+        let call_id = call_id.clone();
+        move |ev: LegEvent| match ev {
+            LegEvent::Digit { key, at_ms, how } => {
+                tracing::info!(call = %call_id, how = how.as_str(), "caller pressed a key");
                 store.add_event(
                     &call_id,
                     at_ms as i64,
                     EventKind::Dtmf,
-                    format!("{key} ({how})"),
+                    format!("{key} ({})", how.as_str()),
                 );
-            })
-        },
-        remote: remote.remote,
-        ptime_ms: remote.ptime_ms.unwrap_or(20),
-        min_delay_ms: m.jitter_min_ms,
-        max_delay_ms: m.jitter_max_ms,
-        timeout: Duration::from_secs(m.rtp_timeout_secs),
-        prompt: announced.map(|(prompt, done, _)| (prompt, done)),
+            }
+            LegEvent::PromptDone => {
+                if let Some(d) = &prompt_done {
+                    d.store(true, Ordering::Release);
+                }
+            }
+            LegEvent::FirstPacket { .. } => {
+                tracing::debug!(call = %call_id, "first RTP packet")
+            }
+            LegEvent::Timeout => {}
+        }
     };
+    // limits.max_call_secs: the agent hangs up a call that goes on too long.
+    tokio::spawn({
+        let ending = ending.clone();
+        let max = Duration::from_secs(ctx.cfg.limits.max_call_secs);
+        async move {
+            tokio::select! {
+                _ = ending.cancel.cancelled() => {}
+                _ = tokio::time::sleep(max) => {
+                    crate::limits::count(&crate::limits::COUNTERS.calls_too_long, 1);
+                    ending.hang_up("maximum call length reached");
+                }
+            }
+        }
+    });
     let mut sink = tap.sink;
-    let (end, stats) = leg::run(socket, leg_cfg, &mut sink, ending.cancel.clone()).await;
+    let (end, stats, shell) = leg::run(
+        socket,
+        rtp,
+        leg_started,
+        &mut sink,
+        ending.established.subscribe(),
+        &mut on_event,
+        ending.cancel.clone(),
+    )
+    .await;
     if end != leg::LegEnd::Cancelled {
         // We end the call: no audio for too long, or the socket failed.
         ending.hang_up(if end == leg::LegEnd::Timeout {
@@ -331,8 +400,20 @@ pub async fn inbound(
         malformed: stats.malformed,
         jitter_ms: stats.jitter.jitter_ms,
         target_delay_ms: stats.jitter.target_delay_ms,
+        foreign: stats.foreign,
+        ssrc_changes: stats.ssrc_changes,
+        digits_dropped: stats.digits_dropped,
     };
     ctx.store.media_quality(&call_id, q);
+    if stats.digits_dropped > 0 {
+        tracing::warn!(call = %call_id, dropped = stats.digits_dropped, "caller pressed more keys than are stored per call");
+        ctx.store.add_event(
+            &call_id,
+            ended - answered,
+            EventKind::DtmfLimit,
+            format!("{} more keys not stored", stats.digits_dropped),
+        );
+    }
     tracing::info!(
         call = %call_id,
         reason = ending.reason(),
@@ -344,7 +425,8 @@ pub async fn inbound(
         jitter_ms = q.jitter_ms,
         target_delay_ms = q.target_delay_ms,
         malformed = q.malformed,
-        dropped_frames = stats.dropped_frames,
+        foreign = q.foreign,
+        dropped_frames = shell.dropped_frames,
         "call ended"
     );
 }

@@ -170,6 +170,9 @@ pub struct Media {
     pub jitter_min_ms: u32,
     pub jitter_max_ms: u32,
     pub rtp_timeout_secs: u64,
+    /// Latch RTP to the first source that sends (a phone behind NAT sends
+    /// from another address than its SDP names); off: only the SDP address.
+    pub symmetric_rtp: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -233,6 +236,7 @@ impl Default for Media {
             jitter_min_ms: 20,
             jitter_max_ms: 200,
             rtp_timeout_secs: 30,
+            symmetric_rtp: true,
         }
     }
 }

@@ -3,10 +3,12 @@
 
 pub mod agent;
 pub mod call;
+pub mod calls;
 pub mod client;
 pub mod clock;
 pub mod config;
 pub mod inference;
+pub mod limits;
 pub mod logging;
 pub mod media;
 pub mod notify;

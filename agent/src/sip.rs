@@ -29,6 +29,9 @@ impl ActiveCalls {
     pub fn insert(&self, id: DialogId, e: call::Ending) {
         self.inner.lock().expect("poisoned").insert(id, e);
     }
+    pub fn get(&self, id: &DialogId) -> Option<call::Ending> {
+        self.inner.lock().expect("poisoned").get(id).cloned()
+    }
     pub fn remove(&self, id: &DialogId) -> Option<call::Ending> {
         self.inner.lock().expect("poisoned").remove(id)
     }
@@ -194,12 +197,26 @@ pub async fn serve(
         }
         match tx.original.method {
             Method::Invite => {
+                let Some(slot) = ctx.admission.try_admit() else {
+                    // Full: a clear "busy, try later", answered at once so a
+                    // flood costs no call state (limits.max_calls).
+                    let retry = rsipstack::sip::Header::RetryAfter(
+                        crate::calls::RETRY_AFTER_SECS.to_string().into(),
+                    );
+                    tokio::spawn(async move {
+                        let _ = tx
+                            .reply_with(StatusCode::ServiceUnavailable, vec![retry], None)
+                            .await;
+                    });
+                    continue;
+                };
                 let ctx = ctx.clone();
                 let dialogs = dialogs.clone();
                 let state_tx = state_tx.clone();
                 let contact = contact_for(transport);
                 tokio::spawn(async move {
                     call::inbound(ctx, dialogs, state_tx, contact, transport, tx).await;
+                    drop(slot);
                 });
             }
             Method::Options => {
@@ -225,6 +242,13 @@ async fn dialog_states(
     active: Arc<ActiveCalls>,
 ) {
     while let Some(state) = rx.recv().await {
+        if let DialogState::Confirmed(id, _) = &state {
+            // The ACK: media may flow now.
+            if let Some(e) = active.get(id) {
+                e.confirm();
+            }
+            continue;
+        }
         if let DialogState::Terminated(id, reason) = state {
             let why = match reason {
                 TerminatedReason::UacBye => "caller hung up",

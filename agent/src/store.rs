@@ -123,6 +123,13 @@ const MIGRATIONS: &[&str] = &[
         jitter_ms INTEGER NOT NULL,
         target_delay_ms INTEGER NOT NULL
     );",
+    // 8: RTP the leg refused (another source or SSRC: injection attempts or a
+    // confused NAT), stream restarts, and keys beyond the per-call limit.
+    // From here on migrations are additive only (new tables, new columns
+    // with defaults), so the previous release still opens the database.
+    "ALTER TABLE call_media ADD COLUMN foreign_packets INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE call_media ADD COLUMN ssrc_changes INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE call_media ADD COLUMN digits_dropped INTEGER NOT NULL DEFAULT 0;",
 ];
 
 /// How one call's audio arrived: the jitter buffer's and the socket's
@@ -144,6 +151,12 @@ pub struct MediaQuality {
     pub jitter_ms: u32,
     /// Playout delay the buffer had settled on.
     pub target_delay_ms: u32,
+    /// RTP from another source or SSRC than the latched one: dropped.
+    pub foreign: u64,
+    /// The peer restarted its stream (new SSRC from the same source).
+    pub ssrc_changes: u64,
+    /// Keys pressed beyond the per-call limit (not stored).
+    pub digits_dropped: u64,
 }
 
 /// Whose voice a transcript segment is: stored by its stable name.
@@ -728,8 +741,8 @@ fn apply(conn: &Connection, cmd: &Cmd) -> Result<(), rusqlite::Error> {
         Cmd::Media { call_id, q } => {
             conn.execute(
                 "INSERT OR REPLACE INTO call_media (call_id, packets, lost, late, duplicates, concealed, malformed,
-                    jitter_ms, target_delay_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                    jitter_ms, target_delay_ms, foreign_packets, ssrc_changes, digits_dropped)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
                 params![
                     call_id,
                     q.packets as i64,
@@ -739,7 +752,10 @@ fn apply(conn: &Connection, cmd: &Cmd) -> Result<(), rusqlite::Error> {
                     q.concealed as i64,
                     q.malformed as i64,
                     q.jitter_ms,
-                    q.target_delay_ms
+                    q.target_delay_ms,
+                    q.foreign as i64,
+                    q.ssrc_changes as i64,
+                    q.digits_dropped as i64
                 ],
             )?;
         }

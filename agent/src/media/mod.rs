@@ -5,6 +5,7 @@ pub mod decode;
 pub mod handoff;
 pub mod leg;
 pub mod rtp;
+pub mod rtp_leg;
 pub mod sdp;
 pub mod sink;
 
