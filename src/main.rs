@@ -25,6 +25,8 @@ struct Cli {
 enum Command {
     /// Run the agent: answer SIP calls (UDP and TCP), transcribe them, store them.
     Run,
+    /// Ask the running agent how it is: calls in progress, limits hit, SIP.
+    Status,
     /// Call the agent, play a WAV as the caller, hang up, print the stored transcript.
     Call {
         /// WAV file to speak (any rate, any channel count).
@@ -297,6 +299,11 @@ fn run(cli: Cli) -> Result<(), Error> {
                     .join(format!("device-{}.key", r.new_key))
                     .display()
             );
+            Ok(())
+        }
+        Command::Status => {
+            let st = handlet_agent::control::request(&cfg.data_dir, "status")?;
+            println!("{}", handlet_agent::control::pretty(&st));
             Ok(())
         }
         Command::Config {

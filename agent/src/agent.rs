@@ -5,7 +5,7 @@ use crate::call::CallCtx;
 use crate::config::Config;
 use crate::inference::Pool;
 use crate::recording::{self, keys::DeviceKeys};
-use crate::sip::{self, ActiveCalls};
+use crate::sip;
 use crate::store::Store;
 use crate::{Error, notify};
 use handlet_models::manifest::ModelPaths;
@@ -13,7 +13,7 @@ use handlet_models::stt::Stt;
 use handlet_models::vad;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 /// Make sure `dir` exists and is writable, with an error that says which.
@@ -79,27 +79,44 @@ pub async fn run(cfg: Config) -> Result<(), Error> {
     let sip_cancel = CancellationToken::new();
     let server = sip::bind(&cfg, sip_cancel.clone()).await?;
 
-    let admission = crate::calls::Admission::new(cfg.limits.max_calls);
+    let max_calls = cfg.limits.max_calls;
+    let user = cfg.sip.user.clone();
     let ctx = Arc::new(CallCtx {
         cfg,
         store: store.clone(),
         pool,
         models,
-        admission,
         vads,
         understanding,
-        active: Arc::new(ActiveCalls::default()),
         announcement,
     });
     // Keep the SIP endpoint serving until calls have said goodbye.
     let listen = server.listen.clone();
-    let serving = tokio::spawn(sip::serve(server, ctx.clone(), sip_cancel.clone()));
+    let calls = crate::calls::Calls::new(ctx.clone(), max_calls);
+    let router = Arc::new(sip::Router::default());
+    let serving = tokio::spawn(sip::serve(
+        server,
+        user,
+        calls.clone(),
+        router,
+        sip_cancel.clone(),
+    ));
     // rsipstack binds TCP inside its serve task: say "ready" only once it accepts.
     if let Err(e) = sip::wait_listening(&listen).await {
         sip_cancel.cancel();
         let _ = serving.await;
         return Err(e);
     }
+    // The control channel: `handlet status` and friends ask this agent.
+    let control = tokio::spawn(crate::control::serve(
+        crate::control::socket_path(&ctx.cfg.data_dir),
+        Arc::new(Status {
+            started: Instant::now(),
+            calls: calls.clone(),
+            max_calls,
+            listen: listen.clone(),
+        }),
+    ));
     for (t, addr) in &listen {
         println!(
             "handlet: SIP listening on {addr} ({})",
@@ -119,21 +136,37 @@ pub async fn run(cfg: Config) -> Result<(), Error> {
 
     notify::ready("answering calls");
     if let Some(every) = notify::watchdog_interval() {
+        // Fed only while SIP answers itself: a deaf agent gets restarted.
+        let listen = listen.clone();
         tokio::spawn(async move {
             let mut t = tokio::time::interval(every);
+            t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let within = (every / 2).clamp(Duration::from_millis(200), Duration::from_secs(2));
+            let mut failing = false;
             loop {
                 t.tick().await;
-                notify::watchdog();
+                if crate::selfcheck::sip_answers(&listen, within).await {
+                    if failing {
+                        tracing::warn!("SIP answers its self-check again; watchdog fed");
+                        failing = false;
+                    }
+                    notify::watchdog();
+                } else if !failing {
+                    failing = true;
+                    tracing::error!(
+                        "SIP does not answer its own OPTIONS: not feeding the watchdog, systemd will restart the agent"
+                    );
+                }
             }
         });
     }
 
     wait_for_signal().await;
     notify::stopping();
-    tracing::info!(active_calls = ctx.active.len(), "shutting down");
-    ctx.active.hang_up_all("agent shutdown");
+    tracing::info!(active_calls = calls.len(), "shutting down");
+    calls.shutdown_all();
     let deadline = Instant::now() + std::time::Duration::from_secs(3);
-    while !ctx.active.is_empty() && Instant::now() < deadline {
+    while !calls.is_empty() && Instant::now() < deadline {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     sip_cancel.cancel();
@@ -150,8 +183,39 @@ pub async fn run(cfg: Config) -> Result<(), Error> {
             "shutdown gave up transcribing some utterances"
         );
     }
+    control.abort();
+    let _ = std::fs::remove_file(crate::control::socket_path(&ctx.cfg.data_dir));
     store.flush();
     Ok(())
+}
+
+/// What `handlet status` shows.
+struct Status {
+    started: Instant,
+    calls: Arc<crate::calls::Calls>,
+    max_calls: usize,
+    listen: Vec<(rsipstack::sip::Transport, std::net::SocketAddr)>,
+}
+
+impl crate::control::Operations for Status {
+    fn status(&self) -> serde_json::Value {
+        use std::sync::atomic::Ordering::Relaxed;
+        let c = &crate::limits::COUNTERS;
+        serde_json::json!({
+            "version": env!("CARGO_PKG_VERSION"),
+            "uptime_secs": self.started.elapsed().as_secs(),
+            "calls_in_progress": self.calls.len(),
+            "max_calls": self.max_calls,
+            "sip": self.listen.iter().map(|(t, a)| format!("{a}/{}", t.to_string().to_lowercase())).collect::<Vec<_>>(),
+            "limits_hit": {
+                "calls_refused": c.calls_refused.load(Relaxed),
+                "calls_too_long": c.calls_too_long.load(Relaxed),
+                "sip_rate_limited": c.sip_rate_limited.load(Relaxed),
+                "rtp_foreign_packets": c.rtp_foreign.load(Relaxed),
+                "dtmf_dropped": c.dtmf_dropped.load(Relaxed),
+            },
+        })
+    }
 }
 
 /// Device keys (created on first start) and recordings a crash cut short,

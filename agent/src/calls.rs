@@ -3,10 +3,77 @@
 //! 503 and Retry-After when there is none (quinn refuses a connection with
 //! `TooManyConnections` the same way); the slot is given back when the call
 //! task ends, whatever its number of legs.
+//!
+//! [`Calls`] is the registry of calls in progress: it takes new INVITEs
+//! from `sip` (as its [`CallAcceptor`]), starts a call task for each one it
+//! admits, and tells them all to end at shutdown.
 
+use crate::call::{self, CallCtx, Command};
 use crate::limits::{BurstLog, COUNTERS, count};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use crate::sip::{CallAcceptor, Incoming};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use tokio::sync::mpsc;
+
+/// The calls in progress.
+pub struct Calls {
+    ctx: Arc<CallCtx>,
+    admission: Arc<Admission>,
+    running: Arc<Mutex<HashMap<u64, mpsc::UnboundedSender<Command>>>>,
+    next: AtomicU64,
+}
+
+impl Calls {
+    pub fn new(ctx: Arc<CallCtx>, max_calls: usize) -> Arc<Calls> {
+        Arc::new(Calls {
+            ctx,
+            admission: Admission::new(max_calls),
+            running: Arc::default(),
+            next: AtomicU64::new(1),
+        })
+    }
+
+    /// Calls whose task is still running.
+    pub fn len(&self) -> usize {
+        self.running.lock().map(|m| m.len()).unwrap_or(0)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Tell every call the agent is stopping.
+    pub fn shutdown_all(&self) {
+        if let Ok(m) = self.running.lock() {
+            for tx in m.values() {
+                let _ = tx.send(Command::Shutdown);
+            }
+        }
+    }
+}
+
+impl CallAcceptor for Calls {
+    fn offer(&self, incoming: Incoming) -> Result<(), Box<Incoming>> {
+        let Some(slot) = self.admission.try_admit() else {
+            return Err(Box::new(incoming));
+        };
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = mpsc::unbounded_channel();
+        if let Ok(mut m) = self.running.lock() {
+            m.insert(id, tx);
+        }
+        let (ctx, running) = (self.ctx.clone(), self.running.clone());
+        tokio::spawn(async move {
+            call::inbound(ctx, incoming, rx).await;
+            if let Ok(mut m) = running.lock() {
+                m.remove(&id);
+            }
+            drop(slot);
+        });
+        Ok(())
+    }
+}
 
 pub struct Admission {
     max: usize,
@@ -22,9 +89,6 @@ impl Drop for Slot {
         self.0.in_progress.fetch_sub(1, Ordering::AcqRel);
     }
 }
-
-/// Seconds a refused caller is asked to wait before trying again.
-pub const RETRY_AFTER_SECS: u32 = 30;
 
 impl Admission {
     pub fn new(max: usize) -> Arc<Admission> {

@@ -1,15 +1,21 @@
-//! SIP on rsipstack: UDP and TCP listeners, out-of-dialog requests, INVITE →
-//! call task, in-dialog requests routed to their dialog, and dialog state
-//! changes routed to the call they end.
+//! SIP on rsipstack: UDP and TCP listeners, out-of-dialog requests, and
+//! the router from dialogs to the calls that own them. This module knows
+//! dialogs and call handles, not calls: a new INVITE is offered to the
+//! [`CallAcceptor`] it is given (which may refuse it as busy), and a
+//! dialog's later events reach its call through the channel the call
+//! registered with the [`Router`] (quinn-proto's endpoint hands datagrams
+//! to connections the same way).
 
 use crate::Error;
-use crate::call::{self, CallCtx};
 use crate::config::Config;
 use rsipstack::EndpointBuilder;
 use rsipstack::dialog::DialogId;
-use rsipstack::dialog::dialog::{DialogState, DialogStateReceiver, TerminatedReason};
+use rsipstack::dialog::dialog::{
+    DialogState, DialogStateReceiver, DialogStateSender, TerminatedReason, TransactionHandle,
+};
 use rsipstack::dialog::dialog_layer::DialogLayer;
 use rsipstack::sip::{Method, StatusCode, Transport};
+use rsipstack::transaction::transaction::Transaction;
 use rsipstack::transaction::{Endpoint, TransactionReceiver};
 use rsipstack::transport::TransportLayer;
 use rsipstack::transport::tcp_listener::TcpListenerConnection;
@@ -17,37 +23,87 @@ use rsipstack::transport::udp::UdpConnection;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-/// Calls in progress, by dialog, so a dialog's end reaches its call.
-#[derive(Default)]
-pub struct ActiveCalls {
-    inner: Mutex<HashMap<DialogId, call::Ending>>,
+/// What the router tells a call about its dialog.
+pub enum DialogEvent {
+    /// The ACK for our answer (also after each in-dialog transaction).
+    Confirmed,
+    /// A re-INVITE or UPDATE: answer it through `handle`.
+    ReInvite {
+        request: Box<rsipstack::sip::Request>,
+        handle: TransactionHandle,
+    },
+    /// An INFO: answer it through `handle`.
+    Info {
+        handle: TransactionHandle,
+    },
+    Terminated(TerminatedReason),
 }
 
-impl ActiveCalls {
-    pub fn insert(&self, id: DialogId, e: call::Ending) {
-        self.inner.lock().expect("poisoned").insert(id, e);
+/// Dialogs in progress, by id, to the channel of the call that owns each.
+/// The sender side is unbounded on purpose: rsipstack emits at most a few
+/// states per in-dialog transaction, and blocking its state loop would
+/// stall every dialog (../shared/DESIGN.md §5).
+#[derive(Default)]
+pub struct Router {
+    calls: Mutex<HashMap<DialogId, mpsc::UnboundedSender<DialogEvent>>>,
+}
+
+impl Router {
+    /// A call takes its dialog's events from here on.
+    pub fn register(&self, id: DialogId) -> mpsc::UnboundedReceiver<DialogEvent> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        if let Ok(mut m) = self.calls.lock() {
+            m.insert(id, tx);
+        }
+        rx
     }
-    pub fn get(&self, id: &DialogId) -> Option<call::Ending> {
-        self.inner.lock().expect("poisoned").get(id).cloned()
-    }
-    pub fn remove(&self, id: &DialogId) -> Option<call::Ending> {
-        self.inner.lock().expect("poisoned").remove(id)
-    }
-    /// The agent hangs up every call (shutdown).
-    pub fn hang_up_all(&self, why: &'static str) {
-        for e in self.inner.lock().expect("poisoned").values() {
-            e.hang_up(why);
+
+    pub fn unregister(&self, id: &DialogId) {
+        if let Ok(mut m) = self.calls.lock() {
+            m.remove(id);
         }
     }
+
+    /// Dialogs with a call attached.
     pub fn len(&self) -> usize {
-        self.inner.lock().expect("poisoned").len()
+        self.calls.lock().map(|m| m.len()).unwrap_or(0)
     }
+
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+
+    fn deliver(&self, id: &DialogId, ev: DialogEvent) -> Result<(), DialogEvent> {
+        let tx = self.calls.lock().ok().and_then(|m| m.get(id).cloned());
+        match tx {
+            Some(tx) => tx.send(ev).map_err(|e| e.0),
+            None => Err(ev),
+        }
+    }
 }
+
+/// A new INVITE, for the layer above to take (start a call) or refuse.
+pub struct Incoming {
+    pub tx: Transaction,
+    pub transport: Transport,
+    /// Our Contact for this transport.
+    pub contact: Option<rsipstack::sip::Uri>,
+    pub dialogs: Arc<DialogLayer>,
+    pub state_tx: DialogStateSender,
+    pub router: Arc<Router>,
+}
+
+/// Whoever starts calls: `sip` depends on this, not on the call code.
+pub trait CallAcceptor: Send + Sync + 'static {
+    /// Take the call, or hand it back to be refused as busy (503).
+    fn offer(&self, call: Incoming) -> Result<(), Box<Incoming>>;
+}
+
+/// Seconds a caller refused as busy is asked to wait (Retry-After).
+pub const RETRY_AFTER_SECS: u32 = 30;
 
 /// Listening SIP endpoint.
 pub struct SipServer {
@@ -138,7 +194,9 @@ fn port_error(addr: SocketAddr, proto: &str, e: std::io::Error) -> Error {
 /// Serve until `cancel` fires.
 pub async fn serve(
     server: SipServer,
-    ctx: Arc<CallCtx>,
+    user: String,
+    acceptor: Arc<dyn CallAcceptor>,
+    router: Arc<Router>,
     cancel: CancellationToken,
 ) -> Result<(), Error> {
     let SipServer {
@@ -148,12 +206,10 @@ pub async fn serve(
     } = server;
     let dialogs = Arc::new(DialogLayer::new(endpoint.inner.clone()));
     let (state_tx, state_rx) = dialogs.new_dialog_state_channel();
-    let active = ctx.active.clone();
     let ep = endpoint.inner.clone();
     let serve_task = tokio::spawn(async move { ep.serve().await });
-    let states = tokio::spawn(dialog_states(dialogs.clone(), state_rx, active));
+    let states = tokio::spawn(dialog_states(dialogs.clone(), state_rx, router.clone()));
 
-    let user = ctx.cfg.sip.user.clone();
     let contact_for = move |t: Transport| -> Option<rsipstack::sip::Uri> {
         let (_, addr) = listen.iter().find(|(lt, _)| *lt == t).or(listen.first())?;
         let suffix = if t == Transport::Tcp {
@@ -197,27 +253,26 @@ pub async fn serve(
         }
         match tx.original.method {
             Method::Invite => {
-                let Some(slot) = ctx.admission.try_admit() else {
+                let offered = acceptor.offer(Incoming {
+                    tx,
+                    transport,
+                    contact: contact_for(transport),
+                    dialogs: dialogs.clone(),
+                    state_tx: state_tx.clone(),
+                    router: router.clone(),
+                });
+                if let Err(busy) = offered {
                     // Full: a clear "busy, try later", answered at once so a
                     // flood costs no call state (limits.max_calls).
-                    let retry = rsipstack::sip::Header::RetryAfter(
-                        crate::calls::RETRY_AFTER_SECS.to_string().into(),
-                    );
+                    let mut tx = busy.tx;
+                    let retry =
+                        rsipstack::sip::Header::RetryAfter(RETRY_AFTER_SECS.to_string().into());
                     tokio::spawn(async move {
                         let _ = tx
                             .reply_with(StatusCode::ServiceUnavailable, vec![retry], None)
                             .await;
                     });
-                    continue;
-                };
-                let ctx = ctx.clone();
-                let dialogs = dialogs.clone();
-                let state_tx = state_tx.clone();
-                let contact = contact_for(transport);
-                tokio::spawn(async move {
-                    call::inbound(ctx, dialogs, state_tx, contact, transport, tx).await;
-                    drop(slot);
-                });
+                }
             }
             Method::Options => {
                 let _ = tx.reply(StatusCode::OK).await;
@@ -239,28 +294,47 @@ pub async fn serve(
 async fn dialog_states(
     dialogs: Arc<DialogLayer>,
     mut rx: DialogStateReceiver,
-    active: Arc<ActiveCalls>,
+    router: Arc<Router>,
 ) {
     while let Some(state) = rx.recv().await {
-        if let DialogState::Confirmed(id, _) = &state {
-            // The ACK: media may flow now.
-            if let Some(e) = active.get(id) {
-                e.confirm();
+        match state {
+            DialogState::Confirmed(id, _) => {
+                let _ = router.deliver(&id, DialogEvent::Confirmed);
             }
-            continue;
-        }
-        if let DialogState::Terminated(id, reason) = state {
-            let why = match reason {
-                TerminatedReason::UacBye => "caller hung up",
-                TerminatedReason::UacCancel => "caller cancelled",
-                TerminatedReason::UasBye => "agent hung up",
-                TerminatedReason::Timeout => "signalling timeout",
-                _ => "dialog ended",
-            };
-            if let Some(e) = active.remove(&id) {
-                e.end(why);
+            DialogState::Updated(id, request, handle) => {
+                if let Err(DialogEvent::ReInvite { handle, .. }) = router.deliver(
+                    &id,
+                    DialogEvent::ReInvite {
+                        request: Box::new(request),
+                        handle,
+                    },
+                ) {
+                    let _ = handle.reply(StatusCode::CallTransactionDoesNotExist).await;
+                }
             }
-            dialogs.remove_dialog(&id);
+            DialogState::Info(id, _, handle) => {
+                if let Err(DialogEvent::Info { handle }) =
+                    router.deliver(&id, DialogEvent::Info { handle })
+                {
+                    let _ = handle.reply(StatusCode::CallTransactionDoesNotExist).await;
+                }
+            }
+            DialogState::Options(_, _, handle) => {
+                let _ = handle.reply(StatusCode::OK).await;
+            }
+            // REFER, NOTIFY, MESSAGE, PUBLISH in a dialog: not supported
+            // yet (transfer comes with the phone system).
+            DialogState::Refer(_, _, handle)
+            | DialogState::Notify(_, _, handle)
+            | DialogState::Message(_, _, handle)
+            | DialogState::Publish(_, _, handle) => {
+                let _ = handle.reply(StatusCode::NotImplemented).await;
+            }
+            DialogState::Terminated(id, reason) => {
+                let _ = router.deliver(&id, DialogEvent::Terminated(reason));
+                dialogs.remove_dialog(&id);
+            }
+            _ => {}
         }
     }
 }

@@ -1,0 +1,471 @@
+//! One call: a task (the actor) around the sans-IO [`machine::Call`]. It
+//! owns the call's dialog, its media leg task and transcription tap, and
+//! loops: SIP events from the router, media events from the leg, commands
+//! from the registry and the call's next deadline go into the machine; its
+//! actions come out as rsipstack calls, media commands and store writes.
+
+pub mod announcement;
+pub mod machine;
+
+pub use announcement::Announcement;
+pub use machine::{Action, CallConfig, Direction, EndReason, Input, ReOffer};
+
+use crate::config::Config;
+use crate::inference::Pool;
+use crate::media::leg::{self, LegEnd, ShellStats};
+use crate::media::rtp_leg::{LegEvent, LegStats, RtpLeg, RtpLegConfig};
+use crate::media::{self, sdp};
+use crate::pii::Pii;
+use crate::sip::{DialogEvent, Incoming};
+use crate::store::{Channel, EventKind, MediaQuality, NewCall, Store};
+use crate::transcribe::tap;
+use crate::transcribe::vad_pool::VadPool;
+use handlet_models::manifest::ModelPaths;
+use machine::Call;
+use rsipstack::dialog::dialog::{TerminatedReason, TransactionHandle};
+use rsipstack::sip::{Header, HeadersExt, StatusCode};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+
+pub use crate::clock::now_ms;
+
+/// What every call needs from the agent.
+pub struct CallCtx {
+    pub cfg: Config,
+    pub store: Store,
+    pub pool: Pool,
+    pub models: ModelPaths,
+    /// VAD sessions prepared for the legs transcribed at once.
+    pub vads: Arc<VadPool>,
+    pub understanding: Arc<crate::understand::Understanding>,
+    /// Played before recording starts, if configured (and recording is on).
+    pub announcement: Option<Arc<Announcement>>,
+}
+
+/// What the registry can tell a running call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Command {
+    /// The agent is stopping: end the call (a final answer or BYE).
+    Shutdown,
+}
+
+fn new_call_id() -> String {
+    format!(
+        "{:016x}{:016x}",
+        rand::random::<u64>(),
+        rand::random::<u64>()
+    )
+}
+
+fn header_uri(h: Option<rsipstack::sip::Uri>) -> String {
+    h.map(|u| u.to_string()).unwrap_or_default()
+}
+
+/// The caller's media while the call is answered: its leg task and tap.
+struct Media {
+    cancel: CancellationToken,
+    established: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<(LegEnd, LegStats, ShellStats)>,
+    local: SocketAddr,
+}
+
+/// Run one inbound call to its end. Refusals that need no call (an offer
+/// we cannot take, no RTP port) are answered here before anything is kept.
+pub async fn inbound(
+    ctx: Arc<CallCtx>,
+    inc: Incoming,
+    mut commands: mpsc::UnboundedReceiver<Command>,
+) {
+    let Incoming {
+        mut tx,
+        transport,
+        contact,
+        dialogs,
+        state_tx,
+        router,
+    } = inc;
+    let started = now_ms();
+    let from = header_uri(tx.original.from_header().ok().and_then(|h| h.uri().ok()));
+    let to = header_uri(tx.original.to_header().ok().and_then(|h| h.uri().ok()));
+    let sip_call_id = tx
+        .original
+        .call_id_header()
+        .map(|h| h.value().to_string())
+        .unwrap_or_default();
+
+    // The offer decides whether we can take the call at all.
+    let offer = String::from_utf8_lossy(tx.original.body()).to_string();
+    let remote = match sdp::AudioDescription::parse(&offer) {
+        Ok(d) => d,
+        Err(e) => {
+            tracing::info!(from = %Pii(&from), error = %e, "rejecting INVITE: unusable SDP offer");
+            let _ = tx.reply(StatusCode::NotAcceptableHere).await;
+            return;
+        }
+    };
+    let (pt, codec) = match remote.choose() {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::info!(from = %Pii(&from), error = %e, "rejecting INVITE");
+            let _ = tx.reply(StatusCode::NotAcceptableHere).await;
+            return;
+        }
+    };
+    let m = &ctx.cfg.media;
+    if remote.remote.is_ipv4() != m.rtp_address.is_ipv4() {
+        tracing::info!(from = %Pii(&from), "rejecting INVITE: its media address family has no RTP socket here");
+        let _ = tx.reply(StatusCode::NotAcceptableHere).await;
+        return;
+    }
+    let socket = match media::bind_rtp(m.rtp_address, m.rtp_port_min, m.rtp_port_max).await {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "rejecting INVITE");
+            let _ = tx.reply(StatusCode::ServiceUnavailable).await;
+            return;
+        }
+    };
+    let Ok(local) = socket.local_addr() else {
+        let _ = tx.reply(StatusCode::ServiceUnavailable).await;
+        return;
+    };
+    let server = match dialogs.get_or_create_server_invite(&tx, state_tx, None, contact) {
+        Ok(d) => d,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot create dialog");
+            let _ = tx.reply(StatusCode::ServerInternalError).await;
+            return;
+        }
+    };
+    let dialog_id = server.id();
+    let mut events = router.register(dialog_id.clone());
+    let call_id = new_call_id();
+    ctx.store.insert_call(NewCall {
+        id: call_id.clone(),
+        sip_call_id,
+        direction: Direction::Inbound.as_str(),
+        from_uri: from.clone(),
+        to_uri: to,
+        transport: transport.to_string().to_lowercase(),
+        codec: Some(codec.name().into()),
+        started_at_ms: started,
+        answered_at_ms: None,
+    });
+    // The INVITE transaction runs on its own task: it sends 100 Trying, our
+    // 180/200 when we queue them, and turns a CANCEL into the dialog's end.
+    let mut server_for_tx = server.clone();
+    tokio::spawn(async move {
+        let _ = server_for_tx.handle(&mut tx).await;
+    });
+
+    let mut call = Call::inbound(
+        CallConfig {
+            ring_ms: ctx.cfg.sip.answer_after_ms,
+            max_call_ms: ctx.cfg.limits.max_call_secs * 1000,
+            ack_timeout_ms: 32_000,
+        },
+        now_ms(),
+    );
+    let mut socket = Some(socket);
+    let mut media: Option<Media> = None;
+    let mut media_result: Option<(LegEnd, LegStats, ShellStats)> = None;
+    let (leg_events_tx, mut leg_events) = mpsc::unbounded_channel::<LegEvent>();
+    let mut reinvite: Option<TransactionHandle> = None;
+    let mut answered_at: Option<i64> = None;
+    let mut ended: Option<(i64, EndReason)> = None;
+    let mut prompt_done: Option<Arc<AtomicBool>> = None;
+
+    loop {
+        while let Some(action) = call.poll_action() {
+            match action {
+                Action::Ring => {
+                    let _ = server.ringing(None, None);
+                }
+                Action::Answer => {
+                    // Transcription first, so no audio is missed; then the
+                    // leg (sending waits for the ACK); then the 200.
+                    let announced = ctx
+                        .announcement
+                        .as_ref()
+                        .filter(|_| ctx.cfg.privacy.recording)
+                        .map(|a| (a.for_codec(codec), Arc::new(AtomicBool::new(false)), a));
+                    let t = tap::start(
+                        call_id.clone(),
+                        Channel::Caller,
+                        ctx.vads.clone(),
+                        crate::transcribe::tap_config(&ctx.cfg),
+                        ctx.pool.clone(),
+                        tap::Outputs {
+                            store: ctx.store.clone(),
+                            after: Some(tap::AfterCall {
+                                understanding: ctx.understanding.clone(),
+                                caller_id: crate::understand::caller_number(&from),
+                            }),
+                            record: ctx.cfg.privacy.recording.then(|| tap::RecordPlan {
+                                data_dir: ctx.cfg.data_dir.clone(),
+                                retention_days: ctx.cfg.privacy.recording_retention_days,
+                                announcement: announced.as_ref().map(|(_, done, a)| {
+                                    tap::Announced {
+                                        done: done.clone(),
+                                        text: a.text.clone(),
+                                        duration_ms: a.duration_ms(),
+                                    }
+                                }),
+                            }),
+                        },
+                    );
+                    let leg = RtpLeg::new(
+                        RtpLegConfig {
+                            codec,
+                            payload_type: pt,
+                            telephone_event: remote.telephone_event,
+                            remote: remote.remote,
+                            symmetric: m.symmetric_rtp,
+                            min_delay_ms: m.jitter_min_ms,
+                            max_delay_ms: m.jitter_max_ms,
+                            timeout_ms: m.rtp_timeout_secs * 1000,
+                            ssrc: rand::random(),
+                            first_seq: rand::random(),
+                            first_ts: rand::random(),
+                        },
+                        0,
+                    );
+                    let (t, mut leg) = match (t, leg, socket.take()) {
+                        (Ok(t), Ok(l), Some(sock)) => (t, (l, sock)),
+                        (t, l, _) => {
+                            let e = t
+                                .err()
+                                .map(|e| e.to_string())
+                                .or(l.err().map(|e| e.to_string()));
+                            tracing::error!(call = %call_id, error = ?e, "cannot start the call's media; rejecting");
+                            let _ = server.reject(Some(StatusCode::ServiceUnavailable), None);
+                            ended = Some((now_ms(), EndReason::AgentError));
+                            break;
+                        }
+                    };
+                    if let Some((samples, done, _)) = announced {
+                        let _ = leg.0.play(samples);
+                        prompt_done = Some(done);
+                    }
+                    let mut tap_sink = t.sink;
+                    let (established, established_rx) = watch::channel(false);
+                    let cancel = CancellationToken::new();
+                    let events_tx = leg_events_tx.clone();
+                    let task = tokio::spawn({
+                        let cancel = cancel.clone();
+                        async move {
+                            let mut on_event = move |e: LegEvent| {
+                                let _ = events_tx.send(e);
+                            };
+                            leg::run(
+                                leg.1,
+                                leg.0,
+                                tokio::time::Instant::now(),
+                                &mut tap_sink,
+                                established_rx,
+                                &mut on_event,
+                                cancel,
+                            )
+                            .await
+                        }
+                    });
+                    media = Some(Media {
+                        cancel,
+                        established,
+                        task,
+                        local,
+                    });
+                    // RFC 3264: the answer uses the offer's payload type numbers.
+                    let answer = sdp::write(
+                        local,
+                        rand::random::<u32>() as u64,
+                        &[(pt, codec)],
+                        remote.telephone_event,
+                    );
+                    let headers = vec![Header::ContentType("application/sdp".into())];
+                    if let Err(e) = server.accept(Some(headers), Some(answer.into_bytes())) {
+                        tracing::warn!(call = %call_id, error = %e, "answering failed");
+                        call.handle(Input::Failure, now_ms());
+                    } else {
+                        tracing::info!(call = %call_id, from = %Pii(&from), codec = codec.name(), transport = %transport, "call answered");
+                    }
+                }
+                Action::Established => {
+                    if let Some(md) = &media {
+                        md.established.send_replace(true);
+                    }
+                }
+                Action::Reject(code) => {
+                    let _ = server.reject(Some(StatusCode::from(code)), None);
+                }
+                Action::AnswerReInvite(r) => {
+                    if let Some(h) = reinvite.take() {
+                        let _ = match (r, &media) {
+                            (Ok(()), Some(md)) => {
+                                let answer = sdp::write(
+                                    md.local,
+                                    rand::random::<u32>() as u64,
+                                    &[(pt, codec)],
+                                    remote.telephone_event,
+                                );
+                                h.respond(
+                                    StatusCode::OK,
+                                    Some(vec![Header::ContentType("application/sdp".into())]),
+                                    Some(answer.into_bytes()),
+                                )
+                                .await
+                            }
+                            (Ok(()), None) => h.reply(StatusCode::RequestPending).await,
+                            (Err(code), _) => h.reply(StatusCode::from(code)).await,
+                        };
+                    }
+                }
+                Action::Bye => {
+                    let _ = server.bye().await;
+                }
+                Action::StopMedia => {
+                    if let Some(md) = &media {
+                        md.cancel.cancel();
+                    }
+                }
+                Action::RecordAnswered { at_ms } => {
+                    answered_at = Some(at_ms);
+                    ctx.store.answered(&call_id, at_ms);
+                }
+                Action::RecordEnded { at_ms, reason } => ended = Some((at_ms, reason)),
+            }
+        }
+        if ended.is_some() && (media.is_none() || media_result.is_some()) {
+            break;
+        }
+        let deadline = call.poll_timeout().map(|t| {
+            tokio::time::Instant::now() + Duration::from_millis((t - now_ms()).max(0) as u64)
+        });
+        tokio::select! {
+            ev = events.recv() => match ev {
+                Some(DialogEvent::Confirmed) => call.handle(Input::Ack, now_ms()),
+                Some(DialogEvent::ReInvite { request, handle }) => {
+                    let offer = String::from_utf8_lossy(request.body()).to_string();
+                    reinvite = Some(handle);
+                    call.handle(Input::ReInvite(re_offer(&offer, pt, codec)), now_ms());
+                }
+                Some(DialogEvent::Info { handle }) => {
+                    let _ = handle.reply(StatusCode::OK).await;
+                }
+                Some(DialogEvent::Terminated(reason)) => call.handle(match reason {
+                    TerminatedReason::UacBye => Input::Bye,
+                    TerminatedReason::UacCancel => Input::Cancel,
+                    TerminatedReason::Timeout => Input::SignallingTimeout,
+                    _ => Input::DialogEnded,
+                }, now_ms()),
+                None => call.handle(Input::DialogEnded, now_ms()),
+            },
+            cmd = commands.recv() => match cmd {
+                Some(Command::Shutdown) | None => call.handle(Input::Shutdown, now_ms()),
+            },
+            Some(ev) = leg_events.recv() => match ev {
+                LegEvent::Digit { key, at_ms, how } => {
+                    tracing::info!(call = %call_id, how = how.as_str(), "caller pressed a key");
+                    ctx.store.add_event(&call_id, at_ms as i64, EventKind::Dtmf, format!("{key} ({})", how.as_str()));
+                }
+                LegEvent::PromptDone => {
+                    if let Some(d) = &prompt_done {
+                        d.store(true, Ordering::Release);
+                    }
+                }
+                LegEvent::FirstPacket { .. } => call.handle(Input::MediaFirstPacket, now_ms()),
+                LegEvent::Timeout => {}
+            },
+            r = async { (&mut media.as_mut().expect("guarded").task).await }, if media.is_some() && media_result.is_none() => {
+                let r = r.unwrap_or((LegEnd::SocketError, LegStats::default(), ShellStats::default()));
+                match r.0 {
+                    LegEnd::Timeout => call.handle(Input::MediaTimeout, now_ms()),
+                    LegEnd::SocketError => call.handle(Input::MediaFailed, now_ms()),
+                    LegEnd::Cancelled => {}
+                }
+                media_result = Some(r);
+            },
+            _ = async { tokio::time::sleep_until(deadline.expect("guarded")).await }, if deadline.is_some() => {
+                call.handle_timeout(now_ms())
+            },
+        }
+    }
+    router.unregister(&dialog_id);
+    // Keys the leg reported as it finished.
+    while let Ok(LegEvent::Digit { key, at_ms, how }) = leg_events.try_recv() {
+        ctx.store.add_event(
+            &call_id,
+            at_ms as i64,
+            EventKind::Dtmf,
+            format!("{key} ({})", how.as_str()),
+        );
+    }
+    let (ended_at, reason) = ended.unwrap_or((now_ms(), EndReason::DialogEnded));
+    ctx.store.end_call(&call_id, ended_at, reason.as_str());
+    let Some((_, stats, shell)) = media_result else {
+        if answered_at.is_none() {
+            tracing::info!(call = %call_id, from = %Pii(&from), reason = reason.as_str(), "missed call");
+        }
+        ctx.store.transcript_complete(&call_id);
+        return;
+    };
+    let q = MediaQuality {
+        packets: stats.packets,
+        lost: stats.jitter.lost,
+        late: stats.jitter.late,
+        duplicates: stats.jitter.duplicates,
+        concealed: stats.jitter.lost + stats.jitter.expanded,
+        malformed: stats.malformed,
+        jitter_ms: stats.jitter.jitter_ms,
+        target_delay_ms: stats.jitter.target_delay_ms,
+        foreign: stats.foreign,
+        ssrc_changes: stats.ssrc_changes,
+        digits_dropped: stats.digits_dropped,
+    };
+    ctx.store.media_quality(&call_id, q);
+    crate::limits::count(&crate::limits::COUNTERS.rtp_foreign, stats.foreign);
+    if stats.digits_dropped > 0 {
+        crate::limits::count(&crate::limits::COUNTERS.dtmf_dropped, stats.digits_dropped);
+        tracing::warn!(call = %call_id, dropped = stats.digits_dropped, "caller pressed more keys than are stored per call");
+        ctx.store.add_event(
+            &call_id,
+            ended_at - answered_at.unwrap_or(ended_at),
+            EventKind::DtmfLimit,
+            format!("{} more keys not stored", stats.digits_dropped),
+        );
+    }
+    tracing::info!(
+        call = %call_id,
+        reason = reason.as_str(),
+        duration_ms = ended_at - answered_at.unwrap_or(ended_at),
+        packets = q.packets,
+        lost = q.lost,
+        late = q.late,
+        concealed = q.concealed,
+        jitter_ms = q.jitter_ms,
+        target_delay_ms = q.target_delay_ms,
+        malformed = q.malformed,
+        foreign = q.foreign,
+        dropped_frames = shell.dropped_frames,
+        "call ended"
+    );
+}
+
+/// What a re-INVITE's offer means for this call.
+fn re_offer(offer: &str, pt: u8, codec: sdp::Codec) -> ReOffer {
+    match sdp::AudioDescription::parse(offer) {
+        Ok(d) if d.codec_of(pt) == Some(codec) || d.choose().ok().map(|c| c.1) == Some(codec) => {
+            ReOffer::Compatible
+        }
+        Ok(_) => ReOffer::Incompatible,
+        // An empty re-INVITE asks for our offer; a 0.0.0.0 address is the
+        // old way of putting a call on hold. Both keep the call as it is.
+        Err(sdp::SdpError::NoAudio) if offer.trim().is_empty() => ReOffer::Hold,
+        Err(sdp::SdpError::BadAddress(ip)) if ip.is_unspecified() => ReOffer::Hold,
+        Err(_) => ReOffer::Incompatible,
+    }
+}
