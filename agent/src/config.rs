@@ -33,6 +33,9 @@ pub struct Limits {
     pub max_calls: usize,
     /// A call is hung up after this long.
     pub max_call_secs: u64,
+    /// SIP requests a second from one source address (twice that in a
+    /// burst); beyond it requests are dropped and counted.
+    pub sip_requests_per_sec: u32,
 }
 
 impl Default for Limits {
@@ -40,6 +43,7 @@ impl Default for Limits {
         Limits {
             max_calls: 8,
             max_call_secs: 4 * 3600,
+            sip_requests_per_sec: 50,
         }
     }
 }
@@ -335,6 +339,12 @@ impl Config {
             return Err(format!(
                 "limits.max_call_secs must be 10..=86400 (seconds), got {}",
                 l.max_call_secs
+            ));
+        }
+        if !(5..=100_000).contains(&l.sip_requests_per_sec) {
+            return Err(format!(
+                "limits.sip_requests_per_sec must be 5..=100000, got {}",
+                l.sip_requests_per_sec
             ));
         }
         let m = &self.media;

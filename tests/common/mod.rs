@@ -361,14 +361,15 @@ pub fn ok(agent: &Agent, args: &[&str]) -> String {
     out
 }
 
-/// Every file under `dir`, recursively.
+/// Every regular file under `dir`, recursively (the agent's control
+/// socket lives in the data dir too; it holds no data).
 pub fn files(dir: &Path) -> Vec<std::path::PathBuf> {
     let mut out = Vec::new();
     for e in std::fs::read_dir(dir).unwrap().flatten() {
         let p = e.path();
         if p.is_dir() {
             out.extend(files(&p));
-        } else {
+        } else if p.is_file() {
             out.push(p);
         }
     }

@@ -6,6 +6,11 @@
 //! registered with the [`Router`] (quinn-proto's endpoint hands datagrams
 //! to connections the same way).
 
+pub mod inspect;
+pub mod rate;
+pub mod udp;
+pub mod vet;
+
 use crate::Error;
 use crate::config::Config;
 use rsipstack::EndpointBuilder;
@@ -119,8 +124,16 @@ pub async fn bind(cfg: &Config, cancel: CancellationToken) -> Result<SipServer, 
     let mut listen = Vec::new();
     if cfg.sip.udp {
         // Probe first: rsipstack's own error does not say which port.
-        std::net::UdpSocket::bind(addr).map_err(|e| port_error(addr, "udp", e))?;
-        let conn = UdpConnection::create_connection(addr, None, Some(cancel.child_token()))
+        let std_sock = std::net::UdpSocket::bind(addr).map_err(|e| port_error(addr, "udp", e))?;
+        std_sock
+            .set_nonblocking(true)
+            .map_err(|e| Error::Bind(format!("SIP {addr}/udp: {e}")))?;
+        let sock = tokio::net::UdpSocket::from_std(std_sock)
+            .map_err(|e| Error::Bind(format!("SIP {addr}/udp: {e}")))?;
+        // Every datagram is vetted and rate limited before rsipstack sees it.
+        let per_sec = cfg.limits.sip_requests_per_sec;
+        let vetted = udp::VettedUdp::new(sock, per_sec, per_sec.saturating_mul(2));
+        let conn = UdpConnection::from_socket(Arc::new(vetted), None, Some(cancel.child_token()))
             .await
             .map_err(|e| Error::Bind(format!("SIP {addr}/udp: {e}")))?;
         layer.add_transport(conn.into());
@@ -138,6 +151,7 @@ pub async fn bind(cfg: &Config, cancel: CancellationToken) -> Result<SipServer, 
     let endpoint = EndpointBuilder::new()
         .with_cancel_token(cancel)
         .with_transport_layer(layer)
+        .with_transport_inspector(Box::new(inspect::StreamVetting))
         .build();
     let incoming = endpoint
         .incoming_transactions()
