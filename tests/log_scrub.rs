@@ -228,3 +228,54 @@ fn non_ascii_sip_headers_logged_raw_at_info_are_scrubbed_and_answered() {
         panic!("unredacted number in the info log: {line}");
     }
 }
+
+/// Non-ASCII in the business's own intent names and examples, and in what
+/// the caller's call carries, goes through the whole call: the summary
+/// names the accented intent, the transcript completes, nothing panics.
+/// (On the first design an intent named `devis_réparation` panicked the
+/// listener thread in the log scrubber on every call.)
+#[test]
+fn accented_intent_names_reach_the_summary() {
+    let intents = "[intent]\nunknown_below = 0.1\n\
+        [[intent.intents]]\nname = \"devis_réparation\"\nurgency = \"normal\"\n\
+        examples = [\"I would like a quote for a repair\", \"how much would it cost to repair my boiler\", \"can you give me a price for fixing it\"]\n\
+        [[intent.intents]]\nname = \"urgence_café\"\nurgency = \"high\"\n\
+        examples = [\"water is pouring through the ceiling\", \"I smell gas in the kitchen\", \"the pipe has burst\"]\n";
+    let agent = Agent::start_with("intent-utf8", intents);
+    let wav = speech_wav(
+        agent.dir.path(),
+        "quote",
+        "Hello, how much would it cost to repair my boiler?",
+        8000,
+        0.3,
+        1.0,
+    );
+    let out = std::process::Command::new(bin())
+        .args(["call", "--config"])
+        .arg(&agent.config)
+        .arg("--wav")
+        .arg(&wav)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let db = Db::open(&agent.database());
+    let c = wait_for(30, "the summary", || {
+        let c = db.calls().into_iter().next()?;
+        c.complete.then_some(c)
+    });
+    let intent: String =
+        db.0.query_row(
+            "SELECT intent FROM call_summaries WHERE call_id = ?1",
+            [&c.id],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(intent, "devis_réparation");
+    let log = agent.log();
+    assert!(!log.contains("panicked"), "{log}");
+    assert!(log.contains("call summarised"), "{log}");
+}

@@ -80,6 +80,7 @@ pub async fn run(cfg: Config) -> Result<(), Error> {
     let server = sip::bind(&cfg, sip_cancel.clone()).await?;
 
     let max_calls = cfg.limits.max_calls;
+    let per_source = cfg.limits.max_calls_per_source;
     let user = cfg.sip.user.clone();
     let ctx = Arc::new(CallCtx {
         cfg,
@@ -92,7 +93,7 @@ pub async fn run(cfg: Config) -> Result<(), Error> {
     });
     // Keep the SIP endpoint serving until calls have said goodbye.
     let listen = server.listen.clone();
-    let calls = crate::calls::Calls::new(ctx.clone(), max_calls);
+    let calls = crate::calls::Calls::new(ctx.clone(), max_calls, per_source);
     let router = Arc::new(sip::Router::default());
     let serving = tokio::spawn(sip::serve(
         server,

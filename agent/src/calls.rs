@@ -12,6 +12,7 @@ use crate::call::{self, CallCtx, Command};
 use crate::limits::{BurstLog, COUNTERS, count};
 use crate::sip::{CallAcceptor, Incoming};
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::sync::mpsc;
@@ -25,10 +26,10 @@ pub struct Calls {
 }
 
 impl Calls {
-    pub fn new(ctx: Arc<CallCtx>, max_calls: usize) -> Arc<Calls> {
+    pub fn new(ctx: Arc<CallCtx>, max_calls: usize, per_source: usize) -> Arc<Calls> {
         Arc::new(Calls {
             ctx,
-            admission: Admission::new(max_calls),
+            admission: Admission::with_per_source(max_calls, per_source),
             running: Arc::default(),
             next: AtomicU64::new(1),
         })
@@ -55,7 +56,8 @@ impl Calls {
 
 impl CallAcceptor for Calls {
     fn offer(&self, incoming: Incoming) -> Result<(), Box<Incoming>> {
-        let Some(slot) = self.admission.try_admit() else {
+        let source = source_ip(&incoming.tx.original);
+        let Some(slot) = self.admission.try_admit_from(source) else {
             return Err(Box::new(incoming));
         };
         let id = self.next.fetch_add(1, Ordering::Relaxed);
@@ -77,43 +79,111 @@ impl CallAcceptor for Calls {
 
 pub struct Admission {
     max: usize,
+    /// Calls one source address may hold at once, so a flood from one
+    /// address cannot take every place (a trunk, which brings all of a
+    /// shop's calls from one address, will be exempt: issue 13).
+    per_source: usize,
     in_progress: AtomicUsize,
+    by_source: Mutex<HashMap<IpAddr, usize>>,
     log: BurstLog,
 }
 
 /// A call's place; dropping it frees the place.
-pub struct Slot(Arc<Admission>);
+pub struct Slot(Arc<Admission>, Option<IpAddr>);
 
 impl Drop for Slot {
     fn drop(&mut self) {
+        if let (Some(ip), Ok(mut m)) = (self.1, self.0.by_source.lock())
+            && let Some(n) = m.get_mut(&ip)
+        {
+            *n -= 1;
+            if *n == 0 {
+                m.remove(&ip);
+            }
+        }
         self.0.in_progress.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
+/// Where a request came from: the top Via's `received` (set by rsipstack
+/// to the packet's source), else its sent-by host.
+pub fn source_ip(req: &rsipstack::sip::Request) -> Option<IpAddr> {
+    let text = req.to_string();
+    let via = text
+        .lines()
+        .find(|l| {
+            let l = l.to_ascii_lowercase();
+            l.starts_with("via:") || l.starts_with("v:")
+        })?
+        .split_once(':')?
+        .1
+        .split(',')
+        .next()?
+        .trim()
+        .to_string();
+    let received = via
+        .split(';')
+        .skip(1)
+        .find_map(|p| p.trim().strip_prefix("received="))
+        .and_then(|v| v.trim().parse::<IpAddr>().ok());
+    received.or_else(|| {
+        let sent_by = via.split(';').next()?.split_whitespace().nth(1)?;
+        let host = sent_by
+            .strip_prefix('[')
+            .and_then(|h| h.split(']').next())
+            .unwrap_or_else(|| sent_by.split(':').next().unwrap_or(sent_by));
+        host.parse().ok()
+    })
+}
+
 impl Admission {
     pub fn new(max: usize) -> Arc<Admission> {
+        Self::with_per_source(max, max)
+    }
+
+    pub fn with_per_source(max: usize, per_source: usize) -> Arc<Admission> {
         Arc::new(Admission {
             max,
+            per_source: per_source.clamp(1, max.max(1)),
             in_progress: AtomicUsize::new(0),
+            by_source: Mutex::new(HashMap::new()),
             log: BurstLog::new("limits.max_calls"),
         })
     }
 
     /// A slot, or None (counted, logged once per burst) when full.
     pub fn try_admit(self: &Arc<Self>) -> Option<Slot> {
+        self.try_admit_from(None)
+    }
+
+    /// A slot for a call from `source`, within its share.
+    pub fn try_admit_from(self: &Arc<Self>, source: Option<IpAddr>) -> Option<Slot> {
+        let refuse = || {
+            count(&COUNTERS.calls_refused, 1);
+            self.log.hit(std::time::Instant::now());
+            None
+        };
+        let Ok(mut m) = self.by_source.lock() else {
+            return refuse();
+        };
+        if let Some(ip) = source
+            && m.get(&ip).copied().unwrap_or(0) >= self.per_source
+        {
+            return refuse();
+        }
         let admitted = self
             .in_progress
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
                 (n < self.max).then_some(n + 1)
             })
             .is_ok();
-        if admitted {
-            Some(Slot(self.clone()))
-        } else {
-            count(&COUNTERS.calls_refused, 1);
-            self.log.hit(std::time::Instant::now());
-            None
+        if !admitted {
+            return refuse();
         }
+        if let Some(ip) = source {
+            *m.entry(ip).or_insert(0) += 1;
+        }
+        Some(Slot(self.clone(), source))
     }
 
     pub fn in_progress(&self) -> usize {
@@ -136,6 +206,48 @@ mod tests {
         drop(s1);
         assert!(a.try_admit().is_some());
         assert_eq!(a.log.hits(), 2);
+    }
+
+    #[test]
+    fn one_source_cannot_take_every_place() {
+        let a = Admission::with_per_source(4, 2);
+        let (flood, phone): (IpAddr, IpAddr) =
+            ("203.0.113.9".parse().unwrap(), "192.0.2.5".parse().unwrap());
+        let f1 = a.try_admit_from(Some(flood)).unwrap();
+        let _f2 = a.try_admit_from(Some(flood)).unwrap();
+        assert!(a.try_admit_from(Some(flood)).is_none());
+        let _p = a.try_admit_from(Some(phone)).unwrap();
+        drop(f1);
+        let _f3 = a.try_admit_from(Some(flood)).expect("a place freed");
+        assert_eq!(a.in_progress(), 3);
+    }
+
+    #[test]
+    fn the_source_is_the_vias_received_address() {
+        let req = |via: &str| {
+            let text = format!(
+                "OPTIONS sip:a@b SIP/2.0\r\nVia: {via}\r\nFrom: <sip:x@y>;tag=1\r\nTo: <sip:a@b>\r\nCall-ID: c\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
+            );
+            match rsipstack::sip::SipMessage::try_from(text.as_str()).unwrap() {
+                rsipstack::sip::SipMessage::Request(r) => r,
+                _ => unreachable!(),
+            }
+        };
+        let ip = |s: &str| Some(s.parse::<IpAddr>().unwrap());
+        assert_eq!(
+            source_ip(&req(
+                "SIP/2.0/UDP 10.0.0.5:5060;branch=z9hG4bK1;received=203.0.113.7;rport=4000"
+            )),
+            ip("203.0.113.7")
+        );
+        assert_eq!(
+            source_ip(&req("SIP/2.0/UDP 10.0.0.5:5060;branch=z9hG4bK1")),
+            ip("10.0.0.5")
+        );
+        assert_eq!(
+            source_ip(&req("SIP/2.0/TCP [2001:db8::1]:5060;branch=z9hG4bK1")),
+            ip("2001:db8::1")
+        );
     }
 
     #[test]

@@ -31,6 +31,9 @@ pub struct Limits {
     /// Calls in progress at once, whatever their number of legs; a call
     /// beyond it is refused with 503 and Retry-After.
     pub max_calls: usize,
+    /// Calls one source address may hold at once (a flood from one address
+    /// cannot take every place); at most `max_calls`.
+    pub max_calls_per_source: usize,
     /// A call is hung up after this long.
     pub max_call_secs: u64,
     /// SIP requests a second from one source address (twice that in a
@@ -42,6 +45,7 @@ impl Default for Limits {
     fn default() -> Self {
         Limits {
             max_calls: 8,
+            max_calls_per_source: 4,
             max_call_secs: 4 * 3600,
             sip_requests_per_sec: 50,
         }
@@ -334,6 +338,9 @@ impl Config {
                 "limits.max_calls must be 1..=256, got {}",
                 l.max_calls
             ));
+        }
+        if l.max_calls_per_source == 0 {
+            return Err("limits.max_calls_per_source must be at least 1".into());
         }
         if !(10..=86_400).contains(&l.max_call_secs) {
             return Err(format!(

@@ -335,10 +335,16 @@ fn migrate(conn: &mut Connection) -> Result<(), Error> {
     let version: usize =
         conn.pragma_query_value(None, "user_version", |r| r.get::<_, i64>(0))? as usize;
     if version > MIGRATIONS.len() {
-        return Err(Error::Store(format!(
-            "database schema version {version} is newer than this build knows ({}); upgrade handlet",
-            MIGRATIONS.len()
-        )));
+        // A newer release migrated this database and we were rolled back
+        // to. Migrations only add tables and columns with defaults (from
+        // migration 8 on), so this build's queries still work; it just
+        // does not fill what it does not know.
+        tracing::warn!(
+            schema = version,
+            known = MIGRATIONS.len(),
+            "the database was migrated by a newer release; opening it as is"
+        );
+        return Ok(());
     }
     for (i, sql) in MIGRATIONS.iter().enumerate().skip(version) {
         let tx = conn.transaction()?;
@@ -859,6 +865,69 @@ impl Reader {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The queries the release before migration 8 ran (schema 7), against
+    /// a database migrated to the newest schema: a rollback still works.
+    #[test]
+    fn the_previous_releases_queries_work_on_a_migrated_database() {
+        let dir = std::env::temp_dir().join(format!("handlet-store-compat-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("t.sqlite");
+        std::fs::remove_file(&path).ok();
+        let mut conn = open_connection(&path).unwrap();
+        migrate(&mut conn).unwrap();
+        conn.execute(
+            "INSERT INTO calls (id, sip_call_id, direction, from_uri, to_uri, transport, codec, started_at_ms, answered_at_ms)
+             VALUES ('c1', 's1', 'inbound', 'sip:a@x', 'sip:b@y', 'udp', 'PCMU', 1, 2)",
+            [],
+        )
+        .unwrap();
+        conn.execute(
+            "INSERT OR REPLACE INTO call_media (call_id, packets, lost, late, duplicates, concealed, malformed,
+                jitter_ms, target_delay_ms)
+             VALUES ('c1', 10, 0, 0, 0, 0, 0, 3, 40)",
+            [],
+        )
+        .unwrap();
+        conn.execute(
+            "INSERT INTO transcript_segments (call_id, channel, start_ms, end_ms, text, utterance_start_ms,
+                received_at_ms, speech_ended_at_ms) VALUES ('c1', 'caller', 0, 10, 'hi', 0, 5, 4)",
+            [],
+        )
+        .unwrap();
+        conn.execute(
+            "UPDATE calls SET ended_at_ms = 9, duration_ms = 7, end_reason = 'caller hung up' WHERE id = 'c1' AND ended_at_ms IS NULL",
+            [],
+        )
+        .unwrap();
+        let packets: i64 = conn
+            .query_row(
+                "SELECT packets FROM call_media WHERE call_id = 'c1'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(packets, 10);
+        // And a newer release's database (more migrations than we know)
+        // opens with a warning, not an error.
+        conn.pragma_update(None, "user_version", (MIGRATIONS.len() + 3) as i64)
+            .unwrap();
+        conn.execute_batch(
+            "ALTER TABLE calls ADD COLUMN from_the_future INTEGER NOT NULL DEFAULT 0;",
+        )
+        .unwrap();
+        drop(conn);
+        let s = Store::open(&path).unwrap();
+        s.end_call("c1", 10, "ignored");
+        s.flush();
+        let r = Reader::open(&path).unwrap();
+        assert_eq!(
+            r.call("c1").unwrap().unwrap().end_reason.as_deref(),
+            Some("caller hung up")
+        );
+        drop(s);
+        std::fs::remove_dir_all(&dir).ok();
+    }
 
     #[test]
     fn writes_reads_and_migrates_once() {

@@ -153,9 +153,7 @@ pub async fn bind(cfg: &Config, cancel: CancellationToken) -> Result<SipServer, 
         .with_transport_layer(layer)
         .with_transport_inspector(Box::new(inspect::StreamVetting))
         .build();
-    let incoming = endpoint
-        .incoming_transactions()
-        .map_err(|e| Error::Sip(e.to_string()))?;
+    let incoming = endpoint.incoming_transactions().map_err(Error::from)?;
     Ok(SipServer {
         endpoint,
         incoming,

@@ -125,8 +125,12 @@ pub fn vet(raw: &[u8]) -> Verdict {
     if raw.starts_with(b"SIP/") {
         return Verdict::Pass; // a response: rsipstack matches it
     }
-    let head_end = find(raw, b"\r\n\r\n");
-    let head = &raw[..head_end.unwrap_or(raw.len()).min(raw.len())];
+    // A message without the empty line that ends its headers is cut short
+    // (a truncated datagram): there is no request to answer.
+    let Some(head_end) = find(raw, b"\r\n\r\n") else {
+        return Verdict::Drop("no end of headers");
+    };
+    let head = &raw[..head_end];
     let Ok(head) = std::str::from_utf8(head) else {
         return answer_or_drop(raw, 400, "Bad Request: header not UTF-8", &[]);
     };
@@ -201,7 +205,7 @@ pub fn vet(raw: &[u8]) -> Verdict {
             )],
         );
     }
-    let body_len = head_end.map(|e| raw.len() - (e + 4)).unwrap_or(0);
+    let body_len = raw.len() - (head_end + 4);
     match value("content-length").map(|v| v.parse::<usize>()) {
         Some(Ok(n)) if n > body_len => {
             return respond(400, "Bad Request: Content-Length larger than the body", &[]);
@@ -265,7 +269,12 @@ impl Request {
             .filter(|x| x.name == "via")
             .map(|x| x.value.to_string())
             .collect();
-        if vias.is_empty() {
+        // The top Via must name where it was sent from, or there is
+        // nowhere to answer.
+        if vias
+            .first()
+            .is_none_or(|v| v.split_whitespace().nth(1).is_none())
+        {
             return None;
         }
         Some(Request {
@@ -518,6 +527,15 @@ mod tests {
             Verdict::Drop(_)
         ));
         assert!(matches!(vet(b"\x00\x01\x02garbage"), Verdict::Drop(_)));
+        // Cut short: no end of headers, or a Via with no address.
+        assert!(matches!(
+            vet(b"INVITE sip:handlet@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP"),
+            Verdict::Drop(_)
+        ));
+        let bare_via = String::from_utf8(options(&[]))
+            .unwrap()
+            .replace(VIA, "Via: SIP/2.0/UDP");
+        assert!(matches!(vet(bare_via.as_bytes()), Verdict::Drop(_)));
         let mut bad = options(&[]);
         let at = bad.len() - 20;
         bad.splice(at..at, [0xc3, 0x28, 0xff]);
