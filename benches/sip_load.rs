@@ -1,6 +1,10 @@
-//! SIP under load with sipp (tests/sipp/uac_load.xml): INVITE → 100 Trying
-//! and INVITE → 200 OK latency p50/p99 at a given call rate, failed calls,
-//! and the agent's memory and threads at the peak and afterwards.
+//! SIP under load with sipp: INVITE → 200 OK latency p50/p99 at a given
+//! call rate with calls answered at once (tests/sipp/uac_load.xml), failed
+//! calls, and the agent's memory and threads at the peak and afterwards;
+//! then INVITE → first provisional response at the same rate against an
+//! agent that rings 300 ms first (tests/sipp/uac_load_trying.xml; that is
+//! the 180 Ringing: rsipstack sends 100 Trying only when nothing else is
+//! queued, and a UAS answering within 200 ms may skip it, RFC 3261 8.2.6.1).
 //! `cargo bench --bench sip_load` (HANDLET_BENCH_CPS=50,200 to choose the
 //! rates, HANDLET_BENCH_SECS=10 the length of each run). Calls are answered
 //! at once and hung up after 200 ms, with no RTP; the agent's limits are
@@ -39,9 +43,9 @@ fn percentile(v: &mut [f64], p: f64) -> f64 {
     v[((v.len() as f64 - 1.0) * p).round() as usize]
 }
 
-/// (rtd 1 = 100 Trying, rtd 2 = 200 OK) times in ms from sipp's rtt file.
-fn rtts(dir: &Path) -> (Vec<f64>, Vec<f64>) {
-    let (mut t100, mut t200) = (Vec::new(), Vec::new());
+/// rtd 1 times in ms from sipp's rtt file (`Date_ms;response_time_ms;rtd_no`).
+fn rtts(dir: &Path) -> Vec<f64> {
+    let mut t = Vec::new();
     for e in std::fs::read_dir(dir).unwrap().flatten() {
         let name = e.file_name().to_string_lossy().to_string();
         if !name.ends_with("_rtt.csv") {
@@ -49,21 +53,107 @@ fn rtts(dir: &Path) -> (Vec<f64>, Vec<f64>) {
         }
         for line in std::fs::read_to_string(e.path()).unwrap().lines().skip(1) {
             let f: Vec<&str> = line.split(';').collect();
-            if f.len() < 4 {
-                continue;
-            }
-            let (Ok(ms), Ok(rtd)) = (f[2].trim().parse::<f64>(), f[3].trim().parse::<u32>()) else {
-                continue;
-            };
-            match rtd {
-                1 => t100.push(ms),
-                2 => t200.push(ms),
-                _ => {}
+            if f.len() >= 3
+                && f[2].trim() == "1"
+                && let Ok(ms) = f[1].trim().parse::<f64>()
+            {
+                t.push(ms);
             }
         }
-        let _ = std::fs::remove_file(e.path());
     }
-    (t100, t200)
+    t
+}
+
+struct Run {
+    rtt: Vec<f64>,
+    failed: String,
+    rss: (u64, u64, u64),
+    threads: (u64, u64, u64),
+}
+
+fn run(repo: &Path, bin: &Path, cps: u32, secs: u32, scenario: &str, ring_ms: u32) -> Run {
+    let dir = std::env::temp_dir().join(format!(
+        "handlet-sipload-{}-{cps}-{ring_ms}",
+        std::process::id()
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let port = free_port();
+    let cfg = dir.join("bench.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "data_dir = {:?}\nmodels_dir = {:?}\n[sip]\nport = {port}\nanswer_after_ms = {ring_ms}\n[media]\nrtp_port_min = 40000\nrtp_port_max = 49999\n[privacy]\nrecording = false\n[limits]\nmax_calls = 64\nmax_calls_per_source = 64\nsip_requests_per_sec = 100000\n[log]\nfilter = \"warn\"\n",
+            dir.join("data"),
+            repo.join(".models")
+        ),
+    )
+    .unwrap();
+    let mut agent = Command::new(bin)
+        .args(["run", "--config"])
+        .arg(&cfg)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let out = agent.stdout.take().unwrap();
+    for line in BufReader::new(out).lines().map_while(Result::ok) {
+        if line.contains("ready in") {
+            break;
+        }
+    }
+    let pid = agent.id();
+    std::thread::sleep(Duration::from_secs(1));
+    let (rss0, thr0) = (status(pid, "VmRSS:"), status(pid, "Threads:"));
+    let mut sipp = Command::new("sipp")
+        .arg("-sf")
+        .arg(repo.join("tests/sipp").join(scenario))
+        .args(["-s", "handlet", "-i", "127.0.0.1"])
+        .args(["-p", &free_port().to_string()])
+        .args(["-r", &cps.to_string(), "-m", &(cps * secs).to_string()])
+        .args(["-l", "2000", "-trace_rtt", "-rtt_freq", "1"])
+        .args(["-nostdin", "-timeout", "120", "-trace_stat", "-fd", "1"])
+        .arg(format!("127.0.0.1:{port}"))
+        .current_dir(&dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("sipp (package sip-tester)");
+    let (mut rss_peak, mut thr_peak) = (rss0, thr0);
+    let t0 = Instant::now();
+    while sipp.try_wait().unwrap().is_none() && t0.elapsed() < Duration::from_secs(180) {
+        rss_peak = rss_peak.max(status(pid, "VmRSS:"));
+        thr_peak = thr_peak.max(status(pid, "Threads:"));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = sipp.kill();
+    let _ = sipp.wait();
+    std::thread::sleep(Duration::from_secs(5));
+    let (rss1, thr1) = (status(pid, "VmRSS:"), status(pid, "Threads:"));
+    let rtt = rtts(&dir);
+    // Failed calls from sipp's stat file: the last line's FailedCall(C).
+    let failed = std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .find(|e| e.file_name().to_string_lossy().ends_with("_.csv"))
+        .and_then(|e| {
+            let text = std::fs::read_to_string(e.path()).ok()?;
+            let header: Vec<&str> = text.lines().next()?.split(';').collect();
+            let last: Vec<&str> = text.lines().last()?.split(';').collect();
+            let i = header.iter().position(|h| *h == "FailedCall(C)")?;
+            last.get(i)?.parse::<u64>().ok()
+        })
+        .map(|n| n.to_string())
+        .unwrap_or_else(|| "?".into());
+    let _ = agent.kill();
+    let _ = agent.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+    Run {
+        rtt,
+        failed,
+        rss: (rss0 / 1024, rss_peak / 1024, rss1 / 1024),
+        threads: (thr0, thr_peak, thr1),
+    }
 }
 
 fn main() {
@@ -80,124 +170,27 @@ fn main() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(10);
     println!(
-        "| calls/s | calls | failed | 100 Trying p50 / p99 | 200 OK p50 / p99 | RSS idle → peak → after | threads idle → peak → after |"
+        "| calls/s | calls | failed | INVITE → 200 OK p50 / p99 | INVITE → first provisional (180) p50 / p99 | RSS idle → peak → 5 s after | threads idle → peak → after |"
     );
     println!("|---|---|---|---|---|---|---|");
     for cps in rates {
-        let dir =
-            std::env::temp_dir().join(format!("handlet-sipload-{}-{cps}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let port = free_port();
-        let cfg = dir.join("bench.toml");
-        std::fs::write(
-            &cfg,
-            format!(
-                "data_dir = {:?}\nmodels_dir = {:?}\n[sip]\nport = {port}\n[media]\nrtp_port_min = 40000\nrtp_port_max = 49999\n[privacy]\nrecording = false\n[limits]\nmax_calls = 64\nmax_calls_per_source = 64\nsip_requests_per_sec = 100000\n[log]\nfilter = \"warn\"\n",
-                dir.join("data"),
-                repo.join(".models")
-            ),
-        )
-        .unwrap();
-        let mut agent = Command::new(&bin)
-            .args(["run", "--config"])
-            .arg(&cfg)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let out = agent.stdout.take().unwrap();
-        for line in BufReader::new(out).lines().map_while(Result::ok) {
-            if line.contains("ready in") {
-                break;
-            }
-        }
-        let pid = agent.id();
-        std::thread::sleep(Duration::from_secs(1));
-        let (rss0, thr0) = (status(pid, "VmRSS:"), status(pid, "Threads:"));
-        let total = cps * secs;
-        let mut sipp = Command::new("sipp")
-            .arg("-sf")
-            .arg(repo.join("tests/sipp/uac_load.xml"))
-            .args([
-                "-s",
-                "handlet",
-                "-i",
-                "127.0.0.1",
-                "-p",
-                &free_port().to_string(),
-            ])
-            .args([
-                "-r",
-                &cps.to_string(),
-                "-m",
-                &total.to_string(),
-                "-l",
-                "2000",
-            ])
-            .args([
-                "-trace_rtt",
-                "-rtt_freq",
-                "1",
-                "-nostdin",
-                "-timeout",
-                "120",
-            ])
-            .args(["-trace_stat", "-fd", "1"])
-            .arg(format!("127.0.0.1:{port}"))
-            .current_dir(&dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("sipp (package sip-tester)");
-        let (mut rss_peak, mut thr_peak) = (rss0, thr0);
-        let t0 = Instant::now();
-        while sipp.try_wait().unwrap().is_none() && t0.elapsed() < Duration::from_secs(180) {
-            rss_peak = rss_peak.max(status(pid, "VmRSS:"));
-            thr_peak = thr_peak.max(status(pid, "Threads:"));
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let _ = sipp.kill();
-        let _ = sipp.wait();
-        std::thread::sleep(Duration::from_secs(5));
-        let (rss1, thr1) = (status(pid, "VmRSS:"), status(pid, "Threads:"));
-        let (mut t100, mut t200) = rtts(&dir);
-        // Failed calls from sipp's stat file: the last line's FailedCall(C).
-        let failed = std::fs::read_dir(&dir)
-            .unwrap()
-            .flatten()
-            .find(|e| e.file_name().to_string_lossy().ends_with("_.csv"))
-            .and_then(|e| {
-                let text = std::fs::read_to_string(e.path()).ok()?;
-                let header: Vec<String> = text
-                    .lines()
-                    .next()?
-                    .split(';')
-                    .map(str::to_string)
-                    .collect();
-                let last: Vec<String> = text
-                    .lines()
-                    .last()?
-                    .split(';')
-                    .map(str::to_string)
-                    .collect();
-                let i = header.iter().position(|h| h == "FailedCall(C)")?;
-                last.get(i)?.parse::<u64>().ok()
-            })
-            .map(|n| n.to_string())
-            .unwrap_or_else(|| "?".into());
+        let mut a = run(&repo, &bin, cps, secs, "uac_load.xml", 0);
+        let mut b = run(&repo, &bin, cps, secs, "uac_load_trying.xml", 300);
         println!(
-            "| {cps} | {total} | {failed} | {:.1} / {:.1} ms | {:.1} / {:.1} ms | {} → {} → {} MiB | {thr0} → {thr_peak} → {thr1} |",
-            percentile(&mut t100, 0.5),
-            percentile(&mut t100, 0.99),
-            percentile(&mut t200, 0.5),
-            percentile(&mut t200, 0.99),
-            rss0 / 1024,
-            rss_peak / 1024,
-            rss1 / 1024,
+            "| {cps} | {} | {} (ringing run: {}) | {:.1} / {:.1} ms | {:.1} / {:.1} ms | {} → {} → {} MiB | {} → {} → {} |",
+            cps * secs,
+            a.failed,
+            b.failed,
+            percentile(&mut a.rtt, 0.5),
+            percentile(&mut a.rtt, 0.99),
+            percentile(&mut b.rtt, 0.5),
+            percentile(&mut b.rtt, 0.99),
+            a.rss.0,
+            a.rss.1,
+            a.rss.2,
+            a.threads.0,
+            a.threads.1,
+            a.threads.2,
         );
-        let _ = agent.kill();
-        let _ = agent.wait();
-        let _ = std::fs::remove_dir_all(&dir);
     }
 }

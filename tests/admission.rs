@@ -6,7 +6,6 @@
 mod common;
 use common::*;
 use std::net::UdpSocket;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// A minimal UDP UAC: one INVITE with a PCMU offer; the responses it got.
@@ -103,20 +102,7 @@ fn a_slot_frees_when_its_call_ends() {
     let wav = speech_wav(agent.dir.path(), "hi", "Hello there.", 8000, 0.2, 0.5);
     for _ in 0..3 {
         // One after the other: each gets the only slot once the last ended.
-        let out = Command::new(bin())
-            .args(["call", "--config"])
-            .arg(&agent.config)
-            .arg("--wav")
-            .arg(&wav)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        call_ok(&agent, &wav);
     }
     let db = Db::open(&agent.database());
     let calls = db.calls();
@@ -137,13 +123,7 @@ fn a_call_longer_than_max_call_secs_is_hung_up() {
         24.0,
     );
     let t0 = Instant::now();
-    let out = Command::new(bin())
-        .args(["call", "--config"])
-        .arg(&agent.config)
-        .arg("--wav")
-        .arg(&wav)
-        .output()
-        .unwrap();
+    let out = call_agent(&agent, &wav);
     let took = t0.elapsed();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("the agent hung up"), "{stderr}");

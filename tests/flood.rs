@@ -37,18 +37,7 @@ fn a_flood_from_one_address_does_not_keep_a_real_caller_out() {
         1.0,
     );
     // Warm up with one call so lazily made state is not counted as growth.
-    let out = Command::new(bin())
-        .args(["call", "--config"])
-        .arg(&agent.config)
-        .arg("--wav")
-        .arg(&wav)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    call_ok(&agent, &wav);
     let (rss_idle, threads_idle) = rss_and_threads(pid);
 
     let sipp_port = free_port().to_string();
@@ -70,13 +59,7 @@ fn a_flood_from_one_address_does_not_keep_a_real_caller_out() {
         (db.calls().len() > 2).then_some(())
     });
     let t0 = Instant::now();
-    let out = Command::new(bin())
-        .args(["call", "--config"])
-        .arg(&agent.config)
-        .arg("--wav")
-        .arg(&wav)
-        .output()
-        .unwrap();
+    let out = call_agent(&agent, &wav);
     let stderr = String::from_utf8_lossy(&out.stderr).to_string();
     assert!(
         out.status.success(),

@@ -250,18 +250,7 @@ fn accented_intent_names_reach_the_summary() {
         0.3,
         1.0,
     );
-    let out = std::process::Command::new(bin())
-        .args(["call", "--config"])
-        .arg(&agent.config)
-        .arg("--wav")
-        .arg(&wav)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    call_ok(&agent, &wav);
     let db = Db::open(&agent.database());
     let c = wait_for(30, "the summary", || {
         let c = db.calls().into_iter().next()?;

@@ -76,6 +76,7 @@ fn every_call_finishes_when_whisper_is_far_behind() {
                 store: store.clone(),
                 after: None,
                 record: None,
+                hold: None,
             },
         )
         .unwrap();

@@ -68,7 +68,7 @@ fn the_watchdog_is_fed_only_while_sip_answers() {
         .unwrap();
     let config = write_config(dir.path(), 5060, "");
     let log = std::fs::File::create(dir.path().join("agent.log")).unwrap();
-    let mut child = Command::new("ip")
+    let child = Command::new("ip")
         .args(["netns", "exec", &ns.0])
         .arg(bin())
         .args(["run", "--config"])
@@ -79,6 +79,8 @@ fn the_watchdog_is_fed_only_while_sip_answers() {
         .stderr(Stdio::from(log))
         .spawn()
         .unwrap();
+    // Killed however the test ends (a failed assertion included).
+    let _child = KillOnDrop(child);
     let mut buf = [0u8; 512];
     let n = sock.recv(&mut buf).expect("READY=1 within 60 s");
     assert!(String::from_utf8_lossy(&buf[..n]).contains("READY=1"));
@@ -97,6 +99,13 @@ fn the_watchdog_is_fed_only_while_sip_answers() {
     ns.ip(&["link", "set", "lo", "up"]);
     let back = pings_within(&sock, 3.0);
     assert!(back >= 3, "{back} pings after SIP answers again");
-    let _ = child.kill();
-    let _ = child.wait();
+}
+
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }

@@ -206,6 +206,7 @@ impl crate::control::Operations for Status {
             "version": env!("CARGO_PKG_VERSION"),
             "uptime_secs": self.started.elapsed().as_secs(),
             "calls_in_progress": self.calls.len(),
+            "places_in_use": self.calls.places_in_use(),
             "max_calls": self.max_calls,
             "sip": self.listen.iter().map(|(t, a)| format!("{a}/{}", t.to_string().to_lowercase())).collect::<Vec<_>>(),
             "limits_hit": {
@@ -214,6 +215,7 @@ impl crate::control::Operations for Status {
                 "sip_rate_limited": c.sip_rate_limited.load(Relaxed),
                 "rtp_foreign_packets": c.rtp_foreign.load(Relaxed),
                 "dtmf_dropped": c.dtmf_dropped.load(Relaxed),
+                "store_writes_dropped": c.store_dropped.load(Relaxed),
             },
         })
     }

@@ -44,6 +44,12 @@ impl Calls {
         self.len() == 0
     }
 
+    /// Places taken: calls, and transcriptions still finishing after their
+    /// call ended.
+    pub fn places_in_use(&self) -> usize {
+        self.admission.in_progress()
+    }
+
     /// Tell every call the agent is stopping.
     pub fn shutdown_all(&self) {
         if let Ok(m) = self.running.lock() {
@@ -67,11 +73,12 @@ impl CallAcceptor for Calls {
         }
         let (ctx, running) = (self.ctx.clone(), self.running.clone());
         tokio::spawn(async move {
-            call::inbound(ctx, incoming, rx).await;
+            // The slot goes with the call, and on to its transcription tap
+            // if it starts one: it is freed when the last of them ends.
+            call::inbound(ctx, incoming, rx, Box::new(slot)).await;
             if let Ok(mut m) = running.lock() {
                 m.remove(&id);
             }
-            drop(slot);
         });
         Ok(())
     }

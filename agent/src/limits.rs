@@ -19,6 +19,8 @@ pub struct Counters {
     pub rtp_foreign: AtomicU64,
     /// Keys pressed beyond the per-call limit.
     pub dtmf_dropped: AtomicU64,
+    /// Store writes dropped because the writer's queue was full (a stuck disk).
+    pub store_dropped: AtomicU64,
 }
 
 pub static COUNTERS: Counters = Counters {
@@ -27,6 +29,7 @@ pub static COUNTERS: Counters = Counters {
     sip_rate_limited: AtomicU64::new(0),
     rtp_foreign: AtomicU64::new(0),
     dtmf_dropped: AtomicU64::new(0),
+    store_dropped: AtomicU64::new(0),
 };
 
 /// A burst is over after this long without a hit.

@@ -354,6 +354,28 @@ pub fn handlet(agent: &Agent, args: &[&str]) -> (bool, String, String) {
     )
 }
 
+/// `handlet call --wav WAV` against the agent: the client's whole output.
+pub fn call_agent(agent: &Agent, wav: &Path) -> std::process::Output {
+    Command::new(bin())
+        .args(["call", "--config"])
+        .arg(&agent.config)
+        .arg("--wav")
+        .arg(wav)
+        .output()
+        .unwrap()
+}
+
+/// A `handlet call` that must succeed; its output.
+pub fn call_ok(agent: &Agent, wav: &Path) -> std::process::Output {
+    let out = call_agent(agent, wav);
+    assert!(
+        out.status.success(),
+        "handlet call failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
 /// Run a subcommand that must succeed; its stdout.
 pub fn ok(agent: &Agent, args: &[&str]) -> String {
     let (success, out, err) = handlet(agent, args);

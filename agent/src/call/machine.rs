@@ -328,6 +328,15 @@ mod tests {
         std::iter::from_fn(|| c.poll_action()).collect()
     }
 
+    /// What the agent hanging up an answered call looks like.
+    fn agent_hangs_up(at_ms: i64, reason: EndReason) -> Vec<Action> {
+        vec![
+            Action::StopMedia,
+            Action::Bye,
+            Action::RecordEnded { at_ms, reason },
+        ]
+    }
+
     /// Step the clock to the call's next deadline.
     fn wait(c: &mut Call, now: &mut i64) {
         *now = c.poll_timeout().expect("a deadline");
@@ -421,14 +430,7 @@ mod tests {
         c.handle(Input::Shutdown, 5_000);
         assert_eq!(
             drain(&mut c),
-            vec![
-                Action::StopMedia,
-                Action::Bye,
-                Action::RecordEnded {
-                    at_ms: 5_000,
-                    reason: EndReason::AgentShutdown
-                }
-            ]
+            agent_hangs_up(5_000, EndReason::AgentShutdown)
         );
     }
 
@@ -460,17 +462,7 @@ mod tests {
         drain(&mut c);
         assert_eq!(c.poll_timeout(), Some(32_000));
         wait(&mut c, &mut now);
-        assert_eq!(
-            drain(&mut c),
-            vec![
-                Action::StopMedia,
-                Action::Bye,
-                Action::RecordEnded {
-                    at_ms: 32_000,
-                    reason: EndReason::NoAck
-                }
-            ]
-        );
+        assert_eq!(drain(&mut c), agent_hangs_up(32_000, EndReason::NoAck));
     }
 
     #[test]
@@ -503,17 +495,7 @@ mod tests {
         c.handle(Input::Ack, 10);
         drain(&mut c);
         c.handle(Input::MediaTimeout, 30_010);
-        assert_eq!(
-            drain(&mut c),
-            vec![
-                Action::StopMedia,
-                Action::Bye,
-                Action::RecordEnded {
-                    at_ms: 30_010,
-                    reason: EndReason::RtpTimeout
-                }
-            ]
-        );
+        assert_eq!(drain(&mut c), agent_hangs_up(30_010, EndReason::RtpTimeout));
     }
 
     #[test]
@@ -530,14 +512,7 @@ mod tests {
         wait(&mut c, &mut now);
         assert_eq!(
             drain(&mut c),
-            vec![
-                Action::StopMedia,
-                Action::Bye,
-                Action::RecordEnded {
-                    at_ms: 64_000,
-                    reason: EndReason::MaxDuration
-                }
-            ]
+            agent_hangs_up(64_000, EndReason::MaxDuration)
         );
     }
 

@@ -79,7 +79,9 @@ pub async fn inbound(
     ctx: Arc<CallCtx>,
     inc: Incoming,
     mut commands: mpsc::UnboundedReceiver<Command>,
+    slot: Box<dyn std::any::Any + Send>,
 ) {
+    let mut hold = Some(slot);
     let Incoming {
         mut tx,
         transport,
@@ -216,6 +218,11 @@ pub async fn inbound(
                                     }
                                 }),
                             }),
+                            // The call's place is given back when its
+                            // transcription is done, not when its dialog
+                            // ends: a flood of short calls must not leave
+                            // more taps running than `max_calls`.
+                            hold: hold.take(),
                         },
                     );
                     let leg = RtpLeg::new(

@@ -132,6 +132,8 @@ pub struct Outputs {
     pub after: Option<AfterCall>,
     /// Record the leg.
     pub record: Option<RecordPlan>,
+    /// Dropped when the tap's thread ends (the call's admission slot).
+    pub hold: Option<Box<dyn std::any::Any + Send>>,
 }
 
 /// How the tap ended, for the leg's log line and tests.
