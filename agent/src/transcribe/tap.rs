@@ -363,6 +363,7 @@ impl Shell {
                         gated = self.report.gated,
                         utterances = s.utterances,
                         finals_held = self.report.finals_held,
+                        speculations_used = s.speculations_used,
                         "transcript complete"
                     );
                     self.report.stats = s;
