@@ -8,64 +8,16 @@
 mod common;
 
 use common::*;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{TcpStream, UdpSocket};
-use std::process::{Command, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 /// rsipstack logs every message it receives and sends, raw, at info.
 const FILTER: &str = "info,rsipstack=info";
 
-/// Start `handlet run` with `RUST_LOG` set (the harness's agents inherit the
-/// test's environment; this one must not), stderr in `agent.log`.
+/// `handlet run` with `RUST_LOG` set, stderr in `agent.log`.
 fn start_logging_raw_sip() -> Agent {
-    let dir = TempDir::new("log-scrub");
-    let port = free_port();
-    let config = write_config(dir.path(), port, "");
-    let log = std::fs::File::create(dir.path().join("agent.log")).unwrap();
-    let mut child = Command::new(bin())
-        .args(["run", "--config"])
-        .arg(&config)
-        .env("RUST_LOG", FILTER)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::from(log))
-        .spawn()
-        .unwrap();
-    let out = child.stdout.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(out).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let mut agent = Agent {
-        child,
-        port,
-        config,
-        dir,
-        stdout: Vec::new(),
-    };
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match rx.recv_timeout(left) {
-            Ok(line) => {
-                let ready = line.contains("ready in");
-                agent.stdout.push(line);
-                if ready {
-                    return agent;
-                }
-            }
-            Err(_) => panic!(
-                "agent did not become ready; stdout {:?}; log:\n{}",
-                agent.stdout,
-                agent.log()
-            ),
-        }
-    }
+    Agent::start_in_env(TempDir::new("log-scrub"), "", &[("RUST_LOG", FILTER)])
 }
 
 /// An OPTIONS from `local` over `transport`; `accented` adds the headers

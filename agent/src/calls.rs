@@ -115,19 +115,9 @@ impl Drop for Slot {
 /// Where a request came from: the top Via's `received` (set by rsipstack
 /// to the packet's source), else its sent-by host.
 pub fn source_ip(req: &rsipstack::sip::Request) -> Option<IpAddr> {
-    let text = req.to_string();
-    let via = text
-        .lines()
-        .find(|l| {
-            let l = l.to_ascii_lowercase();
-            l.starts_with("via:") || l.starts_with("v:")
-        })?
-        .split_once(':')?
-        .1
-        .split(',')
-        .next()?
-        .trim()
-        .to_string();
+    use rsipstack::sip::HeadersExt;
+    let via = req.via_header().ok()?.value().to_string();
+    let via = via.split(',').next()?.trim();
     let received = via
         .split(';')
         .skip(1)

@@ -89,7 +89,7 @@ pub fn write_config(dir: &Path, port: u16, extra: &str) -> PathBuf {
 
 /// Start `handlet run` and wait until it prints "ready"; its log is
 /// appended to `dir/agent.log`.
-fn spawn_ready(config: &Path, dir: &Path) -> (Child, Vec<String>) {
+fn spawn_ready(config: &Path, dir: &Path, env: &[(&str, &str)]) -> (Child, Vec<String>) {
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -98,6 +98,7 @@ fn spawn_ready(config: &Path, dir: &Path) -> (Child, Vec<String>) {
     let mut child = Command::new(bin())
         .args(["run", "--config"])
         .arg(config)
+        .envs(env.iter().copied())
         .stdout(Stdio::piped())
         .stderr(Stdio::from(log))
         .spawn()
@@ -169,9 +170,14 @@ impl Agent {
 
     /// Start in a dir the test prepared (its `data/` may be a mount).
     pub fn start_in(dir: TempDir, extra: &str) -> Agent {
+        Self::start_in_env(dir, extra, &[])
+    }
+
+    /// Start with extra environment for the agent (e.g. `RUST_LOG`).
+    pub fn start_in_env(dir: TempDir, extra: &str, env: &[(&str, &str)]) -> Agent {
         let port = free_port();
         let config = write_config(dir.path(), port, extra);
-        let (child, stdout) = spawn_ready(&config, dir.path());
+        let (child, stdout) = spawn_ready(&config, dir.path(), env);
         Agent {
             child,
             port,
@@ -186,7 +192,7 @@ impl Agent {
     pub fn kill_and_restart(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        let (child, stdout) = spawn_ready(&self.config, self.dir.path());
+        let (child, stdout) = spawn_ready(&self.config, self.dir.path(), &[]);
         self.child = child;
         self.stdout = stdout;
     }

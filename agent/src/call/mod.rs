@@ -24,7 +24,6 @@ use handlet_models::manifest::ModelPaths;
 use machine::Call;
 use rsipstack::dialog::dialog::{TerminatedReason, TransactionHandle};
 use rsipstack::sip::{Header, HeadersExt, StatusCode};
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -70,7 +69,6 @@ struct Media {
     cancel: CancellationToken,
     established: watch::Sender<bool>,
     task: tokio::task::JoinHandle<(LegEnd, LegStats, ShellStats)>,
-    local: SocketAddr,
 }
 
 /// Run one inbound call to its end. Refusals that need no call (an offer
@@ -164,6 +162,14 @@ pub async fn inbound(
         let _ = server_for_tx.handle(&mut tx).await;
     });
 
+    // RFC 3264: the answer uses the offer's payload type numbers; a
+    // re-INVITE gets the same session back.
+    let answer = sdp::write(
+        local,
+        rand::random::<u32>() as u64,
+        &[(pt, codec)],
+        remote.telephone_event,
+    );
     let mut call = Call::inbound(
         CallConfig {
             ring_ms: ctx.cfg.sip.answer_after_ms,
@@ -284,17 +290,10 @@ pub async fn inbound(
                         cancel,
                         established,
                         task,
-                        local,
                     });
-                    // RFC 3264: the answer uses the offer's payload type numbers.
-                    let answer = sdp::write(
-                        local,
-                        rand::random::<u32>() as u64,
-                        &[(pt, codec)],
-                        remote.telephone_event,
-                    );
                     let headers = vec![Header::ContentType("application/sdp".into())];
-                    if let Err(e) = server.accept(Some(headers), Some(answer.into_bytes())) {
+                    if let Err(e) = server.accept(Some(headers), Some(answer.clone().into_bytes()))
+                    {
                         tracing::warn!(call = %call_id, error = %e, "answering failed");
                         call.handle(Input::Failure, now_ms());
                     } else {
@@ -312,17 +311,12 @@ pub async fn inbound(
                 Action::AnswerReInvite(r) => {
                     if let Some(h) = reinvite.take() {
                         let _ = match (r, &media) {
-                            (Ok(()), Some(md)) => {
-                                let answer = sdp::write(
-                                    md.local,
-                                    rand::random::<u32>() as u64,
-                                    &[(pt, codec)],
-                                    remote.telephone_event,
-                                );
+                            // The same session as our answer: nothing changed.
+                            (Ok(()), Some(_)) => {
                                 h.respond(
                                     StatusCode::OK,
                                     Some(vec![Header::ContentType("application/sdp".into())]),
-                                    Some(answer.into_bytes()),
+                                    Some(answer.clone().into_bytes()),
                                 )
                                 .await
                             }
@@ -375,10 +369,7 @@ pub async fn inbound(
                 Some(Command::Shutdown) | None => call.handle(Input::Shutdown, now_ms()),
             },
             Some(ev) = leg_events.recv() => match ev {
-                LegEvent::Digit { key, at_ms, how } => {
-                    tracing::info!(call = %call_id, how = how.as_str(), "caller pressed a key");
-                    ctx.store.add_event(&call_id, at_ms as i64, EventKind::Dtmf, format!("{key} ({})", how.as_str()));
-                }
+                LegEvent::Digit { key, at_ms, how } => store_digit(&ctx.store, &call_id, key, at_ms, how),
                 LegEvent::PromptDone => {
                     if let Some(d) = &prompt_done {
                         d.store(true, Ordering::Release);
@@ -403,13 +394,10 @@ pub async fn inbound(
     }
     router.unregister(&dialog_id);
     // Keys the leg reported as it finished.
-    while let Ok(LegEvent::Digit { key, at_ms, how }) = leg_events.try_recv() {
-        ctx.store.add_event(
-            &call_id,
-            at_ms as i64,
-            EventKind::Dtmf,
-            format!("{key} ({})", how.as_str()),
-        );
+    while let Ok(ev) = leg_events.try_recv() {
+        if let LegEvent::Digit { key, at_ms, how } = ev {
+            store_digit(&ctx.store, &call_id, key, at_ms, how);
+        }
     }
     let (ended_at, reason) = ended.unwrap_or((now_ms(), EndReason::DialogEnded));
     ctx.store.end_call(&call_id, ended_at, reason.as_str());
@@ -459,6 +447,23 @@ pub async fn inbound(
         foreign = q.foreign,
         dropped_frames = shell.dropped_frames,
         "call ended"
+    );
+}
+
+/// A key the caller pressed, as a call event.
+fn store_digit(
+    store: &Store,
+    call_id: &str,
+    key: char,
+    at_ms: u64,
+    how: crate::media::rtp_leg::DtmfSource,
+) {
+    tracing::info!(call = %call_id, how = how.as_str(), "caller pressed a key");
+    store.add_event(
+        call_id,
+        at_ms as i64,
+        EventKind::Dtmf,
+        format!("{key} ({})", how.as_str()),
     );
 }
 

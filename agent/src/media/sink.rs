@@ -10,14 +10,3 @@ pub trait FrameSink: Send {
     /// The leg has ended; no more frames.
     fn end(&mut self);
 }
-
-/// A sink that drops everything (a leg nobody listens to).
-pub struct Discard;
-
-impl FrameSink for Discard {
-    fn frame(&mut self, frame: &mut Vec<f32>) -> bool {
-        frame.clear();
-        true
-    }
-    fn end(&mut self) {}
-}

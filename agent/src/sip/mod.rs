@@ -72,15 +72,6 @@ impl Router {
         }
     }
 
-    /// Dialogs with a call attached.
-    pub fn len(&self) -> usize {
-        self.calls.lock().map(|m| m.len()).unwrap_or(0)
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
     fn deliver(&self, id: &DialogId, ev: DialogEvent) -> Result<(), DialogEvent> {
         let tx = self.calls.lock().ok().and_then(|m| m.get(id).cloned());
         match tx {

@@ -3,8 +3,9 @@
 //! get the answer RFC 3261 gives them (or are dropped), and a flood from
 //! one address is cut (counted, one log line per burst) while other
 //! sources are served. rsipstack reads through this with its own 8 KB
-//! buffer; we read with a 64 KB one, so an oversize datagram is answered
-//! 513 instead of being truncated silently.
+//! buffer; we read with a 64 KB one, so a datagram over `vet`'s 16 KB limit
+//! is answered 513, and one that would not fit rsipstack's buffer is
+//! dropped rather than passed on truncated.
 
 use super::rate::RateLimit;
 use super::vet::{Verdict, vet};
@@ -15,6 +16,8 @@ use std::time::Instant;
 
 pub struct VettedUdp {
     sock: tokio::net::UdpSocket,
+    /// One 64 KB read buffer, reused: only rsipstack's serve loop reads.
+    buf: tokio::sync::Mutex<Vec<u8>>,
     rate: Mutex<RateLimit>,
     started: Instant,
     flood_log: BurstLog,
@@ -32,6 +35,7 @@ impl VettedUdp {
     pub fn new(sock: tokio::net::UdpSocket, per_sec: u32, burst: u32) -> VettedUdp {
         VettedUdp {
             sock,
+            buf: tokio::sync::Mutex::new(vec![0u8; 65_536]),
             rate: Mutex::new(RateLimit::new(per_sec, burst, 4096)),
             started: Instant::now(),
             flood_log: BurstLog::new("limits.sip_requests_per_sec"),
@@ -63,7 +67,7 @@ impl VettedUdp {
 #[async_trait::async_trait]
 impl rsipstack::platform::net::UdpSocket for VettedUdp {
     async fn recv_from(&self, buf: &mut [u8]) -> rsipstack::Result<(usize, SocketAddr)> {
-        let mut big = vec![0u8; 65_536];
+        let mut big = self.buf.lock().await;
         loop {
             let (n, from) = self
                 .sock
@@ -74,34 +78,18 @@ impl rsipstack::platform::net::UdpSocket for VettedUdp {
             if !self.admit(data, from) {
                 continue;
             }
-            let verdict = if n > buf.len() {
-                // Would be truncated by rsipstack: answer 513 if we can.
-                match vet(data) {
-                    Verdict::Respond(r) => Verdict::Respond(r),
-                    Verdict::Pass => {
-                        match vet(&data[..data.len().min(super::vet::MAX_MESSAGE + 1)]) {
-                            v @ Verdict::Respond(_) => v,
-                            _ => Verdict::Drop("oversize"),
-                        }
-                    }
-                    d => d,
-                }
-            } else {
-                vet(data)
-            };
-            match verdict {
+            match vet(data) {
                 Verdict::Pass if n <= buf.len() => {
                     buf[..n].copy_from_slice(data);
                     return Ok((n, from));
                 }
+                // Valid, but rsipstack's buffer would truncate it.
+                Verdict::Pass => {}
                 Verdict::Respond(r) => {
-                    tracing::debug!(
-                        status = super::vet::status_of(&Verdict::Respond(r.clone())),
-                        "answered a malformed request"
-                    );
+                    tracing::debug!(status = ?r.get(8..11), "answered a malformed request");
                     let _ = self.sock.send_to(r.as_bytes(), from).await;
                 }
-                Verdict::Pass | Verdict::Drop(_) => {}
+                Verdict::Drop(_) => {}
             }
         }
     }

@@ -355,17 +355,17 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
 }
 
-/// The status code of a verdict's response, for logs and tests.
-pub fn status_of(v: &Verdict) -> Option<u16> {
-    match v {
-        Verdict::Respond(r) => r.get(8..11).and_then(|c| c.parse().ok()),
-        _ => None,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The status code of a verdict's response.
+    fn status_of(v: &Verdict) -> Option<u16> {
+        match v {
+            Verdict::Respond(r) => r.get(8..11).and_then(|c| c.parse().ok()),
+            _ => None,
+        }
+    }
 
     fn msg(start: &str, headers: &[&str], body: &str) -> Vec<u8> {
         let mut s = format!("{start}\r\n");

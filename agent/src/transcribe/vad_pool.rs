@@ -46,10 +46,6 @@ impl VadPool {
             pool: self.clone(),
         })
     }
-
-    pub fn idle(&self) -> usize {
-        self.idle.lock().map(|v| v.len()).unwrap_or(0)
-    }
 }
 
 /// A borrowed session; goes back to the pool when dropped.
