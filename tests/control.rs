@@ -55,3 +55,39 @@ fn a_killed_agents_stale_socket_does_not_stop_the_next_start() {
     let out = ok(&agent, &["status"]);
     assert!(out.contains("\"uptime_secs\""), "{out}");
 }
+
+#[test]
+fn a_second_agent_on_the_same_data_dir_refuses_to_start() {
+    let agent = Agent::start("control-second");
+    // Same data dir, another SIP port: only the data dir's lock can stop it.
+    let config = agent.dir.path().join("second.toml");
+    let first = std::fs::read_to_string(&agent.config).unwrap();
+    let other = free_port();
+    std::fs::write(
+        &config,
+        first.replace(
+            &format!("port = {}\n", agent.port),
+            &format!("port = {other}\n"),
+        ),
+    )
+    .unwrap();
+    let mut second = Reaped(
+        Command::new(bin())
+            .args(["run", "--config"])
+            .arg(&config)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let exited = wait_for(60, "the second agent to give up", || {
+        second.0.try_wait().unwrap()
+    });
+    assert!(!exited.success(), "a second agent ran on the same data dir");
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut second.0.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(stderr.contains("another agent is running"), "{stderr}");
+    // The first one still answers, over its control socket and SIP.
+    let status = ok(&agent, &["status"]);
+    assert!(status.contains("\"calls_in_progress\": 0"), "{status}");
+}

@@ -38,6 +38,32 @@ pub fn check_data_dir(dir: &Path) -> Result<(), Error> {
     })
 }
 
+/// Hold the data dir for this process: a second agent on the same data dir
+/// would recover recordings the first is writing and close its calls as
+/// interrupted. The lock is the kernel's (flock), so a killed agent never
+/// leaves it behind.
+pub fn lock_data_dir(dir: &Path) -> Result<std::fs::File, Error> {
+    let path = dir.join("agent.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| Error::DataDir(format!("cannot open {}: {e}", path.display())))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(Error::DataDir(format!(
+            "another agent is running on {} (it holds {}); stop it first, or give this one its own data_dir",
+            dir.display(),
+            path.display()
+        ))),
+        Err(std::fs::TryLockError::Error(e)) => Err(Error::DataDir(format!(
+            "cannot lock {}: {e}",
+            path.display()
+        ))),
+    }
+}
+
 /// Verify model files and load ONNX Runtime and whisper.
 pub fn load_models(cfg: &Config) -> Result<(ModelPaths, Stt), Error> {
     let paths = ModelPaths::verify(&cfg.models_dir)?;
@@ -52,6 +78,7 @@ pub fn load_models(cfg: &Config) -> Result<(ModelPaths, Stt), Error> {
 pub async fn run(cfg: Config) -> Result<(), Error> {
     let t0 = Instant::now();
     check_data_dir(&cfg.data_dir)?;
+    let _held = lock_data_dir(&cfg.data_dir)?;
     let (models, stt) = tokio::task::block_in_place(|| load_models(&cfg))?;
     let understanding = Arc::new(tokio::task::block_in_place(|| {
         crate::understand::Understanding::load(&models, &cfg)
@@ -109,8 +136,18 @@ pub async fn run(cfg: Config) -> Result<(), Error> {
         return Err(e);
     }
     // The control channel: `handlet status` and friends ask this agent.
+    // Bound before "ready", so a CLI started right after finds it.
+    let control_socket = match crate::control::bind(&crate::control::socket_path(&ctx.cfg.data_dir))
+    {
+        Ok(l) => l,
+        Err(e) => {
+            sip_cancel.cancel();
+            let _ = serving.await;
+            return Err(e);
+        }
+    };
     let control = tokio::spawn(crate::control::serve(
-        crate::control::socket_path(&ctx.cfg.data_dir),
+        control_socket,
         Arc::new(Status {
             started: Instant::now(),
             calls: calls.clone(),

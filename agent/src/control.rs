@@ -72,35 +72,60 @@ fn answer(ops: &dyn Operations, line: &str) -> Response {
     }
 }
 
-/// Listen on `path` until the task is dropped. A stale socket file from a
-/// killed agent is replaced; a live one (another agent on this data dir)
-/// is an error.
-pub async fn serve(path: PathBuf, ops: Arc<dyn Operations>) -> Result<(), crate::Error> {
-    if path.exists() {
-        if tokio::net::UnixStream::connect(&path).await.is_ok() {
-            return Err(crate::Error::DataDir(format!(
-                "another agent is running on this data dir (its control socket {} answers)",
-                path.display()
-            )));
-        }
-        let _ = std::fs::remove_file(&path);
-    }
-    // Owner-only from the start: bind under a restrictive umask-free path
-    // by fixing the mode right after bind, before accepting anything.
-    let listener = tokio::net::UnixListener::bind(&path)
-        .map_err(|e| crate::Error::DataDir(format!("control socket {}: {e}", path.display())))?;
+/// At most this many CLI connections are served at once; more wait in the
+/// kernel's backlog.
+const MAX_CONNECTIONS: usize = 8;
+
+/// Bind the control socket at `path`, owner-only, before the agent says it
+/// is ready (so a CLI started right after "ready" finds it). The caller
+/// holds the data dir's lock, so a socket file already there is a killed
+/// agent's and is replaced.
+pub fn bind(path: &Path) -> Result<tokio::net::UnixListener, crate::Error> {
+    let at = |e: std::io::Error| {
+        crate::Error::DataDir(format!("control socket {}: {e}", path.display()))
+    };
+    // Bound under a temporary name, made owner-only, then renamed into
+    // place, so the well-known path never exists with a looser mode. A
+    // client that raced into the temporary name is still refused by the
+    // peer-credential check in `serve`.
+    let tmp = path.with_extension(format!("sock.{}", std::process::id()));
+    let _ = std::fs::remove_file(&tmp);
+    let listener = std::os::unix::net::UnixListener::bind(&tmp).map_err(at)?;
     {
         use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).map_err(|e| {
-            crate::Error::DataDir(format!("control socket {}: {e}", path.display()))
-        })?;
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600)).map_err(at)?;
     }
+    // rename replaces a stale socket file atomically.
+    std::fs::rename(&tmp, path).map_err(at)?;
+    listener.set_nonblocking(true).map_err(at)?;
+    tokio::net::UnixListener::from_std(listener).map_err(at)
+}
+
+/// Serve the control socket until the task is dropped. Only the agent's
+/// own user (or root) is answered.
+pub async fn serve(listener: tokio::net::UnixListener, ops: Arc<dyn Operations>) {
+    let me = effective_uid();
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            continue;
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                // Out of descriptors and the like: wait instead of spinning.
+                tracing::warn!(error = %e, "control socket accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                continue;
+            }
+        };
+        match stream.peer_cred() {
+            Ok(c) if c.uid() == me || c.uid() == 0 => {}
+            _ => continue,
+        }
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            return;
         };
         let ops = ops.clone();
         tokio::spawn(async move {
+            let _slot = slot;
             let (r, mut w) = stream.into_split();
             let mut lines = BufReader::new(r.take(MAX_REQUEST as u64 * 8)).lines();
             while let Ok(Some(line)) = lines.next_line().await {
@@ -122,6 +147,15 @@ pub async fn serve(path: PathBuf, ops: Arc<dyn Operations>) -> Result<(), crate:
             }
         });
     }
+}
+
+/// The process's effective uid: /proc/self is owned by it (no libc call
+/// needed for one number).
+fn effective_uid() -> u32 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self")
+        .map(|m| m.uid())
+        .unwrap_or(0)
 }
 
 /// The CLI's side: one request, one response, with a clear error when no

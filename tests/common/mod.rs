@@ -267,6 +267,16 @@ pub fn wer(reference: &str, hypothesis: &str) -> f64 {
 }
 
 /// Rows of the agent's database, read with the SQLite the test links.
+/// A child process killed when the test lets go of it, panicking or not.
+pub struct Reaped(pub Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 pub struct Db(pub rusqlite::Connection);
 
 impl Db {
