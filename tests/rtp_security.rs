@@ -208,7 +208,8 @@ fn agent_rtp_ports(agent: &Agent) -> Vec<u16> {
             else {
                 continue;
             };
-            if (20_000..=29_999).contains(&port) && port != agent.port {
+            // RTP is on an even port; its RTCP, on the next, is not counted.
+            if (20_000..=29_999).contains(&port) && port % 2 == 0 && port != agent.port {
                 ports.push(port);
             }
         }
@@ -428,8 +429,10 @@ fn baresip_dial(agent: &Agent, wav: &Path, name: &str) -> (Proc, std::path::Path
 struct Uac {
     sip: UdpSocket,
     agent: SocketAddr,
-    /// Where the SDP offer asks for the agent's RTP.
+    /// Where the SDP offer asks for the agent's RTP, and on the next port
+    /// its RTCP (RFC 3550 §11).
     rtp: UdpSocket,
+    rtcp: UdpSocket,
     call_id: String,
     from_tag: String,
     rng: Rng,
@@ -472,11 +475,14 @@ fn sdp_audio(msg: &str) -> Option<SocketAddr> {
 impl Uac {
     fn new(agent: &Agent) -> Uac {
         let sip = UdpSocket::bind("127.0.0.1:0").unwrap();
-        // RTP on an even port of our own.
-        let rtp = loop {
+        // RTP on an even port of our own, RTCP on the next one.
+        let (rtp, rtcp) = loop {
             let s = UdpSocket::bind("127.0.0.1:0").unwrap();
-            if s.local_addr().unwrap().port().is_multiple_of(2) {
-                break s;
+            let port = s.local_addr().unwrap().port();
+            if port.is_multiple_of(2)
+                && let Ok(c) = UdpSocket::bind(("127.0.0.1", port + 1))
+            {
+                break (s, c);
             }
         };
         let mut rng = Rng::new();
@@ -484,6 +490,7 @@ impl Uac {
             sip,
             agent: SocketAddr::from(([127, 0, 0, 1], agent.port)),
             rtp,
+            rtcp,
             call_id: format!("rtpsec-{:08x}@127.0.0.1", rng.u32()),
             from_tag: format!("{:08x}", rng.u32()),
             rng,
@@ -766,6 +773,20 @@ fn injected_rtp_is_not_heard_and_does_not_redirect_audio() {
     );
     let sec = security(&db, &call.id);
     eprintln!("{sec:?}");
+    // baresip sends RTCP too (RRs/SRs every few seconds), from its RTP
+    // port + 1: the agent reads them.
+    let (rtcp_received, rtcp_foreign): (i64, i64) =
+        db.0.query_row(
+            "SELECT rtcp_received, rtcp_foreign FROM call_media WHERE call_id = ?1",
+            [&call.id],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    eprintln!("baresip's RTCP: {rtcp_received} reports read, {rtcp_foreign} foreign");
+    assert!(
+        rtcp_received >= 1,
+        "none of baresip's RTCP reports was read ({rtcp_foreign} foreign)"
+    );
     assert!(
         sec.foreign >= 100,
         "{} of {} injected packets counted as foreign: {sec:?} {base:?}",
@@ -986,6 +1007,14 @@ fn no_rtp_before_ack() {
         "the agent sent {before} RTP packets before the ACK; log:\n{}",
         agent.log()
     );
+    // Nor RTCP (its first report would be due 2.5 s after sending starts).
+    uac.rtcp.set_nonblocking(true).unwrap();
+    let mut rtcp_before = 0;
+    let mut rtcp_buf = [0u8; 1500];
+    while uac.rtcp.recv_from(&mut rtcp_buf).is_ok() {
+        rtcp_before += 1;
+    }
+    assert_eq!(rtcp_before, 0, "the agent sent RTCP before the ACK");
 
     let acked = Instant::now();
     uac.ack();
@@ -1005,4 +1034,294 @@ fn no_rtp_before_ack() {
         db.calls().into_iter().find(|c| c.ended.is_some())
     });
     assert_eq!(call.reason.as_deref(), Some("caller hung up"), "{call:?}");
+}
+
+// ---------------------------------------------------------------------------
+// RTCP, read and written by hand from RFC 3550 §6.4
+// ---------------------------------------------------------------------------
+
+/// One report block (RFC 3550 §6.4.1).
+#[derive(Debug, Clone, Copy)]
+struct Block {
+    ssrc: u32,
+    fraction_lost: u8,
+    total_lost: u32,
+    highest_seq: u32,
+    jitter: u32,
+    lsr: u32,
+    dlsr: u32,
+}
+
+/// What one RTCP packet of a compound datagram says (every field is shown
+/// in failure messages).
+#[derive(Debug)]
+#[allow(dead_code)]
+enum Rtcp {
+    Sr {
+        ssrc: u32,
+        ntp: u64,
+        packets: u32,
+        blocks: Vec<Block>,
+    },
+    Rr {
+        ssrc: u32,
+        blocks: Vec<Block>,
+    },
+    Sdes,
+    Bye(u32),
+    Other(u8),
+}
+
+fn be32(d: &[u8], at: usize) -> u32 {
+    u32::from_be_bytes([d[at], d[at + 1], d[at + 2], d[at + 3]])
+}
+
+fn blocks(d: &[u8], count: usize) -> Vec<Block> {
+    (0..count)
+        .map(|i| {
+            let b = &d[i * 24..];
+            Block {
+                ssrc: be32(b, 0),
+                fraction_lost: b[4],
+                total_lost: be32(b, 4) & 0x00ff_ffff,
+                highest_seq: be32(b, 8),
+                jitter: be32(b, 12),
+                lsr: be32(b, 16),
+                dlsr: be32(b, 20),
+            }
+        })
+        .collect()
+}
+
+/// A compound RTCP datagram, or None if it is not one.
+fn parse_rtcp(mut d: &[u8]) -> Option<Vec<Rtcp>> {
+    let mut out = Vec::new();
+    while !d.is_empty() {
+        if d.len() < 8 || d[0] >> 6 != 2 {
+            return None;
+        }
+        let count = (d[0] & 0x1f) as usize;
+        let len = (u16::from_be_bytes([d[2], d[3]]) as usize + 1) * 4;
+        if len > d.len() {
+            return None;
+        }
+        let p = &d[..len];
+        out.push(match p[1] {
+            200 if len >= 28 + count * 24 => Rtcp::Sr {
+                ssrc: be32(p, 4),
+                ntp: ((be32(p, 8) as u64) << 32) | be32(p, 12) as u64,
+                packets: be32(p, 20),
+                blocks: blocks(&p[28..], count),
+            },
+            201 if len >= 8 + count * 24 => Rtcp::Rr {
+                ssrc: be32(p, 4),
+                blocks: blocks(&p[8..], count),
+            },
+            202 => Rtcp::Sdes,
+            203 => Rtcp::Bye(be32(p, 4)),
+            t => Rtcp::Other(t),
+        });
+        d = &d[len..];
+    }
+    Some(out)
+}
+
+/// A receiver report from `ssrc` with one block about `about`.
+fn receiver_report(ssrc: u32, about: Block) -> Vec<u8> {
+    let mut p = vec![0x81, 201, 0, 7];
+    p.extend_from_slice(&ssrc.to_be_bytes());
+    p.extend_from_slice(&about.ssrc.to_be_bytes());
+    p.extend_from_slice(&(((about.fraction_lost as u32) << 24) | about.total_lost).to_be_bytes());
+    for v in [about.highest_seq, about.jitter, about.lsr, about.dlsr] {
+        p.extend_from_slice(&v.to_be_bytes());
+    }
+    // SDES with a CNAME, as RFC 3550 §6.1 wants in every compound packet.
+    let cname = b"tester@127.0.0.1";
+    let mut sdes = vec![0x81, 202, 0, 0];
+    sdes.extend_from_slice(&ssrc.to_be_bytes());
+    sdes.push(1);
+    sdes.push(cname.len() as u8);
+    sdes.extend_from_slice(cname);
+    while !sdes.len().is_multiple_of(4) || sdes.len() < 8 + 2 + cname.len() + 1 {
+        sdes.push(0);
+    }
+    let words = (sdes.len() / 4 - 1) as u16;
+    sdes[2..4].copy_from_slice(&words.to_be_bytes());
+    p.extend_from_slice(&sdes);
+    p
+}
+
+/// The agent sends sender reports about its audio with a block about ours
+/// every 5 s once the call is established; it reads the caller's receiver
+/// reports (not a stranger's) into the call's media quality, round trip
+/// included; and its leg's end says goodbye.
+#[test]
+fn rtcp_reports_go_both_ways_and_strangers_are_not_believed() {
+    let agent = Agent::start("rtcp");
+    let dir = agent.dir.path();
+    let speech = speech_ulaw(dir, "caller", CALLER, 0.3, 0.5, 0.7);
+    let db = Db::open(&agent.database());
+    let mut uac = Uac::new(&agent);
+    uac.invite();
+    uac.ack();
+    let to = uac.agent_rtp.unwrap();
+    let agent_rtcp = SocketAddr::new(to.ip(), to.port() + 1);
+    let stranger = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let mut rng = Rng::new();
+    let mut stream = Stream::new(&mut rng);
+    let (ours, first_seq) = (stream.ssrc, stream.seq);
+    let done = AtomicBool::new(false);
+    // 12 s of audio: two or three of the agent's reports.
+    let frames: Vec<Vec<u8>> = speech.iter().cycle().take(600).cloned().collect();
+    let mut reports: Vec<(Instant, Vec<Rtcp>)> = Vec::new();
+    let mut agent_ssrc = None::<u32>;
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            stream.send(&uac.rtp, to, &frames);
+            done.store(true, Ordering::Relaxed);
+        });
+        uac.rtcp
+            .set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        let mut buf = [0u8; 1500];
+        let mut answered = 0;
+        while !done.load(Ordering::Relaxed) {
+            let Ok((n, from)) = uac.rtcp.recv_from(&mut buf) else {
+                continue;
+            };
+            assert_eq!(from, agent_rtcp, "RTCP from the agent's RTCP port");
+            let parsed =
+                parse_rtcp(&buf[..n]).unwrap_or_else(|| panic!("not RTCP: {:02x?}", &buf[..n]));
+            if let Some(Rtcp::Sr { ssrc, ntp, .. }) = parsed.first() {
+                agent_ssrc = Some(*ssrc);
+                // A stranger on our host, first with a made-up SSRC, then
+                // with ours, says the agent's audio is all lost.
+                let lie = Block {
+                    ssrc: *ssrc,
+                    fraction_lost: 255,
+                    total_lost: 999_999,
+                    highest_seq: 1,
+                    jitter: 8000,
+                    lsr: 0,
+                    dlsr: 0,
+                };
+                stranger
+                    .send_to(&receiver_report(rng.u32(), lie), agent_rtcp)
+                    .unwrap();
+                stranger
+                    .send_to(&receiver_report(ours, lie), agent_rtcp)
+                    .unwrap();
+                // We answer each SR 20 ms after it came: LSR is its NTP
+                // time's middle 32 bits, DLSR the 20 ms held.
+                std::thread::sleep(Duration::from_millis(20));
+                let truth = Block {
+                    ssrc: *ssrc,
+                    fraction_lost: 64,
+                    total_lost: 7 + answered,
+                    highest_seq: 1000,
+                    jitter: 80,
+                    lsr: (*ntp >> 16) as u32,
+                    dlsr: 20 * 65536 / 1000,
+                };
+                uac.rtcp
+                    .send_to(&receiver_report(ours, truth), agent_rtcp)
+                    .unwrap();
+                answered += 1;
+            }
+            reports.push((Instant::now(), parsed));
+        }
+    });
+    uac.bye();
+    // The leg's last report, with a BYE.
+    uac.rtcp
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let mut buf = [0u8; 1500];
+    let bye = wait_for(10, "the agent's RTCP BYE", || {
+        let (n, _) = uac.rtcp.recv_from(&mut buf).ok()?;
+        let p = parse_rtcp(&buf[..n])?;
+        p.iter()
+            .find_map(|r| if let Rtcp::Bye(s) = r { Some(*s) } else { None })
+    });
+    let call = wait_for(60, "the call to end", || {
+        db.calls().into_iter().find(|c| c.ended.is_some())
+    });
+    eprintln!("{} reports: {reports:?}", reports.len());
+
+    let agent_ssrc = agent_ssrc.expect("a sender report from the agent");
+    assert_eq!(bye, agent_ssrc);
+    assert!(
+        (2..=3).contains(&reports.len()),
+        "{} reports in 12 s",
+        reports.len()
+    );
+    for pair in reports.windows(2) {
+        let gap = pair[1].0 - pair[0].0;
+        assert!(
+            gap > Duration::from_millis(4_000) && gap < Duration::from_millis(6_500),
+            "{gap:?} between reports"
+        );
+    }
+    for (_, r) in &reports {
+        let Rtcp::Sr {
+            ssrc,
+            packets,
+            blocks,
+            ..
+        } = &r[0]
+        else {
+            panic!("the agent sends audio, so its report is an SR: {r:?}");
+        };
+        assert_eq!(*ssrc, agent_ssrc);
+        assert!(*packets > 50, "{r:?}");
+        assert!(matches!(r.get(1), Some(Rtcp::Sdes)), "no SDES: {r:?}");
+        let b = blocks
+            .iter()
+            .find(|b| b.ssrc == ours)
+            .unwrap_or_else(|| panic!("no block about our stream: {r:?}"));
+        // Loopback: nothing lost, and the highest sequence is one of ours.
+        assert_eq!(b.total_lost, 0, "{b:?}");
+        let into = (b.highest_seq as u16).wrapping_sub(first_seq);
+        assert!((50..600).contains(&into), "{b:?} from sequence {first_seq}");
+    }
+
+    let (rtcp_sent, rtcp_received, rtcp_foreign, remote_lost, fraction, jitter, rtt): (
+        i64,
+        i64,
+        i64,
+        i64,
+        f64,
+        f64,
+        Option<f64>,
+    ) =
+        db.0.query_row(
+            "SELECT rtcp_sent, rtcp_received, rtcp_foreign, remote_lost, remote_fraction_lost,
+                    remote_jitter_ms, rtt_ms FROM call_media WHERE call_id = ?1",
+            [&call.id],
+            |r| {
+                Ok((
+                    r.get(0)?,
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                    r.get(5)?,
+                    r.get(6)?,
+                ))
+            },
+        )
+        .unwrap();
+    eprintln!(
+        "stored: sent {rtcp_sent}, received {rtcp_received}, foreign {rtcp_foreign}, \
+         remote lost {remote_lost} ({fraction}), jitter {jitter} ms, rtt {rtt:?} ms"
+    );
+    let answered = reports.len() as i64;
+    assert!(rtcp_sent > answered, "the BYE report counts too");
+    assert_eq!(rtcp_received, answered);
+    assert_eq!(rtcp_foreign, 2 * answered, "the stranger's reports");
+    assert_eq!(remote_lost, 7 + answered - 1, "the latest of our counts");
+    assert_eq!(fraction, 0.25);
+    assert_eq!(jitter, 10.0);
+    let rtt = rtt.expect("a round trip from our LSR/DLSR");
+    assert!((0.0..100.0).contains(&rtt), "loopback rtt {rtt} ms");
 }

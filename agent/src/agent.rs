@@ -105,6 +105,7 @@ pub async fn run(cfg: Config) -> Result<(), Error> {
     start_sweeper(&cfg);
     let sip_cancel = CancellationToken::new();
     let server = sip::bind(&cfg, sip_cancel.clone()).await?;
+    let tcp_guard = server.tcp_guard();
 
     let max_calls = cfg.limits.max_calls;
     let per_source = cfg.limits.max_calls_per_source;
@@ -153,6 +154,7 @@ pub async fn run(cfg: Config) -> Result<(), Error> {
             calls: calls.clone(),
             max_calls,
             listen: listen.clone(),
+            tcp: tcp_guard,
         }),
     ));
     for (t, addr) in &listen {
@@ -233,6 +235,7 @@ struct Status {
     calls: Arc<crate::calls::Calls>,
     max_calls: usize,
     listen: Vec<(rsipstack::sip::Transport, std::net::SocketAddr)>,
+    tcp: Option<Arc<sip::tcp::TcpGuard>>,
 }
 
 impl crate::control::Operations for Status {
@@ -253,7 +256,10 @@ impl crate::control::Operations for Status {
                 "rtp_foreign_packets": c.rtp_foreign.load(Relaxed),
                 "dtmf_dropped": c.dtmf_dropped.load(Relaxed),
                 "store_writes_dropped": c.store_dropped.load(Relaxed),
+                "tcp_connections_refused": c.tcp_refused.load(Relaxed),
+                "tcp_idle_closed": c.tcp_idle_closed.load(Relaxed),
             },
+            "tcp_connections": self.tcp.as_ref().map(|g| g.connections()),
         })
     }
 }

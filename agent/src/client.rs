@@ -98,7 +98,7 @@ pub async fn place_call(opts: CallOptions<'_>) -> Result<CallOutcome, Error> {
         }
     });
 
-    let rtp_sock = Arc::new(media::bind_rtp(local_ip, 30000, 39999).await?);
+    let rtp_sock = Arc::new(media::bind_rtp(local_ip, 30000, 39999, false).await?.0);
     let rtp_local = rtp_sock
         .local_addr()
         .map_err(|e| Error::Io(e.to_string()))?;
@@ -107,6 +107,7 @@ pub async fn place_call(opts: CallOptions<'_>) -> Result<CallOutcome, Error> {
         1,
         &[(0, sdp::Codec::Pcmu), (8, sdp::Codec::Pcma)],
         Some(sdp::TELEPHONE_EVENT_PT),
+        false,
     );
     let me = format!(
         "sip:{}@{}",

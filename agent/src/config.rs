@@ -37,8 +37,17 @@ pub struct Limits {
     /// A call is hung up after this long.
     pub max_call_secs: u64,
     /// SIP requests a second from one source address (twice that in a
-    /// burst); beyond it requests are dropped and counted.
+    /// burst); beyond it requests are dropped and counted. UDP and TCP
+    /// are counted apart.
     pub sip_requests_per_sec: u32,
+    /// SIP TCP connections one address may hold open; one more is closed
+    /// as it is accepted.
+    pub tcp_connections_per_source: usize,
+    /// SIP TCP connections open at once, from everyone.
+    pub tcp_connections: usize,
+    /// A TCP connection that carried no SIP message for this long, and no
+    /// call still in progress, is closed.
+    pub tcp_idle_secs: u64,
 }
 
 impl Default for Limits {
@@ -48,6 +57,9 @@ impl Default for Limits {
             max_calls_per_source: 4,
             max_call_secs: 4 * 3600,
             sip_requests_per_sec: 50,
+            tcp_connections_per_source: 16,
+            tcp_connections: 256,
+            tcp_idle_secs: 60,
         }
     }
 }
@@ -352,6 +364,18 @@ impl Config {
             return Err(format!(
                 "limits.sip_requests_per_sec must be 5..=100000, got {}",
                 l.sip_requests_per_sec
+            ));
+        }
+        if l.tcp_connections_per_source == 0 || l.tcp_connections < l.tcp_connections_per_source {
+            return Err(format!(
+                "limits.tcp_connections_per_source ({}) must be at least 1 and at most limits.tcp_connections ({})",
+                l.tcp_connections_per_source, l.tcp_connections
+            ));
+        }
+        if !(1..=3600).contains(&l.tcp_idle_secs) {
+            return Err(format!(
+                "limits.tcp_idle_secs must be 1..=3600 (seconds), got {}",
+                l.tcp_idle_secs
             ));
         }
         let m = &self.media;

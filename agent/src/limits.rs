@@ -21,6 +21,10 @@ pub struct Counters {
     pub dtmf_dropped: AtomicU64,
     /// Store writes dropped because the writer's queue was full (a stuck disk).
     pub store_dropped: AtomicU64,
+    /// SIP TCP connections closed as accepted (per-source or total limit).
+    pub tcp_refused: AtomicU64,
+    /// SIP TCP connections closed for being idle.
+    pub tcp_idle_closed: AtomicU64,
 }
 
 pub static COUNTERS: Counters = Counters {
@@ -30,6 +34,8 @@ pub static COUNTERS: Counters = Counters {
     rtp_foreign: AtomicU64::new(0),
     dtmf_dropped: AtomicU64::new(0),
     store_dropped: AtomicU64::new(0),
+    tcp_refused: AtomicU64::new(0),
+    tcp_idle_closed: AtomicU64::new(0),
 };
 
 /// A burst is over after this long without a hit.

@@ -121,15 +121,19 @@ pub async fn inbound(
         let _ = tx.reply(StatusCode::NotAcceptableHere).await;
         return;
     }
-    let socket = match media::bind_rtp(m.rtp_address, m.rtp_port_min, m.rtp_port_max).await {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::error!(error = %e, "rejecting INVITE");
-            let _ = tx.reply(StatusCode::ServiceUnavailable).await;
-            return;
-        }
-    };
-    let Ok(local) = socket.local_addr() else {
+    // RTCP on the RTP port only when the caller offered it (RFC 5761);
+    // otherwise on the next port.
+    let rtcp_mux = remote.rtcp_mux;
+    let sockets =
+        match media::bind_rtp(m.rtp_address, m.rtp_port_min, m.rtp_port_max, !rtcp_mux).await {
+            Ok((rtp, rtcp)) => leg::Sockets { rtp, rtcp },
+            Err(e) => {
+                tracing::error!(error = %e, "rejecting INVITE");
+                let _ = tx.reply(StatusCode::ServiceUnavailable).await;
+                return;
+            }
+        };
+    let Ok(local) = sockets.rtp.local_addr() else {
         let _ = tx.reply(StatusCode::ServiceUnavailable).await;
         return;
     };
@@ -169,6 +173,7 @@ pub async fn inbound(
         rand::random::<u32>() as u64,
         &[(pt, codec)],
         remote.telephone_event,
+        rtcp_mux,
     );
     let mut call = Call::inbound(
         CallConfig {
@@ -178,7 +183,7 @@ pub async fn inbound(
         },
         now_ms(),
     );
-    let mut socket = Some(socket);
+    let mut socket = Some(sockets);
     let mut media: Option<Media> = None;
     let mut media_result: Option<(LegEnd, LegStats, ShellStats)> = None;
     let (leg_events_tx, mut leg_events) = mpsc::unbounded_channel::<LegEvent>();
@@ -244,6 +249,9 @@ pub async fn inbound(
                             ssrc: rand::random(),
                             first_seq: rand::random(),
                             first_ts: rand::random(),
+                            rtcp_remote: remote.rtcp_remote(),
+                            rtcp_mux,
+                            wall_ms: crate::clock::now_ms() as u64,
                         },
                         0,
                     );
@@ -420,6 +428,14 @@ pub async fn inbound(
         foreign: stats.foreign,
         ssrc_changes: stats.ssrc_changes,
         digits_dropped: stats.digits_dropped,
+        rtcp_sent: stats.rtcp.sent,
+        rtcp_received: stats.rtcp.received,
+        rtcp_foreign: stats.rtcp.foreign,
+        remote_lost: stats.rtcp.remote_lost as u64,
+        remote_fraction_lost: stats.rtcp.remote_fraction_lost_max,
+        remote_jitter_ms: stats.rtcp.remote_jitter_ms_max,
+        rtt_ms: stats.rtcp.rtt_ms_mean(),
+        rtt_max_ms: (stats.rtcp.rtt_count > 0).then_some(stats.rtcp.rtt_ms_max),
     };
     ctx.store.media_quality(&call_id, q);
     crate::limits::count(&crate::limits::COUNTERS.rtp_foreign, stats.foreign);
@@ -445,6 +461,8 @@ pub async fn inbound(
         target_delay_ms = q.target_delay_ms,
         malformed = q.malformed,
         foreign = q.foreign,
+        rtcp_received = q.rtcp_received,
+        rtt_ms = q.rtt_ms.map(|v| v.round() as u32),
         dropped_frames = shell.dropped_frames,
         "call ended"
     );

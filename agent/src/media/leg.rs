@@ -1,5 +1,6 @@
-//! The tokio shell of one audio leg: it owns the RTP socket and the timer
-//! and loops over the sans-IO [`RtpLeg`]: datagrams and timeouts in;
+//! The tokio shell of one audio leg: it owns the RTP socket (and the RTCP
+//! one, unless RTCP is muxed onto RTP) and the timer, and loops over the
+//! sans-IO [`RtpLeg`]: datagrams and timeouts in;
 //! packets out to the socket, decoded audio to the leg's [`FrameSink`],
 //! events (keys, the end of a prompt) to its owner.
 
@@ -28,10 +29,16 @@ pub struct ShellStats {
     pub dropped_frames: u64,
 }
 
-/// Run `leg` on `socket` until cancelled, the peer goes silent, or the
-/// socket fails. Sending starts once `established` turns true (the ACK).
+/// The leg's sockets: RTP, and RTCP when it has a port of its own.
+pub struct Sockets {
+    pub rtp: UdpSocket,
+    pub rtcp: Option<UdpSocket>,
+}
+
+/// Run `leg` on its sockets until cancelled, the peer goes silent, or the
+/// RTP socket fails. Sending starts once `established` turns true (the ACK).
 pub async fn run(
-    socket: UdpSocket,
+    sockets: Sockets,
     mut leg: RtpLeg,
     started: Instant,
     sink: &mut dyn FrameSink,
@@ -41,14 +48,24 @@ pub async fn run(
 ) -> (LegEnd, LegStats, ShellStats) {
     let now = || started.elapsed().as_millis() as u64;
     let mut shell = ShellStats::default();
+    let Sockets { rtp: socket, rtcp } = sockets;
     let mut buf = vec![0u8; 2048];
+    let mut rtcp_buf = vec![0u8; 1500];
     let mut send_buf = Vec::with_capacity(1500);
     let mut watching = true;
+    let mut rtcp_open = rtcp.is_some();
     let end = 'run: loop {
         while let Some(to) = leg.poll_transmit(now(), &mut send_buf) {
             // A send error (ICMP from a peer not listening yet) is not the
             // end of the call: the RTP timeout is.
             let _ = socket.send_to(&send_buf, to).await;
+        }
+        while let Some(to) = leg.poll_transmit_rtcp(now(), &mut send_buf) {
+            let _ = rtcp
+                .as_ref()
+                .unwrap_or(&socket)
+                .send_to(&send_buf, to)
+                .await;
         }
         if !leg.audio().is_empty() && !sink.frame(leg.audio()) {
             leg.audio().clear();
@@ -74,10 +91,24 @@ pub async fn run(
                 Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {}
                 Err(_) => break LegEnd::SocketError,
             },
+            r = async { rtcp.as_ref().expect("guarded").recv_from(&mut rtcp_buf).await }, if rtcp_open => match r {
+                Ok((n, from)) => leg.handle_rtcp(now(), from, &rtcp_buf[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {}
+                // RTCP is not the call: without it the leg goes on.
+                Err(_) => rtcp_open = false,
+            },
             _ = tokio::time::sleep_until(deadline) => leg.handle_timeout(now()),
         }
     };
     leg.finish(now());
+    // The last report, with RTCP BYE.
+    while let Some(to) = leg.poll_transmit_rtcp(now(), &mut send_buf) {
+        let _ = rtcp
+            .as_ref()
+            .unwrap_or(&socket)
+            .send_to(&send_buf, to)
+            .await;
+    }
     if !leg.audio().is_empty() && !sink.frame(leg.audio()) {
         shell.dropped_frames += 1;
     }
@@ -87,5 +118,5 @@ pub async fn run(
         }
     }
     sink.end();
-    (end, leg.stats, shell)
+    (end, leg.stats(), shell)
 }

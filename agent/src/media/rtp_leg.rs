@@ -19,8 +19,11 @@
 //!   framed by its own timestamps, whatever its packet time.
 //! - Keys pressed are bounded per leg; a storm of RFC 4733 events is counted,
 //!   not stored.
+//! - RTCP reports (see `rtcp.rs`) follow the same rules: sent once sending
+//!   starts, read only from the latched peer.
 
 use super::decode::{Decoder, MAX_SAMPLES};
+use super::rtcp::{self, Rtcp, RtcpConfig, RtcpStats};
 use super::rtp;
 use super::sdp::Codec;
 use handlet_dsp::g711::Law;
@@ -56,6 +59,13 @@ pub struct RtpLegConfig {
     pub ssrc: u32,
     pub first_seq: u16,
     pub first_ts: u32,
+    /// Where the SDP said to send RTCP.
+    pub rtcp_remote: SocketAddr,
+    /// RTCP on the RTP port (RFC 5761), as both sides' SDP agreed.
+    pub rtcp_mux: bool,
+    /// Wall-clock ms since the Unix epoch at the `now_ms` the leg is made
+    /// with (for RTCP's NTP timestamps).
+    pub wall_ms: u64,
 }
 
 /// Something the leg's owner should know.
@@ -106,6 +116,8 @@ pub struct LegStats {
     /// Keys beyond [`MAX_DIGITS`], not reported.
     pub digits_dropped: u64,
     pub jitter: jitter::Stats,
+    /// Reports sent and read, and what the peer said about our stream.
+    pub rtcp: RtcpStats,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -146,6 +158,7 @@ pub struct RtpLeg {
     packet_buf: Vec<u8>,
     digits: u32,
     events: VecDeque<LegEvent>,
+    rtcp: Rtcp,
     pub stats: LegStats,
 }
 
@@ -201,7 +214,17 @@ fn jitter_config(cfg: &RtpLegConfig, frame_ms: u32) -> jitter::Config {
 impl RtpLeg {
     pub fn new(cfg: RtpLegConfig, now_ms: u64) -> Result<RtpLeg, crate::Error> {
         let frame_ms = 20;
+        let rtcp = Rtcp::new(RtcpConfig {
+            ssrc: cfg.ssrc,
+            clock_rate: cfg.codec.rate(),
+            remote: cfg.rtcp_remote,
+            rtp_remote: cfg.remote,
+            symmetric: cfg.symmetric,
+            mux: cfg.rtcp_mux,
+            wall_ms_at_zero: cfg.wall_ms.saturating_sub(now_ms),
+        });
         Ok(RtpLeg {
+            rtcp,
             jb: JitterBuffer::new(jitter_config(&cfg, frame_ms)),
             decoder: Decoder::new(cfg.codec)?,
             silence: silence_packet(cfg.codec)?,
@@ -242,7 +265,31 @@ impl RtpLeg {
         if !self.sending {
             self.sending = true;
             self.next_send_ms = now_ms;
+            self.rtcp.start(now_ms);
         }
+    }
+
+    /// The leg's figures, RTCP's included.
+    pub fn stats(&self) -> LegStats {
+        LegStats {
+            rtcp: self.rtcp.stats,
+            ..self.stats
+        }
+    }
+
+    /// Where our RTCP reports go now.
+    pub fn rtcp_peer(&self) -> SocketAddr {
+        self.rtcp.peer_address()
+    }
+
+    /// A datagram arrived on the leg's RTCP socket.
+    pub fn handle_rtcp(&mut self, now_ms: u64, from: SocketAddr, data: &[u8]) {
+        self.rtcp.handle_datagram(now_ms, from, data);
+    }
+
+    /// The next RTCP report to send, written into `buf`, and where to.
+    pub fn poll_transmit_rtcp(&mut self, now_ms: u64, buf: &mut Vec<u8>) -> Option<SocketAddr> {
+        self.rtcp.poll_transmit(now_ms, buf)
     }
 
     pub fn is_sending(&self) -> bool {
@@ -260,6 +307,10 @@ impl RtpLeg {
 
     /// A datagram arrived on the leg's socket.
     pub fn handle_datagram(&mut self, now_ms: u64, from: SocketAddr, data: &[u8]) {
+        if self.cfg.rtcp_mux && rtcp::is_rtcp(data) {
+            self.rtcp.handle_datagram(now_ms, from, data);
+            return;
+        }
         let Ok((h, payload)) = rtp::parse(data) else {
             self.stats.malformed += 1;
             return;
@@ -299,6 +350,8 @@ impl RtpLeg {
                 }
             }
         }
+        self.rtcp
+            .received_rtp(now_ms, from, h.ssrc, h.sequence, h.timestamp);
         if Some(h.payload_type) == self.cfg.telephone_event {
             self.last_rx_ms = now_ms;
             if let Some(d) = self.events_rx.push(h.timestamp, payload) {
@@ -389,6 +442,9 @@ impl RtpLeg {
         if self.sending {
             t = t.min(self.next_send_ms);
         }
+        if let Some(r) = self.rtcp.poll_timeout() {
+            t = t.min(r);
+        }
         t
     }
 
@@ -463,6 +519,7 @@ impl RtpLeg {
             body,
             buf,
         );
+        self.rtcp.sent_rtp(now_ms, self.ts, body.len());
         self.seq = self.seq.wrapping_add(1);
         self.ts = self
             .ts
@@ -498,6 +555,8 @@ impl RtpLeg {
         self.stats.jitter.jitter_ms = jitter;
         self.jb = JitterBuffer::new(jitter_config(&self.cfg, self.frame_ms));
         self.sending = false;
+        // The last report, with an RTCP BYE: [`RtpLeg::poll_transmit_rtcp`].
+        self.rtcp.finish();
     }
 }
 
@@ -506,6 +565,7 @@ mod tests {
     use super::*;
 
     const SDP_PEER: &str = "192.0.2.10:40000";
+    const SDP_RTCP: &str = "192.0.2.10:40001";
     const NAT_PEER: &str = "198.51.100.7:31000";
     const ATTACKER: &str = "203.0.113.66:5004";
 
@@ -522,6 +582,9 @@ mod tests {
             ssrc: 0x1234_5678,
             first_seq: 100,
             first_ts: 1000,
+            rtcp_remote: SDP_RTCP.parse().unwrap(),
+            rtcp_mux: false,
+            wall_ms: 1_796_126_400_000,
         }
     }
 
@@ -564,12 +627,100 @@ mod tests {
             while let Some(a) = leg.poll_transmit(*now, &mut buf) {
                 sent.push(a);
             }
+            // RTCP has its own test: here it is sent nowhere.
+            while leg.poll_transmit_rtcp(*now, &mut buf).is_some() {}
             audio.append(leg.audio());
         }
     }
 
     fn energy(a: &[f32]) -> f32 {
         a.iter().map(|x| x * x).sum::<f32>()
+    }
+
+    /// A receiver report from the peer's SSRC about `about`.
+    fn receiver_report(from_ssrc: u32, about: u32) -> Vec<u8> {
+        use rtc_rtcp::packet::Packet;
+        let rr: Box<dyn Packet> = Box::new(rtc_rtcp::receiver_report::ReceiverReport {
+            ssrc: from_ssrc,
+            reports: vec![rtc_rtcp::reception_report::ReceptionReport {
+                ssrc: about,
+                total_lost: 3,
+                ..Default::default()
+            }],
+            ..Default::default()
+        });
+        rtc_rtcp::packet::marshal(&[rr]).unwrap().to_vec()
+    }
+
+    #[test]
+    fn rtcp_waits_for_the_ack_and_hears_only_the_latched_peer() {
+        let mut leg = RtpLeg::new(cfg(true), 0).unwrap();
+        let peer_ssrc = 0xabcd;
+        let mut buf = Vec::new();
+        for i in 0..100u16 {
+            let now = i as u64 * 20;
+            leg.handle_datagram(
+                now,
+                addr(NAT_PEER),
+                &packet(i, i as u32 * 160, peer_ssrc, 0x10),
+            );
+            leg.handle_timeout(now);
+            assert!(
+                leg.poll_transmit_rtcp(now, &mut buf).is_none(),
+                "RTCP before the ACK"
+            );
+        }
+        leg.start_sending(2_000);
+        let mut reports = Vec::new();
+        for now in 2_000..13_000 {
+            while leg.poll_transmit(now, &mut buf).is_some() {}
+            if let Some(to) = leg.poll_transmit_rtcp(now, &mut buf) {
+                reports.push((now, to));
+            }
+        }
+        // The peer's NAT: its RTP address's host, the RTCP port + 1 guess.
+        let guess = SocketAddr::new(addr(NAT_PEER).ip(), addr(SDP_RTCP).port());
+        assert_eq!(reports, vec![(4_500, guess), (9_500, guess)]);
+        // A report from elsewhere is dropped; the peer's is read.
+        leg.handle_rtcp(
+            13_000,
+            addr(ATTACKER),
+            &receiver_report(peer_ssrc, 0x1234_5678),
+        );
+        leg.handle_rtcp(
+            13_000,
+            addr(SDP_PEER),
+            &receiver_report(peer_ssrc, 0x1234_5678),
+        );
+        let s = leg.stats();
+        assert_eq!((s.rtcp.sent, s.rtcp.received, s.rtcp.foreign), (2, 0, 2));
+        let nat_rtcp = SocketAddr::new(addr(NAT_PEER).ip(), 31001);
+        leg.handle_rtcp(13_000, nat_rtcp, &receiver_report(peer_ssrc, 0x1234_5678));
+        let s = leg.stats();
+        assert_eq!((s.rtcp.received, s.rtcp.remote_lost), (1, 3));
+        assert_eq!(leg.rtcp_peer(), nat_rtcp);
+        // The leg's end says goodbye.
+        leg.finish(13_100);
+        assert_eq!(leg.poll_transmit_rtcp(13_100, &mut buf), Some(nat_rtcp));
+    }
+
+    #[test]
+    fn muxed_rtcp_on_the_rtp_port_is_not_audio() {
+        let mut c = cfg(true);
+        c.rtcp_mux = true;
+        c.rtcp_remote = c.remote;
+        let mut leg = RtpLeg::new(c, 0).unwrap();
+        leg.handle_datagram(0, addr(NAT_PEER), &packet(1, 160, 0xabcd, 0x10));
+        leg.handle_datagram(10, addr(NAT_PEER), &receiver_report(0xabcd, 0x1234_5678));
+        let s = leg.stats();
+        assert_eq!((s.packets, s.malformed, s.other_payload), (1, 0, 0));
+        assert_eq!(s.rtcp.received, 1);
+        leg.start_sending(20);
+        let mut buf = Vec::new();
+        assert_eq!(
+            leg.poll_transmit_rtcp(2_520, &mut buf),
+            Some(addr(NAT_PEER))
+        );
     }
 
     #[test]

@@ -56,6 +56,10 @@ pub struct AudioDescription {
     /// Peer's telephone-event payload type, if offered.
     pub telephone_event: Option<u8>,
     pub ptime_ms: Option<u32>,
+    /// `a=rtcp:` (RFC 3605): where the peer wants RTCP, if not port + 1.
+    pub rtcp: Option<SocketAddr>,
+    /// `a=rtcp-mux` (RFC 5761): the peer offers RTCP on the RTP port.
+    pub rtcp_mux: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -109,6 +113,8 @@ impl AudioDescription {
         let mut pts = Vec::new();
         let mut rtpmap = Vec::new();
         let mut ptime = None;
+        let mut rtcp_attr: Option<(u16, Option<IpAddr>)> = None;
+        let mut rtcp_mux = false;
         for (i, raw) in text.lines().enumerate() {
             let line = raw.trim_end_matches('\r');
             let Some((kind, value)) = line.split_once('=') else {
@@ -164,6 +170,15 @@ impl AudioDescription {
                         }
                     } else if let Some(v) = value.strip_prefix("ptime:") {
                         ptime = v.trim().parse().ok();
+                    } else if value == "rtcp-mux" {
+                        rtcp_mux = true;
+                    } else if let Some(v) = value.strip_prefix("rtcp:") {
+                        // a=rtcp:53020 [IN IP4 126.16.64.4]; a bad one is ignored.
+                        let mut it = v.split_whitespace();
+                        if let Some(p) = it.next().and_then(|p| p.parse::<u16>().ok()) {
+                            let ip = it.nth(2).and_then(|a| a.parse::<IpAddr>().ok());
+                            rtcp_attr = Some((p, ip));
+                        }
                     }
                 }
                 _ => {}
@@ -183,7 +198,14 @@ impl AudioDescription {
                 name.eq_ignore_ascii_case("telephone-event") && *rate == 8000 && pts.contains(pt)
             })
             .map(|(pt, _, _)| *pt);
+        // An RTCP address we could not send to is ignored, not obeyed.
+        let rtcp = rtcp_attr
+            .filter(|(p, _)| *p != 0)
+            .map(|(p, a)| SocketAddr::new(a.unwrap_or(ip), p))
+            .filter(|a| usable(a.ip()) && a.is_ipv4() == ip.is_ipv4());
         Ok(AudioDescription {
+            rtcp,
+            rtcp_mux,
             remote: SocketAddr::new(ip, port),
             payload_types: pts,
             rtpmap,
@@ -205,6 +227,17 @@ impl AudioDescription {
         }
     }
 
+    /// Where to send RTCP: the RTP address with rtcp-mux, else `a=rtcp`,
+    /// else the RTP port + 1 (RFC 3550 §11).
+    pub fn rtcp_remote(&self) -> SocketAddr {
+        if self.rtcp_mux {
+            return self.remote;
+        }
+        self.rtcp.unwrap_or_else(|| {
+            SocketAddr::new(self.remote.ip(), self.remote.port().wrapping_add(1))
+        })
+    }
+
     /// First payload type in the peer's order that we support (RFC 3264 §6.1).
     pub fn choose(&self) -> Result<(u8, Codec), SdpError> {
         self.payload_types
@@ -220,6 +253,7 @@ pub fn write(
     session_id: u64,
     codecs: &[(u8, Codec)],
     telephone_event: Option<u8>,
+    rtcp_mux: bool,
 ) -> String {
     let ip_kind = if local.is_ipv4() { "IP4" } else { "IP6" };
     let ip = local.ip();
@@ -245,6 +279,9 @@ pub fn write(
         s.push_str(&format!(
             "a=rtpmap:{te} telephone-event/8000\r\na=fmtp:{te} 0-16\r\n"
         ));
+    }
+    if rtcp_mux {
+        s.push_str("a=rtcp-mux\r\n");
     }
     s.push_str("a=ptime:20\r\na=sendrecv\r\n");
     s
@@ -273,6 +310,7 @@ mod tests {
             1,
             &[(9, Codec::G722)],
             None,
+            false,
         );
         assert!(answer.contains("a=rtpmap:9 G722/8000\r\n"), "{answer}");
     }
@@ -305,6 +343,7 @@ mod tests {
             1,
             &[(111, Codec::Opus)],
             Some(101),
+            false,
         );
         assert!(
             answer.contains("a=rtpmap:111 opus/48000/2") && answer.contains("useinbandfec=1"),
@@ -331,10 +370,55 @@ mod tests {
             7,
             &[(0, Codec::Pcmu)],
             Some(101),
+            false,
         );
         let d = AudioDescription::parse(&s).unwrap();
         assert_eq!(d.choose().unwrap(), (0, Codec::Pcmu));
         assert_eq!(d.telephone_event, Some(101));
+    }
+
+    #[test]
+    fn rtcp_goes_to_port_plus_one_or_where_the_peer_says() {
+        let d = AudioDescription::parse(BARESIP).unwrap();
+        assert_eq!(d.rtcp_remote(), "127.0.0.1:10001".parse().unwrap());
+        let with = |attr: &str| {
+            AudioDescription::parse(
+                &BARESIP.replace("a=ptime:20", &format!("{attr}\r\na=ptime:20")),
+            )
+            .unwrap()
+        };
+        assert_eq!(
+            with("a=rtcp:53020").rtcp_remote(),
+            "127.0.0.1:53020".parse().unwrap()
+        );
+        assert_eq!(
+            with("a=rtcp:53020 IN IP4 10.1.2.3").rtcp_remote(),
+            "10.1.2.3:53020".parse().unwrap()
+        );
+        let mux = with("a=rtcp-mux");
+        assert!(mux.rtcp_mux);
+        assert_eq!(mux.rtcp_remote(), mux.remote);
+        // Addresses RTP would refuse are ignored for RTCP too.
+        for bad in [
+            "a=rtcp:0",
+            "a=rtcp:9 IN IP4 224.0.0.1",
+            "a=rtcp:9 IN IP4 0.0.0.0",
+            "a=rtcp:x",
+        ] {
+            assert_eq!(
+                with(bad).rtcp_remote(),
+                "127.0.0.1:10001".parse().unwrap(),
+                "{bad}"
+            );
+        }
+        let ours = write(
+            "127.0.0.1:20000".parse().unwrap(),
+            1,
+            &[(0, Codec::Pcmu)],
+            None,
+            true,
+        );
+        assert!(AudioDescription::parse(&ours).unwrap().rtcp_mux);
     }
 
     #[test]

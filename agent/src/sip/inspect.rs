@@ -8,22 +8,72 @@
 //! this point (an unknown method, a non-UTF-8 header, a message over its
 //! 64 KB frame) never reaches us: docs/DESIGN.md lists those.
 
+use super::tcp::TcpGuard;
 use super::vet::{Verdict, vet};
 use rsipstack::sip::SipMessage;
 use rsipstack::transaction::endpoint::TransportEventInspector;
 use rsipstack::transport::{SipConnection, TransportEvent};
+use std::sync::Arc;
 
-pub struct StreamVetting;
+pub struct StreamVetting {
+    /// Connection limits, idle tracking and the rate limit for TCP.
+    pub tcp: Option<Arc<TcpGuard>>,
+}
+
+fn remote_of(conn: &SipConnection) -> Option<std::net::SocketAddr> {
+    conn.get_remote_addr()?.get_socketaddr().ok()
+}
+
+/// The Call-ID of an initial INVITE (no To tag): a call on this connection.
+fn invite_call_id(msg: &SipMessage) -> Option<String> {
+    use rsipstack::sip::prelude::*;
+    let SipMessage::Request(r) = msg else {
+        return None;
+    };
+    if r.method != rsipstack::sip::Method::Invite {
+        return None;
+    }
+    let to_tag = r.to_header().ok()?.tag().ok().flatten();
+    if to_tag.is_some() {
+        return None;
+    }
+    Some(r.call_id_header().ok()?.value().to_string())
+}
+
+/// Our own self-check (`selfcheck.rs`) is never rate limited.
+fn is_self_check(msg: &SipMessage, remote: std::net::SocketAddr) -> bool {
+    use rsipstack::sip::prelude::*;
+    let SipMessage::Request(r) = msg else {
+        return false;
+    };
+    remote.ip().is_loopback()
+        && r.call_id_header()
+            .is_ok_and(|c| c.value().starts_with("selfcheck-"))
+}
 
 #[async_trait::async_trait]
 impl TransportEventInspector for StreamVetting {
     async fn handle(&self, ev: TransportEvent) -> Option<TransportEvent> {
+        if let (TransportEvent::Closed(conn), Some(g)) = (&ev, &self.tcp)
+            && let Some(remote) = remote_of(conn)
+        {
+            g.closed(remote);
+        }
         let TransportEvent::Incoming(msg, conn, from) = &ev else {
             return Some(ev);
         };
-        // UDP datagrams were vetted as bytes (udp.rs); responses are the
-        // transaction layer's.
-        if matches!(conn, SipConnection::Udp(_)) || !matches!(msg, SipMessage::Request(_)) {
+        // UDP datagrams were vetted as bytes (udp.rs).
+        if matches!(conn, SipConnection::Udp(_)) {
+            return Some(ev);
+        }
+        if let (Some(g), Some(remote)) = (&self.tcp, remote_of(conn)) {
+            let request = matches!(msg, SipMessage::Request(_)) && !is_self_check(msg, remote);
+            if !g.message(remote, request, invite_call_id(msg).as_deref()) {
+                return None;
+            }
+        }
+        // Responses are the transaction layer's.
+        if !matches!(msg, SipMessage::Request(_)) {
             return Some(ev);
         }
         let text = msg.to_string();

@@ -8,6 +8,7 @@
 
 pub mod inspect;
 pub mod rate;
+pub mod tcp;
 pub mod udp;
 pub mod vet;
 
@@ -72,6 +73,14 @@ impl Router {
         }
     }
 
+    /// Is a call with this SIP Call-ID still in progress?
+    pub fn has_call_id(&self, call_id: &str) -> bool {
+        self.calls
+            .lock()
+            .map(|m| m.keys().any(|d| d.call_id == call_id))
+            .unwrap_or(true)
+    }
+
     fn deliver(&self, id: &DialogId, ev: DialogEvent) -> Result<(), DialogEvent> {
         let tx = self.calls.lock().ok().and_then(|m| m.get(id).cloned());
         match tx {
@@ -106,6 +115,15 @@ pub struct SipServer {
     pub endpoint: Endpoint,
     pub incoming: TransactionReceiver,
     pub listen: Vec<(Transport, SocketAddr)>,
+    /// Our TCP listener and what guards it (`tcp.rs`), if TCP is on.
+    tcp: Option<(tokio::net::TcpListener, Arc<tcp::TcpGuard>)>,
+}
+
+impl SipServer {
+    /// TCP connections open now (admitted by the guard).
+    pub fn tcp_guard(&self) -> Option<Arc<tcp::TcpGuard>> {
+        self.tcp.as_ref().map(|(_, g)| g.clone())
+    }
 }
 
 /// Bind the configured transports. Port clashes become one clear error.
@@ -130,25 +148,42 @@ pub async fn bind(cfg: &Config, cancel: CancellationToken) -> Result<SipServer, 
         layer.add_transport(conn.into());
         listen.push((Transport::Udp, addr));
     }
+    let mut tcp = None;
     if cfg.sip.tcp {
-        // rsipstack binds TCP lazily; bind once here so a clash is reported now.
-        std::net::TcpListener::bind(addr).map_err(|e| port_error(addr, "tcp", e))?;
+        // Our listener, accepting for rsipstack (tcp.rs says why); it holds
+        // the port, so rsipstack's own bind of the listener below fails.
+        let l = &cfg.limits;
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| port_error(addr, "tcp", e))?;
+        let guard = Arc::new(tcp::TcpGuard::new(
+            tcp::TcpLimits {
+                per_source: l.tcp_connections_per_source,
+                total: l.tcp_connections,
+                idle_ms: l.tcp_idle_secs * 1000,
+            },
+            l.sip_requests_per_sec,
+        ));
         let conn = TcpListenerConnection::new(addr, None)
             .await
             .map_err(|e| Error::Bind(format!("SIP {addr}/tcp: {e}")))?;
         layer.add_transport(conn.into());
         listen.push((Transport::Tcp, addr));
+        tcp = Some((listener, guard));
     }
     let endpoint = EndpointBuilder::new()
         .with_cancel_token(cancel)
         .with_transport_layer(layer)
-        .with_transport_inspector(Box::new(inspect::StreamVetting))
+        .with_transport_inspector(Box::new(inspect::StreamVetting {
+            tcp: tcp.as_ref().map(|(_, g)| g.clone()),
+        }))
         .build();
     let incoming = endpoint.incoming_transactions().map_err(Error::from)?;
     Ok(SipServer {
         endpoint,
         incoming,
         listen,
+        tcp,
     })
 }
 
@@ -206,12 +241,30 @@ pub async fn serve(
         endpoint,
         mut incoming,
         listen,
+        tcp,
     } = server;
     let dialogs = Arc::new(DialogLayer::new(endpoint.inner.clone()));
     let (state_tx, state_rx) = dialogs.new_dialog_state_channel();
     let ep = endpoint.inner.clone();
     let serve_task = tokio::spawn(async move { ep.serve().await });
     let states = tokio::spawn(dialog_states(dialogs.clone(), state_rx, router.clone()));
+    let tcp_tasks = tcp.map(|(listener, guard)| {
+        let local = listen
+            .iter()
+            .find(|(t, _)| *t == Transport::Tcp)
+            .map(|(_, a)| *a)
+            .expect("TCP is listed when it is bound");
+        (
+            tokio::spawn(accept_tcp(
+                listener,
+                local,
+                guard.clone(),
+                endpoint.inner.clone(),
+                cancel.clone(),
+            )),
+            tokio::spawn(reap_tcp(guard, router.clone())),
+        )
+    });
 
     let contact_for = move |t: Transport| -> Option<rsipstack::sip::Uri> {
         let (_, addr) = listen.iter().find(|(lt, _)| *lt == t).or(listen.first())?;
@@ -291,7 +344,62 @@ pub async fn serve(
     }
     states.abort();
     serve_task.abort();
+    if let Some((accept, reap)) = tcp_tasks {
+        accept.abort();
+        reap.abort();
+    }
     Ok(())
+}
+
+/// Accept TCP connections for rsipstack, within the guard's limits.
+async fn accept_tcp(
+    listener: tokio::net::TcpListener,
+    local: SocketAddr,
+    guard: Arc<tcp::TcpGuard>,
+    endpoint: rsipstack::transaction::endpoint::EndpointInnerRef,
+    cancel: CancellationToken,
+) {
+    use rsipstack::transport::{SipAddr, SipConnection, tcp::TcpConnection};
+    let local = SipAddr {
+        r#type: Some(Transport::Tcp),
+        addr: local.into(),
+    };
+    loop {
+        let (stream, remote) = tokio::select! {
+            _ = cancel.cancelled() => return,
+            r = listener.accept() => match r {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of descriptors and the like: wait, do not spin.
+                    tracing::warn!(error = %e, "SIP TCP accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        if !guard.admit(&stream, remote) {
+            continue; // dropped: closed before rsipstack saw it
+        }
+        match TcpConnection::from_stream(stream, local.clone(), Some(cancel.child_token())) {
+            Ok(c) => endpoint
+                .transport_layer
+                .add_connection(SipConnection::Tcp(c)),
+            Err(_) => guard.closed(remote),
+        }
+    }
+}
+
+/// Close TCP connections idle past `limits.tcp_idle_secs` that carry no
+/// call in progress.
+async fn reap_tcp(guard: Arc<tcp::TcpGuard>, router: Arc<Router>) {
+    let mut t = tokio::time::interval(std::time::Duration::from_secs(1));
+    loop {
+        t.tick().await;
+        let n = guard.reap(|id| router.has_call_id(id));
+        if n > 0 {
+            tracing::debug!(connections = n, "closed idle SIP TCP connections");
+        }
+    }
 }
 
 async fn dialog_states(

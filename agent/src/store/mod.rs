@@ -44,6 +44,20 @@ pub struct MediaQuality {
     pub ssrc_changes: u64,
     /// Keys pressed beyond the per-call limit (not stored).
     pub digits_dropped: u64,
+    /// RTCP reports sent and accepted from the peer.
+    pub rtcp_sent: u64,
+    pub rtcp_received: u64,
+    /// RTCP from another address or SSRC than the peer's: dropped.
+    pub rtcp_foreign: u64,
+    /// What the peer's reports said about our audio: packets lost (its
+    /// latest cumulative count), the worst fraction lost in one interval
+    /// (0–1), the worst jitter.
+    pub remote_lost: u64,
+    pub remote_fraction_lost: f32,
+    pub remote_jitter_ms: f32,
+    /// Round trip from the peer's reports (RFC 3550 §6.4.1), when measured.
+    pub rtt_ms: Option<f32>,
+    pub rtt_max_ms: Option<f32>,
 }
 
 /// Whose voice a transcript segment is: stored by its stable name.

@@ -127,6 +127,17 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     "ALTER TABLE call_media ADD COLUMN foreign_packets INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE call_media ADD COLUMN ssrc_changes INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE call_media ADD COLUMN digits_dropped INTEGER NOT NULL DEFAULT 0;",
+    // 9: RTCP: reports exchanged, and what the peer measured of our audio
+    // (loss, jitter) and the round trip. NULL round trip: never measured
+    // (the peer sent no report answering one of our SRs).
+    "ALTER TABLE call_media ADD COLUMN rtcp_sent INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE call_media ADD COLUMN rtcp_received INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE call_media ADD COLUMN rtcp_foreign INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE call_media ADD COLUMN remote_lost INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE call_media ADD COLUMN remote_fraction_lost REAL NOT NULL DEFAULT 0;
+    ALTER TABLE call_media ADD COLUMN remote_jitter_ms REAL NOT NULL DEFAULT 0;
+    ALTER TABLE call_media ADD COLUMN rtt_ms REAL;
+    ALTER TABLE call_media ADD COLUMN rtt_max_ms REAL;",
 ];
 
 /// Open (creating and migrating) the database at `path`.

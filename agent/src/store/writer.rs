@@ -288,8 +288,11 @@ fn apply(conn: &Connection, cmd: &Cmd) -> Result<(), rusqlite::Error> {
         Cmd::Media { call_id, q } => {
             conn.execute(
                 "INSERT OR REPLACE INTO call_media (call_id, packets, lost, late, duplicates, concealed, malformed,
-                    jitter_ms, target_delay_ms, foreign_packets, ssrc_changes, digits_dropped)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+                    jitter_ms, target_delay_ms, foreign_packets, ssrc_changes, digits_dropped,
+                    rtcp_sent, rtcp_received, rtcp_foreign, remote_lost, remote_fraction_lost,
+                    remote_jitter_ms, rtt_ms, rtt_max_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12,
+                    ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)",
                 params![
                     call_id,
                     q.packets as i64,
@@ -302,7 +305,15 @@ fn apply(conn: &Connection, cmd: &Cmd) -> Result<(), rusqlite::Error> {
                     q.target_delay_ms,
                     q.foreign as i64,
                     q.ssrc_changes as i64,
-                    q.digits_dropped as i64
+                    q.digits_dropped as i64,
+                    q.rtcp_sent as i64,
+                    q.rtcp_received as i64,
+                    q.rtcp_foreign as i64,
+                    q.remote_lost as i64,
+                    q.remote_fraction_lost as f64,
+                    q.remote_jitter_ms as f64,
+                    q.rtt_ms.map(|v| v as f64),
+                    q.rtt_max_ms.map(|v| v as f64)
                 ],
             )?;
         }
