@@ -1231,6 +1231,8 @@ fn rtcp_reports_go_both_ways_and_strangers_are_not_believed() {
             reports.push((Instant::now(), parsed));
         }
     });
+    // Let the agent read our last report before the BYE ends the leg.
+    std::thread::sleep(Duration::from_millis(300));
     uac.bye();
     // The leg's last report, with a BYE.
     uac.rtcp
@@ -1323,5 +1325,6 @@ fn rtcp_reports_go_both_ways_and_strangers_are_not_believed() {
     assert_eq!(fraction, 0.25);
     assert_eq!(jitter, 10.0);
     let rtt = rtt.expect("a round trip from our LSR/DLSR");
-    assert!((0.0..100.0).contains(&rtt), "loopback rtt {rtt} ms");
+    // On loopback well under a millisecond; a busy box may take longer.
+    assert!((0.0..1000.0).contains(&rtt), "loopback rtt {rtt} ms");
 }

@@ -168,11 +168,17 @@ fn a_flood_of_connections_costs_nothing_lasting() {
             held.drain(..100);
         }
     }
+    // Connections we let go give their places back, so how many were
+    // refused varies; what the agent holds does not.
     let refused = wait_for(20, "the refused connections to be counted", || {
-        // The first 8 of each batch we let go are given back and taken again.
         let n = status_number(&agent, "tcp_connections_refused");
-        (n >= 550).then_some(n)
+        (n >= 100).then_some(n)
     });
+    let open = status_number(&agent, "tcp_connections");
+    assert!(
+        open <= 8,
+        "{open} connections open from one address (limit 8)"
+    );
     let during = fds();
     eprintln!(
         "descriptors {before} before, {during} with {} held; {refused} refused",
@@ -198,14 +204,14 @@ fn a_flood_of_connections_costs_nothing_lasting() {
 
 #[test]
 fn silent_connections_are_closed_but_not_a_calls() {
-    let agent = Agent::start_with("tcp-idle", "[limits]\ntcp_idle_secs = 2\n");
-    // Says nothing at all: closed after about 2 s.
+    let agent = Agent::start_with("tcp-idle", "[limits]\ntcp_idle_secs = 3\n");
+    // Says nothing at all: closed after about 3 s.
     let mut silent = connect(&agent, [127, 0, 0, 6]);
     let t = Instant::now();
     assert_eq!(watch(&mut silent, 10), Fate::Closed);
     let waited = t.elapsed();
     assert!(
-        waited >= Duration::from_millis(1500),
+        waited >= Duration::from_millis(2500),
         "closed after {waited:?}, before its idle time"
     );
     // Talks every second: kept for 5 s.
@@ -224,26 +230,42 @@ fn silent_connections_are_closed_but_not_a_calls() {
     });
 
     // A baresip call over TCP lasting well past the idle time: its
-    // connection is kept (the BYE comes on it), then closed once idle.
+    // connection is kept (the BYE comes on it).
     let wav = speech_wav(
         agent.dir.path(),
         "long",
         "I'm calling about the boiler. It makes a loud banging noise every morning.",
         8000,
         0.5,
-        4.0,
+        6.0,
     );
     let closed_before = status_number(&agent, "tcp_idle_closed");
     let db = Db::open(&agent.database());
     let (baresip, out) = baresip_tcp_call(&agent, &wav);
+    let live_call = wait_for(30, "the TCP call to be answered", || {
+        db.calls()
+            .into_iter()
+            .find(|c| c.transport == "tcp" && c.answered.is_some())
+    });
+    // The call goes on with no SIP on its connection for well past the
+    // idle time. Letting that time pass is the point here, not waiting for
+    // something.
+    std::thread::sleep(Duration::from_millis(4_500));
+    let still_up = db
+        .calls()
+        .into_iter()
+        .find(|c| c.id == live_call.id)
+        .is_some_and(|c| c.ended.is_none());
+    let closed_during = status_number(&agent, "tcp_idle_closed") - closed_before;
+    assert!(
+        still_up,
+        "the call ended before its connection had been idle for long"
+    );
     let call = wait_for(60, "the TCP call to end", || {
         db.calls()
             .into_iter()
-            .find(|c| c.ended.is_some() && c.transport == "tcp")
+            .find(|c| c.id == live_call.id && c.ended.is_some())
     });
-    // Read at once: the connection may be closed as idle from 2 s after
-    // the call, while baresip lingers.
-    let closed_during = status_number(&agent, "tcp_idle_closed") - closed_before;
     let mut baresip = baresip;
     wait_for(30, "baresip to quit", || baresip.0.try_wait().unwrap());
     let out = std::fs::read_to_string(out).unwrap_or_default();
@@ -251,7 +273,7 @@ fn silent_connections_are_closed_but_not_a_calls() {
     assert_eq!(call.reason.as_deref(), Some("caller hung up"), "{call:?}");
     let secs = (call.ended.unwrap() - call.answered.unwrap()) / 1000;
     assert!(
-        secs >= 4,
+        secs >= 5,
         "the call lasted {secs} s, not past the idle time"
     );
     assert_eq!(

@@ -385,8 +385,10 @@ impl Config {
                 m.rtp_port_min, m.rtp_port_max
             ));
         }
-        if m.rtp_port_max - m.rtp_port_min < 1 {
-            return Err("media: the RTP port range must hold at least two ports".into());
+        // RTP on an even port, RTCP on the next: the range needs one pair.
+        let first_even = m.rtp_port_min as u32 + (m.rtp_port_min as u32 % 2);
+        if first_even + 1 > m.rtp_port_max as u32 {
+            return Err("media: the RTP port range must hold at least one even port and the one after it (RTP and RTCP)".into());
         }
         if m.jitter_min_ms < 10 || m.jitter_min_ms > m.jitter_max_ms || m.jitter_max_ms > 1000 {
             return Err(format!(

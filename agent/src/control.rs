@@ -80,7 +80,7 @@ const MAX_CONNECTIONS: usize = 8;
 /// is ready (so a CLI started right after "ready" finds it). The caller
 /// holds the data dir's lock, so a socket file already there is a killed
 /// agent's and is replaced.
-pub fn bind(path: &Path) -> Result<tokio::net::UnixListener, crate::Error> {
+pub fn bind(path: &Path) -> Result<ControlSocket, crate::Error> {
     let at = |e: std::io::Error| {
         crate::Error::DataDir(format!("control socket {}: {e}", path.display()))
     };
@@ -96,15 +96,34 @@ pub fn bind(path: &Path) -> Result<tokio::net::UnixListener, crate::Error> {
         std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600)).map_err(at)?;
     }
     // rename replaces a stale socket file atomically.
+    // Who we are, for the peer check: the owner of the socket we just
+    // made (the effective uid, without a libc call; /proc/self would say
+    // root for a binary with file capabilities).
+    let owner = {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(&tmp).map_err(at)?.uid()
+    };
     std::fs::rename(&tmp, path).map_err(at)?;
     listener.set_nonblocking(true).map_err(at)?;
-    tokio::net::UnixListener::from_std(listener).map_err(at)
+    Ok(ControlSocket {
+        listener: tokio::net::UnixListener::from_std(listener).map_err(at)?,
+        owner,
+    })
+}
+
+/// The bound control socket and the uid it answers (and root).
+pub struct ControlSocket {
+    listener: tokio::net::UnixListener,
+    owner: u32,
 }
 
 /// Serve the control socket until the task is dropped. Only the agent's
 /// own user (or root) is answered.
-pub async fn serve(listener: tokio::net::UnixListener, ops: Arc<dyn Operations>) {
-    let me = effective_uid();
+pub async fn serve(socket: ControlSocket, ops: Arc<dyn Operations>) {
+    let ControlSocket {
+        listener,
+        owner: me,
+    } = socket;
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
         let stream = match listener.accept().await {
@@ -147,15 +166,6 @@ pub async fn serve(listener: tokio::net::UnixListener, ops: Arc<dyn Operations>)
             }
         });
     }
-}
-
-/// The process's effective uid: /proc/self is owned by it (no libc call
-/// needed for one number).
-fn effective_uid() -> u32 {
-    use std::os::unix::fs::MetadataExt;
-    std::fs::metadata("/proc/self")
-        .map(|m| m.uid())
-        .unwrap_or(0)
 }
 
 /// The CLI's side: one request, one response, with a clear error when no

@@ -104,7 +104,7 @@ impl Reception {
             let delta = seq.wrapping_sub(self.max_seq);
             if delta < MAX_DROPOUT {
                 if seq < self.max_seq {
-                    self.cycles += 1 << 16;
+                    self.cycles = self.cycles.wrapping_add(1 << 16);
                 }
                 self.max_seq = seq;
             } else if delta <= u16::MAX - MAX_MISORDER {
@@ -126,7 +126,10 @@ impl Reception {
 
     /// One report block, and the interval counters moved on.
     fn block(&mut self, lsr: u32, dlsr: u32) -> ReceptionReport {
-        let expected = self.extended_max().wrapping_sub(self.base_seq) + 1;
+        let expected = self
+            .extended_max()
+            .wrapping_sub(self.base_seq)
+            .wrapping_add(1);
         let lost = (expected as i64 - self.received as i64).clamp(0, 0x7f_ffff) as u32;
         let expected_interval = expected.wrapping_sub(self.expected_prior);
         let received_interval = self.received.wrapping_sub(self.received_prior);
@@ -202,6 +205,39 @@ fn middle32(ntp: u64) -> u32 {
     (ntp >> 16) as u32
 }
 
+/// SR and RR packets read from one datagram at most (a compound packet has
+/// one; a few allow for RR overflow, RFC 3550 §6.4.2).
+const MAX_REPORTS: usize = 4;
+
+/// The sender and receiver reports of a compound RTCP datagram, each parsed
+/// on its own. Other packet types (SDES, BYE, feedback) are stepped over
+/// by their length, unparsed: some would have rtc-rtcp allocate far more
+/// than the datagram holds (a congestion-control feedback can declare
+/// 65,535 entries in 36 bytes). None: not RTCP.
+fn sender_and_receiver_reports(data: &[u8]) -> Option<Vec<Box<dyn Packet>>> {
+    if data.is_empty() {
+        return None;
+    }
+    let mut out = Vec::new();
+    let mut rest = data;
+    while !rest.is_empty() {
+        if rest.len() < 4 || rest[0] >> 6 != 2 {
+            return None;
+        }
+        let len = (u16::from_be_bytes([rest[2], rest[3]]) as usize + 1) * 4;
+        if len > rest.len() {
+            return None;
+        }
+        let (p, tail) = rest.split_at(len);
+        if matches!(p[1], 200 | 201) && out.len() < MAX_REPORTS {
+            let mut one = p;
+            out.extend(packet::unmarshal(&mut one).ok()?);
+        }
+        rest = tail;
+    }
+    Some(out)
+}
+
 /// True for the second byte of an RTCP packet (RFC 5761 §4: payload types
 /// 64–95 with the marker bit, i.e. RTCP packet types 192–223).
 pub fn is_rtcp(data: &[u8]) -> bool {
@@ -252,7 +288,11 @@ impl Rtcp {
         if self.cfg.mux {
             self.send_to = from;
             self.latched = true;
-        } else if self.peer.is_none() && self.cfg.symmetric && !self.latched {
+        } else if self.peer.is_none()
+            && self.cfg.symmetric
+            && !self.latched
+            && from != self.cfg.rtp_remote
+        {
             // Until the peer's own RTCP says where, send to its RTP
             // address's port + 1 (the NAT binding for RTP is no use here).
             self.send_to = SocketAddr::new(from.ip(), self.cfg.remote.port());
@@ -302,8 +342,7 @@ impl Rtcp {
             self.stats.foreign += 1;
             return;
         }
-        let mut buf = data;
-        let Ok(packets) = packet::unmarshal(&mut buf) else {
+        let Some(packets) = sender_and_receiver_reports(data) else {
             self.stats.malformed += 1;
             return;
         };
@@ -340,7 +379,12 @@ impl Rtcp {
     fn read_blocks(&mut self, now_ms: u64, blocks: &[ReceptionReport]) {
         for b in blocks.iter().filter(|b| b.ssrc == self.cfg.ssrc) {
             let s = &mut self.stats;
-            s.remote_lost = b.total_lost;
+            // A signed 24-bit count: negative (duplicates) is none lost.
+            s.remote_lost = if b.total_lost & 0x80_0000 != 0 {
+                0
+            } else {
+                b.total_lost
+            };
             s.remote_fraction_lost_max = s
                 .remote_fraction_lost_max
                 .max(b.fraction_lost as f32 / 256.0);
@@ -370,7 +414,7 @@ impl Rtcp {
         let blocks: Vec<ReceptionReport> = match self.peer {
             Some(_) => {
                 let (lsr, dlsr) = match self.last_sr {
-                    Some((lsr, at)) => (lsr, ((now_ms - at) * 65536 / 1000) as u32),
+                    Some((lsr, at)) => (lsr, (now_ms.saturating_sub(at) * 65536 / 1000) as u32),
                     None => (0, 0),
                 };
                 vec![self.rx.block(lsr, dlsr)]
@@ -381,8 +425,9 @@ impl Rtcp {
         let ssrc = self.cfg.ssrc;
         match self.last_rtp.filter(|_| self.sent_since_report) {
             Some((ts, at)) => {
-                let rtp_time =
-                    ts.wrapping_add(((now_ms - at) * self.cfg.clock_rate as u64 / 1000) as u32);
+                let rtp_time = ts.wrapping_add(
+                    (now_ms.saturating_sub(at) * self.cfg.clock_rate as u64 / 1000) as u32,
+                );
                 packets.push(Box::new(SenderReport {
                     ssrc,
                     ntp_time: ntp(self.cfg.wall_ms_at_zero + now_ms),
@@ -707,6 +752,30 @@ mod tests {
         let mut silent = session(false);
         silent.finish();
         assert!(silent.poll_transmit(100_000, &mut buf).is_none());
+    }
+
+    #[test]
+    fn feedback_packets_are_stepped_over_unparsed() {
+        let mut r = session(false);
+        r.start(0);
+        r.received_rtp(100, addr(PEER_RTP), THEIRS, 1, 160);
+        // A transport-wide congestion-control feedback (PT 205, FMT 15)
+        // declaring 65,535 packet statuses, then the peer's real report.
+        let mut d = vec![0x8f, 205, 0, 4];
+        d.extend_from_slice(&THEIRS.to_be_bytes());
+        d.extend_from_slice(&OURS.to_be_bytes());
+        d.extend_from_slice(&[0, 0, 0xff, 0xff, 0, 0, 0, 0]);
+        d.extend_from_slice(&their_rr(OURS, 0, 0, 0, 5, 0));
+        r.handle_datagram(200, addr(PEER_RTCP), &d);
+        assert_eq!((r.stats.received, r.stats.remote_lost), (1, 5));
+        // A negative cumulative loss (duplicates) is none lost.
+        r.handle_datagram(300, addr(PEER_RTCP), &their_rr(OURS, 0, 0, 0, 0xff_ffff, 0));
+        assert_eq!(r.stats.remote_lost, 0);
+        // A length running past the datagram is malformed.
+        let mut cut = their_rr(OURS, 0, 0, 0, 5, 0);
+        cut.truncate(20);
+        r.handle_datagram(400, addr(PEER_RTCP), &cut);
+        assert_eq!(r.stats.malformed, 1);
     }
 
     #[test]

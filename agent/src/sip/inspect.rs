@@ -20,8 +20,13 @@ pub struct StreamVetting {
     pub tcp: Option<Arc<TcpGuard>>,
 }
 
-fn remote_of(conn: &SipConnection) -> Option<std::net::SocketAddr> {
-    conn.get_remote_addr()?.get_socketaddr().ok()
+/// A TCP connection's identity and its peer's address.
+fn tcp_of(conn: &SipConnection) -> Option<(super::tcp::ConnId, std::net::SocketAddr)> {
+    let SipConnection::Tcp(c) = conn else {
+        return None;
+    };
+    let remote = conn.get_remote_addr()?.get_socketaddr().ok()?;
+    Some((super::tcp::conn_id(c), remote))
 }
 
 /// The Call-ID of an initial INVITE (no To tag): a call on this connection.
@@ -55,9 +60,9 @@ fn is_self_check(msg: &SipMessage, remote: std::net::SocketAddr) -> bool {
 impl TransportEventInspector for StreamVetting {
     async fn handle(&self, ev: TransportEvent) -> Option<TransportEvent> {
         if let (TransportEvent::Closed(conn), Some(g)) = (&ev, &self.tcp)
-            && let Some(remote) = remote_of(conn)
+            && let Some((id, _)) = tcp_of(conn)
         {
-            g.closed(remote);
+            g.closed(id);
         }
         let TransportEvent::Incoming(msg, conn, from) = &ev else {
             return Some(ev);
@@ -66,9 +71,9 @@ impl TransportEventInspector for StreamVetting {
         if matches!(conn, SipConnection::Udp(_)) {
             return Some(ev);
         }
-        if let (Some(g), Some(remote)) = (&self.tcp, remote_of(conn)) {
+        if let (Some(g), Some((id, remote))) = (&self.tcp, tcp_of(conn)) {
             let request = matches!(msg, SipMessage::Request(_)) && !is_self_check(msg, remote);
-            if !g.message(remote, request, invite_call_id(msg).as_deref()) {
+            if !g.message(id, remote, request, invite_call_id(msg).as_deref()) {
                 return None;
             }
         }

@@ -377,15 +377,24 @@ async fn accept_tcp(
                 }
             },
         };
-        if !guard.admit(&stream, remote) {
-            continue; // dropped: closed before rsipstack saw it
+        // A duplicate of the socket to close it by (tcp.rs says why), and
+        // the connection object, which is its identity; rsipstack makes
+        // its buffers only once it serves it, after the guard said yes.
+        let Ok(fd) = std::os::fd::AsFd::as_fd(&stream).try_clone_to_owned() else {
+            continue;
+        };
+        // The box calling itself: the agent's own self-check.
+        let from_self = stream.local_addr().is_ok_and(|l| l.ip() == remote.ip());
+        let Ok(c) = TcpConnection::from_stream(stream, local.clone(), Some(cancel.child_token()))
+        else {
+            continue;
+        };
+        if !guard.admit(tcp::conn_id(&c), fd, remote, from_self) {
+            continue; // dropped here: closed before rsipstack saw it
         }
-        match TcpConnection::from_stream(stream, local.clone(), Some(cancel.child_token())) {
-            Ok(c) => endpoint
-                .transport_layer
-                .add_connection(SipConnection::Tcp(c)),
-            Err(_) => guard.closed(remote),
-        }
+        endpoint
+            .transport_layer
+            .add_connection(SipConnection::Tcp(c));
     }
 }
 

@@ -26,12 +26,35 @@ use super::rate::RateLimit;
 use crate::limits::{BurstLog, COUNTERS, count};
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::sync::Mutex;
 use std::time::Instant;
 
-/// SIP Call-IDs remembered per connection (INVITEs it carried).
-const MAX_CALLS_PER_CONNECTION: usize = 8;
+/// SIP Call-IDs remembered per connection (INVITEs it carried): a trunk
+/// brings every call of a shop on one connection.
+const MAX_CALLS_PER_CONNECTION: usize = 64;
+
+/// A connection's identity: rsipstack's connection object, not the peer's
+/// address (a new connection may reuse an ip:port before the old one's
+/// Closed event reaches us). The object lives until its Closed event is
+/// handled, so the id is not reused while we know it.
+pub type ConnId = usize;
+
+pub fn conn_id(c: &rsipstack::transport::tcp::TcpConnection) -> ConnId {
+    std::sync::Arc::as_ptr(&c.inner) as *const () as usize
+}
+
+/// The address a per-source limit counts: the IP, or for IPv6 its /64 (one
+/// host or site gets a whole /64).
+pub fn source_of(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => {
+            let s = v6.segments();
+            IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+        }
+    }
+}
 
 #[derive(Debug, Clone, Copy)]
 pub struct TcpLimits {
@@ -49,6 +72,7 @@ pub enum Refusal {
 
 #[derive(Debug)]
 struct Conn {
+    source: IpAddr,
     last_ms: u64,
     /// Call-IDs of INVITEs that came on it.
     calls: Vec<String>,
@@ -59,7 +83,7 @@ struct Conn {
 #[derive(Debug)]
 pub struct Table {
     limits: TcpLimits,
-    conns: HashMap<SocketAddr, Conn>,
+    conns: HashMap<ConnId, Conn>,
     per_ip: HashMap<IpAddr, usize>,
 }
 
@@ -77,19 +101,33 @@ impl Table {
         self.conns.len()
     }
 
-    /// A connection was accepted from `remote`: keep it, or refuse it.
-    pub fn admit(&mut self, remote: SocketAddr, now_ms: u64) -> Result<(), Refusal> {
-        if self.conns.len() >= self.limits.total {
+    /// Connection `id` was accepted from `remote`: keep it, or refuse it.
+    /// A connection from the box to itself (`from_self`: the agent's own
+    /// self-check) is not held to the total, so filling it from outside
+    /// cannot fail the self-check and get the agent restarted.
+    pub fn admit(
+        &mut self,
+        id: ConnId,
+        remote: SocketAddr,
+        from_self: bool,
+        now_ms: u64,
+    ) -> Result<(), Refusal> {
+        if self.conns.contains_key(&id) {
+            return Ok(());
+        }
+        if self.conns.len() >= self.limits.total && !from_self {
             return Err(Refusal::Total);
         }
-        let n = self.per_ip.get(&remote.ip()).copied().unwrap_or(0);
+        let source = source_of(remote.ip());
+        let n = self.per_ip.get(&source).copied().unwrap_or(0);
         if n >= self.limits.per_source {
             return Err(Refusal::PerSource);
         }
-        self.per_ip.insert(remote.ip(), n + 1);
+        self.per_ip.insert(source, n + 1);
         self.conns.insert(
-            remote,
+            id,
             Conn {
+                source,
                 last_ms: now_ms,
                 calls: Vec::new(),
             },
@@ -97,10 +135,10 @@ impl Table {
         Ok(())
     }
 
-    /// A SIP message came on (or went out over) the connection to `remote`;
-    /// `invite` is the Call-ID of an INVITE that started a dialog on it.
-    pub fn activity(&mut self, remote: SocketAddr, now_ms: u64, invite: Option<&str>) {
-        let Some(c) = self.conns.get_mut(&remote) else {
+    /// A SIP message came on connection `id`; `invite` is the Call-ID of
+    /// an INVITE that started a dialog on it.
+    pub fn activity(&mut self, id: ConnId, now_ms: u64, invite: Option<&str>) {
+        let Some(c) = self.conns.get_mut(&id) else {
             return;
         };
         c.last_ms = now_ms;
@@ -114,22 +152,23 @@ impl Table {
         }
     }
 
-    /// The connection to `remote` is gone (either side closed it).
-    pub fn closed(&mut self, remote: SocketAddr) {
-        if self.conns.remove(&remote).is_none() {
+    /// Connection `id` is gone (either side closed it). Ids we never
+    /// admitted (rsipstack's own outbound connections) change nothing.
+    pub fn closed(&mut self, id: ConnId) {
+        let Some(c) = self.conns.remove(&id) else {
             return;
-        }
-        if let Some(n) = self.per_ip.get_mut(&remote.ip()) {
+        };
+        if let Some(n) = self.per_ip.get_mut(&c.source) {
             *n -= 1;
             if *n == 0 {
-                self.per_ip.remove(&remote.ip());
+                self.per_ip.remove(&c.source);
             }
         }
     }
 
     /// Connections idle past the limit that carry no call in progress; a
     /// finished call's Call-ID is forgotten on the way.
-    pub fn idle(&mut self, now_ms: u64, in_progress: impl Fn(&str) -> bool) -> Vec<SocketAddr> {
+    pub fn idle(&mut self, now_ms: u64, in_progress: impl Fn(&str) -> bool) -> Vec<ConnId> {
         let idle_ms = self.limits.idle_ms;
         let mut out = Vec::new();
         for (addr, c) in &mut self.conns {
@@ -148,7 +187,7 @@ impl Table {
 /// The shell: the table, the descriptors to close, the rate limit.
 pub struct TcpGuard {
     table: Mutex<Table>,
-    fds: Mutex<HashMap<SocketAddr, OwnedFd>>,
+    fds: Mutex<HashMap<ConnId, OwnedFd>>,
     rate: Mutex<RateLimit>,
     started: Instant,
     refused_log: BurstLog,
@@ -175,11 +214,13 @@ impl TcpGuard {
         self.started.elapsed().as_millis() as u64
     }
 
-    /// Keep the accepted `stream` (true) or close it now (false).
-    pub fn admit(&self, stream: &tokio::net::TcpStream, remote: SocketAddr) -> bool {
+    /// Keep connection `id` from `remote` (true), with `fd`, a duplicate
+    /// of its socket to close it by; or refuse it (false: the caller drops
+    /// the connection, which closes it).
+    pub fn admit(&self, id: ConnId, fd: OwnedFd, remote: SocketAddr, from_self: bool) -> bool {
         let now = self.now_ms();
         let verdict = match self.table.lock() {
-            Ok(mut t) => t.admit(remote, now),
+            Ok(mut t) => t.admit(id, remote, from_self, now),
             Err(_) => Err(Refusal::Total),
         };
         if verdict.is_err() {
@@ -187,29 +228,27 @@ impl TcpGuard {
             self.refused_log.hit(Instant::now());
             return false;
         }
-        match stream.as_fd().try_clone_to_owned() {
-            Ok(fd) => {
-                if let Ok(mut f) = self.fds.lock() {
-                    f.insert(remote, fd);
-                }
-                true
-            }
-            Err(_) => {
-                self.closed(remote);
-                false
-            }
+        if let Ok(mut f) = self.fds.lock() {
+            f.insert(id, fd);
         }
+        true
     }
 
-    /// A request (`request` true) or response on the connection to
-    /// `remote`. False: over the rate limit, drop it.
-    pub fn message(&self, remote: SocketAddr, request: bool, invite: Option<&str>) -> bool {
+    /// A request (`request` true) or response from `remote` on connection
+    /// `id`. False: over the rate limit, drop it.
+    pub fn message(
+        &self,
+        id: ConnId,
+        remote: SocketAddr,
+        request: bool,
+        invite: Option<&str>,
+    ) -> bool {
         let now = self.now_ms();
         if request
             && !self
                 .rate
                 .lock()
-                .map(|mut r| r.allow(remote.ip(), now))
+                .map(|mut r| r.allow(source_of(remote.ip()), now))
                 .unwrap_or(true)
         {
             count(&COUNTERS.sip_rate_limited, 1);
@@ -217,17 +256,18 @@ impl TcpGuard {
             return false;
         }
         if let Ok(mut t) = self.table.lock() {
-            t.activity(remote, now, invite);
+            t.activity(id, now, invite);
         }
         true
     }
 
-    pub fn closed(&self, remote: SocketAddr) {
+    /// rsipstack reports connection `id` closed.
+    pub fn closed(&self, id: ConnId) {
         if let Ok(mut t) = self.table.lock() {
-            t.closed(remote);
+            t.closed(id);
         }
         if let Ok(mut f) = self.fds.lock() {
-            f.remove(&remote);
+            f.remove(&id);
         }
     }
 
@@ -238,8 +278,8 @@ impl TcpGuard {
             Ok(mut t) => t.idle(now, in_progress),
             Err(_) => return 0,
         };
-        for addr in &idle {
-            let fd = self.fds.lock().ok().and_then(|mut f| f.remove(addr));
+        for id in &idle {
+            let fd = self.fds.lock().ok().and_then(|mut f| f.remove(id));
             if let Some(fd) = fd {
                 // Shutting the socket down (not just our duplicate) ends
                 // rsipstack's read loop: it closes and reports Closed.
@@ -249,7 +289,7 @@ impl TcpGuard {
             // Forgotten now, so a peer that never closes its side is not
             // counted against its limit; rsipstack's Closed is then a no-op.
             if let Ok(mut t) = self.table.lock() {
-                t.closed(*addr);
+                t.closed(*id);
             }
         }
         count(&COUNTERS.tcp_idle_closed, idle.len() as u64);
@@ -280,32 +320,75 @@ mod tests {
     #[test]
     fn connections_are_bounded_per_source_and_in_all() {
         let mut t = table();
-        assert_eq!(t.admit(addr("192.0.2.1:1000"), 0), Ok(()));
-        assert_eq!(t.admit(addr("192.0.2.1:1001"), 0), Ok(()));
-        assert_eq!(t.admit(addr("192.0.2.1:1002"), 0), Err(Refusal::PerSource));
-        assert_eq!(t.admit(addr("192.0.2.2:1000"), 0), Ok(()));
-        assert_eq!(t.admit(addr("192.0.2.3:1000"), 0), Err(Refusal::Total));
+        assert_eq!(t.admit(1, addr("192.0.2.1:1000"), false, 0), Ok(()));
+        assert_eq!(t.admit(2, addr("192.0.2.1:1001"), false, 0), Ok(()));
+        assert_eq!(
+            t.admit(3, addr("192.0.2.1:1002"), false, 0),
+            Err(Refusal::PerSource)
+        );
+        assert_eq!(t.admit(4, addr("192.0.2.2:1000"), false, 0), Ok(()));
+        assert_eq!(
+            t.admit(5, addr("192.0.2.3:1000"), false, 0),
+            Err(Refusal::Total)
+        );
+        // The agent's own self-check (from the box to itself) is not held
+        // to the total; loopback from elsewhere is.
+        assert_eq!(
+            t.admit(6, addr("127.0.0.4:999"), false, 0),
+            Err(Refusal::Total)
+        );
+        assert_eq!(t.admit(6, addr("127.0.0.1:999"), true, 0), Ok(()));
+        t.closed(6);
         // One closes: its source may connect again.
-        t.closed(addr("192.0.2.1:1000"));
-        assert_eq!(t.admit(addr("192.0.2.1:1003"), 0), Ok(()));
-        // Closing what was never admitted changes nothing.
-        t.closed(addr("198.51.100.1:5"));
-        t.closed(addr("192.0.2.1:1000"));
+        t.closed(1);
+        assert_eq!(t.admit(7, addr("192.0.2.1:1003"), false, 0), Ok(()));
+        // Closing what was never admitted, or twice, changes nothing.
+        t.closed(99);
+        t.closed(1);
         assert_eq!(t.open(), 3);
-        assert_eq!(t.admit(addr("192.0.2.1:1004"), 0), Err(Refusal::Total));
+        assert_eq!(
+            t.admit(8, addr("192.0.2.1:1004"), false, 0),
+            Err(Refusal::Total)
+        );
+    }
+
+    #[test]
+    fn a_reused_address_is_another_connection() {
+        // The old connection's Closed comes after the new one is admitted
+        // from the same ip:port: the new one stays counted and known.
+        let mut t = table();
+        t.admit(1, addr("192.0.2.1:1000"), false, 0).unwrap();
+        t.admit(2, addr("192.0.2.1:1000"), false, 0).unwrap();
+        t.closed(1);
+        assert_eq!(t.open(), 1);
+        assert_eq!(t.admit(3, addr("192.0.2.1:1001"), false, 0), Ok(()));
+        assert_eq!(
+            t.admit(4, addr("192.0.2.1:1002"), false, 0),
+            Err(Refusal::PerSource)
+        );
+    }
+
+    #[test]
+    fn an_ipv6_site_is_one_source() {
+        let mut t = table();
+        t.admit(1, addr("[2001:db8:1:2::1]:5060"), false, 0)
+            .unwrap();
+        t.admit(2, addr("[2001:db8:1:2:ffff::9]:5060"), false, 0)
+            .unwrap();
+        assert_eq!(
+            t.admit(3, addr("[2001:db8:1:2:abcd::7]:5060"), false, 0),
+            Err(Refusal::PerSource)
+        );
+        assert_eq!(t.admit(4, addr("[2001:db8:1:3::1]:5060"), false, 0), Ok(()));
     }
 
     #[test]
     fn idle_connections_go_unless_they_carry_a_call() {
         let mut t = table();
-        let (quiet, busy, calling) = (
-            addr("192.0.2.1:1"),
-            addr("192.0.2.1:2"),
-            addr("192.0.2.2:1"),
-        );
-        for a in [quiet, busy, calling] {
-            t.admit(a, 0).unwrap();
-        }
+        let (quiet, busy, calling) = (1, 2, 3);
+        t.admit(quiet, addr("192.0.2.1:1"), false, 0).unwrap();
+        t.admit(busy, addr("192.0.2.1:2"), false, 0).unwrap();
+        t.admit(calling, addr("192.0.2.2:1"), false, 0).unwrap();
         t.activity(calling, 100, Some("call-1@phone"));
         let live = |id: &str| id == "call-1@phone";
         assert!(t.idle(999, live).is_empty());
@@ -322,12 +405,11 @@ mod tests {
     #[test]
     fn call_ids_per_connection_are_bounded() {
         let mut t = table();
-        let a = addr("192.0.2.1:1");
-        t.admit(a, 0).unwrap();
+        t.admit(1, addr("192.0.2.1:1"), false, 0).unwrap();
         for i in 0..100 {
-            t.activity(a, 0, Some(&format!("c{i}")));
+            t.activity(1, 0, Some(&format!("c{i}")));
         }
-        assert_eq!(t.conns[&a].calls.len(), MAX_CALLS_PER_CONNECTION);
-        assert_eq!(t.conns[&a].calls.last().unwrap(), "c99");
+        assert_eq!(t.conns[&1].calls.len(), MAX_CALLS_PER_CONNECTION);
+        assert_eq!(t.conns[&1].calls.last().unwrap(), "c99");
     }
 }
