@@ -101,6 +101,14 @@ fn run(calls: usize, workers: usize, wav: &std::path::Path) -> Run {
     );
     if std::env::var_os("HANDLET_BENCH_DUMP").is_some() {
         dump(&db);
+        // What each call's media leg and transcription tap reported.
+        for l in agent
+            .log()
+            .lines()
+            .filter(|l| l.contains("transcript complete") || l.contains("call ended"))
+        {
+            eprintln!("  {l}");
+        }
     }
     let waits = |sql: &str| -> Vec<i64> {
         db.prepare(sql)
