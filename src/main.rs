@@ -336,7 +336,7 @@ fn privacy(cfg: &Config, command: PrivacyCommand) -> Result<(), Error> {
         PrivacyCommand::Export { phone, .. }
         | PrivacyCommand::Erase {
             phone: Some(phone), ..
-        } => Some(Phone::parse(phone)?),
+        } => Some(Phone::parse_in(phone, cfg.site.country)?),
         _ => None,
     };
     let conn = handlet_agent::store::open_for_tools(&cfg.database_path())?;

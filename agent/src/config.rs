@@ -15,6 +15,7 @@ pub const INTENTS_TOML: &str = include_str!("intents.toml");
 pub struct Config {
     pub data_dir: PathBuf,
     pub models_dir: PathBuf,
+    pub site: Site,
     pub sip: Sip,
     pub media: Media,
     pub transcription: Transcription,
@@ -22,6 +23,23 @@ pub struct Config {
     pub privacy: Privacy,
     pub limits: Limits,
     pub log: Log,
+}
+
+/// Where the box is.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Site {
+    /// The country whose dialling plan national numbers follow (ISO 3166
+    /// code): "07700 900123" is +44 7700 900123 in GB.
+    pub country: crate::phone::Country,
+}
+
+impl Default for Site {
+    fn default() -> Self {
+        Site {
+            country: crate::phone::Country::GB,
+        }
+    }
 }
 
 /// Bounds on what callers and peers can make the agent hold at once.
@@ -223,6 +241,7 @@ impl Default for Config {
         Config {
             data_dir: "./data".into(),
             models_dir: "./.models".into(),
+            site: Site::default(),
             sip: Sip::default(),
             media: Media::default(),
             transcription: Transcription::default(),
@@ -591,6 +610,32 @@ mod tests {
     fn unknown_field_is_rejected_by_name() {
         let e = load_str("[sip]\nprot = 5060\n").unwrap_err().to_string();
         assert!(e.contains("prot"), "{e}");
+    }
+
+    #[test]
+    fn the_sites_country_is_an_iso_code_we_know() {
+        assert_eq!(
+            Config::default_config().site.country,
+            crate::phone::Country::GB
+        );
+        let c = load_str("[site]\ncountry = \"IE\"\n").unwrap();
+        assert_eq!(c.site.country, crate::phone::Country::IE);
+        let e = load_str("[site]\ncountry = \"Narnia\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("country") && e.contains("Narnia") && e.contains("GB"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn an_rtp_range_without_an_rtp_and_rtcp_pair_is_refused() {
+        let e = load_str("[media]\nrtp_port_min = 20001\nrtp_port_max = 20002\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("RTCP"), "{e}");
+        assert!(load_str("[media]\nrtp_port_min = 20000\nrtp_port_max = 20001\n").is_ok());
     }
 
     #[test]

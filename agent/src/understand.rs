@@ -68,25 +68,32 @@ impl Understanding {
     }
 }
 
-/// The number in a SIP URI's user part, if it is one ("sip:+447700900123@..").
-pub fn caller_number(uri: &str) -> Option<String> {
-    crate::phone::Phone::from_uri(uri).map(|p| p.national())
+/// The number in a SIP URI's user part, if it is one ("sip:+447700900123@.."),
+/// written as it is dialled in `country`.
+pub fn caller_number(uri: &str, country: crate::phone::Country) -> Option<String> {
+    crate::phone::Phone::from_uri_in(uri, country).map(|p| p.national_in(country))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::phone::Country;
 
     #[test]
     fn caller_number_from_uri() {
         assert_eq!(
-            caller_number("<sip:+447700900123@trunk.example>").as_deref(),
+            caller_number("<sip:+447700900123@trunk.example>", Country::GB).as_deref(),
             Some("07700900123")
         );
         assert_eq!(
-            caller_number("sip:01134960000@10.0.0.1;user=phone").as_deref(),
+            caller_number("sip:01134960000@10.0.0.1;user=phone", Country::GB).as_deref(),
             Some("01134960000")
         );
-        assert_eq!(caller_number("sip:tester@127.0.0.1"), None);
+        assert_eq!(caller_number("sip:tester@127.0.0.1", Country::GB), None);
+        // A US site writes its callers' numbers its own way.
+        assert_eq!(
+            caller_number("sip:+12125550100@trunk", Country::US).as_deref(),
+            Some("2125550100")
+        );
     }
 }

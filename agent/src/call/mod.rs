@@ -216,7 +216,10 @@ pub async fn inbound(
                             store: ctx.store.clone(),
                             after: Some(tap::AfterCall {
                                 understanding: ctx.understanding.clone(),
-                                caller_id: crate::understand::caller_number(&from),
+                                caller_id: crate::understand::caller_number(
+                                    &from,
+                                    ctx.cfg.site.country,
+                                ),
                             }),
                             record: ctx.cfg.privacy.recording.then(|| tap::RecordPlan {
                                 data_dir: ctx.cfg.data_dir.clone(),

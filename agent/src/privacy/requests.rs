@@ -78,7 +78,7 @@ fn calls_of(conn: &Connection, p: &Phone) -> Result<BTreeSet<String>, Error> {
         let (from, to): (String, String) = (r.get(1)?, r.get(2)?);
         if [from, to]
             .iter()
-            .any(|u| Phone::from_uri(u).as_ref() == Some(p))
+            .any(|u| Phone::from_uri_in(u, p.country()).as_ref() == Some(p))
         {
             ids.insert(r.get(0)?);
         }
