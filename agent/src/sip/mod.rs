@@ -6,6 +6,7 @@
 //! registered with the [`Router`] (quinn-proto's endpoint hands datagrams
 //! to connections the same way).
 
+pub mod bindings;
 pub mod digest;
 pub mod inspect;
 pub mod rate;
