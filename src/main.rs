@@ -27,6 +27,9 @@ enum Command {
     Run,
     /// Ask the running agent how it is: calls in progress, limits hit, SIP.
     Status,
+    /// Ask the running agent which extensions are registered, where, and
+    /// until when.
+    Extensions,
     /// Call the agent, play a WAV as the caller, hang up, print the stored transcript.
     Call {
         /// WAV file to speak (any rate, any channel count).
@@ -303,6 +306,11 @@ fn run(cli: Cli) -> Result<(), Error> {
         }
         Command::Status => {
             let st = handlet_agent::control::request(&cfg.data_dir, "status")?;
+            println!("{}", handlet_agent::control::pretty(&st));
+            Ok(())
+        }
+        Command::Extensions => {
+            let st = handlet_agent::control::request(&cfg.data_dir, "extensions")?;
             println!("{}", handlet_agent::control::pretty(&st));
             Ok(())
         }

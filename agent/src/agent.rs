@@ -123,11 +123,13 @@ pub async fn run(cfg: Config) -> Result<(), Error> {
     let listen = server.listen.clone();
     let calls = crate::calls::Calls::new(ctx.clone(), max_calls, per_source);
     let router = Arc::new(sip::Router::default());
+    let registrar = Arc::new(sip::registrar::Registrar::new(&ctx.cfg));
     let serving = tokio::spawn(sip::serve(
         server,
         user,
         calls.clone(),
         router,
+        registrar.clone(),
         sip_cancel.clone(),
     ));
     // rsipstack binds TCP inside its serve task: say "ready" only once it accepts.
@@ -155,6 +157,7 @@ pub async fn run(cfg: Config) -> Result<(), Error> {
             max_calls,
             listen: listen.clone(),
             tcp: tcp_guard,
+            registrar,
         }),
     ));
     for (t, addr) in &listen {
@@ -236,6 +239,7 @@ struct Status {
     max_calls: usize,
     listen: Vec<(rsipstack::sip::Transport, std::net::SocketAddr)>,
     tcp: Option<Arc<sip::tcp::TcpGuard>>,
+    registrar: Arc<sip::registrar::Registrar>,
 }
 
 impl crate::control::Operations for Status {
@@ -258,9 +262,15 @@ impl crate::control::Operations for Status {
                 "store_writes_dropped": c.store_dropped.load(Relaxed),
                 "tcp_connections_refused": c.tcp_refused.load(Relaxed),
                 "tcp_idle_closed": c.tcp_idle_closed.load(Relaxed),
+                "auth_failed": c.auth_failed.load(Relaxed),
+                "auth_lockouts": c.auth_lockouts.load(Relaxed),
             },
             "tcp_connections": self.tcp.as_ref().map(|g| g.connections()),
         })
+    }
+
+    fn extensions(&self) -> serde_json::Value {
+        serde_json::to_value(self.registrar.extensions()).unwrap_or_default()
     }
 }
 

@@ -22,7 +22,82 @@ pub struct Config {
     pub intent: Intent,
     pub privacy: Privacy,
     pub limits: Limits,
+    pub registrar: Registrar,
+    /// Desk phones and softphones that register to the box (`[[extension]]`).
+    #[serde(rename = "extension")]
+    pub extensions: Vec<Extension>,
     pub log: Log,
+}
+
+/// A phone of the business: it registers to the box as `number` with
+/// digest authentication.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Extension {
+    /// 2–6 digits, unique.
+    pub number: String,
+    /// Who answers it ("Front desk").
+    #[serde(default)]
+    pub name: String,
+    /// Its SIP password (at least 8 characters). Only digest hashes of it
+    /// are derived and used; `config show` prints `<hidden>`.
+    pub secret: Hidden,
+}
+
+/// A secret read from config: never printed, never logged.
+#[derive(Clone, PartialEq, Deserialize)]
+#[serde(transparent)]
+pub struct Hidden(String);
+
+impl Hidden {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Hidden {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<hidden>")
+    }
+}
+
+impl Serialize for Hidden {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str("<hidden>")
+    }
+}
+
+/// How phones register.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Registrar {
+    /// Shortest registration accepted (shorter gets 423 with this minimum).
+    pub min_expires_secs: u64,
+    /// Longest registration granted (longer is shortened to this).
+    pub max_expires_secs: u64,
+    /// This many failed authentications from one address within
+    /// `lockout_window_secs` lock it out for `lockout_secs`.
+    pub lockout_failures: u32,
+    pub lockout_window_secs: u64,
+    pub lockout_secs: u64,
+    /// Challenge with SHA-256 as well as MD5 (SHA-256 first). Off by
+    /// default: baresip 1.0's libre and many desk phones give up on a
+    /// challenge whose algorithm they cannot compute instead of taking the
+    /// MD5 one. Responses with either are verified whatever this says.
+    pub offer_sha256: bool,
+}
+
+impl Default for Registrar {
+    fn default() -> Self {
+        Registrar {
+            min_expires_secs: 60,
+            max_expires_secs: 3600,
+            lockout_failures: 5,
+            lockout_window_secs: 60,
+            lockout_secs: 300,
+            offer_sha256: false,
+        }
+    }
 }
 
 /// Where the box is.
@@ -197,6 +272,8 @@ pub struct Sip {
     pub tcp: bool,
     pub user: String,
     pub answer_after_ms: u64,
+    /// The digest realm phones authenticate in.
+    pub realm: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -248,6 +325,8 @@ impl Default for Config {
             intent: Intent::default(),
             privacy: Privacy::default(),
             limits: Limits::default(),
+            registrar: Registrar::default(),
+            extensions: Vec::new(),
             log: Log::default(),
         }
     }
@@ -262,6 +341,7 @@ impl Default for Sip {
             tcp: true,
             user: "handlet".into(),
             answer_after_ms: 0,
+            realm: "handlet".into(),
         }
     }
 }
@@ -329,6 +409,41 @@ impl Config {
     }
 
     fn validate(&self) -> Result<(), String> {
+        let mut numbers = std::collections::HashSet::new();
+        for (i, e) in self.extensions.iter().enumerate() {
+            let at = format!("extension {} (the {}th [[extension]])", e.number, i + 1);
+            if !(2..=6).contains(&e.number.len()) || !e.number.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(format!(
+                    "{at}: number must be 2 to 6 digits, got {:?}",
+                    e.number
+                ));
+            }
+            if !numbers.insert(e.number.as_str()) {
+                return Err(format!("{at}: number {} is used twice", e.number));
+            }
+            if e.secret.expose().chars().count() < 8 {
+                return Err(format!("{at}: secret must be at least 8 characters"));
+            }
+            if e.name.chars().count() > 64 {
+                return Err(format!("{at}: name is longer than 64 characters"));
+            }
+        }
+        let r = &self.registrar;
+        if r.min_expires_secs < 10 || r.min_expires_secs > r.max_expires_secs {
+            return Err(format!(
+                "registrar.min_expires_secs ({}) must be at least 10 and at most registrar.max_expires_secs ({})",
+                r.min_expires_secs, r.max_expires_secs
+            ));
+        }
+        if r.lockout_failures == 0 || r.lockout_window_secs == 0 || r.lockout_secs == 0 {
+            return Err("registrar.lockout_failures, lockout_window_secs and lockout_secs must be at least 1".into());
+        }
+        if self.sip.realm.is_empty() || self.sip.realm.contains(['"', '\\']) {
+            return Err(format!(
+                "sip.realm must be a non-empty name without quotes, got {:?}",
+                self.sip.realm
+            ));
+        }
         let p = &self.privacy;
         if !(1..=3650).contains(&p.recording_retention_days) {
             return Err(format!(
@@ -610,6 +725,38 @@ mod tests {
     fn unknown_field_is_rejected_by_name() {
         let e = load_str("[sip]\nprot = 5060\n").unwrap_err().to_string();
         assert!(e.contains("prot"), "{e}");
+    }
+
+    #[test]
+    fn extensions_are_checked_and_their_secrets_never_shown() {
+        let one =
+            "[[extension]]\nnumber = \"101\"\nname = \"Front desk\"\nsecret = \"correct horse\"\n";
+        let c = load_str(one).unwrap();
+        assert_eq!(c.extensions[0].number, "101");
+        assert_eq!(c.extensions[0].secret.expose(), "correct horse");
+        let shown = toml::to_string(&c).unwrap();
+        assert!(
+            !shown.contains("correct horse") && shown.contains("<hidden>"),
+            "{shown}"
+        );
+        assert!(!format!("{c:?}").contains("correct horse"));
+        for (bad, says) in [
+            (one.replace("101", "1"), "2 to 6 digits"),
+            (one.replace("101", "10a"), "2 to 6 digits"),
+            (format!("{one}{one}"), "used twice"),
+            (one.replace("correct horse", "short"), "at least 8"),
+        ] {
+            let e = load_str(&bad).unwrap_err().to_string();
+            assert!(e.contains(says) && !e.contains("correct horse"), "{e}");
+        }
+        let e = load_str("[[extension]]\nnumber = \"101\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("secret"), "{e}");
+        let e = load_str("[registrar]\nmin_expires_secs = 7200\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("registrar.min_expires_secs"), "{e}");
     }
 
     #[test]

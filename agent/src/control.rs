@@ -38,6 +38,8 @@ pub struct Response {
 /// What the running agent answers with.
 pub trait Operations: Send + Sync + 'static {
     fn status(&self) -> serde_json::Value;
+    /// Extensions and where each is registered.
+    fn extensions(&self) -> serde_json::Value;
 }
 
 pub fn socket_path(data_dir: &Path) -> PathBuf {
@@ -67,6 +69,12 @@ fn answer(ops: &dyn Operations, line: &str) -> Response {
             ok: true,
             error: None,
             result: Some(ops.status()),
+        },
+        "extensions" => Response {
+            v: VERSION,
+            ok: true,
+            error: None,
+            result: Some(ops.extensions()),
         },
         other => err(format!("unknown operation {other:?}")),
     }
@@ -216,6 +224,9 @@ mod tests {
     impl Operations for Fixed {
         fn status(&self) -> serde_json::Value {
             serde_json::json!({"calls": 2})
+        }
+        fn extensions(&self) -> serde_json::Value {
+            serde_json::json!([])
         }
     }
 

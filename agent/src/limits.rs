@@ -25,6 +25,11 @@ pub struct Counters {
     pub tcp_refused: AtomicU64,
     /// SIP TCP connections closed for being idle.
     pub tcp_idle_closed: AtomicU64,
+    /// Digest authentications that failed (wrong password, unknown user,
+    /// replayed nonce count, another's number).
+    pub auth_failed: AtomicU64,
+    /// Addresses locked out for repeated failures.
+    pub auth_lockouts: AtomicU64,
 }
 
 pub static COUNTERS: Counters = Counters {
@@ -36,6 +41,8 @@ pub static COUNTERS: Counters = Counters {
     store_dropped: AtomicU64::new(0),
     tcp_refused: AtomicU64::new(0),
     tcp_idle_closed: AtomicU64::new(0),
+    auth_failed: AtomicU64::new(0),
+    auth_lockouts: AtomicU64::new(0),
 };
 
 /// A burst is over after this long without a hit.

@@ -10,6 +10,7 @@ pub mod bindings;
 pub mod digest;
 pub mod inspect;
 pub mod rate;
+pub mod registrar;
 pub mod tcp;
 pub mod udp;
 pub mod vet;
@@ -237,6 +238,7 @@ pub async fn serve(
     user: String,
     acceptor: Arc<dyn CallAcceptor>,
     router: Arc<Router>,
+    registrar: Arc<registrar::Registrar>,
     cancel: CancellationToken,
 ) -> Result<(), Error> {
     let SipServer {
@@ -334,6 +336,22 @@ pub async fn serve(
             }
             Method::Options => {
                 let _ = tx.reply(StatusCode::OK).await;
+            }
+            Method::Register => {
+                let source = tx
+                    .connection
+                    .as_ref()
+                    .and_then(|c| c.get_remote_addr())
+                    .and_then(|a| a.get_socketaddr().ok());
+                let registrar = registrar.clone();
+                tokio::spawn(async move {
+                    match source {
+                        Some(source) => registrar.handle(&mut tx, source, transport).await,
+                        None => {
+                            let _ = tx.reply(StatusCode::BadRequest).await;
+                        }
+                    }
+                });
             }
             Method::Ack => {}
             Method::Bye | Method::Cancel => {
