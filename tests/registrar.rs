@@ -311,3 +311,88 @@ fn a_baresip_phone_registers_and_is_listed() {
     assert!((60..=120).contains(&secs), "{c:?}");
     assert_eq!(limits_hit(&agent, "auth_failed"), 0);
 }
+
+/// A REGISTER over TCP from `stream`, answered on it.
+fn register_tcp(
+    s: &mut std::net::TcpStream,
+    ext: &str,
+    expires: u32,
+    cseq: u32,
+    auth: Option<String>,
+) -> Reply {
+    use std::io::{Read, Write};
+    let local = s.local_addr().unwrap();
+    let auth = auth
+        .map(|a| format!("Authorization: {a}\r\n"))
+        .unwrap_or_default();
+    let msg = format!(
+        "REGISTER sip:127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/TCP {local};branch=z9hG4bK-tcp-{cseq}\r\n\
+         Max-Forwards: 70\r\nFrom: <sip:{ext}@127.0.0.1>;tag=tp\r\nTo: <sip:{ext}@127.0.0.1>\r\n\
+         Call-ID: tcp-reg-{}@x\r\nCSeq: {cseq} REGISTER\r\nContact: <sip:{ext}@{local};transport=tcp>\r\n\
+         Expires: {expires}\r\n{auth}Content-Length: 0\r\n\r\n",
+        local.port()
+    );
+    s.write_all(msg.as_bytes()).unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = s.read(&mut buf).expect("an answer over TCP");
+        assert!(n > 0, "the agent closed the connection");
+        got.extend_from_slice(&buf[..n]);
+        let text = String::from_utf8_lossy(&got).into_owned();
+        if let Some(end) = text.find("\r\n\r\n") {
+            let text = text[..end + 4].to_string();
+            let code: u16 = text.get(8..11).and_then(|c| c.parse().ok()).unwrap_or(0);
+            if code >= 200 {
+                return Reply { code, text };
+            }
+            got.drain(..end + 4);
+        }
+    }
+}
+
+/// A phone registered over TCP keeps its connection however quiet (the box
+/// reaches it through it); once it unregisters the connection is idle like
+/// any other and is closed.
+#[test]
+fn a_phone_registered_over_tcp_keeps_its_connection() {
+    let agent = Agent::start_with(
+        "registrar-tcp",
+        &format!("[limits]\ntcp_idle_secs = 2\n{EXTENSIONS}"),
+    );
+    let closed = |a: &Agent| limits_hit(a, "tcp_idle_closed");
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", agent.port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let n = register_tcp(&mut s, "101", 600, 1, None).nonce();
+    let r = register_tcp(
+        &mut s,
+        "101",
+        600,
+        2,
+        Some(Phone::digest("101", SECRET, &n, 1)),
+    );
+    assert_eq!(r.code, 200, "{}", r.text);
+    let c = contacts_of(&agent, "101");
+    assert_eq!(c[0]["transport"], "tcp", "{c:?}");
+    // Well past the idle time with nothing said: still open.
+    std::thread::sleep(Duration::from_millis(4_500));
+    assert_eq!(
+        closed(&agent),
+        0,
+        "a registered phone's connection was closed"
+    );
+    let r = register_tcp(
+        &mut s,
+        "101",
+        0,
+        3,
+        Some(Phone::digest("101", SECRET, &n, 2)),
+    );
+    assert_eq!(r.code, 200, "{}", r.text);
+    // Unregistered: now it is an idle connection like any other.
+    wait_for(
+        10,
+        "the unregistered phone's connection to be closed",
+        || (closed(&agent) == 1).then_some(()),
+    );
+}

@@ -266,7 +266,7 @@ pub async fn serve(
                 endpoint.inner.clone(),
                 cancel.clone(),
             )),
-            tokio::spawn(reap_tcp(guard, router.clone())),
+            tokio::spawn(reap_tcp(guard, router.clone(), registrar.clone())),
         )
     });
 
@@ -419,12 +419,19 @@ async fn accept_tcp(
 }
 
 /// Close TCP connections idle past `limits.tcp_idle_secs` that carry no
-/// call in progress.
-async fn reap_tcp(guard: Arc<tcp::TcpGuard>, router: Arc<Router>) {
+/// call in progress and are no registered phone's.
+async fn reap_tcp(
+    guard: Arc<tcp::TcpGuard>,
+    router: Arc<Router>,
+    registrar: Arc<registrar::Registrar>,
+) {
     let mut t = tokio::time::interval(std::time::Duration::from_secs(1));
     loop {
         t.tick().await;
-        let n = guard.reap(|id| router.has_call_id(id));
+        let n = guard.reap(
+            |id| router.has_call_id(id),
+            |remote| registrar.registered_at(remote),
+        );
         if n > 0 {
             tracing::debug!(connections = n, "closed idle SIP TCP connections");
         }

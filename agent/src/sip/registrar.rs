@@ -227,6 +227,21 @@ impl Registrar {
             .unwrap_or_default()
     }
 
+    /// Is a phone registered over a connection from `remote` (TCP or TLS)?
+    /// Its connection is how the box reaches it, so it is kept open.
+    pub fn registered_at(&self, remote: SocketAddr) -> bool {
+        let now = self.now_ms();
+        self.state
+            .lock()
+            .map(|s| {
+                s.bindings.all().any(|(_, list)| {
+                    list.iter()
+                        .any(|b| b.reach == remote && b.transport != "udp" && b.expires_at_ms > now)
+                })
+            })
+            .unwrap_or(true)
+    }
+
     /// Wall-clock ms since the epoch of a binding's expiry.
     pub fn wall_ms(&self, at_ms: u64) -> u64 {
         self.wall_at_start + at_ms

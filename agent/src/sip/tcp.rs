@@ -4,10 +4,11 @@
 //! - at most `tcp_connections_per_source` connections from one IP and
 //!   `tcp_connections` in all; one more is closed as it is accepted, before
 //!   rsipstack allocates anything for it (counted, one log line per burst);
-//! - a connection that carried no SIP message for `tcp_idle_secs`, and no
-//!   INVITE of a call still in progress, is closed (a call's connection is
-//!   kept: the caller's BYE comes on it). Registered phones (issue 13) will
-//!   be kept too;
+//! - a connection that carried no SIP message for `tcp_idle_secs`, no
+//!   INVITE of a call still in progress, and no registration of a phone
+//!   still registered, is closed (a call's connection is kept: the caller's
+//!   BYE comes on it; a registered phone's too: it is how the box reaches a
+//!   phone behind NAT);
 //! - requests over TCP are rate limited per source like UDP datagrams.
 //!
 //! [`Table`] is the decision, with time passed in; [`TcpGuard`] is the
@@ -72,6 +73,7 @@ pub enum Refusal {
 
 #[derive(Debug)]
 struct Conn {
+    remote: SocketAddr,
     source: IpAddr,
     last_ms: u64,
     /// Call-IDs of INVITEs that came on it.
@@ -127,6 +129,7 @@ impl Table {
         self.conns.insert(
             id,
             Conn {
+                remote,
                 source,
                 last_ms: now_ms,
                 calls: Vec::new(),
@@ -166,9 +169,15 @@ impl Table {
         }
     }
 
-    /// Connections idle past the limit that carry no call in progress; a
+    /// Connections idle past the limit that carry no call in progress and
+    /// are no registered phone's (`registered`, by the peer's address); a
     /// finished call's Call-ID is forgotten on the way.
-    pub fn idle(&mut self, now_ms: u64, in_progress: impl Fn(&str) -> bool) -> Vec<ConnId> {
+    pub fn idle(
+        &mut self,
+        now_ms: u64,
+        in_progress: impl Fn(&str) -> bool,
+        registered: impl Fn(SocketAddr) -> bool,
+    ) -> Vec<ConnId> {
         let idle_ms = self.limits.idle_ms;
         let mut out = Vec::new();
         for (addr, c) in &mut self.conns {
@@ -176,7 +185,7 @@ impl Table {
                 continue;
             }
             c.calls.retain(|id| in_progress(id));
-            if c.calls.is_empty() {
+            if c.calls.is_empty() && !registered(c.remote) {
                 out.push(*addr);
             }
         }
@@ -272,10 +281,14 @@ impl TcpGuard {
     }
 
     /// Close the connections idle past the limit; how many.
-    pub fn reap(&self, in_progress: impl Fn(&str) -> bool) -> usize {
+    pub fn reap(
+        &self,
+        in_progress: impl Fn(&str) -> bool,
+        registered: impl Fn(SocketAddr) -> bool,
+    ) -> usize {
         let now = self.now_ms();
         let idle = match self.table.lock() {
-            Ok(mut t) => t.idle(now, in_progress),
+            Ok(mut t) => t.idle(now, in_progress, registered),
             Err(_) => return 0,
         };
         for id in &idle {
@@ -391,15 +404,21 @@ mod tests {
         t.admit(calling, addr("192.0.2.2:1"), false, 0).unwrap();
         t.activity(calling, 100, Some("call-1@phone"));
         let live = |id: &str| id == "call-1@phone";
-        assert!(t.idle(999, live).is_empty());
+        let nobody = |_: SocketAddr| false;
+        assert!(t.idle(999, live, nobody).is_empty());
         t.activity(busy, 900, None);
-        assert_eq!(t.idle(1000, live), vec![quiet]);
+        assert_eq!(t.idle(1000, live, nobody), vec![quiet]);
         // A minute later the call is still up: only the others go.
-        let mut idle = t.idle(60_000, live);
+        let mut idle = t.idle(60_000, live, nobody);
         idle.sort();
         assert_eq!(idle, vec![quiet, busy]);
         // The call ended: its connection goes too.
-        assert!(t.idle(60_000, |_| false).contains(&calling));
+        assert!(t.idle(60_000, |_| false, nobody).contains(&calling));
+        // A registered phone's connection stays however quiet.
+        let phone = addr("192.0.2.1:1");
+        let mut idle = t.idle(60_000, |_| false, |a| a == phone);
+        idle.sort();
+        assert_eq!(idle, vec![busy, calling]);
     }
 
     #[test]
