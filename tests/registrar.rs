@@ -396,3 +396,33 @@ fn a_phone_registered_over_tcp_keeps_its_connection() {
         || (closed(&agent) == 1).then_some(()),
     );
 }
+
+/// A phone's registration outlives a restart of the agent (kill -9 here):
+/// the box still knows where the phone is before it registers again.
+#[test]
+fn registrations_survive_a_restart() {
+    let mut agent = Agent::start_with("registrar-restart", EXTENSIONS);
+    let mut p = Phone::new(&agent, [127, 0, 0, 7]);
+    let n = p.register("101", 600, None).nonce();
+    let r = p.register("101", 600, Some(Phone::digest("101", SECRET, &n, 1)));
+    assert_eq!(r.code, 200, "{}", r.text);
+    // The write reaches the database through the store's queue.
+    let db = Db::open(&agent.database());
+    wait_for(10, "the registration to be stored", || {
+        db.0.query_row("SELECT count(*) FROM registrations", [], |r| {
+            r.get::<_, i64>(0)
+        })
+        .ok()
+        .filter(|n| *n == 1)
+    });
+    agent.kill_and_restart();
+    let c = contacts_of(&agent, "101");
+    assert_eq!(c.len(), 1, "the registration was forgotten: {c:?}");
+    let left = c[0]["expires_in_secs"].as_u64().unwrap();
+    assert!((500..=600).contains(&left), "{c:?}");
+    // And it is the same binding: unregistering it works after the restart.
+    let n = p.register("101", 600, None).nonce();
+    let r = p.register("101", 0, Some(Phone::digest("101", SECRET, &n, 1)));
+    assert_eq!(r.code, 200, "{}", r.text);
+    assert!(contacts_of(&agent, "101").is_empty());
+}

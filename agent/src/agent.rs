@@ -123,7 +123,15 @@ pub async fn run(cfg: Config) -> Result<(), Error> {
     let listen = server.listen.clone();
     let calls = crate::calls::Calls::new(ctx.clone(), max_calls, per_source);
     let router = Arc::new(sip::Router::default());
-    let registrar = Arc::new(sip::registrar::Registrar::new(&ctx.cfg));
+    // Phones registered before a restart are still where they were.
+    let stored = crate::store::Reader::open(&ctx.cfg.database_path())
+        .and_then(|r| r.registrations(crate::clock::now_ms()))
+        .unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "cannot read stored registrations; phones will register again");
+            Vec::new()
+        });
+    let registrar =
+        Arc::new(sip::registrar::Registrar::new(&ctx.cfg).with_store(store.clone(), stored));
     let serving = tokio::spawn(sip::serve(
         server,
         user,

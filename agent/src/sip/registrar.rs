@@ -43,6 +43,8 @@ pub struct Registrar {
     /// Wall-clock ms at `started`, to report expiry times.
     wall_at_start: u64,
     locked_log: BurstLog,
+    /// Where bindings are kept across restarts.
+    store: Option<crate::store::Store>,
 }
 
 /// One extension as `handlet extensions` shows it.
@@ -178,7 +180,61 @@ impl Registrar {
             started: Instant::now(),
             wall_at_start: crate::clock::now_ms() as u64,
             locked_log: BurstLog::new("registrar.lockout_failures"),
+            store: None,
         }
+    }
+
+    /// Keep bindings in `store`, and take back what it kept from the last
+    /// run (`rows`, read at start: only the living, only known extensions).
+    pub fn with_store(
+        mut self,
+        store: crate::store::Store,
+        rows: Vec<(String, crate::store::RegistrationRow)>,
+    ) -> Registrar {
+        let now = self.now_ms();
+        if let Ok(mut s) = self.state.lock() {
+            for (ext, r) in rows {
+                if !self.extensions.contains_key(&ext) {
+                    continue;
+                }
+                let at = (r.expires_at_ms as u64).saturating_sub(self.wall_at_start);
+                let transport = match r.transport.as_str() {
+                    "tcp" => "tcp",
+                    "tls" => "tls",
+                    _ => "udp",
+                };
+                s.bindings.restore(
+                    &ext,
+                    Binding {
+                        contact: r.contact,
+                        reach: r.reach,
+                        transport,
+                        expires_at_ms: at,
+                        call_id: r.call_id,
+                        cseq: r.cseq,
+                    },
+                    now,
+                );
+            }
+        }
+        self.store = Some(store);
+        self
+    }
+
+    fn persist(&self, extension: &str, list: &[Binding]) {
+        let Some(store) = &self.store else { return };
+        let rows = list
+            .iter()
+            .map(|b| crate::store::RegistrationRow {
+                contact: b.contact.clone(),
+                reach: b.reach,
+                transport: b.transport.to_string(),
+                expires_at_ms: self.wall_ms(b.expires_at_ms) as i64,
+                call_id: b.call_id.clone(),
+                cseq: b.cseq,
+            })
+            .collect();
+        store.registrations(extension, rows);
     }
 
     fn now_ms(&self) -> u64 {
@@ -347,6 +403,7 @@ impl Registrar {
         match result {
             Ok(list) => {
                 tracing::info!(extension = %user, contacts = list.len(), "registered");
+                self.persist(&user, &list);
                 let headers = list
                     .iter()
                     .map(|b| {

@@ -19,6 +19,17 @@ use std::sync::{Arc, mpsc};
 use std::time::Instant;
 use writer::{Cmd, QUEUE, STORE_FULL};
 
+/// One registrar binding as stored (wall-clock expiry).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegistrationRow {
+    pub contact: String,
+    pub reach: std::net::SocketAddr,
+    pub transport: String,
+    pub expires_at_ms: i64,
+    pub call_id: String,
+    pub cseq: u32,
+}
+
 /// How one call's audio arrived: the jitter buffer's and the socket's
 /// counts at the end of the call.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -241,6 +252,14 @@ impl Store {
             id: id.into(),
             ended_at_ms,
             reason: reason.into(),
+        });
+    }
+
+    /// An extension's bindings now (replacing what was stored for it).
+    pub fn registrations(&self, extension: &str, rows: Vec<RegistrationRow>) {
+        self.send(Cmd::Registrations {
+            extension: extension.into(),
+            rows,
         });
     }
 

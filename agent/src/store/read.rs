@@ -23,6 +23,51 @@ impl Reader {
         })
     }
 
+    /// Every stored registration still valid at `now_ms` (wall clock);
+    /// expired ones are deleted on the way.
+    pub fn registrations(
+        &self,
+        now_ms: i64,
+    ) -> Result<Vec<(String, super::RegistrationRow)>, Error> {
+        self.conn.execute(
+            "DELETE FROM registrations WHERE expires_at_ms <= ?1",
+            params![now_ms],
+        )?;
+        let mut q = self.conn.prepare(
+            "SELECT extension, contact, reach, transport, expires_at_ms, call_id, cseq
+             FROM registrations ORDER BY extension, expires_at_ms",
+        )?;
+        let rows = q.query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, String>(3)?,
+                r.get::<_, i64>(4)?,
+                r.get::<_, String>(5)?,
+                r.get::<_, u32>(6)?,
+            ))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (ext, contact, reach, transport, expires_at_ms, call_id, cseq) = row?;
+            // A row we cannot read is skipped: the phone registers again.
+            let Ok(reach) = reach.parse() else { continue };
+            out.push((
+                ext,
+                super::RegistrationRow {
+                    contact,
+                    reach,
+                    transport,
+                    expires_at_ms,
+                    call_id,
+                    cseq,
+                },
+            ));
+        }
+        Ok(out)
+    }
+
     pub fn call(&self, id: &str) -> Result<Option<CallRow>, Error> {
         Ok(self
             .conn

@@ -138,6 +138,18 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     ALTER TABLE call_media ADD COLUMN remote_jitter_ms REAL NOT NULL DEFAULT 0;
     ALTER TABLE call_media ADD COLUMN rtt_ms REAL;
     ALTER TABLE call_media ADD COLUMN rtt_max_ms REAL;",
+    // 10: where each extension is registered (the registrar's bindings),
+    // so a restart does not forget the phones; times are wall-clock ms.
+    "CREATE TABLE registrations (
+        extension TEXT NOT NULL,
+        contact TEXT NOT NULL,
+        reach TEXT NOT NULL,
+        transport TEXT NOT NULL,
+        expires_at_ms INTEGER NOT NULL,
+        call_id TEXT NOT NULL,
+        cseq INTEGER NOT NULL,
+        PRIMARY KEY (extension, contact)
+    );",
 ];
 
 /// Open (creating and migrating) the database at `path`.

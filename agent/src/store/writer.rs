@@ -46,6 +46,10 @@ pub(crate) enum Cmd {
         call_id: String,
         q: MediaQuality,
     },
+    Registrations {
+        extension: String,
+        rows: Vec<super::RegistrationRow>,
+    },
     Flush(mpsc::Sender<()>),
 }
 
@@ -316,6 +320,30 @@ fn apply(conn: &Connection, cmd: &Cmd) -> Result<(), rusqlite::Error> {
                     q.rtt_max_ms.map(|v| v as f64)
                 ],
             )?;
+        }
+        Cmd::Registrations { extension, rows } => {
+            let tx = conn.unchecked_transaction()?;
+            tx.execute(
+                "DELETE FROM registrations WHERE extension = ?1",
+                params![extension],
+            )?;
+            for r in rows {
+                tx.execute(
+                    "INSERT OR REPLACE INTO registrations
+                        (extension, contact, reach, transport, expires_at_ms, call_id, cseq)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                    params![
+                        extension,
+                        r.contact,
+                        r.reach.to_string(),
+                        r.transport,
+                        r.expires_at_ms,
+                        r.call_id,
+                        r.cseq
+                    ],
+                )?;
+            }
+            tx.commit()?;
         }
         Cmd::Flush(done) => {
             let _ = done.send(());
