@@ -15,24 +15,13 @@ use std::time::{Duration, Instant};
 /// what it printed.
 fn baresip_call(agent: &Agent, wav: &std::path::Path) -> String {
     let secs = hound::WavReader::open(wav).unwrap().duration() as f64 / 8000.0;
-    let dir = agent.dir.path().join("baresip-real");
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(
-        dir.join("config"),
-        format!(
-            "poll_method epoll\nsip_listen 127.0.0.1:0\nsip_trans_def udp\nnet_interface 127.0.0.1\n\
-             audio_source aufile,{}\naudio_alert aufile,/dev/null\n\
-             module_path /usr/lib/baresip/modules\nmodule g711.so\nmodule aufile.so\n\
-             module_app account.so\nmodule_app menu.so\n",
-            wav.display()
-        ),
-    )
-    .unwrap();
-    std::fs::write(
-        dir.join("accounts"),
-        "<sip:tester@127.0.0.1>;regint=0;audio_codecs=PCMU\n",
-    )
-    .unwrap();
+    let dir = baresip_config(
+        agent.dir.path(),
+        "baresip-real",
+        Some(wav),
+        "udp",
+        "<sip:tester@127.0.0.1>;regint=0;audio_codecs=PCMU",
+    );
     let out = Command::new("timeout")
         .args(["60", "baresip", "-f"])
         .arg(&dir)

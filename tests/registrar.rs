@@ -262,25 +262,17 @@ fn a_baresip_phone_registers_and_is_listed() {
             "info,handlet_agent::sip::registrar=debug,rsipstack=error",
         )],
     );
-    let dir = agent.dir.path().join("baresip-phone");
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(
-        dir.join("config"),
-        "poll_method epoll\nsip_listen 127.0.0.1:0\nnet_interface 127.0.0.1\n\
-         audio_source aufile,/dev/null\naudio_alert aufile,/dev/null\n\
-         module_path /usr/lib/baresip/modules\nmodule g711.so\nmodule aufile.so\n\
-         module_app account.so\nmodule_app menu.so\n",
-    )
-    .unwrap();
-    std::fs::write(
-        dir.join("accounts"),
-        format!(
-            // baresip's account parameters end at a space: a secret without.
-            "<sip:103@127.0.0.1:{}>;auth_pass=no-spaces-for-baresip;regint=120\n",
+    // baresip's account parameters end at a space: a secret without.
+    let dir = baresip_config(
+        agent.dir.path(),
+        "baresip-phone",
+        None,
+        "udp",
+        &format!(
+            "<sip:103@127.0.0.1:{}>;auth_pass=no-spaces-for-baresip;regint=120",
             agent.port
         ),
-    )
-    .unwrap();
+    );
     let out = std::fs::File::create(dir.join("baresip.out")).unwrap();
     let _phone = Reaped(
         std::process::Command::new("baresip")

@@ -286,24 +286,13 @@ fn silent_connections_are_closed_but_not_a_calls() {
 /// runs in the background, its output going to the file returned.
 fn baresip_tcp_call(agent: &Agent, wav: &std::path::Path) -> (Reaped, std::path::PathBuf) {
     let secs = hound::WavReader::open(wav).unwrap().duration() as f64 / 8000.0;
-    let cfg_dir = agent.dir.path().join("baresip-tcp");
-    std::fs::create_dir_all(&cfg_dir).unwrap();
-    std::fs::write(
-        cfg_dir.join("config"),
-        format!(
-            "poll_method epoll\nsip_listen 127.0.0.1:0\nsip_trans_def tcp\nnet_interface 127.0.0.1\n\
-             audio_source aufile,{}\naudio_alert aufile,/dev/null\n\
-             module_path /usr/lib/baresip/modules\nmodule g711.so\nmodule aufile.so\n\
-             module_app account.so\nmodule_app menu.so\n",
-            wav.display()
-        ),
-    )
-    .unwrap();
-    std::fs::write(
-        cfg_dir.join("accounts"),
-        "<sip:tester@127.0.0.1;transport=tcp>;regint=0;audio_codecs=PCMU\n",
-    )
-    .unwrap();
+    let cfg_dir = baresip_config(
+        agent.dir.path(),
+        "baresip-tcp",
+        Some(wav),
+        "tcp",
+        "<sip:tester@127.0.0.1;transport=tcp>;regint=0;audio_codecs=PCMU",
+    );
     let path = cfg_dir.join("baresip.out");
     let out = std::fs::File::create(&path).unwrap();
     let child = std::process::Command::new("timeout")

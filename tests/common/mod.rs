@@ -267,6 +267,35 @@ pub fn wer(reference: &str, hypothesis: &str) -> f64 {
 }
 
 /// Rows of the agent's database, read with the SQLite the test links.
+/// A baresip configuration directory `dir/name`: PCMU only, SIP over
+/// `transport` from 127.0.0.1, `wav` as its microphone (or silence), and
+/// one `account` line.
+pub fn baresip_config(
+    dir: &Path,
+    name: &str,
+    wav: Option<&Path>,
+    transport: &str,
+    account: &str,
+) -> PathBuf {
+    let cfg = dir.join(name);
+    std::fs::create_dir_all(&cfg).unwrap();
+    let source = wav
+        .map(|w| w.display().to_string())
+        .unwrap_or_else(|| "/dev/null".into());
+    std::fs::write(
+        cfg.join("config"),
+        format!(
+            "poll_method epoll\nsip_listen 127.0.0.1:0\nsip_trans_def {transport}\nnet_interface 127.0.0.1\n\
+             audio_source aufile,{source}\naudio_alert aufile,/dev/null\n\
+             module_path /usr/lib/baresip/modules\nmodule g711.so\nmodule aufile.so\n\
+             module_app account.so\nmodule_app menu.so\n"
+        ),
+    )
+    .unwrap();
+    std::fs::write(cfg.join("accounts"), format!("{account}\n")).unwrap();
+    cfg
+}
+
 /// A child process killed when the test lets go of it, panicking or not.
 pub struct Reaped(pub Child);
 

@@ -60,13 +60,13 @@ pub async fn run(
             // end of the call: the RTP timeout is.
             let _ = socket.send_to(&send_buf, to).await;
         }
-        while let Some(to) = leg.poll_transmit_rtcp(now(), &mut send_buf) {
-            let _ = rtcp
-                .as_ref()
-                .unwrap_or(&socket)
-                .send_to(&send_buf, to)
-                .await;
-        }
+        send_rtcp(
+            &mut leg,
+            rtcp.as_ref().unwrap_or(&socket),
+            now(),
+            &mut send_buf,
+        )
+        .await;
         if !leg.audio().is_empty() && !sink.frame(leg.audio()) {
             leg.audio().clear();
             shell.dropped_frames += 1;
@@ -102,13 +102,13 @@ pub async fn run(
     };
     leg.finish(now());
     // The last report, with RTCP BYE.
-    while let Some(to) = leg.poll_transmit_rtcp(now(), &mut send_buf) {
-        let _ = rtcp
-            .as_ref()
-            .unwrap_or(&socket)
-            .send_to(&send_buf, to)
-            .await;
-    }
+    send_rtcp(
+        &mut leg,
+        rtcp.as_ref().unwrap_or(&socket),
+        now(),
+        &mut send_buf,
+    )
+    .await;
     if !leg.audio().is_empty() && !sink.frame(leg.audio()) {
         shell.dropped_frames += 1;
     }
@@ -119,4 +119,12 @@ pub async fn run(
     }
     sink.end();
     (end, leg.stats(), shell)
+}
+
+/// Send what RTCP the leg has due, on its RTCP socket (or the RTP one when
+/// muxed). A send error is not the end of the call.
+async fn send_rtcp(leg: &mut RtpLeg, socket: &UdpSocket, now_ms: u64, buf: &mut Vec<u8>) {
+    while let Some(to) = leg.poll_transmit_rtcp(now_ms, buf) {
+        let _ = socket.send_to(buf, to).await;
+    }
 }
