@@ -435,8 +435,17 @@ impl Config {
                 r.min_expires_secs, r.max_expires_secs
             ));
         }
-        if r.lockout_failures == 0 || r.lockout_window_secs == 0 || r.lockout_secs == 0 {
-            return Err("registrar.lockout_failures, lockout_window_secs and lockout_secs must be at least 1".into());
+        if r.max_expires_secs > 86_400 {
+            return Err(format!(
+                "registrar.max_expires_secs must be at most 86400 (a day), got {}",
+                r.max_expires_secs
+            ));
+        }
+        if !(1..=1000).contains(&r.lockout_failures)
+            || !(1..=86_400).contains(&r.lockout_window_secs)
+            || !(1..=86_400).contains(&r.lockout_secs)
+        {
+            return Err("registrar.lockout_failures must be 1..=1000, lockout_window_secs and lockout_secs 1..=86400".into());
         }
         if self.sip.realm.is_empty() || self.sip.realm.contains(['"', '\\']) {
             return Err(format!(

@@ -262,12 +262,15 @@ impl Phone {
                 .and_then(national)
                 .or_else(|| plan.bare_nsn.then(|| national(&digits)).flatten())
                 .or_else(|| {
-                    // The calling code without + or 00 (`447700900123`).
-                    let nsn = digits.strip_prefix(plan.cc)?;
-                    plan.nsn.contains(&nsn.len()).then(|| Phone {
-                        digits: digits.clone(),
-                        national_at: plan.cc.len(),
-                    })
+                    // The calling code without + or 00 (`447700900123`),
+                    // maybe with the trunk 0 written after it
+                    // (`44 (0)1697 73456`).
+                    let rest = digits.strip_prefix(plan.cc)?;
+                    let nsn = match plan.trunk {
+                        Some("0") => rest.strip_prefix('0').unwrap_or(rest),
+                        _ => rest,
+                    };
+                    national(nsn)
                 }),
         };
         phone.ok_or_else(unknown)
@@ -502,10 +505,12 @@ mod tests {
 
     #[test]
     fn each_countrys_spellings_become_e164() {
-        let cases: [(Country, &str, &str); 20] = [
+        let cases: [(Country, &str, &str); 22] = [
             (Country::GB, "07700 900123", "+447700900123"),
             (Country::GB, "447700900123", "+447700900123"),
             (Country::GB, "0044 7700 900123", "+447700900123"),
+            (Country::GB, "44 (0)1697 73456", "+44169773456"),
+            (Country::DE, "49 030 1234567", "+49301234567"),
             (Country::GB, "+353 1 234 5678", "+35312345678"),
             (Country::IE, "01 234 5678", "+35312345678"),
             (Country::IE, "087 123 4567", "+353871234567"),

@@ -109,8 +109,9 @@ pub struct Authorization {
     pub response: String,
     pub algorithm: Algorithm,
     pub cnonce: String,
-    /// The nonce count, as sent (8 hex digits).
+    /// The nonce count, and as sent (8 hex digits: hashed as received).
     pub nc: u32,
+    pub nc_text: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -161,10 +162,10 @@ fn params(s: &str) -> Option<HashMap<String, String>> {
             let e = after.find(',').unwrap_or(after.len());
             (after[..e].trim().to_string(), &after[e..])
         };
-        if out.len() >= 32 {
+        if out.len() >= 32 || out.insert(key, value).is_some() {
+            // Too many, or one given twice (RFC 7616 forbids it).
             return None;
         }
-        out.insert(key, value);
         rest = tail
             .trim_start()
             .strip_prefix(',')
@@ -200,11 +201,11 @@ impl Authorization {
             None => Algorithm::Md5,
             Some(a) => Algorithm::parse(a).ok_or(ParseError::Algorithm)?,
         };
-        let nc = get("nc")?;
-        if nc.len() != 8 {
+        let nc_text = get("nc")?;
+        if nc_text.len() != 8 || !nc_text.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(ParseError::Malformed("nc"));
         }
-        let nc = u32::from_str_radix(&nc, 16).map_err(|_| ParseError::Malformed("nc"))?;
+        let nc = u32::from_str_radix(&nc_text, 16).map_err(|_| ParseError::Malformed("nc"))?;
         Ok(Authorization {
             username: get("username")?,
             realm: get("realm")?,
@@ -214,6 +215,7 @@ impl Authorization {
             algorithm,
             cnonce: get("cnonce")?,
             nc,
+            nc_text,
         })
     }
 
@@ -222,19 +224,30 @@ impl Authorization {
         let alg = self.algorithm;
         let ha2 = alg.hash(&format!("{method}:{}", self.uri));
         alg.hash(&format!(
-            "{}:{}:{:08x}:{}:auth:{ha2}",
+            "{}:{}:{}:{}:auth:{ha2}",
             secret.ha1(alg),
             self.nonce,
-            self.nc,
+            self.nc_text,
             self.cnonce
         ))
     }
 }
 
-/// Nonces we issued: when, and the highest `nc` used with each.
+/// Nonces we issued: when, to whom, and the highest `nc` used with each.
 pub struct Nonces {
     ttl_ms: u64,
-    issued: HashMap<String, (u64, u32)>,
+    issued: HashMap<String, Issued>,
+    /// Issue order, for eviction in O(1) when full.
+    order: std::collections::VecDeque<String>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Issued {
+    at_ms: u64,
+    /// Who it was given to: only they can answer with it (someone forging
+    /// another's source address never sees the nonce).
+    to: IpAddr,
+    seen_nc: u32,
 }
 
 /// The outcome of checking a request's credentials.
@@ -256,43 +269,68 @@ impl Nonces {
         Nonces {
             ttl_ms,
             issued: HashMap::new(),
+            order: std::collections::VecDeque::new(),
         }
     }
 
-    /// A fresh nonce (`random` is 16 random bytes from the caller).
-    pub fn issue(&mut self, now_ms: u64, random: [u8; 16]) -> String {
-        if self.issued.len() >= MAX_NONCES {
-            self.issued
-                .retain(|_, (at, _)| now_ms.saturating_sub(*at) < self.ttl_ms);
-            if self.issued.len() >= MAX_NONCES
-                && let Some(oldest) = self
-                    .issued
-                    .iter()
-                    .min_by_key(|(_, (at, _))| *at)
-                    .map(|(n, _)| n.clone())
-            {
-                self.issued.remove(&oldest);
+    /// A fresh nonce for a request from `to` (`random` is 16 random bytes
+    /// from the caller). When the table is full the oldest goes.
+    pub fn issue(&mut self, now_ms: u64, to: IpAddr, random: [u8; 16]) -> String {
+        while self.issued.len() >= MAX_NONCES {
+            match self.order.pop_front() {
+                Some(old) => {
+                    self.issued.remove(&old);
+                }
+                None => break,
             }
         }
         let nonce = hex(&random);
-        self.issued.insert(nonce.clone(), (now_ms, 0));
+        if self
+            .issued
+            .insert(
+                nonce.clone(),
+                Issued {
+                    at_ms: now_ms,
+                    to,
+                    seen_nc: 0,
+                },
+            )
+            .is_none()
+        {
+            self.order.push_back(nonce.clone());
+        }
         nonce
     }
 
-    /// Check `auth` for `method` against the user's secret (`lookup`
-    /// gives it for a username and realm).
+    /// Check `auth`, sent from `from`, for `method` against the user's
+    /// secret (`lookup` gives it for a username and realm). The nonce is
+    /// checked first: a nonce we did not issue, or issued to another
+    /// address, or too old, is only ever `Stale` (challenge again, count
+    /// nothing), so a forged source cannot make a failure count against
+    /// anyone; only a wrong answer to a nonce issued to that address is
+    /// `Refused`.
     pub fn verify(
         &mut self,
         auth: &Authorization,
         method: &str,
+        from: IpAddr,
         now_ms: u64,
         lookup: impl Fn(&str, &str) -> Option<Secret>,
     ) -> Verdict {
+        let Some(n) = self.issued.get(&auth.nonce).copied() else {
+            return Verdict::Stale;
+        };
+        if n.to != from {
+            return Verdict::Stale;
+        }
+        if now_ms.saturating_sub(n.at_ms) >= self.ttl_ms {
+            self.issued.remove(&auth.nonce);
+            return Verdict::Stale;
+        }
         let Some(secret) = lookup(&auth.username, &auth.realm) else {
             return Verdict::Refused;
         };
-        // Constant time is not needed for a hex digest compared once per
-        // request, but it costs nothing.
+        // Compared without an early exit: it costs nothing.
         let want = auth.expected(&secret, method);
         let right = want.len() == auth.response.len()
             && want
@@ -303,18 +341,13 @@ impl Nonces {
         if !right {
             return Verdict::Refused;
         }
-        match self.issued.get_mut(&auth.nonce) {
-            None => Verdict::Stale,
-            Some((at, _)) if now_ms.saturating_sub(*at) >= self.ttl_ms => {
-                self.issued.remove(&auth.nonce);
-                Verdict::Stale
-            }
-            Some((_, seen)) if auth.nc <= *seen => Verdict::Replay,
-            Some((_, seen)) => {
-                *seen = auth.nc;
-                Verdict::Ok(auth.username.clone())
-            }
+        if auth.nc <= n.seen_nc {
+            return Verdict::Replay;
         }
+        if let Some(e) = self.issued.get_mut(&auth.nonce) {
+            e.seen_nc = auth.nc;
+        }
+        Verdict::Ok(auth.username.clone())
     }
 
     /// A `WWW-Authenticate` / `Proxy-Authenticate` value for `nonce`.
@@ -327,12 +360,29 @@ impl Nonces {
     }
 }
 
-/// Addresses that failed to authenticate too often, locked out for a while.
+/// An address and the user it tried: what a lockout is kept for. Per user
+/// as well as per address, so that one misconfigured phone behind an
+/// office's NAT locks out its own extension from there, not every phone.
+/// IPv6 addresses count per /64 (one host or site has a whole /64), and
+/// an IPv4-mapped IPv6 address as the IPv4 address.
+fn lockout_key(ip: IpAddr, user: &str) -> (IpAddr, String) {
+    let ip = match ip {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => super::tcp::source_of(ip),
+        },
+        v4 => v4,
+    };
+    (ip, user.chars().take(64).collect())
+}
+
+/// Addresses that failed to authenticate as a user too often, locked out
+/// for a while.
 pub struct Lockout {
     max_failures: u32,
     window_ms: u64,
     lock_ms: u64,
-    sources: HashMap<IpAddr, Failures>,
+    sources: HashMap<(IpAddr, String), Failures>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -343,7 +393,8 @@ struct Failures {
 }
 
 impl Lockout {
-    /// `max_failures` within `window_ms` lock an address for `lock_ms`.
+    /// `max_failures` within `window_ms` lock an address out as a user for
+    /// `lock_ms`.
     pub fn new(max_failures: u32, window_ms: u64, lock_ms: u64) -> Lockout {
         Lockout {
             max_failures: max_failures.max(1),
@@ -353,32 +404,47 @@ impl Lockout {
         }
     }
 
-    pub fn is_locked(&self, ip: IpAddr, now_ms: u64) -> bool {
+    pub fn is_locked(&self, ip: IpAddr, user: &str, now_ms: u64) -> bool {
         self.sources
-            .get(&ip)
+            .get(&lockout_key(ip, user))
             .and_then(|f| f.locked_until)
             .is_some_and(|t| now_ms < t)
     }
 
     /// A failed attempt; true when it locks the address (log it once).
-    pub fn failed(&mut self, ip: IpAddr, now_ms: u64) -> bool {
-        if !self.sources.contains_key(&ip) && self.sources.len() >= MAX_FAILING_SOURCES {
-            let (window, lock) = (self.window_ms, self.lock_ms);
+    pub fn failed(&mut self, ip: IpAddr, user: &str, now_ms: u64) -> bool {
+        let key = lockout_key(ip, user);
+        if !self.sources.contains_key(&key) && self.sources.len() >= MAX_FAILING_SOURCES {
+            let window = self.window_ms;
+            // What no longer matters goes first: locks worn off, windows passed.
             self.sources.retain(|_, f| match f.locked_until {
                 Some(t) => now_ms < t,
-                None => now_ms.saturating_sub(f.first_ms) < window.max(lock),
+                None => now_ms.saturating_sub(f.first_ms) < window,
             });
+            // Still full: the oldest unlocked entry makes room (a flood of
+            // made-up sources cannot stop failures being counted).
             if self.sources.len() >= MAX_FAILING_SOURCES {
-                return false;
+                let oldest = self
+                    .sources
+                    .iter()
+                    .filter(|(_, f)| f.locked_until.is_none())
+                    .min_by_key(|(_, f)| f.first_ms)
+                    .map(|(k, _)| k.clone());
+                match oldest {
+                    Some(k) => {
+                        self.sources.remove(&k);
+                    }
+                    None => return false,
+                }
             }
         }
-        let f = self.sources.entry(ip).or_insert(Failures {
+        let f = self.sources.entry(key).or_insert(Failures {
             count: 0,
             first_ms: now_ms,
             locked_until: None,
         });
         if f.locked_until.is_some_and(|t| now_ms >= t)
-            || now_ms.saturating_sub(f.first_ms) >= self.window_ms
+            || (f.locked_until.is_none() && now_ms.saturating_sub(f.first_ms) >= self.window_ms)
         {
             *f = Failures {
                 count: 0,
@@ -386,22 +452,23 @@ impl Lockout {
                 locked_until: None,
             };
         }
-        f.count += 1;
+        f.count = f.count.saturating_add(1);
         if f.count >= self.max_failures && f.locked_until.is_none() {
-            f.locked_until = Some(now_ms + self.lock_ms);
+            f.locked_until = Some(now_ms.saturating_add(self.lock_ms));
             return true;
         }
         false
     }
 
-    /// A success clears the address's failures.
-    pub fn succeeded(&mut self, ip: IpAddr) {
+    /// A success clears that user's failures from that address.
+    pub fn succeeded(&mut self, ip: IpAddr, user: &str) {
+        let key = lockout_key(ip, user);
         if self
             .sources
-            .get(&ip)
+            .get(&key)
             .is_some_and(|f| f.locked_until.is_none())
         {
-            self.sources.remove(&ip);
+            self.sources.remove(&key);
         }
     }
 }
@@ -411,6 +478,8 @@ mod tests {
     use super::*;
 
     const REALM: &str = "shop.example";
+    const PHONE: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(192, 0, 2, 20));
+    const FORGER: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(198, 51, 100, 66));
 
     fn secret(user: &str, realm: &str) -> Option<Secret> {
         (user == "101" && realm == REALM).then(|| Secret::new("101", REALM, "correct horse"))
@@ -441,6 +510,7 @@ mod tests {
             algorithm: Algorithm::Md5,
             cnonce: "0a4f113b".into(),
             nc: 1,
+            nc_text: "00000001".into(),
         };
         let s = Secret::new("Mufasa", "testrealm@host.com", "Circle Of Life");
         assert_eq!(a.expected(&s, "GET"), "6629fae49393a05397450978507c4ef1");
@@ -450,34 +520,37 @@ mod tests {
     fn a_right_answer_passes_once_and_its_replay_does_not() {
         for alg in [Algorithm::Md5, Algorithm::Sha256] {
             let mut n = Nonces::new(60_000);
-            let nonce = n.issue(0, [7; 16]);
+            let nonce = n.issue(0, PHONE, [7; 16]);
             let h = phone(alg, "correct horse", &nonce, 1, "REGISTER");
             let a = Authorization::parse(&h).unwrap();
             assert_eq!(a.algorithm, alg);
             assert_eq!(
-                n.verify(&a, "REGISTER", 10, secret),
+                n.verify(&a, "REGISTER", PHONE, 10, secret),
                 Verdict::Ok("101".into())
             );
             // The same request again: a replay.
-            assert_eq!(n.verify(&a, "REGISTER", 20, secret), Verdict::Replay);
+            assert_eq!(n.verify(&a, "REGISTER", PHONE, 20, secret), Verdict::Replay);
             // The phone's next request counts up: accepted.
             let next =
                 Authorization::parse(&phone(alg, "correct horse", &nonce, 2, "REGISTER")).unwrap();
             assert_eq!(
-                n.verify(&next, "REGISTER", 30, secret),
+                n.verify(&next, "REGISTER", PHONE, 30, secret),
                 Verdict::Ok("101".into())
             );
             // Computed for another method: refused.
             let other =
                 Authorization::parse(&phone(alg, "correct horse", &nonce, 3, "INVITE")).unwrap();
-            assert_eq!(n.verify(&other, "REGISTER", 40, secret), Verdict::Refused);
+            assert_eq!(
+                n.verify(&other, "REGISTER", PHONE, 40, secret),
+                Verdict::Refused
+            );
         }
     }
 
     #[test]
     fn wrong_passwords_users_and_realms_are_refused() {
         let mut n = Nonces::new(60_000);
-        let nonce = n.issue(0, [1; 16]);
+        let nonce = n.issue(0, PHONE, [1; 16]);
         let wrong = Authorization::parse(&phone(
             Algorithm::Md5,
             "battery staple",
@@ -486,17 +559,20 @@ mod tests {
             "REGISTER",
         ))
         .unwrap();
-        assert_eq!(n.verify(&wrong, "REGISTER", 1, secret), Verdict::Refused);
+        assert_eq!(
+            n.verify(&wrong, "REGISTER", PHONE, 1, secret),
+            Verdict::Refused
+        );
         let right = phone(Algorithm::Md5, "correct horse", &nonce, 1, "REGISTER");
         let other_user =
             Authorization::parse(&right.replace("username=\"101\"", "username=\"102\"")).unwrap();
         assert_eq!(
-            n.verify(&other_user, "REGISTER", 1, secret),
+            n.verify(&other_user, "REGISTER", PHONE, 1, secret),
             Verdict::Refused
         );
         let other_realm = Authorization::parse(&right.replace(REALM, "evil.example")).unwrap();
         assert_eq!(
-            n.verify(&other_realm, "REGISTER", 1, secret),
+            n.verify(&other_realm, "REGISTER", PHONE, 1, secret),
             Verdict::Refused
         );
     }
@@ -504,7 +580,7 @@ mod tests {
     #[test]
     fn old_and_unknown_nonces_are_stale_not_refused() {
         let mut n = Nonces::new(60_000);
-        let nonce = n.issue(0, [2; 16]);
+        let nonce = n.issue(0, PHONE, [2; 16]);
         let a = Authorization::parse(&phone(
             Algorithm::Md5,
             "correct horse",
@@ -513,7 +589,10 @@ mod tests {
             "REGISTER",
         ))
         .unwrap();
-        assert_eq!(n.verify(&a, "REGISTER", 60_000, secret), Verdict::Stale);
+        assert_eq!(
+            n.verify(&a, "REGISTER", PHONE, 60_000, secret),
+            Verdict::Stale
+        );
         let made_up = Authorization::parse(&phone(
             Algorithm::Md5,
             "correct horse",
@@ -522,7 +601,10 @@ mod tests {
             "REGISTER",
         ))
         .unwrap();
-        assert_eq!(n.verify(&made_up, "REGISTER", 1, secret), Verdict::Stale);
+        assert_eq!(
+            n.verify(&made_up, "REGISTER", PHONE, 1, secret),
+            Verdict::Stale
+        );
         let c = Nonces::challenge(REALM, "abcdef", Algorithm::Sha256, true);
         assert_eq!(
             c,
@@ -531,12 +613,75 @@ mod tests {
     }
 
     #[test]
+    fn only_the_address_a_nonce_was_given_to_can_fail_with_it() {
+        let mut n = Nonces::new(60_000);
+        let nonce = n.issue(0, PHONE, [3; 16]);
+        let right = Authorization::parse(&phone(
+            Algorithm::Md5,
+            "correct horse",
+            &nonce,
+            1,
+            "REGISTER",
+        ))
+        .unwrap();
+        let wrong =
+            Authorization::parse(&phone(Algorithm::Md5, "guess", &nonce, 1, "REGISTER")).unwrap();
+        // From elsewhere (a forged source): stale, whatever the answer, so
+        // nothing is counted against anyone.
+        assert_eq!(
+            n.verify(&wrong, "REGISTER", FORGER, 1, secret),
+            Verdict::Stale
+        );
+        assert_eq!(
+            n.verify(&right, "REGISTER", FORGER, 1, secret),
+            Verdict::Stale
+        );
+        // A wrong answer to a made-up nonce is stale too, not a failure.
+        let made_up =
+            Authorization::parse(&phone(Algorithm::Md5, "guess", "00ff", 1, "REGISTER")).unwrap();
+        assert_eq!(
+            n.verify(&made_up, "REGISTER", PHONE, 1, secret),
+            Verdict::Stale
+        );
+        assert_eq!(
+            n.verify(&wrong, "REGISTER", PHONE, 1, secret),
+            Verdict::Refused
+        );
+        assert_eq!(
+            n.verify(&right, "REGISTER", PHONE, 1, secret),
+            Verdict::Ok("101".into())
+        );
+    }
+
+    #[test]
+    fn the_nonce_count_is_hashed_as_sent() {
+        let mut n = Nonces::new(60_000);
+        let nonce = n.issue(0, PHONE, [4; 16]);
+        // nc=0000000A (upper case), computed by the phone with what it sent.
+        let ha1 = Algorithm::Md5.hash(&format!("101:{REALM}:correct horse"));
+        let ha2 = Algorithm::Md5.hash("REGISTER:sip:shop.example");
+        let response = Algorithm::Md5.hash(&format!("{ha1}:{nonce}:0000000A:c1:auth:{ha2}"));
+        let h = format!(
+            "Digest username=\"101\", realm=\"{REALM}\", nonce=\"{nonce}\", uri=\"sip:shop.example\", \
+             response=\"{response}\", cnonce=\"c1\", qop=auth, nc=0000000A"
+        );
+        let a = Authorization::parse(&h).unwrap();
+        assert_eq!(
+            n.verify(&a, "REGISTER", PHONE, 1, secret),
+            Verdict::Ok("101".into())
+        );
+        // A parameter given twice, or a count with a sign, is malformed.
+        assert!(Authorization::parse(&format!("{h}, nc=0000000B")).is_err());
+        assert!(Authorization::parse(&h.replace("nc=0000000A", "nc=+000000A")).is_err());
+    }
+
+    #[test]
     fn the_nonce_table_is_bounded() {
         let mut n = Nonces::new(u64::MAX);
         for i in 0..(MAX_NONCES as u64 + 100) {
             let mut r = [0u8; 16];
             r[..8].copy_from_slice(&i.to_be_bytes());
-            n.issue(i, r);
+            n.issue(i, PHONE, r);
         }
         assert_eq!(n.issued.len(), MAX_NONCES);
     }
@@ -588,22 +733,45 @@ mod tests {
         let ip: IpAddr = "192.0.2.9".parse().unwrap();
         let other: IpAddr = "192.0.2.10".parse().unwrap();
         let mut l = Lockout::new(3, 60_000, 300_000);
-        assert!(!l.failed(ip, 0));
-        assert!(!l.failed(ip, 1_000));
-        assert!(l.failed(ip, 2_000), "the third failure locks");
-        assert!(!l.failed(ip, 3_000), "and is reported once");
-        assert!(l.is_locked(ip, 3_000) && !l.is_locked(other, 3_000));
-        assert!(!l.is_locked(ip, 302_000), "the lock wears off");
+        assert!(!l.failed(ip, "101", 0));
+        assert!(!l.failed(ip, "101", 1_000));
+        assert!(l.failed(ip, "101", 2_000), "the third failure locks");
+        assert!(!l.failed(ip, "101", 3_000), "and is reported once");
+        assert!(l.is_locked(ip, "101", 3_000) && !l.is_locked(other, "101", 3_000));
+        assert!(!l.is_locked(ip, "101", 302_000), "the lock wears off");
         // Failures spread wider than the window never lock.
         let mut slow = Lockout::new(3, 60_000, 300_000);
         for t in [0, 61_000, 122_000, 183_000] {
-            assert!(!slow.failed(other, t));
+            assert!(!slow.failed(other, "101", t));
         }
+        // Locked as 101 from that address, not as 102: one misconfigured
+        // phone behind an office's NAT does not lock the others out.
+        let mut l = Lockout::new(3, 60_000, 300_000);
+        for t in 0..3 {
+            l.failed(ip, "101", t);
+        }
+        assert!(l.is_locked(ip, "101", 10) && !l.is_locked(ip, "102", 10));
+        // An IPv6 /64 is one source; an IPv4-mapped address is the IPv4 one.
+        let mut l = Lockout::new(2, 60_000, 300_000);
+        l.failed("2001:db8:1:2::1".parse().unwrap(), "101", 0);
+        assert!(l.failed("2001:db8:1:2::ffff".parse().unwrap(), "101", 1));
+        l.failed("::ffff:192.0.2.9".parse().unwrap(), "103", 0);
+        assert!(l.failed(ip, "103", 1));
+        // A full table of made-up sources does not stop counting.
+        let mut l = Lockout::new(2, 60_000, 300_000);
+        for i in 0..MAX_FAILING_SOURCES as u32 {
+            l.failed(IpAddr::V4(i.into()), "101", 0);
+        }
+        l.failed(ip, "101", 1);
+        assert!(
+            l.failed(ip, "101", 2),
+            "failures went uncounted when the table was full"
+        );
         // A success clears what was counted.
         let mut l = Lockout::new(3, 60_000, 300_000);
-        l.failed(ip, 0);
-        l.failed(ip, 1);
-        l.succeeded(ip);
-        assert!(!l.failed(ip, 2));
+        l.failed(ip, "101", 0);
+        l.failed(ip, "101", 1);
+        l.succeeded(ip, "101");
+        assert!(!l.failed(ip, "101", 2));
     }
 }

@@ -34,6 +34,7 @@ struct State {
 
 pub struct Registrar {
     realm: String,
+    max_expires_ms: u64,
     /// Algorithms we challenge with, preferred first.
     offer: Vec<Algorithm>,
     /// Extension number → its name and digest secrets.
@@ -91,7 +92,10 @@ fn contacts(req: &rsipstack::sip::Request) -> Result<Vec<ContactReq>, RegisterEr
     {
         for part in split_contacts(h.value()) {
             let part = part.trim();
-            if part == "*" {
+            if part.chars().any(char::is_control) {
+                return Err(RegisterError::TooLong);
+            }
+            if part.split(';').next().is_some_and(|p| p.trim() == "*") {
                 out.push(ContactReq::All);
                 continue;
             }
@@ -158,6 +162,7 @@ impl Registrar {
         let r = &cfg.registrar;
         Registrar {
             realm,
+            max_expires_ms: r.max_expires_secs * 1000,
             offer: if r.offer_sha256 {
                 vec![Algorithm::Sha256, Algorithm::Md5]
             } else {
@@ -197,7 +202,11 @@ impl Registrar {
                 if !self.extensions.contains_key(&ext) {
                     continue;
                 }
-                let at = (r.expires_at_ms as u64).saturating_sub(self.wall_at_start);
+                // A clock that was behind at boot must not make a binding
+                // live for years: at most the longest registration granted.
+                let at = (r.expires_at_ms.max(0) as u64)
+                    .saturating_sub(self.wall_at_start)
+                    .min(now + self.max_expires_ms);
                 let transport = match r.transport.as_str() {
                     "tcp" => "tcp",
                     "tls" => "tls",
@@ -303,9 +312,9 @@ impl Registrar {
         self.wall_at_start + at_ms
     }
 
-    fn challenge(&self, stale: bool) -> Vec<Header> {
+    fn challenge(&self, to: std::net::IpAddr, stale: bool) -> Vec<Header> {
         let nonce = match self.state.lock() {
-            Ok(mut s) => s.nonces.issue(self.now_ms(), rand::random()),
+            Ok(mut s) => s.nonces.issue(self.now_ms(), to, rand::random()),
             Err(_) => return Vec::new(),
         };
         self.offer
@@ -330,26 +339,35 @@ impl Registrar {
     ) -> (StatusCode, Vec<Header>) {
         let now = self.now_ms();
         let ip = source.ip();
+        // Of the Authorization headers (a phone may carry one for another
+        // realm too), the one for ours.
+        let mut present = false;
+        let auth = req
+            .headers
+            .iter()
+            .filter(|h| h.name().eq_ignore_ascii_case("Authorization"))
+            .filter_map(|h| {
+                present = true;
+                Authorization::parse(h.value()).ok()
+            })
+            .find(|a| a.realm == self.realm);
+        let Some(auth) = auth else {
+            if present {
+                tracing::debug!("REGISTER with no authorization we can read for our realm");
+                return (StatusCode::BadRequest, Vec::new());
+            }
+            return (StatusCode::Unauthorized, self.challenge(ip, false));
+        };
         if self
             .state
             .lock()
-            .map(|s| s.lockout.is_locked(ip, now))
+            .map(|s| s.lockout.is_locked(ip, &auth.username, now))
             .unwrap_or(true)
         {
             return (StatusCode::Forbidden, Vec::new());
         }
-        let Some(value) = header(req, "Authorization") else {
-            return (StatusCode::Unauthorized, self.challenge(false));
-        };
-        let auth = match Authorization::parse(value) {
-            Ok(a) => a,
-            Err(e) => {
-                tracing::debug!(error = %e, "REGISTER with an authorization we cannot read");
-                return (StatusCode::BadRequest, Vec::new());
-            }
-        };
         let verdict = match self.state.lock() {
-            Ok(mut s) => s.nonces.verify(&auth, "REGISTER", now, |user, realm| {
+            Ok(mut s) => s.nonces.verify(&auth, "REGISTER", ip, now, |user, realm| {
                 (realm == self.realm)
                     .then(|| self.extensions.get(user).map(|(_, s)| s.clone()))
                     .flatten()
@@ -358,10 +376,14 @@ impl Registrar {
         };
         let user = match verdict {
             Verdict::Ok(user) => user,
-            Verdict::Stale => return (StatusCode::Unauthorized, self.challenge(true)),
-            v @ (Verdict::Replay | Verdict::Refused) => {
-                tracing::debug!(verdict = ?v, user = %auth.username, "REGISTER refused");
-                self.failed(source, now);
+            Verdict::Stale => return (StatusCode::Unauthorized, self.challenge(ip, true)),
+            // A count already used: a replay, or UDP reordering a phone's
+            // own requests. Challenge again; nothing is counted, nothing
+            // changes.
+            Verdict::Replay => return (StatusCode::Unauthorized, self.challenge(ip, true)),
+            Verdict::Refused => {
+                tracing::debug!(user = %auth.username, "REGISTER refused: wrong credentials");
+                self.failed(source, &auth.username, now);
                 return (StatusCode::Forbidden, Vec::new());
             }
         };
@@ -369,17 +391,22 @@ impl Registrar {
         let to = header(req, "To").and_then(user_of);
         if to != Some(user.as_str()) {
             tracing::debug!(user = %user, "REGISTER for another extension's number refused");
-            self.failed(source, now);
+            self.failed(source, &user, now);
             return (StatusCode::Forbidden, Vec::new());
         }
         let contacts = match contacts(req) {
             Ok(c) => c,
             Err(_) => return (StatusCode::BadRequest, Vec::new()),
         };
-        let call_id = header(req, "Call-ID").unwrap_or("").to_string();
-        let cseq = header(req, "CSeq")
-            .and_then(|c| c.split_whitespace().next()?.parse::<u32>().ok())
-            .unwrap_or(0);
+        let call_id = header(req, "Call-ID")
+            .map(str::trim)
+            .filter(|c| !c.is_empty());
+        let cseq =
+            header(req, "CSeq").and_then(|c| c.split_whitespace().next()?.parse::<u32>().ok());
+        let (Some(call_id), Some(cseq)) = (call_id, cseq) else {
+            return (StatusCode::BadRequest, Vec::new());
+        };
+        let call_id = call_id.to_string();
         let expires = header(req, "Expires").and_then(|e| e.trim().parse::<u64>().ok());
         let reg = Register {
             contacts,
@@ -395,15 +422,21 @@ impl Registrar {
         };
         let result = match self.state.lock() {
             Ok(mut s) => {
-                s.lockout.succeeded(ip);
-                s.bindings.register(&user, &reg, now)
+                s.lockout.succeeded(ip, &user);
+                let r = s.bindings.register(&user, &reg, now);
+                // Stored while the table is still locked, so two REGISTERs
+                // of one extension reach the store in the order they were
+                // applied (the send never waits).
+                if let Ok(list) = &r {
+                    self.persist(&user, list);
+                }
+                r
             }
             Err(_) => return (StatusCode::ServerInternalError, Vec::new()),
         };
         match result {
             Ok(list) => {
                 tracing::info!(extension = %user, contacts = list.len(), "registered");
-                self.persist(&user, &list);
                 let headers = list
                     .iter()
                     .map(|b| {
@@ -423,12 +456,12 @@ impl Registrar {
         }
     }
 
-    fn failed(&self, source: SocketAddr, now: u64) {
+    fn failed(&self, source: SocketAddr, user: &str, now: u64) {
         count(&COUNTERS.auth_failed, 1);
         let locked = self
             .state
             .lock()
-            .map(|mut s| s.lockout.failed(source.ip(), now))
+            .map(|mut s| s.lockout.failed(source.ip(), user, now))
             .unwrap_or(false);
         if locked {
             count(&COUNTERS.auth_lockouts, 1);
