@@ -8,10 +8,11 @@
 //! HANDLET_BENCH_SOURCES=16: connections spread over 127.0.1.1..N). Runs
 //! the agent with its default limits (16 per address, 256 in all).
 
-use std::io::{BufRead, BufReader};
-use std::net::{SocketAddr, TcpStream};
-use std::path::PathBuf;
-use std::process::{Command, Stdio};
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use common::{Agent, ok, tcp_connect_from};
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 fn status(pid: u32, key: &str) -> u64 {
@@ -29,36 +30,7 @@ fn fds(pid: u32) -> usize {
         .unwrap_or(0)
 }
 
-fn free_port() -> u16 {
-    loop {
-        let tcp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = tcp.local_addr().unwrap().port();
-        if std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-}
-
-fn connect(from: [u8; 4], to: SocketAddr) -> Option<TcpStream> {
-    let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).ok()?;
-    s.bind(&SocketAddr::from((from, 0)).into()).ok()?;
-    s.connect_timeout(&to.into(), Duration::from_secs(3)).ok()?;
-    Some(s.into())
-}
-
-fn limits(bin: &PathBuf, cfg: &PathBuf) -> serde_json::Value {
-    let out = Command::new(bin)
-        .args(["status", "--config"])
-        .arg(cfg)
-        .output()
-        .unwrap();
-    serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null)
-}
-
 fn main() {
-    let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let bin = repo.join("target/release/handlet");
-    assert!(bin.is_file(), "build first: cargo build --release");
     let n: usize = std::env::var("HANDLET_BENCH_CONNECTIONS")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -67,49 +39,23 @@ fn main() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(16);
-    let dir = std::env::temp_dir().join(format!("handlet-tcpflood-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let port = free_port();
-    let cfg = dir.join("bench.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "data_dir = {:?}\nmodels_dir = {:?}\n[sip]\nport = {port}\n[media]\nrtp_port_min = 40000\nrtp_port_max = 49999\n[log]\nfilter = \"warn\"\n",
-            dir.join("data"),
-            repo.join(".models")
-        ),
-    )
-    .unwrap();
-    let mut agent = Command::new(&bin)
-        .args(["run", "--config"])
-        .arg(&cfg)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let out = agent.stdout.take().unwrap();
-    for line in BufReader::new(out).lines().map_while(Result::ok) {
-        if line.contains("ready in") {
-            break;
-        }
-    }
-    let pid = agent.id();
+    let agent = Agent::start_with("tcpflood", "[log]\nfilter = \"warn\"\n");
+    let pid = agent.child.id();
     std::thread::sleep(Duration::from_secs(1));
     let idle = (
         status(pid, "VmRSS:") / 1024,
         fds(pid),
         status(pid, "Threads:"),
     );
-    let to = SocketAddr::from(([127, 0, 0, 1], port));
+    let to = SocketAddr::from(([127, 0, 0, 1], agent.port));
     let t0 = Instant::now();
     let mut held = Vec::with_capacity(n);
     let mut failed = 0;
     for i in 0..n {
         let from = [127, 0, 1, 1 + (i % sources as usize) as u8];
-        match connect(from, to) {
-            Some(s) => held.push(s),
-            None => failed += 1,
+        match tcp_connect_from(from, to) {
+            Ok(s) => held.push(s),
+            Err(_) => failed += 1,
         }
     }
     let opened_in = t0.elapsed();
@@ -119,7 +65,8 @@ fn main() {
         fds(pid),
         status(pid, "Threads:"),
     );
-    let s = limits(&bin, &cfg);
+    let s: serde_json::Value =
+        serde_json::from_str(&ok(&agent, &["status"])).unwrap_or(serde_json::Value::Null);
     let kept = s["tcp_connections"].as_u64().unwrap_or(0);
     let refused = s["limits_hit"]["tcp_connections_refused"]
         .as_u64()
@@ -131,9 +78,7 @@ fn main() {
         fds(pid),
         status(pid, "Threads:"),
     );
-    let _ = agent.kill();
-    let _ = agent.wait();
-    let _ = std::fs::remove_dir_all(&dir);
+    drop(agent);
     println!(
         "| connections (sources) | opened in | kept by the agent | refused | connect failed | RSS MiB idle → held → after | descriptors | threads |"
     );

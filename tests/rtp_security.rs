@@ -13,7 +13,7 @@ mod common;
 use common::*;
 use std::net::{SocketAddr, UdpSocket};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -361,54 +361,24 @@ fn has_any(text: &str, keys: &[&str]) -> usize {
 // baresip, started in the background
 // ---------------------------------------------------------------------------
 
-/// A child process killed (by its pid) and reaped on drop.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-impl Proc {
-    /// Wait for it to exit on its own, at most `secs`; its output.
-    fn finish(mut self, secs: u64, dir: &Path) -> String {
-        let deadline = Instant::now() + Duration::from_secs(secs);
-        while self.0.try_wait().unwrap().is_none() {
-            assert!(
-                Instant::now() < deadline,
-                "baresip still running after {secs} s"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        std::fs::read_to_string(dir.join("baresip.out")).unwrap_or_default()
-    }
+/// Wait for baresip to exit on its own, at most `secs`; its output.
+fn finish(mut p: Reaped, secs: u64, dir: &Path) -> String {
+    wait_for(secs, "baresip to quit", || p.0.try_wait().unwrap());
+    std::fs::read_to_string(dir.join("baresip.out")).unwrap_or_default()
 }
 
 /// baresip with a config of its own (PCMU only) that plays `wav` as its
 /// microphone, dials the agent and hangs up at the end of the file.
-fn baresip_dial(agent: &Agent, wav: &Path, name: &str) -> (Proc, std::path::PathBuf) {
+fn baresip_dial(agent: &Agent, wav: &Path, name: &str) -> (Reaped, std::path::PathBuf) {
     let secs = hound::WavReader::open(wav).unwrap().duration() as f64 / 8000.0;
     let quit_after = (secs.ceil() as u64 + 6).to_string();
-    let cfg_dir = agent.dir.path().join(format!("baresip-{name}"));
-    std::fs::create_dir_all(&cfg_dir).unwrap();
-    std::fs::write(
-        cfg_dir.join("config"),
-        format!(
-            "poll_method epoll\nsip_listen 127.0.0.1:0\nsip_trans_def udp\nnet_interface 127.0.0.1\n\
-             audio_source aufile,{wav}\naudio_alert aufile,/dev/null\n\
-             module_path /usr/lib/baresip/modules\nmodule g711.so\nmodule aufile.so\n\
-             module_app account.so\nmodule_app menu.so\n",
-            wav = wav.display()
-        ),
-    )
-    .unwrap();
-    std::fs::write(
-        cfg_dir.join("accounts"),
-        "<sip:tester@127.0.0.1>;regint=0;audio_codecs=PCMU\n",
-    )
-    .unwrap();
+    let cfg_dir = baresip_config(
+        agent.dir.path(),
+        &format!("baresip-{name}"),
+        Some(wav),
+        "udp",
+        "<sip:tester@127.0.0.1>;regint=0;audio_codecs=PCMU",
+    );
     let out = std::fs::File::create(cfg_dir.join("baresip.out")).unwrap();
     let child = Command::new("baresip")
         .arg("-f")
@@ -419,7 +389,7 @@ fn baresip_dial(agent: &Agent, wav: &Path, name: &str) -> (Proc, std::path::Path
         .stderr(out)
         .spawn()
         .expect("baresip is installed (make test installs it)");
-    (Proc(child), cfg_dir)
+    (Reaped(child), cfg_dir)
 }
 
 // ---------------------------------------------------------------------------
@@ -728,7 +698,7 @@ fn injected_rtp_is_not_heard_and_does_not_redirect_audio() {
     });
     let received = received.into_inner();
 
-    let out = baresip.finish(60, &cfg_dir);
+    let out = finish(baresip, 60, &cfg_dir);
     assert!(out.contains("Call established"), "baresip:\n{out}");
     let call = completed_call(&agent, &db, t);
     assert_eq!(call.id, call_id);
@@ -840,7 +810,7 @@ fn garbage_to_the_rtp_port_is_counted_not_fatal() {
         junk_sock.send_to(&d, target).unwrap();
     }
 
-    let out = baresip.finish(60, &cfg_dir);
+    let out = finish(baresip, 60, &cfg_dir);
     assert!(out.contains("Call established"), "baresip:\n{out}");
     let call = completed_call(&agent, &db, t);
     let text = db.transcript(&call.id);

@@ -13,11 +13,7 @@ use std::time::{Duration, Instant};
 
 /// A TCP connection to the agent's SIP port from `from` (127.0.0.x).
 fn connect(agent: &Agent, from: [u8; 4]) -> TcpStream {
-    let to = SocketAddr::from(([127, 0, 0, 1], agent.port));
-    let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-    s.bind(&SocketAddr::from((from, 0)).into()).unwrap();
-    s.connect(&to.into()).unwrap();
-    let s: TcpStream = s.into();
+    let s = tcp_connect_from(from, SocketAddr::from(([127, 0, 0, 1], agent.port))).unwrap();
     s.set_read_timeout(Some(Duration::from_millis(200)))
         .unwrap();
     s

@@ -296,6 +296,18 @@ pub fn baresip_config(
     cfg
 }
 
+/// A TCP connection to `to` from the local address `from` (127.0.0.x, so
+/// one test can be several sources).
+pub fn tcp_connect_from(
+    from: [u8; 4],
+    to: std::net::SocketAddr,
+) -> std::io::Result<std::net::TcpStream> {
+    let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
+    s.bind(&std::net::SocketAddr::from((from, 0)).into())?;
+    s.connect_timeout(&to.into(), Duration::from_secs(3))?;
+    Ok(s.into())
+}
+
 /// A child process killed when the test lets go of it, panicking or not.
 pub struct Reaped(pub Child);
 

@@ -277,21 +277,6 @@ impl Registrar {
         out
     }
 
-    /// Where `number` can be reached now (for ringing it, later).
-    pub fn lookup(&self, number: &str) -> Vec<Binding> {
-        let now = self.now_ms();
-        self.state
-            .lock()
-            .map(|s| {
-                s.bindings
-                    .lookup(number, now)
-                    .into_iter()
-                    .cloned()
-                    .collect()
-            })
-            .unwrap_or_default()
-    }
-
     /// Is a phone registered over a connection from `remote` (TCP or TLS)?
     /// Its connection is how the box reaches it, so it is kept open.
     pub fn registered_at(&self, remote: SocketAddr) -> bool {
