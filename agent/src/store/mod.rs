@@ -331,6 +331,31 @@ impl Store {
 mod tests {
     use super::*;
 
+    /// A stuck writer (a hung disk) never makes a caller wait: once the
+    /// queue is full, writes are dropped and counted.
+    #[test]
+    fn a_full_queue_drops_and_counts_instead_of_waiting() {
+        let (tx, _stuck) = mpsc::sync_channel::<Cmd>(QUEUE);
+        let store = Store {
+            tx,
+            path: PathBuf::from("/nonexistent"),
+            disk_full: Arc::new(AtomicBool::new(false)),
+        };
+        let before = crate::limits::COUNTERS
+            .store_dropped
+            .load(Ordering::Relaxed);
+        let t0 = Instant::now();
+        for i in 0..QUEUE + 10 {
+            store.answered("c1", i as i64);
+        }
+        assert!(t0.elapsed() < std::time::Duration::from_secs(5));
+        let dropped = crate::limits::COUNTERS
+            .store_dropped
+            .load(Ordering::Relaxed)
+            - before;
+        assert!(dropped >= 10, "{dropped} writes counted as dropped");
+    }
+
     /// The queries the release before migration 8 ran (schema 7), against
     /// a database migrated to the newest schema: a rollback still works.
     #[test]
