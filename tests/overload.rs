@@ -65,6 +65,9 @@ fn every_call_finishes_when_whisper_is_far_behind() {
             codec: Some("PCMU".into()),
             started_at_ms: 0,
             answered_at_ms: Some(0),
+            trunk: None,
+            did: None,
+            caller: None,
         });
         let t = tap::start(
             id,

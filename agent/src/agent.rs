@@ -102,10 +102,17 @@ pub async fn run(cfg: Config) -> Result<(), Error> {
             crate::call::Announcement::load(std::path::Path::new(path), &stt)
         })?)),
     };
+    // Trunk passwords are read now: a missing one stops start-up here.
+    let trunks = Arc::new(sip::trunk::Trunks::from_config(&cfg)?);
+    trunks.resolve_all().await;
     start_sweeper(&cfg);
     let sip_cancel = CancellationToken::new();
     let server = sip::bind(&cfg, sip_cancel.clone()).await?;
     let tcp_guard = server.tcp_guard();
+    let endpoint = server.endpoint.inner.clone();
+    let sip_local = sip::trunk::client::Local {
+        bind: std::net::SocketAddr::new(cfg.sip.bind, cfg.sip.port),
+    };
 
     let max_calls = cfg.limits.max_calls;
     let per_source = cfg.limits.max_calls_per_source;
@@ -138,6 +145,7 @@ pub async fn run(cfg: Config) -> Result<(), Error> {
         calls.clone(),
         router,
         registrar.clone(),
+        trunks.clone(),
         sip_cancel.clone(),
     ));
     // rsipstack binds TCP inside its serve task: say "ready" only once it accepts.
@@ -166,8 +174,23 @@ pub async fn run(cfg: Config) -> Result<(), Error> {
             listen: listen.clone(),
             tcp: tcp_guard,
             registrar,
+            trunks: trunks.clone(),
         }),
     ));
+    // Each trunk registers on its own task: a dead provider is a warning
+    // that repeats with backoff, never a failed start.
+    let trunk_cancel = CancellationToken::new();
+    let trunk_tasks: Vec<_> = trunks
+        .iter()
+        .map(|t| {
+            tokio::spawn(sip::trunk::client::run(
+                t.clone(),
+                endpoint.clone(),
+                sip_local,
+                trunk_cancel.clone(),
+            ))
+        })
+        .collect();
     for (t, addr) in &listen {
         println!(
             "handlet: SIP listening on {addr} ({})",
@@ -216,6 +239,11 @@ pub async fn run(cfg: Config) -> Result<(), Error> {
     notify::stopping();
     tracing::info!(active_calls = calls.len(), "shutting down");
     calls.shutdown_all();
+    // Unregister from the trunks (each waits at most a second).
+    trunk_cancel.cancel();
+    for t in trunk_tasks {
+        let _ = t.await;
+    }
     let deadline = Instant::now() + std::time::Duration::from_secs(3);
     while !calls.is_empty() && Instant::now() < deadline {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
@@ -248,6 +276,7 @@ struct Status {
     listen: Vec<(rsipstack::sip::Transport, std::net::SocketAddr)>,
     tcp: Option<Arc<sip::tcp::TcpGuard>>,
     registrar: Arc<sip::registrar::Registrar>,
+    trunks: Arc<sip::trunk::Trunks>,
 }
 
 impl crate::control::Operations for Status {
@@ -272,7 +301,9 @@ impl crate::control::Operations for Status {
                 "tcp_idle_closed": c.tcp_idle_closed.load(Relaxed),
                 "auth_failed": c.auth_failed.load(Relaxed),
                 "auth_lockouts": c.auth_lockouts.load(Relaxed),
+                "invites_from_strangers": c.invites_from_strangers.load(Relaxed),
             },
+            "trunks": self.trunks.status(),
             "tcp_connections": self.tcp.as_ref().map(|g| g.connections()),
         })
     }

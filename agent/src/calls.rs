@@ -62,7 +62,12 @@ impl Calls {
 
 impl CallAcceptor for Calls {
     fn offer(&self, incoming: Incoming) -> Result<(), Box<Incoming>> {
-        let source = source_ip(&incoming.tx.original);
+        // A trunk brings every caller from one address: it is exempt from
+        // the per-source share (the total still holds).
+        let source = match incoming.origin {
+            crate::sip::Origin::Trunk { .. } => None,
+            crate::sip::Origin::Direct => source_ip(&incoming.tx.original),
+        };
         let Some(slot) = self.admission.try_admit_from(source) else {
             return Err(Box::new(incoming));
         };
@@ -88,7 +93,7 @@ pub struct Admission {
     max: usize,
     /// Calls one source address may hold at once, so a flood from one
     /// address cannot take every place (a trunk, which brings all of a
-    /// shop's calls from one address, will be exempt: issue 13).
+    /// shop's calls from one address, is exempt).
     per_source: usize,
     in_progress: AtomicUsize,
     by_source: Mutex<HashMap<IpAddr, usize>>,

@@ -26,7 +26,90 @@ pub struct Config {
     /// Desk phones and softphones that register to the box (`[[extension]]`).
     #[serde(rename = "extension")]
     pub extensions: Vec<Extension>,
+    /// The business's SIP trunks to the phone network (`[[trunk]]`).
+    #[serde(rename = "trunk")]
+    pub trunks: Vec<Trunk>,
     pub log: Log,
+}
+
+/// How a trunk knows the box.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum TrunkMode {
+    /// The box registers to the provider with digest authentication.
+    Register,
+    /// No registration: the provider sends calls to the box's address, and
+    /// calls are accepted only from the trunk's hosts.
+    Ip,
+}
+
+/// The transport SIP to a trunk uses.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum TrunkTransport {
+    #[default]
+    Udp,
+    Tcp,
+}
+
+/// A SIP trunk: the provider's server, how the box authenticates to it,
+/// and how numbers are written towards it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Trunk {
+    /// A short name for logs and `handlet status` ("provider").
+    pub name: String,
+    pub mode: TrunkMode,
+    /// The provider's SIP server: an IP address or host name, with an
+    /// optional port ("sip.example.net", "192.0.2.10:5060").
+    pub host: String,
+    #[serde(default)]
+    pub transport: TrunkTransport,
+    /// The account's user name (register mode).
+    #[serde(default)]
+    pub username: String,
+    /// The digest user name, when the provider gives one apart from the
+    /// account's.
+    #[serde(default)]
+    pub auth_username: Option<String>,
+    /// A file holding the password (its first line), e.g. a systemd
+    /// credential: `/run/credentials/handlet.service/trunk`.
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+    /// Or an environment variable holding it.
+    #[serde(default)]
+    pub password_env: Option<String>,
+    /// Registration lifetime asked for.
+    #[serde(default = "default_trunk_expires")]
+    pub expires_secs: u32,
+    /// An OPTIONS to the provider this often keeps a NAT binding open and
+    /// finds out when the trunk is gone; 0: none.
+    #[serde(default = "default_keepalive")]
+    pub keepalive_secs: u64,
+    /// More addresses the provider sends calls from (IPs or CIDR blocks),
+    /// beside `host`'s. Calls from anywhere else are not this trunk's.
+    #[serde(default)]
+    pub hosts: Vec<String>,
+    /// The trunk's numbers (DIDs), any common spelling; empty: any number
+    /// the provider sends.
+    #[serde(default)]
+    pub dids: Vec<String>,
+    /// How the caller line identity is written on calls out.
+    #[serde(default = "default_cli_format")]
+    pub cli_format: crate::phone::CliFormat,
+    /// Send P-Asserted-Identity with the caller line identity on calls out.
+    #[serde(default)]
+    pub pai: bool,
+}
+
+fn default_trunk_expires() -> u32 {
+    600
+}
+fn default_keepalive() -> u64 {
+    25
+}
+fn default_cli_format() -> crate::phone::CliFormat {
+    crate::phone::CliFormat::E164
 }
 
 /// A phone of the business: it registers to the box as `number` with
@@ -50,6 +133,10 @@ pub struct Extension {
 pub struct Hidden(String);
 
 impl Hidden {
+    pub fn new(secret: String) -> Hidden {
+        Hidden(secret)
+    }
+
     pub fn expose(&self) -> &str {
         &self.0
     }
@@ -327,6 +414,7 @@ impl Default for Config {
             limits: Limits::default(),
             registrar: Registrar::default(),
             extensions: Vec::new(),
+            trunks: Vec::new(),
             log: Log::default(),
         }
     }
@@ -385,6 +473,74 @@ impl Default for Log {
 }
 
 impl Config {
+    fn validate_trunks(&self) -> Result<(), String> {
+        let mut names = std::collections::HashSet::new();
+        for (i, t) in self.trunks.iter().enumerate() {
+            let at = format!("trunk {:?} (the {}th [[trunk]])", t.name, i + 1);
+            if t.name.is_empty()
+                || t.name.len() > 32
+                || !t
+                    .name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_".contains(c))
+            {
+                return Err(format!(
+                    "{at}: name must be 1-32 letters, digits, '-' or '_'"
+                ));
+            }
+            if !names.insert(t.name.as_str()) {
+                return Err(format!("{at}: name {:?} is used twice", t.name));
+            }
+            if t.host.is_empty() || t.host.contains(['/', '@', ';', ' ']) {
+                return Err(format!(
+                    "{at}: host must be a host name or address with an optional port, got {:?}",
+                    t.host
+                ));
+            }
+            for h in &t.hosts {
+                crate::netblock::Net::parse(h).map_err(|e| format!("{at}: hosts: {e}"))?;
+            }
+            for d in &t.dids {
+                crate::phone::Phone::parse_in(d, self.site.country)
+                    .map_err(|e| format!("{at}: dids: {d:?} is not a phone number ({e})"))?;
+            }
+            if t.mode == TrunkMode::Register {
+                if t.username.is_empty() {
+                    return Err(format!("{at}: mode = \"register\" needs a username"));
+                }
+                if t.password_file.is_none() && t.password_env.is_none() {
+                    return Err(format!(
+                        "{at}: mode = \"register\" needs password_file or password_env (the password is never written in this file)"
+                    ));
+                }
+                if !(60..=86_400).contains(&t.expires_secs) {
+                    return Err(format!(
+                        "{at}: expires_secs must be 60..=86400, got {}",
+                        t.expires_secs
+                    ));
+                }
+            }
+            if t.password_file.is_some() && t.password_env.is_some() {
+                return Err(format!(
+                    "{at}: give one of password_file and password_env, not both"
+                ));
+            }
+            if t.keepalive_secs > 3600 {
+                return Err(format!(
+                    "{at}: keepalive_secs must be 0 (off) to 3600, got {}",
+                    t.keepalive_secs
+                ));
+            }
+            if t.transport == TrunkTransport::Tcp && !self.sip.tcp {
+                return Err(format!("{at}: transport = \"tcp\" needs sip.tcp = true"));
+            }
+            if t.transport == TrunkTransport::Udp && !self.sip.udp {
+                return Err(format!("{at}: transport = \"udp\" needs sip.udp = true"));
+            }
+        }
+        Ok(())
+    }
+
     /// The embedded default.
     pub fn default_config() -> Config {
         Config::default()
@@ -428,6 +584,7 @@ impl Config {
                 return Err(format!("{at}: name is longer than 64 characters"));
             }
         }
+        self.validate_trunks()?;
         let r = &self.registrar;
         if r.min_expires_secs < 10 || r.min_expires_secs > r.max_expires_secs {
             return Err(format!(

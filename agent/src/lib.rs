@@ -12,6 +12,7 @@ pub mod inference;
 pub mod limits;
 pub mod logging;
 pub mod media;
+pub mod netblock;
 pub mod notify;
 pub mod phone;
 pub mod pii;

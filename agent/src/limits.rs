@@ -30,6 +30,9 @@ pub struct Counters {
     pub auth_failed: AtomicU64,
     /// Addresses locked out for repeated failures.
     pub auth_lockouts: AtomicU64,
+    /// INVITEs refused for coming from no trunk while trunks are
+    /// configured (scanners, toll fraud).
+    pub invites_from_strangers: AtomicU64,
 }
 
 pub static COUNTERS: Counters = Counters {
@@ -43,6 +46,7 @@ pub static COUNTERS: Counters = Counters {
     tcp_idle_closed: AtomicU64::new(0),
     auth_failed: AtomicU64::new(0),
     auth_lockouts: AtomicU64::new(0),
+    invites_from_strangers: AtomicU64::new(0),
 };
 
 /// A burst is over after this long without a hit.

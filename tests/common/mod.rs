@@ -2,6 +2,8 @@
 //! speech made with espeak-ng + sox, and real peers (baresip).
 #![allow(dead_code)]
 
+pub mod kamailio;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -175,7 +177,15 @@ impl Agent {
 
     /// Start with extra environment for the agent (e.g. `RUST_LOG`).
     pub fn start_in_env(dir: TempDir, extra: &str, env: &[(&str, &str)]) -> Agent {
-        let port = free_port();
+        Self::start_on_env(dir, free_port(), extra, env)
+    }
+
+    /// Start on a SIP port chosen beforehand (a peer's config names it).
+    pub fn start_on(dir: TempDir, port: u16, extra: &str) -> Agent {
+        Self::start_on_env(dir, port, extra, &[])
+    }
+
+    fn start_on_env(dir: TempDir, port: u16, extra: &str, env: &[(&str, &str)]) -> Agent {
         let config = write_config(dir.path(), port, extra);
         let (child, stdout) = spawn_ready(&config, dir.path(), env);
         Agent {

@@ -81,6 +81,7 @@ pub async fn inbound(
 ) {
     let mut hold = Some(slot);
     let Incoming {
+        origin,
         mut tx,
         transport,
         contact,
@@ -158,6 +159,15 @@ pub async fn inbound(
         codec: Some(codec.name().into()),
         started_at_ms: started,
         answered_at_ms: None,
+        trunk: match &origin {
+            crate::sip::Origin::Trunk { name, .. } => Some(name.clone()),
+            crate::sip::Origin::Direct => None,
+        },
+        did: match &origin {
+            crate::sip::Origin::Trunk { did, .. } => did.clone(),
+            crate::sip::Origin::Direct => None,
+        },
+        caller: crate::phone::Phone::from_uri_in(&from, ctx.cfg.site.country).map(|p| p.e164()),
     });
     // The INVITE transaction runs on its own task: it sends 100 Trying, our
     // 180/200 when we queue them, and turns a CANCEL into the dialog's end.

@@ -233,6 +233,130 @@ impl Authorization {
     }
 }
 
+/// A server's digest challenge (WWW-Authenticate or Proxy-Authenticate), as
+/// a client answering it reads it: the trunk registering, or an INVITE out
+/// through it. rsipstack 0.7.14 cannot parse `algorithm=SHA-256` (it knows
+/// only the draft spelling `SHA256`), so trunks answer with this instead.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Challenge {
+    pub realm: String,
+    pub nonce: String,
+    pub opaque: Option<String>,
+    pub algorithm: Algorithm,
+    /// The server offers qop=auth; without it the answer is RFC 2069's.
+    pub qop_auth: bool,
+    pub stale: bool,
+}
+
+impl Challenge {
+    pub fn parse(value: &str) -> Result<Challenge, ParseError> {
+        if value.len() > MAX_HEADER {
+            return Err(ParseError::TooLong);
+        }
+        let v = value.trim_start();
+        let Some(rest) = v
+            .get(..6)
+            .filter(|s| s.eq_ignore_ascii_case("digest"))
+            .map(|_| &v[6..])
+        else {
+            return Err(ParseError::NotDigest);
+        };
+        let p = params(rest).ok_or(ParseError::Malformed("parameter list"))?;
+        let algorithm = match p.get("algorithm").map(|a| a.to_ascii_uppercase()) {
+            None => Algorithm::Md5,
+            // The draft spelling, still seen in the wild.
+            Some(a) if a == "SHA256" => Algorithm::Sha256,
+            Some(a) => Algorithm::parse(&a).ok_or(ParseError::Algorithm)?,
+        };
+        let qop_auth = match p.get("qop") {
+            None => false,
+            Some(q) if q.split(',').any(|o| o.trim().eq_ignore_ascii_case("auth")) => true,
+            // auth-int only: we do not hash bodies.
+            Some(_) => return Err(ParseError::Qop),
+        };
+        Ok(Challenge {
+            realm: p
+                .get("realm")
+                .cloned()
+                .ok_or(ParseError::Missing("realm"))?,
+            nonce: p
+                .get("nonce")
+                .cloned()
+                .ok_or(ParseError::Missing("nonce"))?,
+            opaque: p.get("opaque").cloned(),
+            algorithm,
+            qop_auth,
+            stale: p
+                .get("stale")
+                .is_some_and(|s| s.eq_ignore_ascii_case("true")),
+        })
+    }
+
+    /// The best of several challenges (a server may offer SHA-256 and MD5):
+    /// SHA-256 first, then MD5; those we cannot answer are skipped.
+    pub fn best<'a>(values: impl IntoIterator<Item = &'a str>) -> Result<Challenge, ParseError> {
+        let mut best: Option<Challenge> = None;
+        let mut last_err = ParseError::NotDigest;
+        for v in values {
+            match Challenge::parse(v) {
+                Ok(c) => {
+                    if best.as_ref().is_none_or(|b| {
+                        b.algorithm == Algorithm::Md5 && c.algorithm == Algorithm::Sha256
+                    }) {
+                        best = Some(c);
+                    }
+                }
+                Err(e) => last_err = e,
+            }
+        }
+        best.ok_or(last_err)
+    }
+
+    /// The Authorization (or Proxy-Authorization) value answering this
+    /// challenge for `method` `uri`, the `nc`th time, with `cnonce`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn answer(
+        &self,
+        username: &str,
+        password: &str,
+        method: &str,
+        uri: &str,
+        cnonce: &str,
+        nc: u32,
+    ) -> String {
+        let alg = self.algorithm;
+        let ha1 = alg.hash(&format!("{username}:{}:{password}", self.realm));
+        let ha2 = alg.hash(&format!("{method}:{uri}"));
+        let quote = |s: &str| s.replace('\\', "\\\\").replace('"', "\\\"");
+        let mut out = format!(
+            "Digest username=\"{}\", realm=\"{}\", nonce=\"{}\", uri=\"{}\"",
+            quote(username),
+            quote(&self.realm),
+            quote(&self.nonce),
+            quote(uri)
+        );
+        if self.qop_auth {
+            let nc = format!("{nc:08x}");
+            let response = alg.hash(&format!("{ha1}:{}:{nc}:{cnonce}:auth:{ha2}", self.nonce));
+            out.push_str(&format!(
+                ", response=\"{response}\", algorithm={}, qop=auth, nc={nc}, cnonce=\"{}\"",
+                alg.name(),
+                quote(cnonce)
+            ));
+        } else {
+            let response = alg.hash(&format!("{ha1}:{}:{ha2}", self.nonce));
+            out.push_str(&format!(
+                ", response=\"{response}\", algorithm={}",
+                alg.name()
+            ));
+        }
+        if let Some(o) = &self.opaque {
+            out.push_str(&format!(", opaque=\"{}\"", quote(o)));
+        }
+        out
+    }
+}
+
 /// Nonces we issued: when, to whom, and the highest `nc` used with each.
 pub struct Nonces {
     ttl_ms: u64,
@@ -496,6 +620,81 @@ mod tests {
              response=\"{response}\", algorithm={}, cnonce=\"0a4f113b\", qop=auth, nc={nc:08x}",
             alg.name()
         )
+    }
+
+    #[test]
+    fn a_challenge_is_answered_as_our_own_verifier_expects() {
+        // Our registrar's challenge, answered by the client side, verifies.
+        let mut n = Nonces::new(30_000);
+        let ip: IpAddr = "192.0.2.7".parse().unwrap();
+        let nonce = n.issue(0, ip, [3; 16]);
+        for alg in [Algorithm::Md5, Algorithm::Sha256] {
+            let c = Challenge::parse(&Nonces::challenge(REALM, &nonce, alg, false)).unwrap();
+            assert_eq!(c.algorithm, alg);
+            assert!(c.qop_auth);
+            let nc = if alg == Algorithm::Md5 { 1 } else { 2 };
+            let answer = c.answer("101", "correct horse", "REGISTER", "sip:shop", "abc", nc);
+            let auth = Authorization::parse(&answer).unwrap();
+            let v = n.verify(&auth, "REGISTER", ip, 10, secret);
+            assert_eq!(v, Verdict::Ok("101".into()), "{alg:?}: {answer}");
+        }
+    }
+
+    #[test]
+    fn challenges_are_read_as_servers_write_them() {
+        // Kamailio's with SHA-256, the draft spelling, RFC 2069 without qop.
+        let c = Challenge::parse(
+            r#"Digest realm="127.0.0.5", nonce="Z1x2", qop="auth", algorithm=SHA-256"#,
+        )
+        .unwrap();
+        assert_eq!(
+            (c.algorithm, c.qop_auth, c.stale),
+            (Algorithm::Sha256, true, false)
+        );
+        let c = Challenge::parse(r#"Digest realm="r", nonce="n", algorithm=SHA256, stale=TRUE"#)
+            .unwrap();
+        assert_eq!((c.algorithm, c.stale), (Algorithm::Sha256, true));
+        let c = Challenge::parse(r#"Digest realm="r", nonce="n", opaque="o""#).unwrap();
+        assert!(!c.qop_auth);
+        // RFC 2617 §3.5's example without qop: response is H(HA1:nonce:HA2).
+        let a = c.answer("u", "p", "REGISTER", "sip:r", "x", 1);
+        let ha1 = Algorithm::Md5.hash("u:r:p");
+        let ha2 = Algorithm::Md5.hash("REGISTER:sip:r");
+        let expect = Algorithm::Md5.hash(&format!("{ha1}:n:{ha2}"));
+        assert!(
+            a.contains(&format!("response=\"{expect}\"")) && a.contains("opaque=\"o\""),
+            "{a}"
+        );
+        assert!(!a.contains("qop"));
+        // qop offered as a list.
+        assert!(
+            Challenge::parse(r#"Digest realm="r", nonce="n", qop="auth-int,auth""#)
+                .unwrap()
+                .qop_auth
+        );
+        assert_eq!(
+            Challenge::parse(r#"Digest realm="r", nonce="n", qop="auth-int""#),
+            Err(ParseError::Qop)
+        );
+        assert_eq!(
+            Challenge::parse(r#"Digest realm="r", nonce="n", algorithm=SHA-512"#),
+            Err(ParseError::Algorithm)
+        );
+        assert_eq!(
+            Challenge::parse("Basic realm=\"r\""),
+            Err(ParseError::NotDigest)
+        );
+        assert_eq!(
+            Challenge::parse(r#"Digest realm="r""#),
+            Err(ParseError::Missing("nonce"))
+        );
+        // SHA-256 is preferred when both are offered.
+        let best = Challenge::best([
+            r#"Digest realm="r", nonce="n1", qop="auth""#,
+            r#"Digest realm="r", nonce="n2", qop="auth", algorithm=SHA-256"#,
+        ])
+        .unwrap();
+        assert_eq!(best.nonce, "n2");
     }
 
     #[test]

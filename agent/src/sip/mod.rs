@@ -12,6 +12,7 @@ pub mod inspect;
 pub mod rate;
 pub mod registrar;
 pub mod tcp;
+pub mod trunk;
 pub mod udp;
 pub mod vet;
 
@@ -93,8 +94,19 @@ impl Router {
     }
 }
 
+/// Where a new call comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    /// Straight to the box, with no trunk configured (a test caller, a
+    /// SIP address published directly).
+    Direct,
+    /// Through a trunk, for one of its numbers (E.164) when known.
+    Trunk { name: String, did: Option<String> },
+}
+
 /// A new INVITE, for the layer above to take (start a call) or refuse.
 pub struct Incoming {
+    pub origin: Origin,
     pub tx: Transaction,
     pub transport: Transport,
     /// Our Contact for this transport.
@@ -239,6 +251,7 @@ pub async fn serve(
     acceptor: Arc<dyn CallAcceptor>,
     router: Arc<Router>,
     registrar: Arc<registrar::Registrar>,
+    trunks: Arc<trunk::Trunks>,
     cancel: CancellationToken,
 ) -> Result<(), Error> {
     let SipServer {
@@ -313,7 +326,17 @@ pub async fn serve(
         }
         match tx.original.method {
             Method::Invite => {
+                let origin = match origin_of(&tx, &trunks) {
+                    Ok(o) => o,
+                    Err(status) => {
+                        tokio::spawn(async move {
+                            let _ = tx.reply(status).await;
+                        });
+                        continue;
+                    }
+                };
                 let offered = acceptor.offer(Incoming {
+                    origin,
                     tx,
                     transport,
                     contact: contact_for(transport),
@@ -369,6 +392,47 @@ pub async fn serve(
         reap.abort();
     }
     Ok(())
+}
+
+static STRANGERS_LOG: crate::limits::BurstLog =
+    crate::limits::BurstLog::new("INVITEs from no trunk's address (sip: trunks are configured)");
+
+/// Which trunk a new INVITE comes through, or the status refusing it.
+/// With no trunk configured every caller is direct; with trunks, a call
+/// from anywhere else is refused (403): SIP scanners try every public
+/// address for a box that will call out for them.
+fn origin_of(tx: &Transaction, trunks: &trunk::Trunks) -> Result<Origin, StatusCode> {
+    use rsipstack::sip::HeadersExt;
+    if trunks.is_empty() {
+        return Ok(Origin::Direct);
+    }
+    let source = tx
+        .connection
+        .as_ref()
+        .and_then(|c| c.get_remote_addr())
+        .and_then(|a| a.get_socketaddr().ok())
+        .map(|a| a.ip());
+    let Some(t) = source.and_then(|ip| trunks.of_source(ip)) else {
+        crate::limits::count(&crate::limits::COUNTERS.invites_from_strangers, 1);
+        STRANGERS_LOG.hit(std::time::Instant::now());
+        tracing::debug!(source = ?source, "refused an INVITE from an address that is no trunk's");
+        return Err(StatusCode::Forbidden);
+    };
+    let country = trunks.country.unwrap_or(crate::phone::Country::GB);
+    let to = tx
+        .original
+        .to_header()
+        .map(|h| h.value().to_string())
+        .unwrap_or_default();
+    let did = t.did(&tx.original.uri.to_string(), &to, country);
+    if did.is_none() && !t.dids.is_empty() {
+        tracing::info!(trunk = %t.name, "refused a trunk call for a number that is not one of its dids");
+        return Err(StatusCode::NotFound);
+    }
+    Ok(Origin::Trunk {
+        name: t.name.clone(),
+        did: did.map(|d| d.e164()),
+    })
 }
 
 /// Accept TCP connections for rsipstack, within the guard's limits.

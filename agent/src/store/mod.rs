@@ -125,6 +125,11 @@ pub struct NewCall {
     pub codec: Option<String>,
     pub started_at_ms: i64,
     pub answered_at_ms: Option<i64>,
+    /// The trunk it came through, and the number it was for.
+    pub trunk: Option<String>,
+    pub did: Option<String>,
+    /// The caller's number, E.164; None when withheld or not a number.
+    pub caller: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -436,6 +441,9 @@ mod tests {
             codec: Some("PCMU".into()),
             started_at_ms: 1000,
             answered_at_ms: Some(1100),
+            trunk: None,
+            did: None,
+            caller: None,
         });
         s.add_segment(
             "c1",
@@ -467,6 +475,9 @@ mod tests {
             codec: None,
             started_at_ms: 2000,
             answered_at_ms: None,
+            trunk: None,
+            did: None,
+            caller: None,
         });
         s.end_call("c2", 6000, "caller cancelled");
         s.flush();

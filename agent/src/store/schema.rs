@@ -150,6 +150,11 @@ pub(crate) const MIGRATIONS: &[&str] = &[
         cseq INTEGER NOT NULL,
         PRIMARY KEY (extension, contact)
     );",
+    // 11: calls through a trunk: which trunk, which of its numbers (DID),
+    // and the caller's number as E.164 (NULL: withheld or not a number).
+    "ALTER TABLE calls ADD COLUMN trunk TEXT;
+    ALTER TABLE calls ADD COLUMN did TEXT;
+    ALTER TABLE calls ADD COLUMN caller TEXT;",
 ];
 
 /// Open (creating and migrating) the database at `path`.

@@ -182,9 +182,9 @@ fn apply(conn: &Connection, cmd: &Cmd) -> Result<(), rusqlite::Error> {
     match cmd {
         Cmd::InsertCall(c) => {
             conn.execute(
-                "INSERT INTO calls (id, sip_call_id, direction, from_uri, to_uri, transport, codec, started_at_ms, answered_at_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-                params![c.id, c.sip_call_id, c.direction, c.from_uri, c.to_uri, c.transport, c.codec, c.started_at_ms, c.answered_at_ms],
+                "INSERT INTO calls (id, sip_call_id, direction, from_uri, to_uri, transport, codec, started_at_ms, answered_at_ms, trunk, did, caller)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+                params![c.id, c.sip_call_id, c.direction, c.from_uri, c.to_uri, c.transport, c.codec, c.started_at_ms, c.answered_at_ms, c.trunk, c.did, c.caller],
             )?;
         }
         Cmd::Answered { id, at_ms } => {

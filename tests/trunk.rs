@@ -1,0 +1,307 @@
+//! Trunks against a real provider: Kamailio (tests/common/kamailio.rs)
+//! takes the box's REGISTER with digest auth, gives 423 for too short a
+//! registration, delivers calls for the DID, and goes down and comes back;
+//! baresip dials the DID as a caller on the phone network would.
+
+mod common;
+use common::kamailio::{Itsp, Kamailio};
+use common::*;
+use std::net::UdpSocket;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+const ACCOUNT: &str = "441632960100";
+const DID: &str = "+441632960001";
+
+fn itsp(algorithm: &'static str) -> Itsp {
+    Itsp {
+        ip: [127, 0, 0, 5],
+        port: free_port(),
+        user: ACCOUNT.into(),
+        password: "trunk-pass-1".into(),
+        algorithm,
+        min_expires: 120,
+        did: DID.into(),
+        box_addr: None,
+    }
+}
+
+/// The agent's `[[trunk]]` for `k`, registering for `expires` seconds,
+/// with the password in a file of its own.
+fn trunk_config(dir: &Path, k: &Itsp, password: &str, expires: u32) -> String {
+    let pass = dir.join("trunk.pass");
+    std::fs::write(&pass, format!("{password}\n")).unwrap();
+    format!(
+        "[[trunk]]\nname = \"itsp\"\nmode = \"register\"\nhost = \"{}\"\nusername = \"{ACCOUNT}\"\n\
+         password_file = {:?}\nexpires_secs = {expires}\nkeepalive_secs = 1\ndids = [\"01632 960001\"]\n",
+        k.addr(),
+        pass.display().to_string()
+    )
+}
+
+fn status(agent: &Agent) -> serde_json::Value {
+    let out = ok(agent, &["status"]);
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("status is JSON ({e}): {out}"))
+}
+
+fn trunk_state(agent: &Agent) -> (String, serde_json::Value) {
+    let st = status(agent);
+    let t = st["trunks"][0].clone();
+    (t["state"].as_str().unwrap_or("").to_string(), t)
+}
+
+fn wait_state(agent: &Agent, k: &Kamailio, state: &str, secs: u64) -> serde_json::Value {
+    let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+    loop {
+        let (s, t) = trunk_state(agent);
+        if s == state {
+            return t;
+        }
+        if std::time::Instant::now() > deadline {
+            panic!(
+                "trunk state is {s}, not {state}, after {secs} s: {t}\nagent log:\n{}\nprovider log:\n{}",
+                agent.log(),
+                k.log()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// baresip, a caller on the phone network with number 07700 900123,
+/// dials `target` and hangs up after `secs`.
+fn caller(dir: &Path, wav: &Path, target: &str, secs: u64) -> (Reaped, std::path::PathBuf) {
+    let cfg = baresip_config(
+        dir,
+        "pstn-caller",
+        Some(wav),
+        "udp",
+        "<sip:07700900123@127.0.0.1>;regint=0;audio_codecs=PCMU",
+    );
+    let out = std::fs::File::create(cfg.join("baresip.out")).unwrap();
+    let child = Command::new("baresip")
+        .arg("-f")
+        .arg(&cfg)
+        .args(["-e", &format!("/dial {target}"), "-t", &secs.to_string()])
+        .stdin(Stdio::null())
+        .stdout(out.try_clone().unwrap())
+        .stderr(out)
+        .spawn()
+        .expect("baresip is installed (make test installs it)");
+    (Reaped(child), cfg)
+}
+
+#[test]
+fn a_trunk_registers_through_a_423_keeps_alive_and_takes_calls_for_its_did() {
+    let dir = TempDir::new("trunk-register");
+    let k = Kamailio::start(dir.path(), itsp("MD5"));
+    // 60 s is below the provider's minimum of 120: a 423 first.
+    let extra = trunk_config(dir.path(), &k.itsp, "trunk-pass-1", 60);
+    let agent = Agent::start_in(dir, &extra);
+    let t = wait_state(&agent, &k, "registered", 20);
+    let expires = t["expires_at_ms"].as_u64().unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    assert!(
+        (now + 100_000..=now + 121_000).contains(&expires),
+        "registered for the provider's 120 s: {t}"
+    );
+    let log = k.log();
+    assert!(log.contains("expires=60"), "asked for 60 s first:\n{log}");
+    assert!(
+        log.contains("expires=120"),
+        "retried with Min-Expires:\n{log}"
+    );
+    assert!(log.contains(&format!("registered user={ACCOUNT}")), "{log}");
+    // The password is nowhere in what the agent says.
+    assert!(!agent.log().contains("trunk-pass-1"));
+    assert!(!ok(&agent, &["config", "show"]).contains("trunk-pass-1"));
+
+    // Keepalives: the provider sees OPTIONS from the box every second.
+    wait_for(10, "keepalives at the provider", || {
+        (k.count("keepalive OPTIONS from 127.0.0.1") >= 3).then_some(())
+    });
+
+    // A caller on the phone network dials the DID through the provider.
+    let wav = speech_wav(
+        agent.dir.path(),
+        "caller",
+        "Hello, I would like a quote for a new boiler please.",
+        8000,
+        0.3,
+        1.5,
+    );
+    let (mut baresip, cfg) = caller(
+        agent.dir.path(),
+        &wav,
+        &format!("sip:{DID}@{}", k.itsp.addr()),
+        12,
+    );
+    let db = Db::open(&agent.database());
+    let row: (String, Option<String>, Option<String>, Option<String>) =
+        wait_for(40, "the trunk call to be stored and ended", || {
+            db.0.query_row(
+                "SELECT id, trunk, did, caller FROM calls WHERE ended_at_ms IS NOT NULL",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+            )
+            .ok()
+        });
+    let _ = baresip.0.wait();
+    let out = std::fs::read_to_string(cfg.join("baresip.out")).unwrap_or_default();
+    assert!(out.contains("Call established"), "baresip:\n{out}");
+    assert_eq!(row.1.as_deref(), Some("itsp"));
+    assert_eq!(
+        row.2.as_deref(),
+        Some(DID),
+        "DID from To after the location lookup"
+    );
+    assert_eq!(row.3.as_deref(), Some("+447700900123"), "caller as E.164");
+    assert!(k.log().contains("call for the DID"));
+    let text = wait_for(60, "the caller's words", || {
+        let t = db.channel_transcript(&row.0, "caller");
+        (!t.is_empty()).then_some(t)
+    });
+    assert!(text.to_lowercase().contains("boiler"), "{text}");
+}
+
+#[test]
+fn sha256_digest_registers_too() {
+    let dir = TempDir::new("trunk-sha256");
+    let k = Kamailio::start(dir.path(), itsp("SHA-256"));
+    let extra = trunk_config(dir.path(), &k.itsp, "trunk-pass-1", 300);
+    let agent = Agent::start_in(dir, &extra);
+    wait_state(&agent, &k, "registered", 20);
+    assert!(k.log().contains(&format!("registered user={ACCOUNT}")));
+}
+
+#[test]
+fn a_wrong_password_is_a_warning_with_backoff_never_a_crash() {
+    let dir = TempDir::new("trunk-wrong");
+    let k = Kamailio::start(dir.path(), itsp("MD5"));
+    let extra = trunk_config(dir.path(), &k.itsp, "not-the-password", 300);
+    let agent = Agent::start_in(dir, &extra);
+    let t = wait_state(&agent, &k, "failed", 20);
+    let err = t["last_error"].as_str().unwrap();
+    assert!(err.contains("credentials refused"), "{t}");
+    // Tried again, later each time.
+    wait_for(20, "a third attempt", || {
+        (k.count(&format!("user={ACCOUNT} expires")) >= 6).then_some(())
+    });
+    let log = agent.log();
+    let waits: Vec<u64> = log
+        .lines()
+        .filter(|l| l.contains("trunk registration failed"))
+        .filter_map(|l| log_field(l, "trunk registration failed", "retry_in_secs"))
+        .collect();
+    assert!(waits.len() >= 2, "{log}");
+    assert!(!log.contains("not-the-password"));
+    // Still answering.
+    assert!(status(&agent)["uptime_secs"].is_u64());
+    assert_eq!(k.count(&format!("registered user={ACCOUNT}")), 0);
+}
+
+#[test]
+fn the_trunk_going_down_and_coming_back_re_registers() {
+    let dir = TempDir::new("trunk-down");
+    let mut k = Kamailio::start(dir.path(), itsp("MD5"));
+    let extra = trunk_config(dir.path(), &k.itsp, "trunk-pass-1", 300);
+    let agent = Agent::start_in(dir, &extra);
+    wait_state(&agent, &k, "registered", 20);
+    k.stop();
+    let t = wait_state(&agent, &k, "unreachable", 20);
+    assert!(t["keepalives_unanswered"].as_u64().unwrap() >= 2, "{t}");
+    let k = k.restart();
+    wait_state(&agent, &k, "registered", 30);
+    // The provider restarted empty: it knows the box again.
+    wait_for(10, "the new registration at the provider", || {
+        (k.count(&format!("registered user={ACCOUNT}")) >= 2).then_some(())
+    });
+}
+
+/// A raw INVITE from `from` to the agent; the status code of its final
+/// answer.
+fn invite_from(from: [u8; 4], agent: &Agent, to_user: &str) -> u16 {
+    let sock = UdpSocket::bind((std::net::Ipv4Addr::from(from), 0)).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    let local = sock.local_addr().unwrap();
+    let sdp = format!(
+        "v=0\r\no=- 1 1 IN IP4 {ip}\r\ns=-\r\nc=IN IP4 {ip}\r\nt=0 0\r\nm=audio 40000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n",
+        ip = local.ip()
+    );
+    let msg = format!(
+        "INVITE sip:{to_user}@127.0.0.1:{port} SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch=z9hG4bK{n}\r\n\
+         From: <sip:07700900123@{ip}>;tag=a{n}\r\nTo: <sip:{to_user}@127.0.0.1>\r\nCall-ID: stranger-{n}@{ip}\r\n\
+         CSeq: 1 INVITE\r\nContact: <sip:caller@{local}>\r\nMax-Forwards: 70\r\nContent-Type: application/sdp\r\n\
+         Content-Length: {len}\r\n\r\n{sdp}",
+        port = agent.port,
+        ip = local.ip(),
+        n = local.port(),
+        len = sdp.len()
+    );
+    sock.send_to(msg.as_bytes(), ("127.0.0.1", agent.port))
+        .unwrap();
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = sock.recv(&mut buf).expect("an answer to the INVITE");
+        let text = String::from_utf8_lossy(&buf[..n]);
+        let code: u16 = text
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
+        if code >= 200 {
+            return code;
+        }
+    }
+}
+
+#[test]
+fn an_ip_trunk_takes_calls_from_its_host_only() {
+    let dir = TempDir::new("trunk-ip");
+    let port = free_port();
+    // The provider sends DID calls straight to the box's address.
+    let mut spec = itsp("MD5");
+    spec.box_addr = Some(std::net::SocketAddr::from(([127, 0, 0, 1], port)));
+    let k = Kamailio::start(dir.path(), spec);
+    let extra = format!(
+        "[[trunk]]\nname = \"ip-trunk\"\nmode = \"ip\"\nhost = \"{}\"\nhosts = [\"127.0.0.7/32\"]\ndids = [\"{DID}\"]\n",
+        k.itsp.addr()
+    );
+    let agent = Agent::start_on(dir, port, &extra);
+    // A stranger's INVITE straight to the box: refused.
+    assert_eq!(invite_from([127, 0, 0, 6], &agent, DID), 403);
+    // From a listed block, for a number that is not the trunk's: 404.
+    assert_eq!(invite_from([127, 0, 0, 7], &agent, "+441632960999"), 404);
+    let st = status(&agent);
+    assert!(
+        st["limits_hit"]["invites_from_strangers"].as_u64().unwrap() >= 1,
+        "{st}"
+    );
+    assert_eq!(st["trunks"][0]["state"], "registered", "{st}");
+
+    // Through the provider: taken, with the DID from the Request-URI.
+    let wav = speech_wav(agent.dir.path(), "caller", "Hello there.", 8000, 0.3, 1.0);
+    let (mut baresip, cfg) = caller(
+        agent.dir.path(),
+        &wav,
+        &format!("sip:{DID}@{}", k.itsp.addr()),
+        6,
+    );
+    let db = Db::open(&agent.database());
+    let row: (Option<String>, Option<String>) = wait_for(30, "the IP-trunk call", || {
+        db.0.query_row(
+            "SELECT trunk, did FROM calls WHERE ended_at_ms IS NOT NULL",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .ok()
+    });
+    let _ = baresip.0.wait();
+    let out = std::fs::read_to_string(cfg.join("baresip.out")).unwrap_or_default();
+    assert!(out.contains("Call established"), "baresip:\n{out}");
+    assert_eq!(row, (Some("ip-trunk".into()), Some(DID.into())));
+}
