@@ -39,9 +39,19 @@ const RULES: &[(&str, &[&str])] = &[
 fn sources(module: &str) -> Vec<std::path::PathBuf> {
     let src = repo().join("agent/src");
     let dir = src.join(module);
-    let mut out: Vec<_> = std::fs::read_dir(&dir)
-        .map(|d| d.flatten().map(|e| e.path()).collect())
-        .unwrap_or_default();
+    // The module's directory, sub-modules included.
+    let mut out = Vec::new();
+    let mut dirs = vec![dir];
+    while let Some(d) = dirs.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                dirs.push(p);
+            } else {
+                out.push(p);
+            }
+        }
+    }
     let file = src.join(format!("{module}.rs"));
     if file.is_file() {
         out.push(file);

@@ -894,6 +894,49 @@ mod tests {
     }
 
     #[test]
+    fn trunks_are_checked_with_one_line_naming_the_field() {
+        let ok = "[[trunk]]\nname = \"p\"\nmode = \"register\"\nhost = \"192.0.2.1\"\nusername = \"u\"\npassword_env = \"P\"\n";
+        let c = load_str(ok).unwrap();
+        assert_eq!(c.trunks[0].expires_secs, 600);
+        assert_eq!(c.trunks[0].keepalive_secs, 25);
+        assert_eq!(c.trunks[0].transport, TrunkTransport::Udp);
+        let bad = |toml: &str, want: &str| {
+            let e = load_str(toml).unwrap_err().to_string();
+            assert!(e.contains(want), "{toml}: {e}");
+            assert_eq!(e.lines().count(), 1, "{e}");
+        };
+        bad(
+            "[[trunk]]\nname = \"p\"\nmode = \"register\"\nhost = \"192.0.2.1\"\nusername = \"u\"\n",
+            "needs password_file or password_env",
+        );
+        bad(
+            "[[trunk]]\nname = \"p\"\nmode = \"register\"\nhost = \"192.0.2.1\"\npassword_env = \"P\"\n",
+            "needs a username",
+        );
+        bad(&format!("{ok}{ok}"), "name \"p\" is used twice");
+        bad(
+            "[[trunk]]\nname = \"p\"\nmode = \"ip\"\nhost = \"192.0.2.1\"\nhosts = [\"10.0.0.0/40\"]\n",
+            "hosts: \"10.0.0.0/40\": the prefix length must be 0..=32",
+        );
+        bad(
+            "[[trunk]]\nname = \"p\"\nmode = \"ip\"\nhost = \"192.0.2.1\"\ndids = [\"call me\"]\n",
+            "dids: \"call me\" is not a phone number",
+        );
+        bad(
+            "[[trunk]]\nname = \"p\"\nmode = \"ip\"\nhost = \"sip:x@y\"\n",
+            "host must be a host name or address",
+        );
+        bad(
+            "[[trunk]]\nname = \"p\"\nmode = \"pigeon\"\nhost = \"192.0.2.1\"\n",
+            "mode",
+        );
+        bad(
+            "[sip]\ntcp = false\n[[trunk]]\nname = \"p\"\nmode = \"ip\"\nhost = \"192.0.2.1\"\ntransport = \"tcp\"\n",
+            "needs sip.tcp = true",
+        );
+    }
+
+    #[test]
     fn extensions_are_checked_and_their_secrets_never_shown() {
         let one =
             "[[extension]]\nnumber = \"101\"\nname = \"Front desk\"\nsecret = \"correct horse\"\n";
