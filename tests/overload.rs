@@ -79,6 +79,7 @@ fn every_call_finishes_when_whisper_is_far_behind() {
                 store: store.clone(),
                 after: None,
                 record: None,
+                pair: None,
                 hold: None,
             },
         )

@@ -117,6 +117,15 @@ pub async fn run(cfg: Config) -> Result<(), Error> {
     let max_calls = cfg.limits.max_calls;
     let per_source = cfg.limits.max_calls_per_source;
     let user = cfg.sip.user.clone();
+    // Phones registered before a restart are still where they were.
+    let stored = crate::store::Reader::open(&cfg.database_path())
+        .and_then(|r| r.registrations(crate::clock::now_ms()))
+        .unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "cannot read stored registrations; phones will register again");
+            Vec::new()
+        });
+    let registrar =
+        Arc::new(sip::registrar::Registrar::new(&cfg).with_store(store.clone(), stored));
     let ctx = Arc::new(CallCtx {
         cfg,
         store: store.clone(),
@@ -125,20 +134,12 @@ pub async fn run(cfg: Config) -> Result<(), Error> {
         vads,
         understanding,
         announcement,
+        registrar: registrar.clone(),
     });
     // Keep the SIP endpoint serving until calls have said goodbye.
     let listen = server.listen.clone();
     let calls = crate::calls::Calls::new(ctx.clone(), max_calls, per_source);
     let router = Arc::new(sip::Router::default());
-    // Phones registered before a restart are still where they were.
-    let stored = crate::store::Reader::open(&ctx.cfg.database_path())
-        .and_then(|r| r.registrations(crate::clock::now_ms()))
-        .unwrap_or_else(|e| {
-            tracing::warn!(error = %e, "cannot read stored registrations; phones will register again");
-            Vec::new()
-        });
-    let registrar =
-        Arc::new(sip::registrar::Registrar::new(&ctx.cfg).with_store(store.clone(), stored));
     let serving = tokio::spawn(sip::serve(
         server,
         user,

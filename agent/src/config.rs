@@ -29,7 +29,43 @@ pub struct Config {
     /// The business's SIP trunks to the phone network (`[[trunk]]`).
     #[serde(rename = "trunk")]
     pub trunks: Vec<Trunk>,
+    /// Where calls from outside go.
+    pub inbound: Inbound,
     pub log: Log,
+}
+
+/// How the phones of a ring list are rung.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum RingStrategy {
+    /// All at once; the first to answer takes the call.
+    #[default]
+    Ringall,
+    /// One after another, each for `ring_secs`.
+    Hunt,
+}
+
+/// Where a call from outside goes (until the routing engine decides).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Inbound {
+    /// Extensions to ring (every phone registered as each); empty: the
+    /// agent answers every call itself.
+    pub ring: Vec<String>,
+    pub strategy: RingStrategy,
+    /// How long phones ring: everyone (ringall) or each (hunt). When
+    /// nobody answers, the agent answers.
+    pub ring_secs: u64,
+}
+
+impl Default for Inbound {
+    fn default() -> Self {
+        Inbound {
+            ring: Vec::new(),
+            strategy: RingStrategy::Ringall,
+            ring_secs: 20,
+        }
+    }
 }
 
 /// How a trunk knows the box.
@@ -415,6 +451,7 @@ impl Default for Config {
             registrar: Registrar::default(),
             extensions: Vec::new(),
             trunks: Vec::new(),
+            inbound: Inbound::default(),
             log: Log::default(),
         }
     }
@@ -585,6 +622,25 @@ impl Config {
             }
         }
         self.validate_trunks()?;
+        let known: std::collections::HashSet<&str> =
+            self.extensions.iter().map(|e| e.number.as_str()).collect();
+        for (i, n) in self.inbound.ring.iter().enumerate() {
+            if !known.contains(n.as_str()) {
+                return Err(format!(
+                    "inbound.ring: the {}th entry, {n:?}, is not an [[extension]] number",
+                    i + 1
+                ));
+            }
+            if self.inbound.ring[..i].contains(n) {
+                return Err(format!("inbound.ring: {n:?} is listed twice"));
+            }
+        }
+        if !(5..=300).contains(&self.inbound.ring_secs) {
+            return Err(format!(
+                "inbound.ring_secs must be 5..=300 (seconds), got {}",
+                self.inbound.ring_secs
+            ));
+        }
         let r = &self.registrar;
         if r.min_expires_secs < 10 || r.min_expires_secs > r.max_expires_secs {
             return Err(format!(
@@ -934,6 +990,34 @@ mod tests {
             "[sip]\ntcp = false\n[[trunk]]\nname = \"p\"\nmode = \"ip\"\nhost = \"192.0.2.1\"\ntransport = \"tcp\"\n",
             "needs sip.tcp = true",
         );
+    }
+
+    #[test]
+    fn ring_lists_name_known_extensions_once() {
+        let ext = "[[extension]]\nnumber = \"101\"\nsecret = \"long enough\"\n";
+        let c = load_str(&format!(
+            "[inbound]\nring = [\"101\"]\nstrategy = \"hunt\"\n{ext}"
+        ))
+        .unwrap();
+        assert_eq!(c.inbound.strategy, RingStrategy::Hunt);
+        assert_eq!(c.inbound.ring_secs, 20);
+        let e = load_str(&format!("[inbound]\nring = [\"101\", \"102\"]\n{ext}"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("inbound.ring: the 2th entry, \"102\", is not an [[extension]] number"),
+            "{e}"
+        );
+        let e = load_str(&format!("[inbound]\nring = [\"101\", \"101\"]\n{ext}"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("listed twice"), "{e}");
+        let e = load_str(&format!(
+            "[inbound]\nring = [\"101\"]\nring_secs = 1\n{ext}"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("inbound.ring_secs must be 5..=300"), "{e}");
     }
 
     #[test]

@@ -15,6 +15,8 @@ use std::collections::VecDeque;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EndReason {
     CallerHungUp,
+    /// The phone that answered a bridged call hung up.
+    CalleeHungUp,
     CallerCancelled,
     AgentShutdown,
     RtpTimeout,
@@ -34,6 +36,7 @@ impl EndReason {
     pub fn as_str(self) -> &'static str {
         match self {
             EndReason::CallerHungUp => "caller hung up",
+            EndReason::CalleeHungUp => "answering phone hung up",
             EndReason::CallerCancelled => "caller cancelled",
             EndReason::AgentShutdown => "agent shutdown",
             EndReason::RtpTimeout => "no audio (RTP timeout)",

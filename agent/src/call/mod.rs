@@ -5,7 +5,9 @@
 //! actions come out as rsipstack calls, media commands and store writes.
 
 pub mod announcement;
+pub mod bridge;
 pub mod machine;
+pub mod ringer;
 
 pub use announcement::Announcement;
 pub use machine::{Action, CallConfig, Direction, EndReason, Input, ReOffer};
@@ -27,7 +29,7 @@ use rsipstack::sip::{Header, HeadersExt, StatusCode};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 pub use crate::clock::now_ms;
@@ -43,6 +45,8 @@ pub struct CallCtx {
     pub understanding: Arc<crate::understand::Understanding>,
     /// Played before recording starts, if configured (and recording is on).
     pub announcement: Option<Arc<Announcement>>,
+    /// Where the business's phones are registered (calls ring them).
+    pub registrar: Arc<crate::sip::registrar::Registrar>,
 }
 
 /// What the registry can tell a running call.
@@ -67,7 +71,8 @@ fn header_uri(h: Option<rsipstack::sip::Uri>) -> String {
 /// The caller's media while the call is answered: its leg task and tap.
 struct Media {
     cancel: CancellationToken,
-    established: watch::Sender<bool>,
+    /// Steers the leg (tells it the call is established).
+    control: mpsc::UnboundedSender<leg::Control>,
     task: tokio::task::JoinHandle<(LegEnd, LegStats, ShellStats)>,
 }
 
@@ -185,6 +190,32 @@ pub async fn inbound(
         remote.telephone_event,
         rtcp_mux,
     );
+    let mut socket = Some(sockets);
+    if !ctx.cfg.inbound.ring.is_empty() {
+        let rung = bridge::ring(
+            &ctx,
+            bridge::Caller {
+                call_id: &call_id,
+                from: &from,
+                server: &server,
+                events: &mut events,
+                commands: &mut commands,
+                sockets: &mut socket,
+                hold: &mut hold,
+                remote: &remote,
+                pt,
+                codec,
+                rtcp_mux,
+                answer: &answer,
+                dialogs: &dialogs,
+            },
+        )
+        .await;
+        if let bridge::Rung::Done = rung {
+            router.unregister(&dialog_id);
+            return;
+        }
+    }
     let mut call = Call::inbound(
         CallConfig {
             ring_ms: ctx.cfg.sip.answer_after_ms,
@@ -193,7 +224,6 @@ pub async fn inbound(
         },
         now_ms(),
     );
-    let mut socket = Some(sockets);
     let mut media: Option<Media> = None;
     let mut media_result: Option<(LegEnd, LegStats, ShellStats)> = None;
     let (leg_events_tx, mut leg_events) = mpsc::unbounded_channel::<LegEvent>();
@@ -241,12 +271,14 @@ pub async fn inbound(
                                         duration_ms: a.duration_ms(),
                                     }
                                 }),
+                                callee: None,
                             }),
                             // The call's place is given back when its
                             // transcription is done, not when its dialog
                             // ends: a flood of short calls must not leave
                             // more taps running than `max_calls`.
                             hold: hold.take(),
+                            pair: None,
                         },
                     );
                     let leg = RtpLeg::new(
@@ -286,8 +318,8 @@ pub async fn inbound(
                         prompt_done = Some(done);
                     }
                     let mut tap_sink = t.sink;
-                    let (established, established_rx) = watch::channel(false);
                     let cancel = CancellationToken::new();
+                    let (control, control_rx) = mpsc::unbounded_channel();
                     let events_tx = leg_events_tx.clone();
                     let task = tokio::spawn({
                         let cancel = cancel.clone();
@@ -300,7 +332,7 @@ pub async fn inbound(
                                 leg.0,
                                 tokio::time::Instant::now(),
                                 &mut tap_sink,
-                                established_rx,
+                                control_rx,
                                 &mut on_event,
                                 cancel,
                             )
@@ -309,7 +341,7 @@ pub async fn inbound(
                     });
                     media = Some(Media {
                         cancel,
-                        established,
+                        control,
                         task,
                     });
                     let headers = vec![Header::ContentType("application/sdp".into())];
@@ -323,7 +355,7 @@ pub async fn inbound(
                 }
                 Action::Established => {
                     if let Some(md) = &media {
-                        md.established.send_replace(true);
+                        let _ = md.control.send(leg::Control::StartSending);
                     }
                 }
                 Action::Reject(code) => {
@@ -429,29 +461,7 @@ pub async fn inbound(
         ctx.store.transcript_complete(&call_id);
         return;
     };
-    let q = MediaQuality {
-        packets: stats.packets,
-        lost: stats.jitter.lost,
-        late: stats.jitter.late,
-        duplicates: stats.jitter.duplicates,
-        concealed: stats.jitter.lost + stats.jitter.expanded,
-        malformed: stats.malformed,
-        jitter_ms: stats.jitter.jitter_ms,
-        target_delay_ms: stats.jitter.target_delay_ms,
-        foreign: stats.foreign,
-        ssrc_changes: stats.ssrc_changes,
-        digits_dropped: stats.digits_dropped,
-        rtcp_sent: stats.rtcp.sent,
-        rtcp_received: stats.rtcp.received,
-        rtcp_foreign: stats.rtcp.foreign,
-        remote_lost: stats.rtcp.remote_lost as u64,
-        remote_fraction_lost: stats.rtcp.remote_fraction_lost_max,
-        remote_jitter_ms: stats.rtcp.remote_jitter_ms_max,
-        rtt_ms: stats.rtcp.rtt_ms_mean(),
-        rtt_max_ms: (stats.rtcp.rtt_count > 0).then_some(stats.rtcp.rtt_ms_max),
-    };
-    ctx.store.media_quality(&call_id, q);
-    crate::limits::count(&crate::limits::COUNTERS.rtp_foreign, stats.foreign);
+    let q = store_media(&ctx, &call_id, &stats);
     if stats.digits_dropped > 0 {
         crate::limits::count(&crate::limits::COUNTERS.dtmf_dropped, stats.digits_dropped);
         tracing::warn!(call = %call_id, dropped = stats.digits_dropped, "caller pressed more keys than are stored per call");
@@ -479,6 +489,34 @@ pub async fn inbound(
         dropped_frames = shell.dropped_frames,
         "call ended"
     );
+}
+
+/// How the caller's audio arrived, into `call_media`.
+fn store_media(ctx: &CallCtx, call_id: &str, stats: &LegStats) -> MediaQuality {
+    let q = MediaQuality {
+        packets: stats.packets,
+        lost: stats.jitter.lost,
+        late: stats.jitter.late,
+        duplicates: stats.jitter.duplicates,
+        concealed: stats.jitter.lost + stats.jitter.expanded,
+        malformed: stats.malformed,
+        jitter_ms: stats.jitter.jitter_ms,
+        target_delay_ms: stats.jitter.target_delay_ms,
+        foreign: stats.foreign,
+        ssrc_changes: stats.ssrc_changes,
+        digits_dropped: stats.digits_dropped,
+        rtcp_sent: stats.rtcp.sent,
+        rtcp_received: stats.rtcp.received,
+        rtcp_foreign: stats.rtcp.foreign,
+        remote_lost: stats.rtcp.remote_lost as u64,
+        remote_fraction_lost: stats.rtcp.remote_fraction_lost_max,
+        remote_jitter_ms: stats.rtcp.remote_jitter_ms_max,
+        rtt_ms: stats.rtcp.rtt_ms_mean(),
+        rtt_max_ms: (stats.rtcp.rtt_count > 0).then_some(stats.rtcp.rtt_ms_max),
+    };
+    ctx.store.media_quality(call_id, q);
+    crate::limits::count(&crate::limits::COUNTERS.rtp_foreign, stats.foreign);
+    q
 }
 
 /// A key the caller pressed, as a call event.

@@ -2,13 +2,17 @@
 //! one, unless RTCP is muxed onto RTP) and the timer, and loops over the
 //! sans-IO [`RtpLeg`]: datagrams and timeouts in;
 //! packets out to the socket, decoded audio to the leg's [`FrameSink`],
-//! events (keys, the end of a prompt) to its owner.
+//! events (keys, the end of a prompt) to its owner. Its owner steers it
+//! with [`Control`]s: tones, early media, and bridging to another leg, whose
+//! audio then comes in as [`Feed`]s.
 
+use super::outgoing::Relayed;
 use super::rtp_leg::{LegEvent, LegStats, RtpLeg};
 use super::sink::FrameSink;
+use handlet_dsp::playout::ToneSpec;
 use std::time::Duration;
 use tokio::net::UdpSocket;
-use tokio::sync::watch;
+use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -27,6 +31,59 @@ pub enum LegEnd {
 pub struct ShellStats {
     /// Frames the sink had no room for (the tap is behind).
     pub dropped_frames: u64,
+    /// Audio the other leg of a bridge had no room for.
+    pub bridge_dropped: u64,
+}
+
+/// What a call tells its running leg.
+pub enum Control {
+    /// Send from now on: the call is established (its ACK), or early
+    /// media (ringback before the answer).
+    StartSending,
+    /// A tone when nothing else is sent (ringback, hold), or none.
+    Tone(Option<ToneSpec>),
+    /// Bridge to another leg: what this leg's peer says goes out on
+    /// `to_peer` (its packets when `relay`, the two legs sharing a codec;
+    /// else decoded audio), and what arrives on `from_peer` is sent to it.
+    Bridge {
+        to_peer: mpsc::Sender<Feed>,
+        from_peer: mpsc::Receiver<Feed>,
+        relay: bool,
+    },
+    Unbridge,
+    /// Hold (true) or resume: the bridged audio stops reaching this peer.
+    Hold(bool),
+}
+
+/// Audio from the other leg of a bridge.
+pub enum Feed {
+    /// Decoded, 16 kHz.
+    Pcm(Vec<f32>),
+    /// A packet of its stream, to relay as it is.
+    Rtp(Relayed),
+}
+
+/// Feeds queued between two bridged legs at most (~1 s of 20 ms frames):
+/// a leg that falls behind loses audio, it never makes the other wait.
+pub const FEED_QUEUE: usize = 50;
+
+/// The two ends of a bridge between legs A and B: give A the first pair
+/// and B the second.
+pub fn bridge_pair(relay: bool) -> (Control, Control) {
+    let (a_tx, a_rx) = mpsc::channel(FEED_QUEUE);
+    let (b_tx, b_rx) = mpsc::channel(FEED_QUEUE);
+    (
+        Control::Bridge {
+            to_peer: b_tx,
+            from_peer: a_rx,
+            relay,
+        },
+        Control::Bridge {
+            to_peer: a_tx,
+            from_peer: b_rx,
+            relay,
+        },
+    )
 }
 
 /// The leg's sockets: RTP, and RTCP when it has a port of its own.
@@ -36,13 +93,14 @@ pub struct Sockets {
 }
 
 /// Run `leg` on its sockets until cancelled, the peer goes silent, or the
-/// RTP socket fails. Sending starts once `established` turns true (the ACK).
+/// RTP socket fails. Sending starts with [`Control::StartSending`] (the ACK,
+/// or early media).
 pub async fn run(
     sockets: Sockets,
     mut leg: RtpLeg,
     started: Instant,
     sink: &mut dyn FrameSink,
-    mut established: watch::Receiver<bool>,
+    mut control: mpsc::UnboundedReceiver<Control>,
     on_event: &mut (dyn FnMut(LegEvent) + Send),
     cancel: CancellationToken,
 ) -> (LegEnd, LegStats, ShellStats) {
@@ -52,8 +110,11 @@ pub async fn run(
     let mut buf = vec![0u8; 2048];
     let mut rtcp_buf = vec![0u8; 1500];
     let mut send_buf = Vec::with_capacity(1500);
-    let mut watching = true;
     let mut rtcp_open = rtcp.is_some();
+    let mut control_open = true;
+    let mut to_peer: Option<mpsc::Sender<Feed>> = None;
+    let mut from_peer: Option<mpsc::Receiver<Feed>> = None;
+    let mut relay = false;
     let end = 'run: loop {
         while let Some(to) = leg.poll_transmit(now(), &mut send_buf) {
             // A send error (ICMP from a peer not listening yet) is not the
@@ -67,6 +128,19 @@ pub async fn run(
             &mut send_buf,
         )
         .await;
+        if let Some(tx) = &to_peer {
+            if relay {
+                while let Some(p) = leg.poll_forward() {
+                    if tx.try_send(Feed::Rtp(p)).is_err() {
+                        shell.bridge_dropped += 1;
+                    }
+                }
+            } else if !leg.audio().is_empty()
+                && tx.try_send(Feed::Pcm(leg.audio().clone())).is_err()
+            {
+                shell.bridge_dropped += 1;
+            }
+        }
         if !leg.audio().is_empty() && !sink.frame(leg.audio()) {
             leg.audio().clear();
             shell.dropped_frames += 1;
@@ -80,10 +154,31 @@ pub async fn run(
         let deadline = started + Duration::from_millis(leg.poll_timeout());
         tokio::select! {
             _ = cancel.cancelled() => break LegEnd::Cancelled,
-            r = established.changed(), if watching && !leg.is_sending() => match r {
-                Ok(()) if *established.borrow() => leg.start_sending(now()),
-                Ok(()) => {}
-                Err(_) => watching = false,
+            c = control.recv(), if control_open => match c {
+                None => control_open = false,
+                Some(Control::StartSending) => leg.start_sending(now()),
+                Some(Control::Tone(t)) => {
+                    let _ = leg.set_tone(t);
+                }
+                Some(Control::Bridge { to_peer: tx, from_peer: rx, relay: r }) => {
+                    if leg.set_bridged(true, r).is_ok() {
+                        to_peer = Some(tx);
+                        from_peer = Some(rx);
+                        relay = r;
+                    }
+                }
+                Some(Control::Unbridge) => {
+                    let _ = leg.set_bridged(false, false);
+                    to_peer = None;
+                    from_peer = None;
+                }
+                Some(Control::Hold(h)) => leg.set_held(h),
+            },
+            f = async { from_peer.as_mut().expect("guarded").recv().await }, if from_peer.is_some() => match f {
+                Some(Feed::Pcm(v)) => leg.feed(&v),
+                Some(Feed::Rtp(p)) => leg.relay(p, now()),
+                // The other leg ended.
+                None => from_peer = None,
             },
             r = socket.recv_from(&mut buf) => match r {
                 Ok((n, from)) => leg.handle_datagram(now(), from, &buf[..n]),

@@ -4,6 +4,7 @@
 pub mod decode;
 pub mod handoff;
 pub mod leg;
+pub mod outgoing;
 pub mod rtcp;
 pub mod rtp;
 pub mod rtp_leg;

@@ -23,12 +23,13 @@
 //!   starts, read only from the latched peer.
 
 use super::decode::{Decoder, MAX_SAMPLES};
+use super::outgoing::{Frame, Outgoing, Relayed};
 use super::rtcp::{self, Rtcp, RtcpConfig, RtcpStats};
 use super::rtp;
 use super::sdp::Codec;
 use handlet_dsp::g711::Law;
 use handlet_dsp::jitter::{self, JitterBuffer, Out};
-use handlet_dsp::playout::{FrameEncoder, Prompt};
+use handlet_dsp::playout::{FrameEncoder, ToneSpec};
 use handlet_dsp::telephone_event;
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -41,6 +42,8 @@ const SEND_MS: u64 = 20;
 pub const MAX_DIGITS: u32 = 256;
 /// Packet times a sender may use (ms); anything else keeps the last one.
 const PTIMES: [u32; 6] = [10, 20, 30, 40, 50, 60];
+/// Packets copied for the other leg of a bridge, held at most.
+const FORWARD_MAX: usize = 16;
 
 pub struct RtpLegConfig {
     pub codec: Codec,
@@ -153,8 +156,15 @@ pub struct RtpLeg {
     seq: u16,
     ts: u32,
     silence: Vec<u8>,
-    prompt: Option<(Prompt, FrameEncoder)>,
-    prompt_frame: Vec<f32>,
+    /// What we send: prompt, bridged audio, tone or silence.
+    out: Outgoing,
+    /// Made when there is first something to encode.
+    encoder: Option<FrameEncoder>,
+    /// Relaying: our timestamp minus the relayed stream's, and its last.
+    relay_map: Option<(u32, u32)>,
+    /// Copy the peer's audio packets for the other leg (relay).
+    forward: bool,
+    forwarded: VecDeque<Relayed>,
     packet_buf: Vec<u8>,
     digits: u32,
     events: VecDeque<LegEvent>,
@@ -228,7 +238,11 @@ impl RtpLeg {
             jb: JitterBuffer::new(jitter_config(&cfg, frame_ms)),
             decoder: Decoder::new(cfg.codec)?,
             silence: silence_packet(cfg.codec)?,
-            prompt_frame: vec![0.0; pcm_rate(cfg.codec) as usize / 50],
+            out: Outgoing::new(cfg.codec),
+            encoder: None,
+            relay_map: None,
+            forward: false,
+            forwarded: VecDeque::new(),
             send_to: cfg.remote,
             seq: cfg.first_seq,
             ts: cfg.first_ts,
@@ -243,7 +257,6 @@ impl RtpLeg {
             timed_out: false,
             sending: false,
             next_send_ms: now_ms,
-            prompt: None,
             packet_buf: Vec::with_capacity(1500),
             digits: 0,
             events: VecDeque::new(),
@@ -255,8 +268,66 @@ impl RtpLeg {
     /// Play `samples` (at [`pcm_rate`]) to the peer once sending starts,
     /// then silence; [`LegEvent::PromptDone`] when it has all gone out.
     pub fn play(&mut self, samples: Vec<f32>) -> Result<(), crate::Error> {
-        self.prompt = Some((Prompt::new(samples), frame_encoder(self.cfg.codec)?));
+        self.encoder()?;
+        self.out.play(samples);
         Ok(())
+    }
+
+    fn encoder(&mut self) -> Result<&mut FrameEncoder, crate::Error> {
+        if self.encoder.is_none() {
+            self.encoder = Some(frame_encoder(self.cfg.codec)?);
+        }
+        Ok(self.encoder.as_mut().expect("just made"))
+    }
+
+    /// Play a tone when nothing else is sent (ringback, hold), or none.
+    pub fn set_tone(&mut self, tone: Option<ToneSpec>) -> Result<(), crate::Error> {
+        self.encoder()?;
+        self.out.set_tone(tone);
+        Ok(())
+    }
+
+    /// Bridge this leg to another: from now on it sends what
+    /// [`RtpLeg::feed`] and [`RtpLeg::relay`] give it, and with `forward`
+    /// copies its peer's packets for the other leg to relay
+    /// ([`RtpLeg::poll_forward`]); false: back to prompts and silence.
+    pub fn set_bridged(&mut self, on: bool, forward: bool) -> Result<(), crate::Error> {
+        if on {
+            self.encoder()?;
+        }
+        self.out.set_bridged(on);
+        self.forward = on && forward;
+        self.forwarded.clear();
+        self.relay_map = None;
+        Ok(())
+    }
+
+    /// Hold: the bridged party's audio no longer reaches this leg's peer.
+    pub fn set_held(&mut self, held: bool) {
+        self.out.set_held(held);
+    }
+
+    /// The other leg's decoded audio (16 kHz), for this leg to send.
+    pub fn feed(&mut self, samples_16k: &[f32]) {
+        self.out.feed(samples_16k);
+    }
+
+    /// A packet of the other leg's stream (same codec) to send as it is.
+    pub fn relay(&mut self, p: Relayed, now_ms: u64) {
+        if !self.out.relay_flowing(now_ms) {
+            // A new run of relayed packets: map its clock onto ours afresh.
+            self.relay_map = None;
+        }
+        self.out.relay(p, now_ms);
+    }
+
+    /// The next of the peer's packets copied for the other leg.
+    pub fn poll_forward(&mut self) -> Option<Relayed> {
+        self.forwarded.pop_front()
+    }
+
+    pub fn outgoing_stats(&self) -> super::outgoing::OutgoingStats {
+        self.out.stats
     }
 
     /// The call is established: start sending (20 ms every 20 ms, so the
@@ -365,6 +436,16 @@ impl RtpLeg {
         }
         self.last_rx_ms = now_ms;
         self.stats.packets += 1;
+        if self.forward {
+            if self.forwarded.len() >= FORWARD_MAX {
+                self.forwarded.pop_front();
+            }
+            self.forwarded.push_back(Relayed {
+                payload: payload.to_vec(),
+                ts: h.timestamp,
+                marker: h.marker,
+            });
+        }
         self.learn_packet_time(h.sequence, h.timestamp);
         self.jb
             .push(self.ms(now_ms), h.sequence, h.timestamp, payload);
@@ -482,7 +563,36 @@ impl RtpLeg {
     /// The next packet to send, written into `buf`, and where to; None when
     /// nothing is due at `now_ms`.
     pub fn poll_transmit(&mut self, now_ms: u64, buf: &mut Vec<u8>) -> Option<SocketAddr> {
-        if !self.sending || now_ms < self.next_send_ms {
+        if !self.sending {
+            return None;
+        }
+        // Relayed packets go out as they arrive, under our SSRC and
+        // sequence, their timestamps moved onto our clock.
+        if let Some(p) = self.out.poll_relayed() {
+            let offset = match self.relay_map {
+                Some((off, last)) if p.ts.wrapping_sub(last) < self.cfg.codec.rate() * 5 => off,
+                _ => self.ts.wrapping_sub(p.ts),
+            };
+            let new_run = self.relay_map.is_none_or(|(off, _)| off != offset);
+            self.relay_map = Some((offset, p.ts));
+            let ts = p.ts.wrapping_add(offset);
+            rtp::write(
+                &rtp::Header {
+                    marker: p.marker || new_run,
+                    payload_type: self.cfg.payload_type,
+                    sequence: self.seq,
+                    timestamp: ts,
+                    ssrc: self.cfg.ssrc,
+                },
+                &p.payload,
+                buf,
+            );
+            self.rtcp.sent_rtp(now_ms, ts, p.payload.len());
+            self.seq = self.seq.wrapping_add(1);
+            self.ts = ts.wrapping_add(self.cfg.codec.rate() / 1000 * SEND_MS as u32);
+            return Some(self.send_to);
+        }
+        if now_ms < self.next_send_ms {
             return None;
         }
         // A late timer sends one packet, not a burst: the peer's jitter
@@ -491,20 +601,24 @@ impl RtpLeg {
         if self.next_send_ms <= now_ms {
             self.next_send_ms = now_ms + SEND_MS;
         }
-        let mut prompt_len = None;
-        if let Some((p, enc)) = self.prompt.as_mut() {
-            let more = p.fill(&mut self.prompt_frame);
-            self.packet_buf.resize(1500, 0);
-            if let Ok(n) = enc.encode(&self.prompt_frame, &mut self.packet_buf)
-                && more
-            {
-                prompt_len = Some(n);
+        let mut encoded = None;
+        match self.out.next_frame(now_ms) {
+            // Relaying carries the stream; its clock is the other leg's.
+            Frame::Skip => return None,
+            Frame::Silence => {}
+            f => {
+                if f == Frame::PromptEnded {
+                    self.events.push_back(LegEvent::PromptDone);
+                }
+                self.packet_buf.resize(1500, 0);
+                if let Some(enc) = self.encoder.as_mut()
+                    && let Ok(n) = enc.encode(self.out.frame(), &mut self.packet_buf)
+                {
+                    encoded = Some(n);
+                }
             }
         }
-        if prompt_len.is_none() && self.prompt.take().is_some() {
-            self.events.push_back(LegEvent::PromptDone);
-        }
-        let body = match prompt_len {
+        let body = match encoded {
             Some(n) => &self.packet_buf[..n],
             None => &self.silence[..],
         };

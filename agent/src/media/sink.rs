@@ -10,3 +10,24 @@ pub trait FrameSink: Send {
     /// The leg has ended; no more frames.
     fn end(&mut self);
 }
+
+/// A sink that also copies every frame to a second, bounded channel (a
+/// bridged call's recorder, which takes the answering party's audio for
+/// its right channel); a copy the channel has no room for is dropped.
+pub struct Tee<S: FrameSink> {
+    pub inner: S,
+    pub copy: crossbeam_channel::Sender<Vec<f32>>,
+}
+
+impl<S: FrameSink> FrameSink for Tee<S> {
+    fn frame(&mut self, frame: &mut Vec<f32>) -> bool {
+        if !frame.is_empty() {
+            let _ = self.copy.try_send(frame.clone());
+        }
+        self.inner.frame(frame)
+    }
+
+    fn end(&mut self) {
+        self.inner.end();
+    }
+}

@@ -184,6 +184,12 @@ impl Recorder {
         Ok(())
     }
 
+    /// The answering party's audio (16 kHz mono), in order: the right
+    /// channel, paired with the caller's as it comes.
+    pub fn push_callee(&mut self, samples: &[f32]) {
+        self.framer.push(Channel::Callee, samples);
+    }
+
     fn seal(&mut self, last: bool) -> Result<(), Error> {
         let sealed = self.sealer.seal(&self.chunk, last).map_err(err)?;
         self.file

@@ -277,6 +277,26 @@ impl Registrar {
         out
     }
 
+    /// Where extension `number` can be rung now: each registered contact.
+    pub fn contacts_of(&self, number: &str) -> Vec<super::bindings::Binding> {
+        let now = self.now_ms();
+        self.state
+            .lock()
+            .map(|s| {
+                s.bindings
+                    .lookup(number, now)
+                    .into_iter()
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// The name configured for extension `number`.
+    pub fn name_of(&self, number: &str) -> Option<&str> {
+        self.extensions.get(number).map(|(n, _)| n.as_str())
+    }
+
     /// Is a phone registered over a connection from `remote` (TCP or TLS)?
     /// Its connection is how the box reaches it, so it is kept open.
     pub fn registered_at(&self, remote: SocketAddr) -> bool {

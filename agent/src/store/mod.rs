@@ -113,6 +113,21 @@ impl EventKind {
     }
 }
 
+/// One phone a call rang, and how that ended.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LegRow {
+    /// The extension rung.
+    pub target: String,
+    /// The contact its INVITE went to.
+    pub contact: String,
+    pub started_at_ms: i64,
+    pub answered_at_ms: Option<i64>,
+    pub ended_at_ms: i64,
+    /// answered, busy, declined, no answer, answered elsewhere, caller
+    /// hung up, or the status it failed with.
+    pub outcome: String,
+}
+
 /// A call as first recorded.
 #[derive(Debug, Clone)]
 pub struct NewCall {
@@ -265,6 +280,14 @@ impl Store {
         self.send(Cmd::Registrations {
             extension: extension.into(),
             rows,
+        });
+    }
+
+    /// The phones a call rang (written once the call has ended).
+    pub fn add_legs(&self, call_id: &str, legs: Vec<LegRow>) {
+        self.send(Cmd::Legs {
+            call_id: call_id.into(),
+            legs,
         });
     }
 

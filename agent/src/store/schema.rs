@@ -155,6 +155,18 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     "ALTER TABLE calls ADD COLUMN trunk TEXT;
     ALTER TABLE calls ADD COLUMN did TEXT;
     ALTER TABLE calls ADD COLUMN caller TEXT;",
+    // 12: the phones a call rang: who, where, when, and how each ended.
+    "CREATE TABLE call_legs (
+        id INTEGER PRIMARY KEY,
+        call_id TEXT NOT NULL REFERENCES calls(id) ON DELETE CASCADE,
+        target TEXT NOT NULL,
+        contact TEXT NOT NULL,
+        started_at_ms INTEGER NOT NULL,
+        answered_at_ms INTEGER,
+        ended_at_ms INTEGER NOT NULL,
+        outcome TEXT NOT NULL
+    );
+    CREATE INDEX call_legs_call ON call_legs(call_id);",
 ];
 
 /// Open (creating and migrating) the database at `path`.

@@ -46,6 +46,10 @@ pub(crate) enum Cmd {
         call_id: String,
         q: MediaQuality,
     },
+    Legs {
+        call_id: String,
+        legs: Vec<super::LegRow>,
+    },
     Registrations {
         extension: String,
         rows: Vec<super::RegistrationRow>,
@@ -341,6 +345,17 @@ fn apply(conn: &Connection, cmd: &Cmd) -> Result<(), rusqlite::Error> {
                         r.call_id,
                         r.cseq
                     ],
+                )?;
+            }
+            tx.commit()?;
+        }
+        Cmd::Legs { call_id, legs } => {
+            let tx = conn.unchecked_transaction()?;
+            for l in legs {
+                tx.execute(
+                    "INSERT INTO call_legs (call_id, target, contact, started_at_ms, answered_at_ms, ended_at_ms, outcome)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                    params![call_id, l.target, l.contact, l.started_at_ms, l.answered_at_ms, l.ended_at_ms, l.outcome],
                 )?;
             }
             tx.commit()?;

@@ -114,6 +114,8 @@ pub struct RecordPlan {
     pub retention_days: u32,
     /// Played to the caller first: recording waits for it.
     pub announcement: Option<Announced>,
+    /// The answering party's audio (a bridged call), for the right channel.
+    pub callee: Option<Receiver<Vec<f32>>>,
 }
 
 /// The announcement a leg plays before recording starts.
@@ -134,7 +136,30 @@ pub struct Outputs {
     pub record: Option<RecordPlan>,
     /// Dropped when the tap's thread ends (the call's admission slot).
     pub hold: Option<Box<dyn std::any::Any + Send>>,
+    /// A bridged call has a tap per side; the one that summarises and
+    /// calls the transcript complete waits (a bounded time) for the other,
+    /// whose [`Pair::Other`] is dropped when its own transcript is done.
+    pub pair: Option<Pair>,
 }
+
+/// How the two taps of a bridged call finish together.
+pub enum Pair {
+    /// This tap summarises the call and marks it complete once `other`
+    /// has closed (the other tap is done).
+    Lead { other: Receiver<()> },
+    /// This tap neither summarises nor marks the call complete; dropping
+    /// it tells the lead tap it is done.
+    Other(Sender<()>),
+}
+
+/// The lead's and the other's halves of a [`Pair`].
+pub fn pair() -> (Pair, Pair) {
+    let (tx, rx) = crossbeam_channel::bounded(1);
+    (Pair::Lead { other: rx }, Pair::Other(tx))
+}
+
+/// How long a lead tap waits for the other side's transcript.
+const PAIR_WAIT: Duration = Duration::from_secs(30);
 
 /// How the tap ended, for the leg's log line and tests.
 #[derive(Debug, Clone, Copy, Default)]
@@ -180,6 +205,7 @@ pub fn start(
                 returns: feed.returns,
                 out,
                 recording: None,
+                callee: None,
                 report: TapReport::default(),
             };
             match vads.take() {
@@ -213,6 +239,8 @@ struct Shell {
     returns: Returns,
     out: Outputs,
     recording: Option<Recording>,
+    /// The answering party's audio, for the recording's right channel.
+    callee: Option<Receiver<Vec<f32>>>,
     report: TapReport,
 }
 
@@ -354,8 +382,19 @@ impl Shell {
                 }
                 Output::Partial(p) => self.out.store.add_partial(&self.call_id, p),
                 Output::Complete { text } => {
-                    self.summarise(&text);
-                    self.out.store.transcript_complete(&self.call_id);
+                    match self.out.pair.take() {
+                        Some(Pair::Other(done)) => drop(done),
+                        Some(Pair::Lead { other }) => {
+                            // Returns when the other tap drops its end.
+                            let _ = other.recv_timeout(PAIR_WAIT);
+                            self.summarise(&text);
+                            self.out.store.transcript_complete(&self.call_id);
+                        }
+                        None => {
+                            self.summarise(&text);
+                            self.out.store.transcript_complete(&self.call_id);
+                        }
+                    }
                     let s = self.core.stats;
                     tracing::info!(
                         call = %self.call_id,
@@ -418,7 +457,8 @@ impl Shell {
         if waiting.is_some_and(|a| !a.done.load(Ordering::Acquire)) {
             return;
         }
-        if let Some(plan) = self.out.record.take() {
+        if let Some(mut plan) = self.out.record.take() {
+            self.callee = plan.callee.take();
             let store = &self.out.store;
             if let Some(a) = &plan.announcement {
                 // Evidence the caller was told before anything was kept:
@@ -459,6 +499,14 @@ impl Shell {
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot record this call; it goes on unrecorded")
+                }
+            }
+        }
+        if let Some(r) = self.recording.as_mut() {
+            // The other side first, so both halves of this moment pair up.
+            if let Some(rx) = &self.callee {
+                while let Ok(v) = rx.try_recv() {
+                    r.rec.push_callee(&v);
                 }
             }
         }

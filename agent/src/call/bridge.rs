@@ -1,0 +1,764 @@
+//! A call for the business's phones: the box as a back-to-back user agent.
+//! The caller's INVITE is one dialog (A); the box rings the extensions of
+//! `[inbound] ring` with INVITEs of its own (forks, B), as the sans-IO
+//! [`Ringer`] decides, and bridges the caller to the first that answers:
+//! its media is relayed packet for packet when both legs share a codec and
+//! decoded and re-encoded otherwise, while each leg's audio also goes to
+//! its own transcription tap, and both into the one stereo recording
+//! (caller left, answering phone right). Either side hanging up ends the
+//! other. When nobody answers, the call goes back to the agent, which
+//! answers it itself.
+
+use super::ringer::{self, Cancelled, ForkId, Ringer};
+use super::{CallCtx, Command, EndReason, now_ms};
+use crate::media::leg::{self, Control, LegEnd, ShellStats};
+use crate::media::rtp_leg::{LegEvent, LegStats, RtpLeg, RtpLegConfig};
+use crate::media::sdp::{self, AudioDescription, Codec};
+use crate::media::sink::Tee;
+use crate::pii::Pii;
+use crate::sip::DialogEvent;
+use crate::sip::bindings::Binding;
+use crate::store::{Channel, LegRow};
+use crate::transcribe::tap;
+use rsipstack::dialog::dialog::{DialogState, TerminatedReason};
+use rsipstack::dialog::dialog_layer::DialogLayer;
+use rsipstack::dialog::invitation::{InviteAsyncResult, InviteOption};
+use rsipstack::dialog::invite_dialog::InviteDialog;
+use rsipstack::sip::{Header, StatusCode, Transport};
+use rsipstack::transport::SipAddr;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+/// Our offer to a phone: the caller's codec first (so the two legs can
+/// relay), then the others we speak.
+const OFFER: [(u8, Codec); 4] = [
+    (9, Codec::G722),
+    (0, Codec::Pcmu),
+    (8, Codec::Pcma),
+    (111, Codec::Opus),
+];
+const TELEPHONE_EVENT_PT: u8 = 101;
+
+/// What the caller's side of the call has ready when ringing starts.
+pub(super) struct Caller<'a> {
+    pub call_id: &'a str,
+    pub from: &'a str,
+    pub server: &'a InviteDialog,
+    pub events: &'a mut mpsc::UnboundedReceiver<DialogEvent>,
+    pub commands: &'a mut mpsc::UnboundedReceiver<Command>,
+    /// Taken when the call is bridged (the caller's leg needs them).
+    pub sockets: &'a mut Option<leg::Sockets>,
+    pub hold: &'a mut Option<Box<dyn std::any::Any + Send>>,
+    pub remote: &'a AudioDescription,
+    pub pt: u8,
+    pub codec: Codec,
+    pub rtcp_mux: bool,
+    /// Our SDP answer to the caller.
+    pub answer: &'a str,
+    pub dialogs: &'a Arc<DialogLayer>,
+}
+
+/// How ringing ended.
+pub(super) enum Rung {
+    /// The call is over (bridged and hung up, or the caller gave up):
+    /// recorded, nothing left to do.
+    Done,
+    /// Nobody answered: the agent answers.
+    NobodyAnswered,
+}
+
+/// One INVITE to one phone.
+struct Fork {
+    target: String,
+    contact: String,
+    dialog: Option<InviteDialog>,
+    call_id: String,
+    started_at: i64,
+    answered_at: Option<i64>,
+    ended: Option<(i64, String)>,
+    /// The phone's answer, once it answered.
+    answer: Option<String>,
+}
+
+impl Fork {
+    fn end(&mut self, outcome: impl Into<String>) {
+        if self.ended.is_none() {
+            self.ended = Some((now_ms(), outcome.into()));
+        }
+    }
+}
+
+/// What a fork's failure is called in the call's record of its legs.
+fn outcome_of(code: u16) -> String {
+    match code {
+        486 | 600 => "busy".into(),
+        603 => "declined".into(),
+        480 | 408 => "no answer".into(),
+        487 => "cancelled".into(),
+        c => format!("failed with {c}"),
+    }
+}
+
+/// Ring the phones of `[inbound] ring` for the caller; bridge the first
+/// that answers until either side hangs up.
+pub(super) async fn ring(ctx: &Arc<CallCtx>, mut caller: Caller<'_>) -> Rung {
+    let plan = &ctx.cfg.inbound;
+    let registrar = ctx.registrar.clone();
+    // Every extension of the list with where it is registered now.
+    let targets: Vec<(String, Vec<Binding>)> = plan
+        .ring
+        .iter()
+        .map(|n| (n.clone(), registrar.contacts_of(n)))
+        .collect();
+    let mut legs: Vec<Fork> = Vec::new();
+    for (n, c) in &targets {
+        if c.is_empty() {
+            legs.push(Fork {
+                target: n.clone(),
+                contact: String::new(),
+                dialog: None,
+                call_id: String::new(),
+                started_at: now_ms(),
+                answered_at: None,
+                ended: Some((now_ms(), "not registered".into())),
+                answer: None,
+            });
+        }
+    }
+    let m = &ctx.cfg.media;
+    let Ok((b_rtp, b_rtcp)) =
+        crate::media::bind_rtp(m.rtp_address, m.rtp_port_min, m.rtp_port_max, true).await
+    else {
+        tracing::error!(call = %caller.call_id, "no RTP port to ring the phones with; the agent answers");
+        return Rung::NobodyAnswered;
+    };
+    let Ok(b_local) = b_rtp.local_addr() else {
+        return Rung::NobodyAnswered;
+    };
+    let mut offer_codecs = vec![(
+        OFFER
+            .iter()
+            .find(|(_, c)| *c == caller.codec)
+            .map_or(0, |(p, _)| *p),
+        caller.codec,
+    )];
+    offer_codecs.extend(OFFER.iter().filter(|(_, c)| *c != caller.codec));
+    let offer = sdp::write(
+        b_local,
+        rand::random::<u32>() as u64,
+        &offer_codecs,
+        Some(TELEPHONE_EVENT_PT),
+        false,
+    );
+    let (fork_state_tx, mut fork_states) = caller.dialogs.new_dialog_state_channel();
+    let mut ringer = Ringer::new(
+        plan.strategy,
+        plan.ring_secs * 1000,
+        targets.iter().map(|(_, c)| c.len()).collect(),
+        now_ms() as u64,
+    );
+    let _ = caller.server.ringing(None, None);
+    // Fork index → its record; results of the INVITEs as they finish.
+    let mut forks: Vec<Fork> = Vec::new();
+    let mut fork_of_ringer: Vec<usize> = Vec::new();
+    let mut finals: JoinSet<(ForkId, InviteAsyncResult)> = JoinSet::new();
+    let caller_user = crate::phone::Phone::from_uri_in(caller.from, ctx.cfg.site.country)
+        .map(|p| p.e164())
+        .unwrap_or_else(|| "anonymous".into());
+    let mut connected: Option<ForkId> = None;
+    let mut outcome: Option<Rung> = None;
+    let mut ended: Option<EndReason> = None;
+
+    'ringing: loop {
+        while let Some(a) = ringer.poll_action() {
+            match a {
+                ringer::Action::Start {
+                    fork,
+                    target,
+                    contact,
+                } => {
+                    let (number, bindings) = &targets[target];
+                    let b = &bindings[contact];
+                    let opt = invite_option(ctx, &caller_user, b, &offer);
+                    let started_at = now_ms();
+                    let mut rec = Fork {
+                        target: number.clone(),
+                        contact: b.contact.clone(),
+                        dialog: None,
+                        call_id: String::new(),
+                        started_at,
+                        answered_at: None,
+                        ended: None,
+                        answer: None,
+                    };
+                    match opt.and_then(|o| {
+                        caller
+                            .dialogs
+                            .do_invite_async(o, fork_state_tx.clone())
+                            .map_err(|e| e.to_string())
+                    }) {
+                        Ok((dialog, handle)) => {
+                            rec.call_id = dialog.id().call_id.clone();
+                            rec.dialog = Some(dialog);
+                            finals.spawn(async move {
+                                let r = match handle.await {
+                                    Ok(r) => r,
+                                    Err(e) => Err(rsipstack::Error::Error(e.to_string())),
+                                };
+                                (fork, r)
+                            });
+                        }
+                        Err(e) => {
+                            tracing::warn!(call = %caller.call_id, error = %e, "cannot ring a phone");
+                            rec.end("failed to send");
+                            // Told after this batch of actions.
+                            finals.spawn(async move {
+                                (fork, Err(rsipstack::Error::Error("not sent".into())))
+                            });
+                        }
+                    }
+                    fork_of_ringer.push(forks.len());
+                    forks.push(rec);
+                }
+                ringer::Action::Cancel { fork, why } => {
+                    let f = &mut forks[fork_of_ringer[fork]];
+                    f.end(match why {
+                        Cancelled::AnsweredElsewhere => "answered elsewhere",
+                        Cancelled::RingTimeout => "no answer",
+                        Cancelled::CallerGone => "caller hung up",
+                    });
+                    if let Some(d) = f.dialog.clone() {
+                        // CANCEL while it rings; a fork that answered in
+                        // the race is hung up (rsipstack BYEs a cancelled
+                        // INVITE's 2xx).
+                        tokio::spawn(async move {
+                            if d.cancel().await.is_err() {
+                                let _ = d.hangup().await;
+                            }
+                        });
+                    }
+                }
+                ringer::Action::Connect { fork } => {
+                    connected = Some(fork);
+                    break 'ringing;
+                }
+                ringer::Action::NoAnswer => {
+                    outcome = Some(Rung::NobodyAnswered);
+                }
+            }
+        }
+        if outcome.is_some() || ended.is_some() {
+            break;
+        }
+        let deadline = ringer.poll_timeout().map(|t| {
+            tokio::time::Instant::now() + Duration::from_millis(t.saturating_sub(now_ms() as u64))
+        });
+        tokio::select! {
+            ev = caller.events.recv() => match ev {
+                Some(DialogEvent::Terminated(reason)) => {
+                    ringer.caller_gone();
+                    ended = Some(match reason {
+                        TerminatedReason::UacCancel | TerminatedReason::UacBye => EndReason::CallerCancelled,
+                        TerminatedReason::Timeout => EndReason::SignallingTimeout,
+                        _ => EndReason::DialogEnded,
+                    });
+                }
+                None => {
+                    ringer.caller_gone();
+                    ended = Some(EndReason::DialogEnded);
+                }
+                // Nothing else comes before our answer.
+                Some(_) => {}
+            },
+            cmd = caller.commands.recv() => {
+                let _ = cmd;
+                ringer.caller_gone();
+                let _ = caller.server.reject(Some(StatusCode::ServiceUnavailable), None);
+                ended = Some(EndReason::AgentShutdown);
+            },
+            Some(r) = finals.join_next() => {
+                let Ok((fork, result)) = r else { continue };
+                let f = &mut forks[fork_of_ringer[fork]];
+                match result {
+                    Ok((_, Some(resp))) if resp.status_code.kind() == rsipstack::sip::StatusCodeKind::Successful => {
+                        f.answered_at = Some(now_ms());
+                        f.answer = Some(String::from_utf8_lossy(resp.body()).to_string());
+                        ringer.answered(fork);
+                    }
+                    Ok((_, Some(resp))) => {
+                        f.end(outcome_of(resp.status_code.code()));
+                        ringer.failed(fork, now_ms() as u64);
+                    }
+                    Ok((_, None)) => {
+                        f.end("no final response");
+                        ringer.failed(fork, now_ms() as u64);
+                    }
+                    Err(e) => {
+                        tracing::debug!(error = %e, "a fork failed");
+                        f.end("unreachable");
+                        ringer.failed(fork, now_ms() as u64);
+                    }
+                }
+            },
+            Some(st) = fork_states.recv() => {
+                // Before the bridge only a fork's end matters; its final
+                // response says how (above).
+                if let DialogState::Terminated(id, _) = st {
+                    caller.dialogs.remove_dialog(&id);
+                }
+            },
+            _ = async { tokio::time::sleep_until(deadline.expect("guarded")).await }, if deadline.is_some() => {
+                ringer.handle_timeout(now_ms() as u64);
+            },
+        }
+    }
+    // Let cancels and BYEs of the other forks go out with what they need.
+    while let Some(a) = ringer.poll_action() {
+        if let ringer::Action::Cancel { fork, why } = a {
+            let f = &mut forks[fork_of_ringer[fork]];
+            f.end(match why {
+                Cancelled::AnsweredElsewhere => "answered elsewhere",
+                Cancelled::RingTimeout => "no answer",
+                Cancelled::CallerGone => "caller hung up",
+            });
+            if let Some(d) = f.dialog.clone() {
+                tokio::spawn(async move {
+                    if d.cancel().await.is_err() {
+                        let _ = d.hangup().await;
+                    }
+                });
+            }
+        }
+    }
+    let result = match (connected, ended) {
+        (Some(fork), None) => {
+            let i = fork_of_ringer[fork];
+            bridged(
+                ctx,
+                &mut caller,
+                &mut forks[i],
+                &mut fork_states,
+                leg::Sockets {
+                    rtp: b_rtp,
+                    rtcp: b_rtcp,
+                },
+                &offer,
+            )
+            .await;
+            Rung::Done
+        }
+        (_, Some(reason)) => {
+            let at = now_ms();
+            ctx.store.end_call(caller.call_id, at, reason.as_str());
+            ctx.store.transcript_complete(caller.call_id);
+            tracing::info!(call = %caller.call_id, from = %Pii(caller.from), reason = reason.as_str(), "missed call");
+            Rung::Done
+        }
+        (None, None) => {
+            tracing::info!(call = %caller.call_id, "nobody answered; the agent answers");
+            outcome.unwrap_or(Rung::NobodyAnswered)
+        }
+    };
+    legs.extend(forks);
+    ctx.store.add_legs(
+        caller.call_id,
+        legs.into_iter()
+            .map(|f| {
+                let (ended_at, outcome) = f.ended.unwrap_or((now_ms(), "ended".into()));
+                LegRow {
+                    target: f.target,
+                    contact: f.contact,
+                    started_at_ms: f.started_at,
+                    answered_at_ms: f.answered_at,
+                    ended_at_ms: ended_at,
+                    outcome,
+                }
+            })
+            .collect(),
+    );
+    result
+}
+
+/// The INVITE to one contact of an extension: From the caller's number
+/// (what the phone shows), sent where the phone registered from.
+fn invite_option(
+    ctx: &CallCtx,
+    caller_user: &str,
+    b: &Binding,
+    offer: &str,
+) -> Result<InviteOption, String> {
+    let sip = &ctx.cfg.sip;
+    let transport = match b.transport {
+        "tcp" => Transport::Tcp,
+        _ => Transport::Udp,
+    };
+    let suffix = if transport == Transport::Tcp {
+        ";transport=tcp"
+    } else {
+        ""
+    };
+    let host = SocketAddr::new(sip.bind, sip.port);
+    let uri =
+        |s: String| rsipstack::sip::Uri::try_from(s.as_str()).map_err(|e| format!("{s}: {e}"));
+    let contact_uri = b
+        .contact
+        .trim_start_matches('<')
+        .trim_end_matches('>')
+        .to_string();
+    Ok(InviteOption {
+        caller_display_name: None,
+        caller_params: vec![],
+        caller: uri(format!("sip:{caller_user}@{host}"))?,
+        callee: uri(contact_uri)?,
+        destination: Some(SipAddr {
+            r#type: Some(transport),
+            addr: b.reach.into(),
+        }),
+        content_type: Some("application/sdp".into()),
+        offer: Some(offer.as_bytes().to_vec()),
+        contact: uri(format!("sip:{}@{host}{suffix}", sip.user))?,
+        credential: None,
+        headers: None,
+        support_prack: false,
+        call_id: None,
+        session_id: None,
+        route_set: vec![],
+    })
+}
+
+/// A leg's task and how to steer it.
+struct Running {
+    control: mpsc::UnboundedSender<Control>,
+    cancel: CancellationToken,
+    task: tokio::task::JoinHandle<(LegEnd, LegStats, ShellStats)>,
+}
+
+#[allow(clippy::too_many_arguments)]
+fn start_leg(
+    sockets: leg::Sockets,
+    leg: RtpLeg,
+    mut sink: impl crate::media::sink::FrameSink + 'static,
+    events: mpsc::UnboundedSender<(Channel, LegEvent)>,
+    channel: Channel,
+) -> Running {
+    let (control, control_rx) = mpsc::unbounded_channel();
+    let cancel = CancellationToken::new();
+    let task = tokio::spawn({
+        let cancel = cancel.clone();
+        async move {
+            let mut on_event = move |e: LegEvent| {
+                let _ = events.send((channel, e));
+            };
+            leg::run(
+                sockets,
+                leg,
+                tokio::time::Instant::now(),
+                &mut sink,
+                control_rx,
+                &mut on_event,
+                cancel,
+            )
+            .await
+        }
+    });
+    Running {
+        control,
+        cancel,
+        task,
+    }
+}
+
+fn leg_config(
+    ctx: &CallCtx,
+    codec: Codec,
+    pt: u8,
+    remote: &AudioDescription,
+    rtcp_mux: bool,
+) -> RtpLegConfig {
+    let m = &ctx.cfg.media;
+    RtpLegConfig {
+        codec,
+        payload_type: pt,
+        telephone_event: remote.telephone_event,
+        remote: remote.remote,
+        symmetric: m.symmetric_rtp,
+        min_delay_ms: m.jitter_min_ms,
+        max_delay_ms: m.jitter_max_ms,
+        timeout_ms: m.rtp_timeout_secs * 1000,
+        ssrc: rand::random(),
+        first_seq: rand::random(),
+        first_ts: rand::random(),
+        rtcp_remote: remote.rtcp_remote(),
+        rtcp_mux,
+        wall_ms: crate::clock::now_ms() as u64,
+    }
+}
+
+/// The caller and the phone that answered, bridged until one hangs up.
+async fn bridged(
+    ctx: &Arc<CallCtx>,
+    caller: &mut Caller<'_>,
+    fork: &mut Fork,
+    fork_states: &mut rsipstack::dialog::dialog::DialogStateReceiver,
+    b_sockets: leg::Sockets,
+    offer: &str,
+) {
+    let call_id = caller.call_id.to_string();
+    let Some(dialog) = fork.dialog.clone() else {
+        return;
+    };
+    let answer = fork.answer.clone().unwrap_or_default();
+    let (b_remote, b_pt, b_codec) = match AudioDescription::parse(&answer).and_then(|d| {
+        let (pt, c) = d.choose()?;
+        Ok((d, pt, c))
+    }) {
+        Ok(x) => x,
+        Err(e) => {
+            tracing::warn!(call = %call_id, error = %e, "the answering phone's SDP is unusable");
+            fork.end("unusable answer");
+            let _ = dialog.bye().await;
+            let _ = caller
+                .server
+                .reject(Some(StatusCode::ServiceUnavailable), None);
+            ctx.store
+                .end_call(&call_id, now_ms(), EndReason::MediaError.as_str());
+            ctx.store.transcript_complete(&call_id);
+            return;
+        }
+    };
+    let _ = offer;
+    let Some(a_sockets) = caller.sockets.take() else {
+        return;
+    };
+    // Taps first, so no audio is missed: the caller's records the call
+    // (with the phone's audio on the right) and summarises it.
+    let (copy_tx, copy_rx) = crossbeam_channel::bounded(256);
+    let (lead, other) = tap::pair();
+    let caller_tap = tap::start(
+        call_id.clone(),
+        Channel::Caller,
+        ctx.vads.clone(),
+        crate::transcribe::tap_config(&ctx.cfg),
+        ctx.pool.clone(),
+        tap::Outputs {
+            store: ctx.store.clone(),
+            after: Some(tap::AfterCall {
+                understanding: ctx.understanding.clone(),
+                caller_id: crate::understand::caller_number(caller.from, ctx.cfg.site.country),
+            }),
+            record: ctx.cfg.privacy.recording.then(|| tap::RecordPlan {
+                data_dir: ctx.cfg.data_dir.clone(),
+                retention_days: ctx.cfg.privacy.recording_retention_days,
+                announcement: None,
+                callee: Some(copy_rx),
+            }),
+            hold: caller.hold.take(),
+            pair: Some(lead),
+        },
+    );
+    let callee_tap = tap::start(
+        call_id.clone(),
+        Channel::Callee,
+        ctx.vads.clone(),
+        crate::transcribe::tap_config(&ctx.cfg),
+        ctx.pool.clone(),
+        tap::Outputs {
+            store: ctx.store.clone(),
+            after: None,
+            record: None,
+            hold: None,
+            pair: Some(other),
+        },
+    );
+    let a_leg = RtpLeg::new(
+        leg_config(ctx, caller.codec, caller.pt, caller.remote, caller.rtcp_mux),
+        0,
+    );
+    let b_leg = RtpLeg::new(leg_config(ctx, b_codec, b_pt, &b_remote, false), 0);
+    let (caller_tap, callee_tap, a_leg, b_leg) = match (caller_tap, callee_tap, a_leg, b_leg) {
+        (Ok(a), Ok(b), Ok(c), Ok(d)) => (a, b, c, d),
+        _ => {
+            tracing::error!(call = %call_id, "cannot start the bridged call's media");
+            let _ = dialog.bye().await;
+            let _ = caller
+                .server
+                .reject(Some(StatusCode::ServiceUnavailable), None);
+            ctx.store
+                .end_call(&call_id, now_ms(), EndReason::AgentError.as_str());
+            ctx.store.transcript_complete(&call_id);
+            return;
+        }
+    };
+    let (leg_events_tx, mut leg_events) = mpsc::unbounded_channel();
+    let mut a = start_leg(
+        a_sockets,
+        a_leg,
+        caller_tap.sink,
+        leg_events_tx.clone(),
+        Channel::Caller,
+    );
+    let mut b = start_leg(
+        b_sockets,
+        b_leg,
+        Tee {
+            inner: callee_tap.sink,
+            copy: copy_tx,
+        },
+        leg_events_tx,
+        Channel::Callee,
+    );
+    // The phone has our ACK: its leg sends at once. The caller's waits
+    // for the caller's ACK of our 200.
+    let _ = b.control.send(Control::StartSending);
+    let relay = caller.codec == b_codec;
+    let (to_a, to_b) = leg::bridge_pair(relay);
+    let _ = a.control.send(to_a);
+    let _ = b.control.send(to_b);
+    let headers = vec![Header::ContentType("application/sdp".into())];
+    if let Err(e) = caller
+        .server
+        .accept(Some(headers), Some(caller.answer.as_bytes().to_vec()))
+    {
+        tracing::warn!(call = %call_id, error = %e, "answering the caller failed");
+    }
+    let answered_at = now_ms();
+    ctx.store.answered(&call_id, answered_at);
+    tracing::info!(
+        call = %call_id,
+        from = %Pii(caller.from),
+        extension = %fork.target,
+        caller_codec = caller.codec.name(),
+        phone_codec = b_codec.name(),
+        relay,
+        "call bridged"
+    );
+    let max_call = tokio::time::Instant::now() + Duration::from_secs(ctx.cfg.limits.max_call_secs);
+    let b_call_id = fork.call_id.clone();
+    let mut a_result = None;
+    let mut b_result = None;
+    let reason: EndReason = loop {
+        tokio::select! {
+            ev = caller.events.recv() => match ev {
+                Some(DialogEvent::Confirmed) => {
+                    let _ = a.control.send(Control::StartSending);
+                }
+                Some(DialogEvent::ReInvite { handle, .. }) => {
+                    // The same session back (hold is the next step).
+                    let _ = handle.respond(
+                        StatusCode::OK,
+                        Some(vec![Header::ContentType("application/sdp".into())]),
+                        Some(caller.answer.as_bytes().to_vec()),
+                    ).await;
+                }
+                Some(DialogEvent::Info { handle }) => {
+                    let _ = handle.reply(StatusCode::OK).await;
+                }
+                Some(DialogEvent::Terminated(r)) => {
+                    break match r {
+                        TerminatedReason::UacBye => EndReason::CallerHungUp,
+                        TerminatedReason::Timeout => EndReason::SignallingTimeout,
+                        _ => EndReason::DialogEnded,
+                    };
+                }
+                None => break EndReason::DialogEnded,
+            },
+            st = fork_states.recv() => match st {
+                Some(DialogState::Terminated(id, r)) if id.call_id == b_call_id => {
+                    caller.dialogs.remove_dialog(&id);
+                    break match r {
+                        TerminatedReason::UasBye => EndReason::CalleeHungUp,
+                        _ => EndReason::DialogEnded,
+                    };
+                }
+                Some(DialogState::Terminated(id, _)) => caller.dialogs.remove_dialog(&id),
+                Some(DialogState::Updated(_, _, handle)) => {
+                    let _ = handle.respond(
+                        StatusCode::OK,
+                        Some(vec![Header::ContentType("application/sdp".into())]),
+                        Some(offer.as_bytes().to_vec()),
+                    ).await;
+                }
+                Some(DialogState::Info(_, _, handle)) | Some(DialogState::Options(_, _, handle)) => {
+                    let _ = handle.reply(StatusCode::OK).await;
+                }
+                Some(DialogState::Refer(_, _, handle))
+                | Some(DialogState::Notify(_, _, handle))
+                | Some(DialogState::Message(_, _, handle))
+                | Some(DialogState::Publish(_, _, handle)) => {
+                    let _ = handle.reply(StatusCode::NotImplemented).await;
+                }
+                Some(_) => {}
+                None => break EndReason::DialogEnded,
+            },
+            cmd = caller.commands.recv() => {
+                let _ = cmd;
+                break EndReason::AgentShutdown;
+            },
+            Some((channel, ev)) = leg_events.recv() => {
+                if let LegEvent::Digit { key, at_ms, how } = ev {
+                    let who = if channel == Channel::Caller { "caller" } else { "phone" };
+                    tracing::info!(call = %call_id, who, how = how.as_str(), "key pressed");
+                    ctx.store.add_event(&call_id, at_ms as i64, crate::store::EventKind::Dtmf, format!("{key} ({}, {who})", how.as_str()));
+                }
+            },
+            r = &mut a.task, if a_result.is_none() => {
+                a_result = Some(r.unwrap_or((LegEnd::SocketError, LegStats::default(), ShellStats::default())));
+                break match a_result.as_ref().map(|r| r.0) {
+                    Some(LegEnd::Timeout) => EndReason::RtpTimeout,
+                    _ => EndReason::MediaError,
+                };
+            },
+            r = &mut b.task, if b_result.is_none() => {
+                b_result = Some(r.unwrap_or((LegEnd::SocketError, LegStats::default(), ShellStats::default())));
+                break match b_result.as_ref().map(|r| r.0) {
+                    Some(LegEnd::Timeout) => EndReason::RtpTimeout,
+                    _ => EndReason::MediaError,
+                };
+            },
+            _ = tokio::time::sleep_until(max_call) => break EndReason::MaxDuration,
+        }
+    };
+    // Whoever did not hang up is told.
+    if reason != EndReason::CallerHungUp {
+        let _ = caller.server.bye().await;
+    }
+    if reason != EndReason::CalleeHungUp {
+        let _ = dialog.bye().await;
+    }
+    a.cancel.cancel();
+    b.cancel.cancel();
+    let a_result = match a_result {
+        Some(r) => r,
+        None => a.task.await.unwrap_or((
+            LegEnd::SocketError,
+            LegStats::default(),
+            ShellStats::default(),
+        )),
+    };
+    let b_result = match b_result {
+        Some(r) => r,
+        None => b.task.await.unwrap_or((
+            LegEnd::SocketError,
+            LegStats::default(),
+            ShellStats::default(),
+        )),
+    };
+    let ended_at = now_ms();
+    fork.end("answered");
+    fork.ended = Some((ended_at, "answered".into()));
+    ctx.store.end_call(&call_id, ended_at, reason.as_str());
+    super::store_media(ctx, &call_id, &a_result.1);
+    tracing::info!(
+        call = %call_id,
+        reason = reason.as_str(),
+        duration_ms = ended_at - answered_at,
+        caller_packets = a_result.1.packets,
+        phone_packets = b_result.1.packets,
+        bridge_dropped = a_result.2.bridge_dropped + b_result.2.bridge_dropped,
+        "bridged call ended"
+    );
+}

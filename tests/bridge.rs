@@ -1,0 +1,402 @@
+//! The box as the shop's switchboard: baresip desk phones register as
+//! extensions, a baresip caller calls in, the box rings the phones of
+//! `[inbound] ring` (ringall or hunt), bridges the caller to the one that
+//! answers, and records and transcribes both sides.
+
+mod common;
+use common::*;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+const SECRET_101: &str = "desk-101-secret";
+const SECRET_102: &str = "desk-102-secret";
+
+fn extensions(ring: &str) -> String {
+    format!(
+        "[[extension]]\nnumber = \"101\"\nname = \"Front desk\"\nsecret = \"{SECRET_101}\"\n\
+         [[extension]]\nnumber = \"102\"\nname = \"Workshop\"\nsecret = \"{SECRET_102}\"\n{ring}"
+    )
+}
+
+/// A desk phone: baresip registered as `number`, answering by itself
+/// (after a second) or never, playing `wav` when answered, quitting after
+/// `secs`.
+struct Phone {
+    /// Killed when the test lets go of the phone.
+    _proc: Reaped,
+    dir: PathBuf,
+}
+
+impl Phone {
+    fn start(
+        agent: &Agent,
+        number: &str,
+        secret: &str,
+        answers: bool,
+        wav: Option<&Path>,
+        secs: u64,
+    ) -> Phone {
+        let dir = baresip_config(
+            agent.dir.path(),
+            &format!("phone-{number}"),
+            wav,
+            "udp",
+            &format!(
+                "<sip:{number}@127.0.0.1:{}>;auth_pass={secret};regint=300;answermode={};audio_codecs=PCMU",
+                agent.port,
+                if answers { "auto" } else { "manual" }
+            ),
+        );
+        let out = std::fs::File::create(dir.join("baresip.out")).unwrap();
+        let child = Command::new("baresip")
+            .arg("-f")
+            .arg(&dir)
+            .args(["-t", &secs.to_string()])
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .spawn()
+            .expect("baresip is installed (make test installs it)");
+        let phone = Phone {
+            _proc: Reaped(child),
+            dir,
+        };
+        wait_for(15, &format!("extension {number} to register"), || {
+            let out = ok(agent, &["extensions"]);
+            let v: serde_json::Value = serde_json::from_str(&out).ok()?;
+            v.as_array()?
+                .iter()
+                .find(|e| e["number"] == number)?
+                .get("contacts")?
+                .as_array()
+                .filter(|c| !c.is_empty())
+                .map(|_| ())
+        });
+        phone
+    }
+
+    fn output(&self) -> String {
+        std::fs::read_to_string(self.dir.join("baresip.out")).unwrap_or_default()
+    }
+}
+
+/// The caller: baresip dialling the box, playing `wav`, hanging up after `secs`.
+fn caller(agent: &Agent, wav: &Path, secs: u64) -> (Reaped, PathBuf) {
+    let dir = baresip_config(
+        agent.dir.path(),
+        "caller",
+        Some(wav),
+        "udp",
+        "<sip:07700900123@127.0.0.1>;regint=0;audio_codecs=PCMU",
+    );
+    let out = std::fs::File::create(dir.join("baresip.out")).unwrap();
+    let child = Command::new("baresip")
+        .arg("-f")
+        .arg(&dir)
+        .args([
+            "-e",
+            &format!("/dial {}", agent.uri()),
+            "-t",
+            &secs.to_string(),
+        ])
+        .stdin(Stdio::null())
+        .stdout(out.try_clone().unwrap())
+        .stderr(out)
+        .spawn()
+        .expect("baresip is installed (make test installs it)");
+    (Reaped(child), dir)
+}
+
+#[derive(Debug)]
+struct Leg {
+    target: String,
+    started: i64,
+    answered: Option<i64>,
+    ended: i64,
+    outcome: String,
+}
+
+fn legs(db: &Db, call: &str) -> Vec<Leg> {
+    let mut st = db
+        .0
+        .prepare("SELECT target, started_at_ms, answered_at_ms, ended_at_ms, outcome FROM call_legs WHERE call_id = ?1 ORDER BY id")
+        .unwrap();
+    st.query_map([call], |r| {
+        Ok(Leg {
+            target: r.get(0)?,
+            started: r.get(1)?,
+            answered: r.get(2)?,
+            ended: r.get(3)?,
+            outcome: r.get(4)?,
+        })
+    })
+    .unwrap()
+    .map(Result::unwrap)
+    .collect()
+}
+
+/// The one call, once it has ended and its legs are stored.
+fn ended_call(db: &Db) -> (String, Option<i64>, String) {
+    wait_for(60, "the call to end with its legs", || {
+        let row: (String, Option<i64>, String) =
+            db.0.query_row(
+                "SELECT id, answered_at_ms, end_reason FROM calls WHERE ended_at_ms IS NOT NULL",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .ok()?;
+        (!legs(db, &row.0).is_empty()).then_some(row)
+    })
+}
+
+/// Mean square of each channel of a stereo WAV over [from, to) seconds.
+fn channel_energy(wav: &Path, from: f32, to: f32) -> (f64, f64) {
+    let mut r = hound::WavReader::open(wav).unwrap();
+    let rate = r.spec().sample_rate as f32;
+    let s: Vec<i16> = r.samples::<i16>().map(Result::unwrap).collect();
+    let (a, b) = (
+        (from * rate) as usize * 2,
+        ((to * rate) as usize * 2).min(s.len()),
+    );
+    let (mut l, mut rr, mut n) = (0f64, 0f64, 0f64);
+    for f in s[a..b].chunks_exact(2) {
+        l += (f[0] as f64).powi(2);
+        rr += (f[1] as f64).powi(2);
+        n += 1.0;
+    }
+    (l / n.max(1.0), rr / n.max(1.0))
+}
+
+#[test]
+fn ringall_bridges_the_first_phone_to_answer_records_and_transcribes_both_sides() {
+    let agent = Agent::start_with(
+        "bridge-ringall",
+        &extensions(
+            "[inbound]\nring = [\"101\", \"102\"]\nstrategy = \"ringall\"\nring_secs = 20\n",
+        ),
+    );
+    let office = speech_wav(
+        agent.dir.path(),
+        "office",
+        "Good morning, this is the workshop. How can I help you today?",
+        8000,
+        1.0,
+        12.0,
+    );
+    let desk = Phone::start(&agent, "101", SECRET_101, false, None, 40);
+    let workshop = Phone::start(&agent, "102", SECRET_102, true, Some(&office), 40);
+    let words = speech_wav(
+        agent.dir.path(),
+        "caller",
+        "Hello, I would like a quote for a new boiler please.",
+        8000,
+        8.0,
+        3.0,
+    );
+    let (mut call, dir) = caller(&agent, &words, 19);
+    let db = Db::open(&agent.database());
+    let (id, answered, reason) = ended_call(&db);
+    let _ = call.0.wait();
+    let out = std::fs::read_to_string(dir.join("baresip.out")).unwrap_or_default();
+    assert!(out.contains("Call established"), "caller:\n{out}");
+    assert!(answered.is_some(), "the caller was answered");
+    assert_eq!(reason, "caller hung up");
+    let l = legs(&db, &id);
+    assert_eq!(l.len(), 2, "{l:?}");
+    let w = l.iter().find(|x| x.target == "102").unwrap();
+    let d = l.iter().find(|x| x.target == "101").unwrap();
+    assert_eq!(w.outcome, "answered", "{l:?}");
+    assert!(w.answered.is_some());
+    assert_eq!(d.outcome, "answered elsewhere", "{l:?}");
+    assert!(
+        d.ended <= w.answered.unwrap() + 2_000,
+        "101 stopped ringing when 102 answered: {l:?}"
+    );
+    // The desk phone rang, then was cancelled; the workshop phone's call
+    // ended with the caller's hang-up.
+    let desk_out = desk.output();
+    let desk_out = desk_out.to_lowercase();
+    assert!(
+        desk_out.contains("incoming call") && desk_out.contains("session closed"),
+        "101:\n{desk_out}"
+    );
+    wait_for(10, "the workshop phone's call to close", || {
+        workshop.output().contains("terminated").then_some(())
+    });
+    // Both sides, each in its own channel.
+    let text = |ch: &str| {
+        wait_for(60, &format!("the {ch}'s words"), || {
+            let t = db.channel_transcript(&id, ch).to_lowercase();
+            (!t.is_empty() && db.calls().iter().any(|c| c.id == id && c.complete)).then_some(t)
+        })
+    };
+    let caller_text = text("caller");
+    let callee_text = text("callee");
+    assert!(caller_text.contains("boiler"), "caller: {caller_text}");
+    assert!(callee_text.contains("workshop"), "callee: {callee_text}");
+    assert!(!caller_text.contains("workshop"), "{caller_text}");
+    assert!(!callee_text.contains("boiler"), "{callee_text}");
+    // The recording is stereo: the phone on the right while it speaks, the
+    // caller on the left while the caller speaks.
+    let rec: i64 = wait_for(20, "the recording", || {
+        db.0.query_row(
+            "SELECT id FROM recordings WHERE call_id = ?1 AND state = 'complete'",
+            [&id],
+            |r| r.get(0),
+        )
+        .ok()
+    });
+    let wav = agent.dir.path().join("rec.wav");
+    ok(
+        &agent,
+        &[
+            "recordings",
+            "export",
+            &format!("{rec:016x}"),
+            "--out",
+            wav.to_str().unwrap(),
+        ],
+    );
+    let (l1, r1) = channel_energy(&wav, 1.2, 4.0);
+    assert!(
+        r1 > 20.0 * l1.max(1.0),
+        "phone speaking: right {r1:.0} left {l1:.0}"
+    );
+    let (l2, r2) = channel_energy(&wav, 8.5, 11.0);
+    eprintln!(
+        "phone speaking: left {l1:.0} right {r1:.0}; caller speaking: left {l2:.0} right {r2:.0}"
+    );
+    assert!(
+        l2 > 20.0 * r2.max(1.0),
+        "caller speaking: left {l2:.0} right {r2:.0}"
+    );
+    drop(desk);
+}
+
+#[test]
+fn hunt_rings_the_next_phone_when_the_first_does_not_answer_and_either_side_can_hang_up() {
+    let agent = Agent::start_with(
+        "bridge-hunt",
+        &extensions("[inbound]\nring = [\"101\", \"102\"]\nstrategy = \"hunt\"\nring_secs = 5\n"),
+    );
+    let _desk = Phone::start(&agent, "101", SECRET_101, false, None, 60);
+    // 102 answers and hangs up itself, before the caller does.
+    // baresip hangs up when its microphone file ends: the phone's is the
+    // shorter.
+    let hello = speech_wav(
+        agent.dir.path(),
+        "hello",
+        "Workshop speaking.",
+        8000,
+        0.5,
+        1.0,
+    );
+    let _workshop = Phone::start(&agent, "102", SECRET_102, true, Some(&hello), 60);
+    let words = speech_wav(agent.dir.path(), "caller", "Hello there.", 8000, 0.5, 20.0);
+    let (mut call, _) = caller(&agent, &words, 60);
+    let db = Db::open(&agent.database());
+    let (id, answered, reason) = ended_call(&db);
+    assert!(answered.is_some());
+    assert_eq!(reason, "answering phone hung up", "{}", agent.log());
+    // The caller was sent a BYE: its baresip ends the call on its own.
+    wait_for(10, "the caller's call to close", || {
+        call.0.try_wait().ok()?.map(|_| ()).or_else(|| {
+            std::fs::read_to_string(agent.dir.path().join("caller/baresip.out"))
+                .ok()?
+                .contains("terminated")
+                .then_some(())
+        })
+    });
+    let l = legs(&db, &id);
+    let d = l.iter().find(|x| x.target == "101").unwrap();
+    let w = l.iter().find(|x| x.target == "102").unwrap();
+    assert_eq!(d.outcome, "no answer", "{l:?}");
+    assert!(
+        (4_500..7_000).contains(&(d.ended - d.started)),
+        "101 rang its 5 s: {l:?}"
+    );
+    assert!(w.started >= d.ended - 500, "102 only after 101: {l:?}");
+    assert_eq!(w.outcome, "answered");
+}
+
+#[test]
+fn a_caller_hanging_up_while_phones_ring_cancels_every_fork() {
+    let agent = Agent::start_with(
+        "bridge-cancel",
+        &extensions("[inbound]\nring = [\"101\", \"102\"]\nring_secs = 30\n"),
+    );
+    let desk = Phone::start(&agent, "101", SECRET_101, false, None, 40);
+    let workshop = Phone::start(&agent, "102", SECRET_102, false, None, 40);
+    let words = speech_wav(agent.dir.path(), "caller", "Hello.", 8000, 0.5, 0.5);
+    // The caller gives up after 4 s of ringing.
+    let (mut call, _) = caller(&agent, &words, 4);
+    let db = Db::open(&agent.database());
+    let (id, answered, reason) = ended_call(&db);
+    let _ = call.0.wait();
+    assert_eq!(answered, None, "a missed call");
+    assert_eq!(reason, "caller cancelled");
+    let l = legs(&db, &id);
+    assert_eq!(l.len(), 2, "{l:?}");
+    assert!(
+        l.iter()
+            .all(|x| x.outcome == "caller hung up" && x.answered.is_none()),
+        "{l:?}"
+    );
+    for p in [&desk, &workshop] {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let o = p.output().to_lowercase();
+            // baresip's words for a CANCEL: "session closed".
+            if o.contains("incoming call") && o.contains("session closed") {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the phone did not stop ringing:\n{}",
+                o.lines()
+                    .filter(|l| l.contains("call") || l.contains("sip"))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            );
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+    }
+}
+
+#[test]
+fn when_nobody_answers_the_agent_does() {
+    let agent = Agent::start_with(
+        "bridge-noanswer",
+        &extensions("[inbound]\nring = [\"101\"]\nring_secs = 5\n"),
+    );
+    let _desk = Phone::start(&agent, "101", SECRET_101, false, None, 40);
+    let words = speech_wav(
+        agent.dir.path(),
+        "caller",
+        "Hello, I would like a quote for a new boiler please.",
+        8000,
+        1.0,
+        1.0,
+    );
+    let (mut call, dir) = caller(&agent, &words, 14);
+    let db = Db::open(&agent.database());
+    let (id, answered, _) = ended_call(&db);
+    let _ = call.0.wait();
+    assert!(
+        std::fs::read_to_string(dir.join("baresip.out"))
+            .unwrap()
+            .contains("Call established")
+    );
+    assert!(answered.is_some(), "the agent answered");
+    let l = legs(&db, &id);
+    assert_eq!(l[0].outcome, "no answer", "{l:?}");
+    assert!(
+        answered.unwrap() >= l[0].ended - 500,
+        "answered after the ring time: {l:?}"
+    );
+    let t = wait_for(60, "the message", || {
+        let t = db.channel_transcript(&id, "caller").to_lowercase();
+        (!t.is_empty()).then_some(t)
+    });
+    assert!(t.contains("boiler"), "{t}");
+}
