@@ -18,68 +18,6 @@ fn extensions(ring: &str) -> String {
     )
 }
 
-/// A desk phone: baresip registered as `number`, answering by itself
-/// (after a second) or never, playing `wav` when answered, quitting after
-/// `secs`.
-struct Phone {
-    /// Killed when the test lets go of the phone.
-    _proc: Reaped,
-    dir: PathBuf,
-}
-
-impl Phone {
-    fn start(
-        agent: &Agent,
-        number: &str,
-        secret: &str,
-        answers: bool,
-        wav: Option<&Path>,
-        secs: u64,
-    ) -> Phone {
-        let dir = baresip_config(
-            agent.dir.path(),
-            &format!("phone-{number}"),
-            wav,
-            "udp",
-            &format!(
-                "<sip:{number}@127.0.0.1:{}>;auth_pass={secret};regint=300;answermode={};audio_codecs=PCMU",
-                agent.port,
-                if answers { "auto" } else { "manual" }
-            ),
-        );
-        let out = std::fs::File::create(dir.join("baresip.out")).unwrap();
-        let child = Command::new("baresip")
-            .arg("-f")
-            .arg(&dir)
-            .args(["-t", &secs.to_string()])
-            .stdin(Stdio::null())
-            .stdout(out.try_clone().unwrap())
-            .stderr(out)
-            .spawn()
-            .expect("baresip is installed (make test installs it)");
-        let phone = Phone {
-            _proc: Reaped(child),
-            dir,
-        };
-        wait_for(15, &format!("extension {number} to register"), || {
-            let out = ok(agent, &["extensions"]);
-            let v: serde_json::Value = serde_json::from_str(&out).ok()?;
-            v.as_array()?
-                .iter()
-                .find(|e| e["number"] == number)?
-                .get("contacts")?
-                .as_array()
-                .filter(|c| !c.is_empty())
-                .map(|_| ())
-        });
-        phone
-    }
-
-    fn output(&self) -> String {
-        std::fs::read_to_string(self.dir.join("baresip.out")).unwrap_or_default()
-    }
-}
-
 /// The caller: baresip dialling the box, playing `wav`, hanging up after `secs`.
 fn caller(agent: &Agent, wav: &Path, secs: u64) -> (Reaped, PathBuf) {
     let dir = baresip_config(
@@ -183,8 +121,8 @@ fn ringall_bridges_the_first_phone_to_answer_records_and_transcribes_both_sides(
         1.0,
         12.0,
     );
-    let desk = Phone::start(&agent, "101", SECRET_101, false, None, 40);
-    let workshop = Phone::start(&agent, "102", SECRET_102, true, Some(&office), 40);
+    let desk = DeskPhone::start(&agent, "101", SECRET_101, false, None, 40);
+    let workshop = DeskPhone::start(&agent, "102", SECRET_102, true, Some(&office), 40);
     let words = speech_wav(
         agent.dir.path(),
         "caller",
@@ -279,7 +217,7 @@ fn hunt_rings_the_next_phone_when_the_first_does_not_answer_and_either_side_can_
         "bridge-hunt",
         &extensions("[inbound]\nring = [\"101\", \"102\"]\nstrategy = \"hunt\"\nring_secs = 5\n"),
     );
-    let _desk = Phone::start(&agent, "101", SECRET_101, false, None, 60);
+    let _desk = DeskPhone::start(&agent, "101", SECRET_101, false, None, 60);
     // 102 answers and hangs up itself, before the caller does.
     // baresip hangs up when its microphone file ends: the phone's is the
     // shorter.
@@ -291,7 +229,7 @@ fn hunt_rings_the_next_phone_when_the_first_does_not_answer_and_either_side_can_
         0.5,
         1.0,
     );
-    let _workshop = Phone::start(&agent, "102", SECRET_102, true, Some(&hello), 60);
+    let _workshop = DeskPhone::start(&agent, "102", SECRET_102, true, Some(&hello), 60);
     let words = speech_wav(agent.dir.path(), "caller", "Hello there.", 8000, 0.5, 20.0);
     let (mut call, _) = caller(&agent, &words, 60);
     let db = Db::open(&agent.database());
@@ -325,8 +263,8 @@ fn a_caller_hanging_up_while_phones_ring_cancels_every_fork() {
         "bridge-cancel",
         &extensions("[inbound]\nring = [\"101\", \"102\"]\nring_secs = 30\n"),
     );
-    let desk = Phone::start(&agent, "101", SECRET_101, false, None, 40);
-    let workshop = Phone::start(&agent, "102", SECRET_102, false, None, 40);
+    let desk = DeskPhone::start(&agent, "101", SECRET_101, false, None, 40);
+    let workshop = DeskPhone::start(&agent, "102", SECRET_102, false, None, 40);
     let words = speech_wav(agent.dir.path(), "caller", "Hello.", 8000, 0.5, 0.5);
     // The caller gives up after 4 s of ringing.
     let (mut call, _) = caller(&agent, &words, 4);
@@ -369,7 +307,7 @@ fn when_nobody_answers_the_agent_does() {
         "bridge-noanswer",
         &extensions("[inbound]\nring = [\"101\"]\nring_secs = 5\n"),
     );
-    let _desk = Phone::start(&agent, "101", SECRET_101, false, None, 40);
+    let _desk = DeskPhone::start(&agent, "101", SECRET_101, false, None, 40);
     let words = speech_wav(
         agent.dir.path(),
         "caller",

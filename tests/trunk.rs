@@ -305,3 +305,90 @@ fn an_ip_trunk_takes_calls_from_its_host_only() {
     assert!(out.contains("Call established"), "baresip:\n{out}");
     assert_eq!(row, (Some("ip-trunk".into()), Some(DID.into())));
 }
+
+#[test]
+fn a_caller_on_the_phone_network_reaches_the_did_and_the_box_rings_the_desk_phones() {
+    let dir = TempDir::new("trunk-ring");
+    let k = Kamailio::start(dir.path(), itsp("MD5"));
+    let extra = format!(
+        "{}[[extension]]\nnumber = \"101\"\nsecret = \"desk-101-secret\"\n\
+         [[extension]]\nnumber = \"102\"\nsecret = \"desk-102-secret\"\n\
+         [inbound]\nring = [\"101\", \"102\"]\nring_secs = 20\n",
+        trunk_config(dir.path(), &k.itsp, "trunk-pass-1", 300)
+    );
+    let agent = Agent::start_in(dir, &extra);
+    wait_state(&agent, &k, "registered", 20);
+    let office = speech_wav(
+        agent.dir.path(),
+        "office",
+        "Good morning, this is the workshop.",
+        8000,
+        0.5,
+        10.0,
+    );
+    let desk = DeskPhone::start(&agent, "101", "desk-101-secret", false, None, 60);
+    let _workshop = DeskPhone::start(&agent, "102", "desk-102-secret", true, Some(&office), 60);
+    let wav = speech_wav(
+        agent.dir.path(),
+        "caller",
+        "Hello, I would like a quote for a new boiler please.",
+        8000,
+        4.0,
+        2.0,
+    );
+    let (mut baresip, cfg) = caller(
+        agent.dir.path(),
+        &wav,
+        &format!("sip:{DID}@{}", k.itsp.addr()),
+        30,
+    );
+    let db = Db::open(&agent.database());
+    let id: String = wait_for(60, "the trunk call to end with its legs", || {
+        db.0.query_row(
+            "SELECT c.id FROM calls c WHERE c.ended_at_ms IS NOT NULL AND c.answered_at_ms IS NOT NULL
+             AND EXISTS (SELECT 1 FROM call_legs l WHERE l.call_id = c.id)",
+            [],
+            |r| r.get(0),
+        )
+        .ok()
+    });
+    let _ = baresip.0.wait();
+    let out = std::fs::read_to_string(cfg.join("baresip.out")).unwrap_or_default();
+    assert!(out.contains("Call established"), "caller:\n{out}");
+    let (trunk, did, reason): (String, String, String) =
+        db.0.query_row(
+            "SELECT trunk, did, end_reason FROM calls WHERE id = ?1",
+            [&id],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .unwrap();
+    assert_eq!((trunk.as_str(), did.as_str()), ("itsp", DID));
+    assert_eq!(
+        reason, "caller hung up",
+        "BYE from the caller, through the provider"
+    );
+    let outcomes: Vec<(String, String)> =
+        db.0.prepare("SELECT target, outcome FROM call_legs WHERE call_id = ?1 ORDER BY target")
+            .unwrap()
+            .query_map([&id], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+    assert_eq!(
+        outcomes,
+        [
+            ("101".to_string(), "answered elsewhere".to_string()),
+            ("102".to_string(), "answered".to_string())
+        ]
+    );
+    assert!(
+        desk.output().to_lowercase().contains("session closed"),
+        "101 stopped ringing"
+    );
+    let both = wait_for(60, "both sides' words", || {
+        let c = db.channel_transcript(&id, "caller").to_lowercase();
+        let p = db.channel_transcript(&id, "callee").to_lowercase();
+        (c.contains("boiler") && p.contains("workshop")).then_some((c, p))
+    });
+    eprintln!("caller: {:?}; phone: {:?}", both.0, both.1);
+}

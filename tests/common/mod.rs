@@ -490,3 +490,65 @@ pub fn log_field(log: &str, message: &str, name: &str) -> Option<u64> {
         .parse()
         .ok()
 }
+
+/// A desk phone: baresip registered to the agent as `number`, answering by itself
+/// (after a second) or never, playing `wav` when answered, quitting after
+/// `secs`.
+pub struct DeskPhone {
+    /// Killed when the test lets go of the phone.
+    _proc: Reaped,
+    dir: PathBuf,
+}
+
+impl DeskPhone {
+    pub fn start(
+        agent: &Agent,
+        number: &str,
+        secret: &str,
+        answers: bool,
+        wav: Option<&Path>,
+        secs: u64,
+    ) -> DeskPhone {
+        let dir = baresip_config(
+            agent.dir.path(),
+            &format!("phone-{number}"),
+            wav,
+            "udp",
+            &format!(
+                "<sip:{number}@127.0.0.1:{}>;auth_pass={secret};regint=300;answermode={};audio_codecs=PCMU",
+                agent.port,
+                if answers { "auto" } else { "manual" }
+            ),
+        );
+        let out = std::fs::File::create(dir.join("baresip.out")).unwrap();
+        let child = Command::new("baresip")
+            .arg("-f")
+            .arg(&dir)
+            .args(["-t", &secs.to_string()])
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .spawn()
+            .expect("baresip is installed (make test installs it)");
+        let phone = DeskPhone {
+            _proc: Reaped(child),
+            dir,
+        };
+        wait_for(15, &format!("extension {number} to register"), || {
+            let out = ok(agent, &["extensions"]);
+            let v: serde_json::Value = serde_json::from_str(&out).ok()?;
+            v.as_array()?
+                .iter()
+                .find(|e| e["number"] == number)?
+                .get("contacts")?
+                .as_array()
+                .filter(|c| !c.is_empty())
+                .map(|_| ())
+        });
+        phone
+    }
+
+    pub fn output(&self) -> String {
+        std::fs::read_to_string(self.dir.join("baresip.out")).unwrap_or_default()
+    }
+}
