@@ -6,7 +6,6 @@
 mod common;
 use common::kamailio::{Itsp, Kamailio};
 use common::*;
-use std::net::UdpSocket;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -24,6 +23,7 @@ fn itsp(algorithm: &'static str) -> Itsp {
         min_expires: 120,
         did: DID.into(),
         box_addr: None,
+        pstn: None,
     }
 }
 
@@ -222,43 +222,6 @@ fn the_trunk_going_down_and_coming_back_re_registers() {
     });
 }
 
-/// A raw INVITE from `from` to the agent; the status code of its final
-/// answer.
-fn invite_from(from: [u8; 4], agent: &Agent, to_user: &str) -> u16 {
-    let sock = UdpSocket::bind((std::net::Ipv4Addr::from(from), 0)).unwrap();
-    sock.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
-    let local = sock.local_addr().unwrap();
-    let sdp = format!(
-        "v=0\r\no=- 1 1 IN IP4 {ip}\r\ns=-\r\nc=IN IP4 {ip}\r\nt=0 0\r\nm=audio 40000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n",
-        ip = local.ip()
-    );
-    let msg = format!(
-        "INVITE sip:{to_user}@127.0.0.1:{port} SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch=z9hG4bK{n}\r\n\
-         From: <sip:07700900123@{ip}>;tag=a{n}\r\nTo: <sip:{to_user}@127.0.0.1>\r\nCall-ID: stranger-{n}@{ip}\r\n\
-         CSeq: 1 INVITE\r\nContact: <sip:caller@{local}>\r\nMax-Forwards: 70\r\nContent-Type: application/sdp\r\n\
-         Content-Length: {len}\r\n\r\n{sdp}",
-        port = agent.port,
-        ip = local.ip(),
-        n = local.port(),
-        len = sdp.len()
-    );
-    sock.send_to(msg.as_bytes(), ("127.0.0.1", agent.port))
-        .unwrap();
-    let mut buf = [0u8; 4096];
-    loop {
-        let n = sock.recv(&mut buf).expect("an answer to the INVITE");
-        let text = String::from_utf8_lossy(&buf[..n]);
-        let code: u16 = text
-            .split_whitespace()
-            .nth(1)
-            .and_then(|c| c.parse().ok())
-            .unwrap_or(0);
-        if code >= 200 {
-            return code;
-        }
-    }
-}
-
 #[test]
 fn an_ip_trunk_takes_calls_from_its_host_only() {
     let dir = TempDir::new("trunk-ip");
@@ -273,9 +236,12 @@ fn an_ip_trunk_takes_calls_from_its_host_only() {
     );
     let agent = Agent::start_on(dir, port, &extra);
     // A stranger's INVITE straight to the box: refused.
-    assert_eq!(invite_from([127, 0, 0, 6], &agent, DID), 403);
+    assert_eq!(invite_from([127, 0, 0, 6], &agent, DID, "07700900123"), 403);
     // From a listed block, for a number that is not the trunk's: 404.
-    assert_eq!(invite_from([127, 0, 0, 7], &agent, "+441632960999"), 404);
+    assert_eq!(
+        invite_from([127, 0, 0, 7], &agent, "+441632960999", "07700900123"),
+        404
+    );
     let st = status(&agent);
     assert!(
         st["limits_hit"]["invites_from_strangers"].as_u64().unwrap() >= 1,
@@ -391,4 +357,164 @@ fn a_caller_on_the_phone_network_reaches_the_did_and_the_box_rings_the_desk_phon
         (c.contains("boiler") && p.contains("workshop")).then_some((c, p))
     });
     eprintln!("caller: {:?}; phone: {:?}", both.0, both.1);
+}
+
+/// A phone on the phone network ("mobile"): baresip at `addr`, answering
+/// by itself and playing `wav`.
+fn mobile(dir: &Path, addr: std::net::SocketAddr, wav: &Path) -> (Reaped, std::path::PathBuf) {
+    let cfg = baresip_config(
+        dir,
+        "mobile",
+        Some(wav),
+        "udp",
+        &format!("<sip:mobile@{addr}>;regint=0;answermode=auto;audio_codecs=PCMU"),
+    );
+    let text = std::fs::read_to_string(cfg.join("config")).unwrap();
+    let text = text
+        .replace("sip_listen 127.0.0.1:0", &format!("sip_listen {addr}"))
+        .replace(
+            "net_interface 127.0.0.1",
+            &format!("net_interface {}", addr.ip()),
+        );
+    std::fs::write(cfg.join("config"), text).unwrap();
+    let out = std::fs::File::create(cfg.join("baresip.out")).unwrap();
+    let child = Command::new("baresip")
+        .arg("-f")
+        .arg(&cfg)
+        .args(["-t", "60"])
+        .stdin(Stdio::null())
+        .stdout(out.try_clone().unwrap())
+        .stderr(out)
+        .spawn()
+        .expect("baresip is installed (make test installs it)");
+    (Reaped(child), cfg)
+}
+
+#[test]
+fn a_desk_phone_calls_out_through_the_provider_and_emergency_numbers_always_go_out() {
+    let dir = TempDir::new("trunk-out");
+    let pstn = std::net::SocketAddr::from(([127, 0, 0, 9], free_port()));
+    let mut spec = itsp("MD5");
+    spec.pstn = Some(pstn);
+    let mut k = Kamailio::start(dir.path(), spec);
+    let extra = format!(
+        "{}cli_format = \"national\"\npai = true\n[[extension]]\nnumber = \"101\"\nsecret = \"desk-101-secret\"\n",
+        trunk_config(dir.path(), &k.itsp, "trunk-pass-1", 300)
+    );
+    let agent = Agent::start_in(dir, &extra);
+    wait_state(&agent, &k, "registered", 20);
+    let hello = speech_wav(
+        agent.dir.path(),
+        "mobile",
+        "Hello, this is the customer.",
+        8000,
+        0.5,
+        6.0,
+    );
+    let (_mobile, mobile_dir) = mobile(agent.dir.path(), pstn, &hello);
+    let words = speech_wav(
+        agent.dir.path(),
+        "desk",
+        "Hello, I would like a quote for a new boiler please.",
+        8000,
+        2.0,
+        2.0,
+    );
+    // The phone dials a national number; it goes out in the trunk's format.
+    let desk = DeskPhone::start_dialling(
+        &agent,
+        "101",
+        "desk-101-secret",
+        false,
+        Some(&words),
+        Some("07700900123"),
+        30,
+    );
+    let db = Db::open(&agent.database());
+    let (id, direction): (String, String) = wait_for(40, "the call out to end", || {
+        db.0.query_row(
+            "SELECT id, direction FROM calls WHERE ended_at_ms IS NOT NULL AND answered_at_ms IS NOT NULL",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .ok()
+    });
+    assert_eq!(direction, "outbound");
+    let log = k.log();
+    assert!(
+        log.contains("challenged a call out"),
+        "the provider's 407:\n{log}"
+    );
+    assert!(
+        log.contains("call out to 07700900123 from 01632960001 pai=<sip:01632960001@"),
+        "national number and CLI, with P-Asserted-Identity:\n{log}"
+    );
+    let out = std::fs::read_to_string(mobile_dir.join("baresip.out")).unwrap_or_default();
+    assert!(out.contains("Call established"), "mobile:\n{out}");
+    let legs: Vec<(String, String)> =
+        db.0.prepare("SELECT target, outcome FROM call_legs WHERE call_id = ?1")
+            .unwrap()
+            .query_map([&id], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+    assert_eq!(legs, [("07700900123".to_string(), "answered".to_string())]);
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let c = db.channel_transcript(&id, "caller").to_lowercase();
+        let p = db.channel_transcript(&id, "callee").to_lowercase();
+        if c.contains("boiler") && p.contains("customer") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "desk phone: {c:?}; mobile: {p:?}\n{}",
+            agent.log()
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    drop(desk);
+
+    // 999 goes straight out to the provider.
+    let _sos = DeskPhone::start_dialling(
+        &agent,
+        "101",
+        "desk-101-secret",
+        false,
+        None,
+        Some("999"),
+        10,
+    );
+    wait_for(20, "the emergency call at the provider", || {
+        k.log()
+            .contains("call out to 999 from 01632960001")
+            .then_some(())
+    });
+    assert!(
+        agent
+            .log()
+            .contains("EMERGENCY call: straight out through the trunk")
+    );
+
+    // The provider gone: an emergency call fails at once and clearly.
+    k.stop();
+    wait_state(&agent, &k, "unreachable", 20);
+    let started = std::time::Instant::now();
+    let down = DeskPhone::start_dialling(
+        &agent,
+        "101",
+        "desk-101-secret",
+        false,
+        None,
+        Some("999"),
+        10,
+    );
+    wait_for(10, "the phone to be told 503", || {
+        down.output().contains("503").then_some(())
+    });
+    assert!(started.elapsed() < Duration::from_secs(8));
+    assert!(
+        agent.log().contains("EMERGENCY call could not be placed"),
+        "logged at error"
+    );
 }

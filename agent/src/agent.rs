@@ -135,6 +135,7 @@ pub async fn run(cfg: Config) -> Result<(), Error> {
         understanding,
         announcement,
         registrar: registrar.clone(),
+        trunks: trunks.clone(),
     });
     // Keep the SIP endpoint serving until calls have said goodbye.
     let listen = server.listen.clone();
@@ -303,6 +304,7 @@ impl crate::control::Operations for Status {
                 "auth_failed": c.auth_failed.load(Relaxed),
                 "auth_lockouts": c.auth_lockouts.load(Relaxed),
                 "invites_from_strangers": c.invites_from_strangers.load(Relaxed),
+                "toll_fraud_refused": c.toll_fraud_refused.load(Relaxed),
             },
             "trunks": self.trunks.status(),
             "tcp_connections": self.tcp.as_ref().map(|g| g.connections()),

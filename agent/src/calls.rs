@@ -66,7 +66,7 @@ impl CallAcceptor for Calls {
         // the per-source share (the total still holds).
         let source = match incoming.origin {
             crate::sip::Origin::Trunk { .. } => None,
-            crate::sip::Origin::Direct => source_ip(&incoming.tx.original),
+            _ => source_ip(&incoming.tx.original),
         };
         let Some(slot) = self.admission.try_admit_from(source) else {
             return Err(Box::new(incoming));

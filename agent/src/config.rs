@@ -31,6 +31,8 @@ pub struct Config {
     pub trunks: Vec<Trunk>,
     /// Where calls from outside go.
     pub inbound: Inbound,
+    /// How the phones call out.
+    pub outbound: Outbound,
     pub log: Log,
 }
 
@@ -64,6 +66,26 @@ impl Default for Inbound {
             ring: Vec::new(),
             strategy: RingStrategy::Ringall,
             ring_secs: 20,
+        }
+    }
+}
+
+/// Calls from the business's phones to the phone network.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Outbound {
+    /// The trunk calls go out through; empty: the first `[[trunk]]`.
+    pub trunk: String,
+    /// Emergency numbers: always straight out through the trunk, never to
+    /// the agent or voicemail, and logged.
+    pub emergency: Vec<String>,
+}
+
+impl Default for Outbound {
+    fn default() -> Self {
+        Outbound {
+            trunk: String::new(),
+            emergency: vec!["999".into(), "112".into(), "911".into()],
         }
     }
 }
@@ -452,6 +474,7 @@ impl Default for Config {
             extensions: Vec::new(),
             trunks: Vec::new(),
             inbound: Inbound::default(),
+            outbound: Outbound::default(),
             log: Log::default(),
         }
     }
@@ -633,6 +656,23 @@ impl Config {
             }
             if self.inbound.ring[..i].contains(n) {
                 return Err(format!("inbound.ring: {n:?} is listed twice"));
+            }
+        }
+        let o = &self.outbound;
+        if !o.trunk.is_empty() && !self.trunks.iter().any(|t| t.name == o.trunk) {
+            return Err(format!(
+                "outbound.trunk: {:?} is not the name of a [[trunk]]",
+                o.trunk
+            ));
+        }
+        for e in &o.emergency {
+            if e.is_empty() || e.len() > 6 || !e.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(format!("outbound.emergency: {e:?} must be 1 to 6 digits"));
+            }
+            if self.extensions.iter().any(|x| &x.number == e) {
+                return Err(format!(
+                    "outbound.emergency: {e:?} is also an extension number; emergency numbers always go out"
+                ));
             }
         }
         if !(5..=300).contains(&self.inbound.ring_secs) {

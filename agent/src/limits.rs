@@ -33,6 +33,8 @@ pub struct Counters {
     /// INVITEs refused for coming from no trunk while trunks are
     /// configured (scanners, toll fraud).
     pub invites_from_strangers: AtomicU64,
+    /// INVITEs to outside numbers from anything not authenticated.
+    pub toll_fraud_refused: AtomicU64,
 }
 
 pub static COUNTERS: Counters = Counters {
@@ -47,6 +49,7 @@ pub static COUNTERS: Counters = Counters {
     auth_failed: AtomicU64::new(0),
     auth_lockouts: AtomicU64::new(0),
     invites_from_strangers: AtomicU64::new(0),
+    toll_fraud_refused: AtomicU64::new(0),
 };
 
 /// A burst is over after this long without a hit.

@@ -26,6 +26,9 @@ pub struct Itsp {
     pub did: String,
     /// IP trunk: calls for the DID go here, with no registration.
     pub box_addr: Option<std::net::SocketAddr>,
+    /// Calls out from the box go here (a baresip "mobile"), once the box
+    /// has answered the provider's 407; None: logged, then 480.
+    pub pstn: Option<std::net::SocketAddr>,
 }
 
 pub struct Kamailio {
@@ -141,12 +144,24 @@ request_route {{
             t_relay();
             exit;
         }}
-        sl_send_reply("404", "Not Here");
+        # A call out from the box: its account must authenticate (407).
+        if (!pv_proxy_authenticate("$fd", "$sht(acc=>{user})", "0")) {{
+            xlog("L_NOTICE", "challenged a call out from $si:$sp\n");
+            proxy_challenge("$fd", "1");
+            exit;
+        }}
+        consume_credentials();
+        xlog("L_NOTICE", "call out to $rU from $fU pai=$hdr(P-Asserted-Identity)\n");
+        {out}
         exit;
     }}
     sl_send_reply("405", "Method Not Allowed");
 }}
 "#,
+            out = match self.pstn {
+                Some(p) => format!("$ru = \"sip:mobile@{p}\"; t_relay();"),
+                None => "sl_send_reply(\"480\", \"Nobody There\");".into(),
+            },
             min = self.min_expires,
             user = self.user,
             password = self.password,

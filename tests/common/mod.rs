@@ -509,6 +509,19 @@ impl DeskPhone {
         wav: Option<&Path>,
         secs: u64,
     ) -> DeskPhone {
+        Self::start_dialling(agent, number, secret, answers, wav, None, secs)
+    }
+
+    /// The same, dialling `dial` (a number or an extension) once registered.
+    pub fn start_dialling(
+        agent: &Agent,
+        number: &str,
+        secret: &str,
+        answers: bool,
+        wav: Option<&Path>,
+        dial: Option<&str>,
+        secs: u64,
+    ) -> DeskPhone {
         let dir = baresip_config(
             agent.dir.path(),
             &format!("phone-{number}"),
@@ -525,6 +538,10 @@ impl DeskPhone {
             .arg("-f")
             .arg(&dir)
             .args(["-t", &secs.to_string()])
+            .args(
+                dial.map(|d| vec!["-e".to_string(), format!("/dial {d}")])
+                    .unwrap_or_default(),
+            )
             .stdin(Stdio::null())
             .stdout(out.try_clone().unwrap())
             .stderr(out)
@@ -550,5 +567,42 @@ impl DeskPhone {
 
     pub fn output(&self) -> String {
         std::fs::read_to_string(self.dir.join("baresip.out")).unwrap_or_default()
+    }
+}
+
+/// A raw INVITE from `from` (127.0.0.x) to the agent, for `to_user`, from
+/// `from_user`, with no credentials; the status code of its final answer.
+pub fn invite_from(from: [u8; 4], agent: &Agent, to_user: &str, from_user: &str) -> u16 {
+    let sock = std::net::UdpSocket::bind((std::net::Ipv4Addr::from(from), 0)).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    let local = sock.local_addr().unwrap();
+    let sdp = format!(
+        "v=0\r\no=- 1 1 IN IP4 {ip}\r\ns=-\r\nc=IN IP4 {ip}\r\nt=0 0\r\nm=audio 40000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n",
+        ip = local.ip()
+    );
+    let msg = format!(
+        "INVITE sip:{to_user}@127.0.0.1:{port} SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch=z9hG4bK{n}\r\n\
+         From: <sip:{from_user}@{ip}>;tag=a{n}\r\nTo: <sip:{to_user}@127.0.0.1>\r\nCall-ID: stranger-{n}@{ip}\r\n\
+         CSeq: 1 INVITE\r\nContact: <sip:caller@{local}>\r\nMax-Forwards: 70\r\nContent-Type: application/sdp\r\n\
+         Content-Length: {len}\r\n\r\n{sdp}",
+        port = agent.port,
+        ip = local.ip(),
+        n = local.port(),
+        len = sdp.len()
+    );
+    sock.send_to(msg.as_bytes(), ("127.0.0.1", agent.port))
+        .unwrap();
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = sock.recv(&mut buf).expect("an answer to the INVITE");
+        let text = String::from_utf8_lossy(&buf[..n]);
+        let code: u16 = text
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
+        if code >= 200 {
+            return code;
+        }
     }
 }

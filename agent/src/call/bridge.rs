@@ -62,6 +62,30 @@ pub(super) struct Caller<'a> {
     pub dialogs: &'a Arc<DialogLayer>,
 }
 
+/// Whom a call rings.
+pub(super) enum Plan {
+    /// Every phone registered as these extensions. When nobody answers,
+    /// the agent answers (`agent_fallback`, a call from outside) or the
+    /// caller is told (a call between phones).
+    Extensions {
+        numbers: Vec<String>,
+        strategy: ringer::Strategy,
+        ring_ms: u64,
+        agent_fallback: bool,
+    },
+    /// Out through a trunk to `number` (as the provider should see it),
+    /// showing `cli` as the caller.
+    Out {
+        trunk: Arc<crate::sip::trunk::Trunk>,
+        number: String,
+        cli: String,
+    },
+}
+
+/// How long a call out may ring before we give up (the phone network
+/// usually gives up first).
+const OUT_RING_MS: u64 = 180_000;
+
 /// How ringing ended.
 pub(super) enum Rung {
     /// The call is over (bridged and hung up, or the caller gave up):
@@ -77,11 +101,15 @@ struct Fork {
     contact: String,
     dialog: Option<InviteDialog>,
     call_id: String,
+    /// A trunk's 401/407 was answered once already.
+    auth_tried: bool,
     started_at: i64,
     answered_at: Option<i64>,
     ended: Option<(i64, String)>,
     /// The phone's answer, once it answered.
     answer: Option<String>,
+    /// The final status it failed with, if it did.
+    status: Option<u16>,
 }
 
 impl Fork {
@@ -103,17 +131,36 @@ fn outcome_of(code: u16) -> String {
     }
 }
 
-/// Ring the phones of `[inbound] ring` for the caller; bridge the first
-/// that answers until either side hangs up.
-pub(super) async fn ring(ctx: &Arc<CallCtx>, mut caller: Caller<'_>) -> Rung {
-    let plan = &ctx.cfg.inbound;
+/// Where one fork's INVITE goes.
+enum Dest {
+    Phone(Binding),
+    Trunk,
+}
+
+/// Ring what `plan` says for the caller; bridge the first that answers
+/// until either side hangs up.
+pub(super) async fn ring(ctx: &Arc<CallCtx>, mut caller: Caller<'_>, plan: Plan) -> Rung {
     let registrar = ctx.registrar.clone();
-    // Every extension of the list with where it is registered now.
-    let targets: Vec<(String, Vec<Binding>)> = plan
-        .ring
-        .iter()
-        .map(|n| (n.clone(), registrar.contacts_of(n)))
-        .collect();
+    // Each target with where it can be reached now.
+    let targets: Vec<(String, Vec<Dest>)> = match &plan {
+        Plan::Extensions { numbers, .. } => numbers
+            .iter()
+            .map(|n| {
+                let c = registrar.contacts_of(n);
+                (n.clone(), c.into_iter().map(Dest::Phone).collect())
+            })
+            .collect(),
+        Plan::Out { number, .. } => vec![(number.clone(), vec![Dest::Trunk])],
+    };
+    let (strategy, ring_ms, agent_fallback) = match &plan {
+        Plan::Extensions {
+            strategy,
+            ring_ms,
+            agent_fallback,
+            ..
+        } => (*strategy, *ring_ms, *agent_fallback),
+        Plan::Out { .. } => (ringer::Strategy::Ringall, OUT_RING_MS, false),
+    };
     let mut legs: Vec<Fork> = Vec::new();
     for (n, c) in &targets {
         if c.is_empty() {
@@ -122,10 +169,12 @@ pub(super) async fn ring(ctx: &Arc<CallCtx>, mut caller: Caller<'_>) -> Rung {
                 contact: String::new(),
                 dialog: None,
                 call_id: String::new(),
+                auth_tried: false,
                 started_at: now_ms(),
                 answered_at: None,
                 ended: Some((now_ms(), "not registered".into())),
                 answer: None,
+                status: Some(480),
             });
         }
     }
@@ -156,8 +205,8 @@ pub(super) async fn ring(ctx: &Arc<CallCtx>, mut caller: Caller<'_>) -> Rung {
     );
     let (fork_state_tx, mut fork_states) = caller.dialogs.new_dialog_state_channel();
     let mut ringer = Ringer::new(
-        plan.strategy,
-        plan.ring_secs * 1000,
+        strategy,
+        ring_ms,
         targets.iter().map(|(_, c)| c.len()).collect(),
         now_ms() as u64,
     );
@@ -181,19 +230,30 @@ pub(super) async fn ring(ctx: &Arc<CallCtx>, mut caller: Caller<'_>) -> Rung {
                     target,
                     contact,
                 } => {
-                    let (number, bindings) = &targets[target];
-                    let b = &bindings[contact];
-                    let opt = invite_option(ctx, &caller_user, b, &offer);
+                    let (number, dests) = &targets[target];
+                    let (opt, contact_text) = match (&dests[contact], &plan) {
+                        (Dest::Phone(b), _) => (
+                            invite_option(ctx, &caller_user, b, &offer),
+                            b.contact.clone(),
+                        ),
+                        (Dest::Trunk, Plan::Out { trunk, number, cli }) => (
+                            trunk_invite(ctx, trunk, number, cli, &offer, None, None).await,
+                            format!("trunk {}", trunk.name),
+                        ),
+                        (Dest::Trunk, _) => (Err("no trunk".into()), String::new()),
+                    };
                     let started_at = now_ms();
                     let mut rec = Fork {
                         target: number.clone(),
-                        contact: b.contact.clone(),
+                        contact: contact_text,
+                        auth_tried: false,
                         dialog: None,
                         call_id: String::new(),
                         started_at,
                         answered_at: None,
                         ended: None,
                         answer: None,
+                        status: None,
                     };
                     match opt.and_then(|o| {
                         caller
@@ -289,8 +349,38 @@ pub(super) async fn ring(ctx: &Arc<CallCtx>, mut caller: Caller<'_>) -> Rung {
                         f.answer = Some(String::from_utf8_lossy(resp.body()).to_string());
                         ringer.answered(fork);
                     }
+                    Ok((_, Some(resp)))
+                        if matches!(resp.status_code.code(), 401 | 407)
+                            && !f.auth_tried
+                            && matches!(plan, Plan::Out { .. }) =>
+                    {
+                        // The provider challenges calls out: once more, with
+                        // the trunk's credentials, on the same Call-ID.
+                        f.auth_tried = true;
+                        let Plan::Out { trunk, number, cli } = &plan else { unreachable!() };
+                        let retry = trunk_invite(ctx, trunk, number, cli, &offer, Some(&resp), Some(f.call_id.clone())).await;
+                        match retry.and_then(|o| caller.dialogs.do_invite_async(o, fork_state_tx.clone()).map_err(|e| e.to_string())) {
+                            Ok((dialog, handle)) => {
+                                f.dialog = Some(dialog);
+                                finals.spawn(async move {
+                                    let r = match handle.await {
+                                        Ok(r) => r,
+                                        Err(e) => Err(rsipstack::Error::Error(e.to_string())),
+                                    };
+                                    (fork, r)
+                                });
+                            }
+                            Err(e) => {
+                                tracing::warn!(call = %caller.call_id, error = %e, "cannot answer the provider's challenge");
+                                f.end(outcome_of(resp.status_code.code()));
+                                f.status = Some(resp.status_code.code());
+                                ringer.failed(fork, now_ms() as u64);
+                            }
+                        }
+                    }
                     Ok((_, Some(resp))) => {
                         f.end(outcome_of(resp.status_code.code()));
+                        f.status = Some(resp.status_code.code());
                         ringer.failed(fork, now_ms() as u64);
                     }
                     Ok((_, None)) => {
@@ -358,9 +448,38 @@ pub(super) async fn ring(ctx: &Arc<CallCtx>, mut caller: Caller<'_>) -> Rung {
             tracing::info!(call = %caller.call_id, from = %Pii(caller.from), reason = reason.as_str(), "missed call");
             Rung::Done
         }
-        (None, None) => {
+        (None, None) if agent_fallback => {
             tracing::info!(call = %caller.call_id, "nobody answered; the agent answers");
             outcome.unwrap_or(Rung::NobodyAnswered)
+        }
+        (None, None) => {
+            // Tell the caller how it went: busy if anyone was, the
+            // provider's own answer for a call out, else unavailable.
+            let statuses: Vec<u16> = forks
+                .iter()
+                .chain(legs.iter())
+                .filter_map(|f| f.status)
+                .collect();
+            let code = if statuses.iter().any(|c| matches!(c, 486 | 600)) {
+                486
+            } else if let (Plan::Out { .. }, Some(&c)) = (&plan, statuses.last()) {
+                if matches!(c, 401 | 407) { 503 } else { c }
+            } else if statuses.contains(&603) {
+                603
+            } else {
+                480
+            };
+            let _ = caller.server.reject(Some(StatusCode::from(code)), None);
+            let reason = match code {
+                486 | 600 => EndReason::Busy,
+                480 | 408 | 487 => EndReason::NoAnswer,
+                _ => EndReason::NotConnected,
+            };
+            ctx.store
+                .end_call(caller.call_id, now_ms(), reason.as_str());
+            ctx.store.transcript_complete(caller.call_id);
+            tracing::info!(call = %caller.call_id, status = code, reason = reason.as_str(), "call not answered");
+            Rung::Done
         }
     };
     legs.extend(forks);
@@ -425,6 +544,83 @@ fn invite_option(
         headers: None,
         support_prack: false,
         call_id: None,
+        session_id: None,
+        route_set: vec![],
+    })
+}
+
+/// The INVITE out through `trunk` to `number`, showing `cli`; with
+/// `challenge` (the provider's 401/407), answered with the trunk's
+/// credentials on the first attempt's Call-ID.
+async fn trunk_invite(
+    ctx: &CallCtx,
+    trunk: &crate::sip::trunk::Trunk,
+    number: &str,
+    cli: &str,
+    offer: &str,
+    challenge: Option<&rsipstack::sip::Response>,
+    call_id: Option<String>,
+) -> Result<InviteOption, String> {
+    let server = trunk.resolve().await?;
+    let sip = &ctx.cfg.sip;
+    let tcp = trunk.transport == crate::config::TrunkTransport::Tcp;
+    let suffix = if tcp { ";transport=tcp" } else { "" };
+    let uri =
+        |s: String| rsipstack::sip::Uri::try_from(s.as_str()).map_err(|e| format!("{s}: {e}"));
+    let callee = uri(format!("sip:{number}@{}{suffix}", trunk.host))?;
+    let host = SocketAddr::new(sip.bind, sip.port);
+    let mut headers = Vec::new();
+    if trunk.pai {
+        headers.push(Header::Other(
+            "P-Asserted-Identity".into(),
+            format!("<sip:{cli}@{}>", trunk.host),
+        ));
+    }
+    if let Some(resp) = challenge {
+        let proxy = resp.status_code.code() == 407;
+        let values: Vec<String> = resp
+            .headers
+            .iter()
+            .filter_map(|h| match h {
+                Header::WwwAuthenticate(v) if !proxy => Some(v.value().to_string()),
+                Header::ProxyAuthenticate(v) if proxy => Some(v.value().to_string()),
+                _ => None,
+            })
+            .collect();
+        let c = crate::sip::digest::Challenge::best(values.iter().map(String::as_str))
+            .map_err(|e| format!("the provider's challenge: {e}"))?;
+        let user = trunk.auth_username.as_deref().unwrap_or(&trunk.username);
+        let cnonce = format!("{:016x}", rand::random::<u64>());
+        let value = c.answer(
+            user,
+            trunk.password.expose(),
+            "INVITE",
+            &callee.to_string(),
+            &cnonce,
+            1,
+        );
+        headers.push(if proxy {
+            Header::ProxyAuthorization(value.into())
+        } else {
+            Header::Authorization(value.into())
+        });
+    }
+    Ok(InviteOption {
+        caller_display_name: None,
+        caller_params: vec![],
+        caller: uri(format!("sip:{cli}@{}", trunk.host))?,
+        callee,
+        destination: Some(SipAddr {
+            r#type: Some(if tcp { Transport::Tcp } else { Transport::Udp }),
+            addr: server.into(),
+        }),
+        content_type: Some("application/sdp".into()),
+        offer: Some(offer.as_bytes().to_vec()),
+        contact: uri(format!("sip:{}@{host}{suffix}", trunk.username))?,
+        credential: None,
+        headers: (!headers.is_empty()).then_some(headers),
+        support_prack: false,
+        call_id,
         session_id: None,
         route_set: vec![],
     })
@@ -630,7 +826,7 @@ async fn bridged(
     tracing::info!(
         call = %call_id,
         from = %Pii(caller.from),
-        extension = %fork.target,
+        target = %fork.target,
         caller_codec = caller.codec.name(),
         phone_codec = b_codec.name(),
         relay,

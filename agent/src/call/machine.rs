@@ -17,6 +17,11 @@ pub enum EndReason {
     CallerHungUp,
     /// The phone that answered a bridged call hung up.
     CalleeHungUp,
+    /// A call the box placed was not answered, was refused as busy, or
+    /// could not be connected.
+    NoAnswer,
+    Busy,
+    NotConnected,
     CallerCancelled,
     AgentShutdown,
     RtpTimeout,
@@ -37,6 +42,9 @@ impl EndReason {
         match self {
             EndReason::CallerHungUp => "caller hung up",
             EndReason::CalleeHungUp => "answering phone hung up",
+            EndReason::NoAnswer => "no answer",
+            EndReason::Busy => "busy",
+            EndReason::NotConnected => "not connected",
             EndReason::CallerCancelled => "caller cancelled",
             EndReason::AgentShutdown => "agent shutdown",
             EndReason::RtpTimeout => "no audio (RTP timeout)",
@@ -55,6 +63,8 @@ impl EndReason {
 pub enum Direction {
     Inbound,
     Outbound,
+    /// Between two of the business's phones.
+    Internal,
 }
 
 impl Direction {
@@ -62,6 +72,7 @@ impl Direction {
         match self {
             Direction::Inbound => "inbound",
             Direction::Outbound => "outbound",
+            Direction::Internal => "internal",
         }
     }
 }

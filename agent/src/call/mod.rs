@@ -47,6 +47,8 @@ pub struct CallCtx {
     pub announcement: Option<Arc<Announcement>>,
     /// Where the business's phones are registered (calls ring them).
     pub registrar: Arc<crate::sip::registrar::Registrar>,
+    /// The trunks calls go out through.
+    pub trunks: Arc<crate::sip::trunk::Trunks>,
 }
 
 /// What the registry can tell a running call.
@@ -103,6 +105,31 @@ pub async fn inbound(
         .map(|h| h.value().to_string())
         .unwrap_or_default();
 
+    // Whom the call rings (a phone's call out or to another phone, or the
+    // business's ring list), or None: the agent answers.
+    let plan = match &origin {
+        crate::sip::Origin::Phone { extension, dialled } => {
+            match phone_plan(&ctx, extension, dialled) {
+                Ok(p) => p,
+                Err(code) => {
+                    let _ = tx.reply(StatusCode::from(code)).await;
+                    return;
+                }
+            }
+        }
+        _ if !ctx.cfg.inbound.ring.is_empty() => Some(bridge::Plan::Extensions {
+            numbers: ctx.cfg.inbound.ring.clone(),
+            strategy: ctx.cfg.inbound.strategy,
+            ring_ms: ctx.cfg.inbound.ring_secs * 1000,
+            agent_fallback: true,
+        }),
+        _ => None,
+    };
+    let direction = match (&origin, &plan) {
+        (crate::sip::Origin::Phone { .. }, Some(bridge::Plan::Out { .. })) => Direction::Outbound,
+        (crate::sip::Origin::Phone { .. }, Some(_)) => Direction::Internal,
+        _ => Direction::Inbound,
+    };
     // The offer decides whether we can take the call at all.
     let offer = String::from_utf8_lossy(tx.original.body()).to_string();
     let remote = match sdp::AudioDescription::parse(&offer) {
@@ -157,7 +184,7 @@ pub async fn inbound(
     ctx.store.insert_call(NewCall {
         id: call_id.clone(),
         sip_call_id,
-        direction: Direction::Inbound.as_str(),
+        direction: direction.as_str(),
         from_uri: from.clone(),
         to_uri: to,
         transport: transport.to_string().to_lowercase(),
@@ -166,11 +193,11 @@ pub async fn inbound(
         answered_at_ms: None,
         trunk: match &origin {
             crate::sip::Origin::Trunk { name, .. } => Some(name.clone()),
-            crate::sip::Origin::Direct => None,
+            _ => None,
         },
         did: match &origin {
             crate::sip::Origin::Trunk { did, .. } => did.clone(),
-            crate::sip::Origin::Direct => None,
+            _ => None,
         },
         caller: crate::phone::Phone::from_uri_in(&from, ctx.cfg.site.country).map(|p| p.e164()),
     });
@@ -191,7 +218,7 @@ pub async fn inbound(
         rtcp_mux,
     );
     let mut socket = Some(sockets);
-    if !ctx.cfg.inbound.ring.is_empty() {
+    if let Some(plan) = plan {
         let rung = bridge::ring(
             &ctx,
             bridge::Caller {
@@ -209,6 +236,7 @@ pub async fn inbound(
                 answer: &answer,
                 dialogs: &dialogs,
             },
+            plan,
         )
         .await;
         if let bridge::Rung::Done = rung {
@@ -489,6 +517,68 @@ pub async fn inbound(
         dropped_frames = shell.dropped_frames,
         "call ended"
     );
+}
+
+/// Where a desk phone's call goes: another extension, out through the
+/// trunk (emergency numbers first of all), or the agent itself (None); or
+/// the status refusing it.
+fn phone_plan(ctx: &CallCtx, extension: &str, dialled: &str) -> Result<Option<bridge::Plan>, u16> {
+    let cfg = &ctx.cfg;
+    if dialled == cfg.sip.user {
+        return Ok(None);
+    }
+    if ctx.registrar.is_extension(dialled) {
+        if dialled == extension {
+            return Err(486);
+        }
+        return Ok(Some(bridge::Plan::Extensions {
+            numbers: vec![dialled.to_string()],
+            strategy: crate::config::RingStrategy::Ringall,
+            ring_ms: cfg.inbound.ring_secs * 1000,
+            agent_fallback: false,
+        }));
+    }
+    let emergency = cfg.outbound.emergency.iter().any(|e| e == dialled);
+    let number = crate::phone::Phone::parse_in(dialled, cfg.site.country);
+    if !emergency && number.is_err() {
+        return Err(404);
+    }
+    let trunk = ctx
+        .trunks
+        .iter()
+        .find(|t| cfg.outbound.trunk.is_empty() || t.name == cfg.outbound.trunk)
+        .cloned();
+    let Some(trunk) = trunk.filter(|t| t.is_up()) else {
+        if emergency {
+            tracing::error!(
+                extension,
+                "EMERGENCY call could not be placed: no trunk is up; the phone is told at once (503)"
+            );
+        } else {
+            tracing::warn!(
+                extension,
+                "a call out could not be placed: no trunk is up (503)"
+            );
+        }
+        return Err(503);
+    };
+    let country = cfg.site.country;
+    let cli = trunk
+        .dids
+        .first()
+        .map(|d| d.cli(trunk.cli_format, country))
+        .unwrap_or_else(|| trunk.username.clone());
+    let number = match number {
+        _ if emergency => dialled.to_string(),
+        Ok(n) => n.cli(trunk.cli_format, country),
+        Err(_) => return Err(404),
+    };
+    if emergency {
+        tracing::warn!(extension, trunk = %trunk.name, number = %number, "EMERGENCY call: straight out through the trunk");
+    } else {
+        tracing::info!(extension, trunk = %trunk.name, "call out through the trunk");
+    }
+    Ok(Some(bridge::Plan::Out { trunk, number, cli }))
 }
 
 /// How the caller's audio arrived, into `call_media`.

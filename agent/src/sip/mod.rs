@@ -102,6 +102,9 @@ pub enum Origin {
     Direct,
     /// Through a trunk, for one of its numbers (E.164) when known.
     Trunk { name: String, did: Option<String> },
+    /// From one of the business's phones, authenticated as `extension`,
+    /// dialling `dialled` (the Request-URI's user).
+    Phone { extension: String, dialled: String },
 }
 
 /// A new INVITE, for the layer above to take (start a call) or refuse.
@@ -283,6 +286,7 @@ pub async fn serve(
         )
     });
 
+    let agent_user = user.clone();
     let contact_for = move |t: Transport| -> Option<rsipstack::sip::Uri> {
         let (_, addr) = listen.iter().find(|(lt, _)| *lt == t).or(listen.first())?;
         let suffix = if t == Transport::Tcp {
@@ -326,11 +330,11 @@ pub async fn serve(
         }
         match tx.original.method {
             Method::Invite => {
-                let origin = match origin_of(&tx, &trunks) {
+                let origin = match origin_of(&tx, &trunks, &registrar, &agent_user) {
                     Ok(o) => o,
-                    Err(status) => {
+                    Err((status, headers)) => {
                         tokio::spawn(async move {
-                            let _ = tx.reply(status).await;
+                            let _ = tx.reply_with(status, headers, None).await;
                         });
                         continue;
                     }
@@ -397,42 +401,81 @@ pub async fn serve(
 static STRANGERS_LOG: crate::limits::BurstLog =
     crate::limits::BurstLog::new("INVITEs from no trunk's address (sip: trunks are configured)");
 
-/// Which trunk a new INVITE comes through, or the status refusing it.
-/// With no trunk configured every caller is direct; with trunks, a call
-/// from anywhere else is refused (403): SIP scanners try every public
-/// address for a box that will call out for them.
-fn origin_of(tx: &Transaction, trunks: &trunk::Trunks) -> Result<Origin, StatusCode> {
+static TOLL_FRAUD_LOG: crate::limits::BurstLog =
+    crate::limits::BurstLog::new("unauthenticated INVITEs to outside numbers (toll fraud)");
+
+/// Where a new INVITE comes from, or the answer refusing it:
+/// - from a trunk's address: a call from the phone network, for one of
+///   the trunk's numbers (404 for any other);
+/// - naming one of our extensions in From: a desk phone's call, which
+///   must authenticate (407, then 403 for wrong credentials): only a
+///   phone that has may call out;
+/// - anyone else: refused (403) once trunks are configured (SIP scanners
+///   try every public address for a box that will call out for them);
+///   with no trunk, a direct caller may call the agent or its phones but
+///   never an outside number (toll fraud, 403).
+fn origin_of(
+    tx: &Transaction,
+    trunks: &trunk::Trunks,
+    registrar: &registrar::Registrar,
+    agent_user: &str,
+) -> Result<Origin, (StatusCode, Vec<rsipstack::sip::Header>)> {
     use rsipstack::sip::HeadersExt;
-    if trunks.is_empty() {
-        return Ok(Origin::Direct);
-    }
+    let refuse = |s: StatusCode| Err((s, Vec::new()));
     let source = tx
         .connection
         .as_ref()
         .and_then(|c| c.get_remote_addr())
-        .and_then(|a| a.get_socketaddr().ok())
-        .map(|a| a.ip());
-    let Some(t) = source.and_then(|ip| trunks.of_source(ip)) else {
+        .and_then(|a| a.get_socketaddr().ok());
+    let country = trunks.country.unwrap_or(crate::phone::Country::GB);
+    let dialled = tx.original.uri.user().unwrap_or_default().to_string();
+    if let Some(t) = source.and_then(|s| trunks.of_source(s.ip())) {
+        let to = tx
+            .original
+            .to_header()
+            .map(|h| h.value().to_string())
+            .unwrap_or_default();
+        let did = t.did(&tx.original.uri.to_string(), &to, country);
+        if did.is_none() && !t.dids.is_empty() {
+            tracing::info!(trunk = %t.name, "refused a trunk call for a number that is not one of its dids");
+            return refuse(StatusCode::NotFound);
+        }
+        return Ok(Origin::Trunk {
+            name: t.name.clone(),
+            did: did.map(|d| d.e164()),
+        });
+    }
+    let from = tx
+        .original
+        .from_header()
+        .map(|h| h.value().to_string())
+        .unwrap_or_default();
+    let from_user = registrar::user_of(&from).unwrap_or_default();
+    if let Some(source) = source
+        && registrar.is_extension(from_user)
+    {
+        let extension = registrar.authorize(&tx.original, source)?;
+        if extension != from_user {
+            tracing::info!(extension = %extension, "refused a call from a phone presenting another extension's number");
+            return refuse(StatusCode::Forbidden);
+        }
+        return Ok(Origin::Phone { extension, dialled });
+    }
+    if !trunks.is_empty() {
         crate::limits::count(&crate::limits::COUNTERS.invites_from_strangers, 1);
         STRANGERS_LOG.hit(std::time::Instant::now());
         tracing::debug!(source = ?source, "refused an INVITE from an address that is no trunk's");
-        return Err(StatusCode::Forbidden);
-    };
-    let country = trunks.country.unwrap_or(crate::phone::Country::GB);
-    let to = tx
-        .original
-        .to_header()
-        .map(|h| h.value().to_string())
-        .unwrap_or_default();
-    let did = t.did(&tx.original.uri.to_string(), &to, country);
-    if did.is_none() && !t.dids.is_empty() {
-        tracing::info!(trunk = %t.name, "refused a trunk call for a number that is not one of its dids");
-        return Err(StatusCode::NotFound);
+        return refuse(StatusCode::Forbidden);
     }
-    Ok(Origin::Trunk {
-        name: t.name.clone(),
-        did: did.map(|d| d.e164()),
-    })
+    let outside = dialled != agent_user
+        && !registrar.is_extension(&dialled)
+        && crate::phone::Phone::parse_in(&dialled, country).is_ok();
+    if outside {
+        crate::limits::count(&crate::limits::COUNTERS.toll_fraud_refused, 1);
+        TOLL_FRAUD_LOG.hit(std::time::Instant::now());
+        return refuse(StatusCode::Forbidden);
+    }
+    Ok(Origin::Direct)
 }
 
 /// Accept TCP connections for rsipstack, within the guard's limits.

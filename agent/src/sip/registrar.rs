@@ -32,6 +32,14 @@ struct State {
     lockout: Lockout,
 }
 
+/// Who challenges: the registrar (401, WWW-Authenticate) or the box as
+/// the phones' proxy for their calls (407, Proxy-Authenticate).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Challenged {
+    Registrar,
+    Proxy,
+}
+
 pub struct Registrar {
     realm: String,
     max_expires_ms: u64,
@@ -72,7 +80,7 @@ fn header<'a>(req: &'a rsipstack::sip::Request, name: &str) -> Option<&'a str> {
 }
 
 /// The user part of a To/From value: `"Ann" <sip:101@shop;x=y>;tag=1` → 101.
-fn user_of(value: &str) -> Option<&str> {
+pub fn user_of(value: &str) -> Option<&str> {
     let inner = match value.find('<') {
         Some(i) => &value[i + 1..],
         None => value,
@@ -292,6 +300,11 @@ impl Registrar {
             .unwrap_or_default()
     }
 
+    /// Is `number` one of the business's extensions?
+    pub fn is_extension(&self, number: &str) -> bool {
+        self.extensions.contains_key(number)
+    }
+
     /// The name configured for extension `number`.
     pub fn name_of(&self, number: &str) -> Option<&str> {
         self.extensions.get(number).map(|(n, _)| n.as_str())
@@ -317,7 +330,7 @@ impl Registrar {
         self.wall_at_start + at_ms
     }
 
-    fn challenge(&self, to: std::net::IpAddr, stale: bool) -> Vec<Header> {
+    fn challenge(&self, to: std::net::IpAddr, stale: bool, kind: Challenged) -> Vec<Header> {
         let nonce = match self.state.lock() {
             Ok(mut s) => s.nonces.issue(self.now_ms(), to, rand::random()),
             Err(_) => return Vec::new(),
@@ -325,9 +338,93 @@ impl Registrar {
         self.offer
             .iter()
             .map(|&a| {
-                Header::WwwAuthenticate(Nonces::challenge(&self.realm, &nonce, a, stale).into())
+                let v = Nonces::challenge(&self.realm, &nonce, a, stale);
+                match kind {
+                    Challenged::Registrar => Header::WwwAuthenticate(v.into()),
+                    Challenged::Proxy => Header::ProxyAuthenticate(v.into()),
+                }
             })
             .collect()
+    }
+
+    /// Which extension sent `req` (a call from a desk phone), by its
+    /// Proxy-Authorization; or the answer to send: 407 with a challenge,
+    /// 403 for wrong credentials or a locked-out address.
+    pub fn authorize(
+        &self,
+        req: &rsipstack::sip::Request,
+        source: SocketAddr,
+    ) -> Result<String, (StatusCode, Vec<Header>)> {
+        let method = req.method.to_string();
+        self.check(req, &method, source, Challenged::Proxy)
+    }
+
+    /// The extension whose credentials `req` carries for our realm, or the
+    /// answer refusing it.
+    fn check(
+        &self,
+        req: &rsipstack::sip::Request,
+        method: &str,
+        source: SocketAddr,
+        kind: Challenged,
+    ) -> Result<String, (StatusCode, Vec<Header>)> {
+        let now = self.now_ms();
+        let ip = source.ip();
+        let (header_name, challenge_code) = match kind {
+            Challenged::Registrar => ("Authorization", StatusCode::Unauthorized),
+            Challenged::Proxy => (
+                "Proxy-Authorization",
+                StatusCode::ProxyAuthenticationRequired,
+            ),
+        };
+        // Of the Authorization headers (a phone may carry one for another
+        // realm too), the one for ours.
+        let mut present = false;
+        let auth = req
+            .headers
+            .iter()
+            .filter(|h| h.name().eq_ignore_ascii_case(header_name))
+            .filter_map(|h| {
+                present = true;
+                Authorization::parse(h.value()).ok()
+            })
+            .find(|a| a.realm == self.realm);
+        let Some(auth) = auth else {
+            if present {
+                tracing::debug!(method, "no authorization we can read for our realm");
+                return Err((StatusCode::BadRequest, Vec::new()));
+            }
+            return Err((challenge_code, self.challenge(ip, false, kind)));
+        };
+        if self
+            .state
+            .lock()
+            .map(|s| s.lockout.is_locked(ip, &auth.username, now))
+            .unwrap_or(true)
+        {
+            return Err((StatusCode::Forbidden, Vec::new()));
+        }
+        let verdict = match self.state.lock() {
+            Ok(mut s) => s.nonces.verify(&auth, method, ip, now, |user, realm| {
+                (realm == self.realm)
+                    .then(|| self.extensions.get(user).map(|(_, s)| s.clone()))
+                    .flatten()
+            }),
+            Err(_) => return Err((StatusCode::ServerInternalError, Vec::new())),
+        };
+        match verdict {
+            Verdict::Ok(user) => Ok(user),
+            Verdict::Stale => Err((challenge_code, self.challenge(ip, true, kind))),
+            // A count already used: a replay, or UDP reordering a phone's
+            // own requests. Challenge again; nothing is counted, nothing
+            // changes.
+            Verdict::Replay => Err((challenge_code, self.challenge(ip, true, kind))),
+            Verdict::Refused => {
+                tracing::debug!(user = %auth.username, method, "refused: wrong credentials");
+                self.failed(source, &auth.username, now);
+                Err((StatusCode::Forbidden, Vec::new()))
+            }
+        }
     }
 
     /// Answer a REGISTER that came from `source` over `transport`.
@@ -344,53 +441,9 @@ impl Registrar {
     ) -> (StatusCode, Vec<Header>) {
         let now = self.now_ms();
         let ip = source.ip();
-        // Of the Authorization headers (a phone may carry one for another
-        // realm too), the one for ours.
-        let mut present = false;
-        let auth = req
-            .headers
-            .iter()
-            .filter(|h| h.name().eq_ignore_ascii_case("Authorization"))
-            .filter_map(|h| {
-                present = true;
-                Authorization::parse(h.value()).ok()
-            })
-            .find(|a| a.realm == self.realm);
-        let Some(auth) = auth else {
-            if present {
-                tracing::debug!("REGISTER with no authorization we can read for our realm");
-                return (StatusCode::BadRequest, Vec::new());
-            }
-            return (StatusCode::Unauthorized, self.challenge(ip, false));
-        };
-        if self
-            .state
-            .lock()
-            .map(|s| s.lockout.is_locked(ip, &auth.username, now))
-            .unwrap_or(true)
-        {
-            return (StatusCode::Forbidden, Vec::new());
-        }
-        let verdict = match self.state.lock() {
-            Ok(mut s) => s.nonces.verify(&auth, "REGISTER", ip, now, |user, realm| {
-                (realm == self.realm)
-                    .then(|| self.extensions.get(user).map(|(_, s)| s.clone()))
-                    .flatten()
-            }),
-            Err(_) => return (StatusCode::ServerInternalError, Vec::new()),
-        };
-        let user = match verdict {
-            Verdict::Ok(user) => user,
-            Verdict::Stale => return (StatusCode::Unauthorized, self.challenge(ip, true)),
-            // A count already used: a replay, or UDP reordering a phone's
-            // own requests. Challenge again; nothing is counted, nothing
-            // changes.
-            Verdict::Replay => return (StatusCode::Unauthorized, self.challenge(ip, true)),
-            Verdict::Refused => {
-                tracing::debug!(user = %auth.username, "REGISTER refused: wrong credentials");
-                self.failed(source, &auth.username, now);
-                return (StatusCode::Forbidden, Vec::new());
-            }
+        let user = match self.check(req, "REGISTER", source, Challenged::Registrar) {
+            Ok(u) => u,
+            Err(answer) => return answer,
         };
         // An extension registers its own number only.
         let to = header(req, "To").and_then(user_of);
