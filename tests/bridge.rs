@@ -338,3 +338,89 @@ fn when_nobody_answers_the_agent_does() {
     });
     assert!(t.contains("boiler"), "{t}");
 }
+
+#[test]
+fn a_desk_phone_calls_another_and_strangers_cannot_call_out() {
+    let agent = Agent::start_with("bridge-internal", &extensions(""));
+    // Nobody may call out through the box without authenticating: not a
+    // stranger, and not someone presenting an extension's number.
+    assert_eq!(
+        invite_from([127, 0, 0, 6], &agent, "+447700900123", "07700900123"),
+        403
+    );
+    assert_eq!(
+        invite_from([127, 0, 0, 6], &agent, "07700900123", "anyone"),
+        403
+    );
+    assert_eq!(
+        invite_from([127, 0, 0, 6], &agent, "+447700900123", "101"),
+        407
+    );
+    let st: serde_json::Value = serde_json::from_str(&ok(&agent, &["status"])).unwrap();
+    assert_eq!(st["limits_hit"]["toll_fraud_refused"], 2, "{st}");
+    assert_eq!(db_calls(&agent), 0, "refusals leave no call");
+
+    let hello = speech_wav(
+        agent.dir.path(),
+        "workshop",
+        "Good morning, this is the workshop.",
+        8000,
+        0.5,
+        3.0,
+    );
+    let _workshop = DeskPhone::start(&agent, "102", SECRET_102, true, Some(&hello), 60);
+    let words = speech_wav(
+        agent.dir.path(),
+        "desk",
+        "Hello, I would like a quote for a new boiler please.",
+        8000,
+        0.5,
+        6.0,
+    );
+    let desk = DeskPhone::start_dialling(
+        &agent,
+        "101",
+        SECRET_101,
+        false,
+        Some(&words),
+        Some("102"),
+        40,
+    );
+    let db = Db::open(&agent.database());
+    let (id, answered, reason) = ended_call(&db);
+    assert!(answered.is_some());
+    assert!(reason.contains("hung up"), "{reason}");
+    let direction: String =
+        db.0.query_row("SELECT direction FROM calls WHERE id = ?1", [&id], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    assert_eq!(direction, "internal");
+    let l = legs(&db, &id);
+    assert_eq!(
+        (l[0].target.as_str(), l[0].outcome.as_str()),
+        ("102", "answered"),
+        "{l:?}"
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let c = db.channel_transcript(&id, "caller").to_lowercase();
+        let p = db.channel_transcript(&id, "callee").to_lowercase();
+        if c.contains("boiler") && p.contains("workshop") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "101: {c:?}; 102: {p:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(300));
+    }
+    drop(desk);
+}
+
+fn db_calls(agent: &Agent) -> i64 {
+    Db::open(&agent.database())
+        .0
+        .query_row("SELECT count(*) FROM calls", [], |r| r.get(0))
+        .unwrap_or(0)
+}

@@ -204,11 +204,15 @@ pub(super) async fn ring(ctx: &Arc<CallCtx>, mut caller: Caller<'_>, plan: Plan)
         false,
     );
     let (fork_state_tx, mut fork_states) = caller.dialogs.new_dialog_state_channel();
+    // The ringer's clock is monotonic: a wall-clock step (NTP at boot)
+    // must not fire or stall ring timeouts.
+    let origin = tokio::time::Instant::now();
+    let mono = move || origin.elapsed().as_millis() as u64;
     let mut ringer = Ringer::new(
         strategy,
         ring_ms,
         targets.iter().map(|(_, c)| c.len()).collect(),
-        now_ms() as u64,
+        mono(),
     );
     let _ = caller.server.ringing(None, None);
     // Fork index → its record; results of the INVITEs as they finish.
@@ -292,13 +296,10 @@ pub(super) async fn ring(ctx: &Arc<CallCtx>, mut caller: Caller<'_>, plan: Plan)
                         Cancelled::CallerGone => "caller hung up",
                     });
                     if let Some(d) = f.dialog.clone() {
-                        // CANCEL while it rings; a fork that answered in
-                        // the race is hung up (rsipstack BYEs a cancelled
-                        // INVITE's 2xx).
+                        // CANCEL while it rings, BYE if it answered in the
+                        // race (a confirmed dialog ignores CANCEL).
                         tokio::spawn(async move {
-                            if d.cancel().await.is_err() {
-                                let _ = d.hangup().await;
-                            }
+                            let _ = d.hangup().await;
                         });
                     }
                 }
@@ -314,9 +315,9 @@ pub(super) async fn ring(ctx: &Arc<CallCtx>, mut caller: Caller<'_>, plan: Plan)
         if outcome.is_some() || ended.is_some() {
             break;
         }
-        let deadline = ringer.poll_timeout().map(|t| {
-            tokio::time::Instant::now() + Duration::from_millis(t.saturating_sub(now_ms() as u64))
-        });
+        let deadline = ringer
+            .poll_timeout()
+            .map(|t| origin + Duration::from_millis(t));
         tokio::select! {
             ev = caller.events.recv() => match ev {
                 Some(DialogEvent::Terminated(reason)) => {
@@ -374,23 +375,23 @@ pub(super) async fn ring(ctx: &Arc<CallCtx>, mut caller: Caller<'_>, plan: Plan)
                                 tracing::warn!(call = %caller.call_id, error = %e, "cannot answer the provider's challenge");
                                 f.end(outcome_of(resp.status_code.code()));
                                 f.status = Some(resp.status_code.code());
-                                ringer.failed(fork, now_ms() as u64);
+                                ringer.failed(fork, mono());
                             }
                         }
                     }
                     Ok((_, Some(resp))) => {
                         f.end(outcome_of(resp.status_code.code()));
                         f.status = Some(resp.status_code.code());
-                        ringer.failed(fork, now_ms() as u64);
+                        ringer.failed(fork, mono());
                     }
                     Ok((_, None)) => {
                         f.end("no final response");
-                        ringer.failed(fork, now_ms() as u64);
+                        ringer.failed(fork, mono());
                     }
                     Err(e) => {
                         tracing::debug!(error = %e, "a fork failed");
                         f.end("unreachable");
-                        ringer.failed(fork, now_ms() as u64);
+                        ringer.failed(fork, mono());
                     }
                 }
             },
@@ -402,7 +403,7 @@ pub(super) async fn ring(ctx: &Arc<CallCtx>, mut caller: Caller<'_>, plan: Plan)
                 }
             },
             _ = async { tokio::time::sleep_until(deadline.expect("guarded")).await }, if deadline.is_some() => {
-                ringer.handle_timeout(now_ms() as u64);
+                ringer.handle_timeout(mono());
             },
         }
     }
@@ -417,13 +418,32 @@ pub(super) async fn ring(ctx: &Arc<CallCtx>, mut caller: Caller<'_>, plan: Plan)
             });
             if let Some(d) = f.dialog.clone() {
                 tokio::spawn(async move {
-                    if d.cancel().await.is_err() {
-                        let _ = d.hangup().await;
-                    }
+                    let _ = d.hangup().await;
                 });
             }
         }
     }
+    // The other forks' INVITEs may still end, one even with a late 2xx:
+    // hang those up and forget their dialogs, whatever this call does next.
+    let others: Vec<(ForkId, Option<InviteDialog>)> = fork_of_ringer
+        .iter()
+        .enumerate()
+        .filter(|(f, _)| Some(*f) != connected)
+        .map(|(f, &i)| (f, forks[i].dialog.clone()))
+        .collect();
+    let dialogs = caller.dialogs.clone();
+    tokio::spawn(async move {
+        while let Some(Ok((fork, r))) = finals.join_next().await {
+            if let Ok((id, Some(resp))) = r
+                && resp.status_code.kind() == rsipstack::sip::StatusCodeKind::Successful
+            {
+                if let Some((_, Some(d))) = others.iter().find(|(f, _)| *f == fork) {
+                    let _ = d.hangup().await;
+                }
+                dialogs.remove_dialog(&id);
+            }
+        }
+    });
     let result = match (connected, ended) {
         (Some(fork), None) => {
             let i = fork_of_ringer[fork];
@@ -520,7 +540,7 @@ fn invite_option(
     } else {
         ""
     };
-    let host = SocketAddr::new(sip.bind, sip.port);
+    let host = SocketAddr::new(crate::sip::local_ip_towards(sip.bind, b.reach), sip.port);
     let uri =
         |s: String| rsipstack::sip::Uri::try_from(s.as_str()).map_err(|e| format!("{s}: {e}"));
     let contact_uri = b
@@ -568,7 +588,7 @@ async fn trunk_invite(
     let uri =
         |s: String| rsipstack::sip::Uri::try_from(s.as_str()).map_err(|e| format!("{s}: {e}"));
     let callee = uri(format!("sip:{number}@{}{suffix}", trunk.host))?;
-    let host = SocketAddr::new(sip.bind, sip.port);
+    let host = SocketAddr::new(crate::sip::local_ip_towards(sip.bind, server), sip.port);
     let mut headers = Vec::new();
     if trunk.pai {
         headers.push(Header::Other(
@@ -717,6 +737,7 @@ async fn bridged(
             tracing::warn!(call = %call_id, error = %e, "the answering phone's SDP is unusable");
             fork.end("unusable answer");
             let _ = dialog.bye().await;
+            caller.dialogs.remove_dialog(&dialog.id());
             let _ = caller
                 .server
                 .reject(Some(StatusCode::ServiceUnavailable), None);
@@ -727,6 +748,17 @@ async fn bridged(
         }
     };
     let _ = offer;
+    // Our side of the phone's session, for its re-INVITEs.
+    let b_answer = match b_sockets.rtp.local_addr() {
+        Ok(local) => sdp::write(
+            local,
+            rand::random::<u32>() as u64,
+            &[(b_pt, b_codec)],
+            b_remote.telephone_event,
+            false,
+        ),
+        Err(_) => String::new(),
+    };
     let Some(a_sockets) = caller.sockets.take() else {
         return;
     };
@@ -780,6 +812,7 @@ async fn bridged(
         _ => {
             tracing::error!(call = %call_id, "cannot start the bridged call's media");
             let _ = dialog.bye().await;
+            caller.dialogs.remove_dialog(&dialog.id());
             let _ = caller
                 .server
                 .reject(Some(StatusCode::ServiceUnavailable), None);
@@ -842,13 +875,18 @@ async fn bridged(
                 Some(DialogEvent::Confirmed) => {
                     let _ = a.control.send(Control::StartSending);
                 }
-                Some(DialogEvent::ReInvite { handle, .. }) => {
-                    // The same session back (hold is the next step).
-                    let _ = handle.respond(
-                        StatusCode::OK,
-                        Some(vec![Header::ContentType("application/sdp".into())]),
-                        Some(caller.answer.as_bytes().to_vec()),
-                    ).await;
+                Some(DialogEvent::ReInvite { request, handle }) => {
+                    // The same session back while the codec stays; a
+                    // switch we cannot follow mid-call is refused (488).
+                    let offer = String::from_utf8_lossy(request.body()).to_string();
+                    let _ = match super::re_offer(&offer, caller.pt, caller.codec) {
+                        super::ReOffer::Incompatible => handle.reply(StatusCode::NotAcceptableHere).await,
+                        _ => handle.respond(
+                            StatusCode::OK,
+                            Some(vec![Header::ContentType("application/sdp".into())]),
+                            Some(caller.answer.as_bytes().to_vec()),
+                        ).await,
+                    };
                 }
                 Some(DialogEvent::Info { handle }) => {
                     let _ = handle.reply(StatusCode::OK).await;
@@ -871,12 +909,18 @@ async fn bridged(
                     };
                 }
                 Some(DialogState::Terminated(id, _)) => caller.dialogs.remove_dialog(&id),
-                Some(DialogState::Updated(_, _, handle)) => {
-                    let _ = handle.respond(
-                        StatusCode::OK,
-                        Some(vec![Header::ContentType("application/sdp".into())]),
-                        Some(offer.as_bytes().to_vec()),
-                    ).await;
+                Some(DialogState::Updated(_, request, handle)) => {
+                    // The phone's re-INVITE gets our answer: the bridged
+                    // codec, or 488 when it is not offered any more.
+                    let offer = String::from_utf8_lossy(request.body()).to_string();
+                    let _ = match super::re_offer(&offer, b_pt, b_codec) {
+                        super::ReOffer::Incompatible => handle.reply(StatusCode::NotAcceptableHere).await,
+                        _ => handle.respond(
+                            StatusCode::OK,
+                            Some(vec![Header::ContentType("application/sdp".into())]),
+                            Some(b_answer.as_bytes().to_vec()),
+                        ).await,
+                    };
                 }
                 Some(DialogState::Info(_, _, handle)) | Some(DialogState::Options(_, _, handle)) => {
                     let _ = handle.reply(StatusCode::OK).await;
@@ -918,15 +962,32 @@ async fn bridged(
             _ = tokio::time::sleep_until(max_call) => break EndReason::MaxDuration,
         }
     };
-    // Whoever did not hang up is told.
-    if reason != EndReason::CallerHungUp {
-        let _ = caller.server.bye().await;
-    }
-    if reason != EndReason::CalleeHungUp {
-        let _ = dialog.bye().await;
-    }
+    // Media stops at once; whoever did not hang up is told, both at the
+    // same time (a BYE to a side that vanished waits out its timer).
     a.cancel.cancel();
     b.cancel.cancel();
+    let bye_a = async {
+        if reason != EndReason::CallerHungUp {
+            let _ = caller.server.bye().await;
+        }
+    };
+    let bye_b = async {
+        if reason != EndReason::CalleeHungUp {
+            let _ = dialog.bye().await;
+        }
+    };
+    let _ =
+        tokio::time::timeout(Duration::from_secs(5), async { tokio::join!(bye_a, bye_b) }).await;
+    // Ours to forget (rsipstack keeps a confirmed client dialog until
+    // told), with any other fork's that ends meanwhile.
+    caller.dialogs.remove_dialog(&dialog.id());
+    while let Ok(Some(st)) =
+        tokio::time::timeout(Duration::from_millis(200), fork_states.recv()).await
+    {
+        if let DialogState::Terminated(id, _) = st {
+            caller.dialogs.remove_dialog(&id);
+        }
+    }
     let a_result = match a_result {
         Some(r) => r,
         None => a.task.await.unwrap_or((

@@ -627,7 +627,7 @@ fn store_digit(
 }
 
 /// What a re-INVITE's offer means for this call.
-fn re_offer(offer: &str, pt: u8, codec: sdp::Codec) -> ReOffer {
+pub(crate) fn re_offer(offer: &str, pt: u8, codec: sdp::Codec) -> ReOffer {
     match sdp::AudioDescription::parse(offer) {
         Ok(d) if d.codec_of(pt) == Some(codec) || d.choose().ok().map(|c| c.1) == Some(codec) => {
             ReOffer::Compatible

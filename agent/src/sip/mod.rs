@@ -125,6 +125,20 @@ pub trait CallAcceptor: Send + Sync + 'static {
     fn offer(&self, call: Incoming) -> Result<(), Box<Incoming>>;
 }
 
+/// The address of ours `peer` can reach us at: the bound one, or when SIP
+/// listens on every address (`0.0.0.0`), the one the kernel would send to
+/// it from. Contacts and Vias must never say `0.0.0.0`.
+pub fn local_ip_towards(bind: std::net::IpAddr, peer: SocketAddr) -> std::net::IpAddr {
+    if !bind.is_unspecified() {
+        return bind;
+    }
+    std::net::UdpSocket::bind(SocketAddr::new(bind, 0))
+        .and_then(|s| s.connect(peer).map(|_| s))
+        .and_then(|s| s.local_addr())
+        .map(|a| a.ip())
+        .unwrap_or(bind)
+}
+
 /// Seconds a caller refused as busy is asked to wait (Retry-After).
 pub const RETRY_AFTER_SECS: u32 = 30;
 
@@ -287,15 +301,20 @@ pub async fn serve(
     });
 
     let agent_user = user.clone();
-    let contact_for = move |t: Transport| -> Option<rsipstack::sip::Uri> {
-        let (_, addr) = listen.iter().find(|(lt, _)| *lt == t).or(listen.first())?;
-        let suffix = if t == Transport::Tcp {
-            ";transport=tcp"
-        } else {
-            ""
+    let contact_for =
+        move |t: Transport, peer: Option<SocketAddr>| -> Option<rsipstack::sip::Uri> {
+            let (_, addr) = listen.iter().find(|(lt, _)| *lt == t).or(listen.first())?;
+            let mut addr = *addr;
+            if let Some(p) = peer {
+                addr.set_ip(local_ip_towards(addr.ip(), p));
+            }
+            let suffix = if t == Transport::Tcp {
+                ";transport=tcp"
+            } else {
+                ""
+            };
+            rsipstack::sip::Uri::try_from(format!("sip:{user}@{addr}{suffix}").as_str()).ok()
         };
-        rsipstack::sip::Uri::try_from(format!("sip:{user}@{addr}{suffix}").as_str()).ok()
-    };
 
     loop {
         let mut tx = tokio::select! {
@@ -339,11 +358,16 @@ pub async fn serve(
                         continue;
                     }
                 };
+                let peer = tx
+                    .connection
+                    .as_ref()
+                    .and_then(|c| c.get_remote_addr())
+                    .and_then(|a| a.get_socketaddr().ok());
                 let offered = acceptor.offer(Incoming {
                     origin,
                     tx,
                     transport,
-                    contact: contact_for(transport),
+                    contact: contact_for(transport, peer),
                     dialogs: dialogs.clone(),
                     state_tx: state_tx.clone(),
                     router: router.clone(),

@@ -386,7 +386,9 @@ impl Shell {
                         Some(Pair::Other(done)) => drop(done),
                         Some(Pair::Lead { other }) => {
                             // Returns when the other tap drops its end.
-                            let _ = other.recv_timeout(PAIR_WAIT);
+                            if let Err(RecvTimeoutError::Timeout) = other.recv_timeout(PAIR_WAIT) {
+                                tracing::warn!(call = %self.call_id, "the other side's transcript is still not done; the call is marked complete without waiting more");
+                            }
                             self.summarise(&text);
                             self.out.store.transcript_complete(&self.call_id);
                         }
@@ -521,6 +523,12 @@ impl Shell {
     }
 
     fn finish_recording(&mut self) {
+        // The other side's last audio first (it is paired as it comes).
+        if let (Some(r), Some(rx)) = (self.recording.as_mut(), &self.callee) {
+            while let Ok(v) = rx.try_recv() {
+                r.rec.push_callee(&v);
+            }
+        }
         if let Some(r) = self.recording.take() {
             match r.rec.finish(&r.conn) {
                 Ok(w) => tracing::debug!(

@@ -42,7 +42,21 @@ pub async fn run(
     cancel: CancellationToken,
 ) {
     if trunk.mode != TrunkMode::Register {
-        return;
+        // An IP trunk's host is looked up again now and then: DNS may not
+        // be up at boot, and a provider's address can change.
+        loop {
+            let wait = match trunk.resolve().await {
+                Ok(_) => Duration::from_secs(300),
+                Err(e) => {
+                    tracing::warn!(trunk = %trunk.name, error = %e, "trunk host does not resolve; calls from it are refused until it does");
+                    Duration::from_secs(10)
+                }
+            };
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = tokio::time::sleep(wait) => {}
+            }
+        }
     }
     let origin = Instant::now();
     let mono = || origin.elapsed().as_millis() as u64;
@@ -168,6 +182,9 @@ async fn register(
     let mut authorization: Option<Header> = None;
     let mut challenged = 0;
     let mut moved = false;
+    // The challenge last answered, to answer again (nc + 1) when the
+    // REGISTER is sent once more from where the provider saw us.
+    let mut last: Option<(Challenge, bool)> = None;
     loop {
         let contact_at = st.public.unwrap_or(SocketAddr::new(ip, local.bind.port()));
         st.seq = st.seq.wrapping_add(1);
@@ -206,11 +223,15 @@ async fn register(
                     return Ok((resp, contact_at));
                 }
                 authorization = Some(answer(trunk, st, &c, proxy));
+                last = Some((c, proxy));
             }
             StatusCode::OK if !moved && st.public.is_some_and(|p| p != contact_at) => {
                 // Registered at an address the provider cannot reach back:
-                // again with the one it saw.
+                // again with the one it saw, with credentials.
                 moved = true;
+                if let Some((c, proxy)) = &last {
+                    authorization = Some(answer(trunk, st, c, *proxy));
+                }
             }
             _ => return Ok((resp, contact_at)),
         }
@@ -361,7 +382,10 @@ async fn attempt(
     };
     let (resp, contact_at) = resp;
     match resp.status_code {
-        StatusCode::OK => Attempt::Registered(granted(&resp, contact_at, expires)),
+        StatusCode::OK => match granted(&resp, contact_at, expires) {
+            0 => Attempt::Failed(Failure::Refused(200, "OK, but for 0 seconds".into())),
+            g => Attempt::Registered(g),
+        },
         StatusCode::IntervalTooBrief => {
             let min = resp
                 .headers
@@ -408,16 +432,8 @@ fn server_uri(trunk: &Trunk) -> rsipstack::sip::Uri {
         .unwrap_or_default()
 }
 
-/// The address of ours the provider can reach: the bound one, or when SIP
-/// listens on every address, the one the kernel would send to it from.
 fn local_ip_towards(local: Local, server: SocketAddr) -> IpAddr {
-    if !local.bind.ip().is_unspecified() {
-        return local.bind.ip();
-    }
-    let probe = std::net::UdpSocket::bind(SocketAddr::new(local.bind.ip(), 0))
-        .and_then(|s| s.connect(server).map(|_| s))
-        .and_then(|s| s.local_addr());
-    probe.map(|a| a.ip()).unwrap_or(local.bind.ip())
+    crate::sip::local_ip_towards(local.bind.ip(), server)
 }
 
 /// One OPTIONS to the provider: answered (with any status) in time?

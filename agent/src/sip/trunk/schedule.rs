@@ -15,6 +15,8 @@ const MIN_EXPIRES_CAP: u32 = 86_400;
 /// 423s in a row before we call the provider broken (each should give the
 /// one Min-Expires that satisfies it).
 const TOO_BRIEF_RETRIES: u32 = 3;
+/// The soonest a refresh goes after a grant.
+const MIN_REFRESH_MS: u64 = 5_000;
 
 /// Where a trunk's registration stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -66,6 +68,9 @@ pub struct Schedule {
     /// The provider's Min-Expires from its last 423, if above what we ask.
     min_secs: Option<u32>,
     state: State,
+    /// A REGISTER is out (the state stays Registered meanwhile: the grant
+    /// in force still holds).
+    in_flight: bool,
     next_at_ms: u64,
     failures: u32,
     too_brief: u32,
@@ -81,6 +86,7 @@ impl Schedule {
             asked_secs: expires_secs,
             min_secs: None,
             state: State::Starting,
+            in_flight: false,
             next_at_ms: now_ms,
             failures: 0,
             too_brief: 0,
@@ -92,7 +98,7 @@ impl Schedule {
 
     /// Is it time for a REGISTER?
     pub fn due(&self, now_ms: u64) -> bool {
-        self.state != State::Registering && now_ms >= self.next_at_ms
+        !self.in_flight && now_ms >= self.next_at_ms
     }
 
     /// When the next REGISTER is due (for the task's timer).
@@ -102,7 +108,8 @@ impl Schedule {
 
     /// A REGISTER goes out now; the lifetime to ask for.
     pub fn start(&mut self) -> u32 {
-        if self.state != State::Unreachable {
+        self.in_flight = true;
+        if matches!(self.state, State::Starting | State::Failed) {
             self.state = State::Registering;
         }
         self.min_secs
@@ -114,8 +121,12 @@ impl Schedule {
     /// like RFC 5626's refresh).
     pub fn registered(&mut self, granted_secs: u32, now_ms: u64) {
         let granted_ms = granted_secs.max(1) as u64 * 1000;
-        let refresh =
-            (granted_ms * 3 / 4).min(granted_ms.saturating_sub(10_000).max(granted_ms / 2));
+        // Never sooner than 5 s: a provider granting a second must not
+        // make us REGISTER in a tight loop.
+        let refresh = (granted_ms * 3 / 4)
+            .min(granted_ms.saturating_sub(10_000).max(granted_ms / 2))
+            .max(MIN_REFRESH_MS);
+        self.in_flight = false;
         self.state = State::Registered;
         self.failures = 0;
         self.too_brief = 0;
@@ -129,10 +140,13 @@ impl Schedule {
     /// once with it, a few times, or a failure.
     pub fn too_brief(&mut self, min_expires: Option<u32>, now_ms: u64, jitter: f64) {
         self.too_brief += 1;
+        self.in_flight = false;
         match min_expires {
             Some(m) if m <= MIN_EXPIRES_CAP && self.too_brief <= TOO_BRIEF_RETRIES => {
                 self.min_secs = Some(m);
-                self.state = State::Failed;
+                if self.state == State::Registering {
+                    self.state = State::Failed;
+                }
                 self.next_at_ms = now_ms;
                 self.last_error = Some(format!("423: provider asked for at least {m} s"));
             }
@@ -145,12 +159,12 @@ impl Schedule {
     pub fn failed(&mut self, why: Failure, now_ms: u64, jitter: f64) {
         self.failures = self.failures.saturating_add(1);
         self.too_brief = 0;
-        // A registration still in force stays usable until it lapses.
+        self.in_flight = false;
+        // A registration still in force stays usable (and kept alive)
+        // until it lapses.
         let lapsed = self.expires_at_ms.is_none_or(|t| now_ms >= t);
-        if lapsed || self.state != State::Unreachable {
-            self.state = State::Failed;
-        }
         if lapsed {
+            self.state = State::Failed;
             self.expires_at_ms = None;
         }
         self.next_at_ms = now_ms + backoff_ms(self.failures, jitter);
@@ -161,7 +175,7 @@ impl Schedule {
     /// gone. Register again as soon as the backoff allows: when it comes
     /// back it may have forgotten us.
     pub fn unreachable(&mut self, now_ms: u64, jitter: f64) {
-        if matches!(self.state, State::Registered | State::Registering) {
+        if self.state == State::Registered {
             self.state = State::Unreachable;
             self.last_error = Some("keepalives unanswered".into());
             self.next_at_ms = self.next_at_ms.min(now_ms + backoff_ms(1, jitter));
@@ -294,6 +308,23 @@ mod tests {
         s.start();
         s.registered(600, 800_000);
         assert_eq!(s.state(), State::Registered);
+        // A refresh that fails while the grant holds: still registered
+        // (keepalives go on), retried with backoff; failed once it lapses.
+        let mut r = Schedule::new(600, 0);
+        r.start();
+        r.registered(600, 0);
+        r.start();
+        assert_eq!(r.state(), State::Registered);
+        r.failed(Failure::NoAnswer("timeout".into()), 450_000, 0.0);
+        assert_eq!(r.state(), State::Registered);
+        assert_eq!(r.next_at_ms(), 450_500);
+        r.start();
+        r.failed(Failure::NoAnswer("timeout".into()), 600_000, 0.0);
+        assert_eq!(r.state(), State::Failed);
+        // A grant of one second is not refreshed in a tight loop.
+        r.start();
+        r.registered(1, 700_000);
+        assert_eq!(r.next_at_ms(), 705_000);
         // Not registered yet: keepalives do not change a failure.
         let mut f = Schedule::new(600, 0);
         f.unreachable(0, 0.0);
