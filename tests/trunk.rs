@@ -321,6 +321,15 @@ fn a_caller_on_the_phone_network_reaches_the_did_and_the_box_rings_the_desk_phon
     let _ = baresip.0.wait();
     let out = std::fs::read_to_string(cfg.join("baresip.out")).unwrap_or_default();
     assert!(out.contains("Call established"), "caller:\n{out}");
+    // Ringback as early media: a 183 with our SDP, and our RTP reaching
+    // the caller before the call is answered.
+    let rtp_at = out.find("incoming rtp for 'audio' established");
+    let answered_at = out.find("Call established");
+    assert!(out.contains("183 Session Progress"), "caller:\n{out}");
+    assert!(
+        rtp_at.is_some() && rtp_at < answered_at,
+        "RTP before the answer:\n{out}"
+    );
     let (trunk, did, reason): (String, String, String) =
         db.0.query_row(
             "SELECT trunk, did, end_reason FROM calls WHERE id = ?1",

@@ -60,6 +60,11 @@ pub(super) struct Caller<'a> {
     /// Our SDP answer to the caller.
     pub answer: &'a str,
     pub dialogs: &'a Arc<DialogLayer>,
+    /// Send ringback as early media (183 with our answer) while phones
+    /// ring: for calls through a trunk, whose INVITE is the provider's.
+    /// Anyone else gets 180 and makes its own ringback: an INVITE alone
+    /// must not make the box stream at an address it names.
+    pub early_media: bool,
 }
 
 /// Whom a call rings.
@@ -214,7 +219,35 @@ pub(super) async fn ring(ctx: &Arc<CallCtx>, mut caller: Caller<'_>, plan: Plan)
         targets.iter().map(|(_, c)| c.len()).collect(),
         mono(),
     );
-    let _ = caller.server.ringing(None, None);
+    // One channel for every leg's events (keys pressed).
+    let (leg_events_tx, leg_events) = mpsc::unbounded_channel();
+    let mut ringing_leg: Option<Running> = None;
+    if caller.early_media
+        && let Ok(leg) = RtpLeg::new(
+            leg_config(ctx, caller.codec, caller.pt, caller.remote, caller.rtcp_mux),
+            0,
+        )
+        && let Some(sockets) = caller.sockets.take()
+    {
+        let r = start_leg(
+            sockets,
+            leg,
+            Box::new(leg::Discard),
+            leg_events_tx.clone(),
+            Channel::Caller,
+        );
+        let _ = r
+            .control
+            .send(Control::Tone(Some(ringback(ctx.cfg.site.country))));
+        let _ = r.control.send(Control::StartSending);
+        let _ = caller.server.ringing(
+            Some(vec![Header::ContentType("application/sdp".into())]),
+            Some(caller.answer.as_bytes().to_vec()),
+        );
+        ringing_leg = Some(r);
+    } else {
+        let _ = caller.server.ringing(None, None);
+    }
     // Fork index → its record; results of the INVITEs as they finish.
     let mut forks: Vec<Fork> = Vec::new();
     let mut fork_of_ringer: Vec<usize> = Vec::new();
@@ -444,6 +477,13 @@ pub(super) async fn ring(ctx: &Arc<CallCtx>, mut caller: Caller<'_>, plan: Plan)
             }
         }
     });
+    // Not bridged: the ringback stops, and the caller's sockets come back
+    // for the agent to answer with.
+    if connected.is_none()
+        && let Some(r) = ringing_leg.take()
+    {
+        *caller.sockets = r.stop().await;
+    }
     let result = match (connected, ended) {
         (Some(fork), None) => {
             let i = fork_of_ringer[fork];
@@ -457,6 +497,7 @@ pub(super) async fn ring(ctx: &Arc<CallCtx>, mut caller: Caller<'_>, plan: Plan)
                     rtcp: b_rtcp,
                 },
                 &offer,
+                (ringing_leg.take(), leg_events_tx, leg_events),
             )
             .await;
             Rung::Done
@@ -646,34 +687,41 @@ async fn trunk_invite(
     })
 }
 
+/// Every leg's events, tagged with its side.
+type LegEventsTx = mpsc::UnboundedSender<(Channel, LegEvent)>;
+type LegEventsRx = mpsc::UnboundedReceiver<(Channel, LegEvent)>;
+
 /// A leg's task and how to steer it.
 struct Running {
     control: mpsc::UnboundedSender<Control>,
     cancel: CancellationToken,
     task: tokio::task::JoinHandle<(LegEnd, LegStats, ShellStats)>,
+    /// Shared with the task while it runs.
+    sockets: Arc<leg::Sockets>,
 }
 
-#[allow(clippy::too_many_arguments)]
 fn start_leg(
     sockets: leg::Sockets,
     leg: RtpLeg,
-    mut sink: impl crate::media::sink::FrameSink + 'static,
-    events: mpsc::UnboundedSender<(Channel, LegEvent)>,
+    sink: Box<dyn crate::media::sink::FrameSink>,
+    events: LegEventsTx,
     channel: Channel,
 ) -> Running {
     let (control, control_rx) = mpsc::unbounded_channel();
     let cancel = CancellationToken::new();
+    let sockets = Arc::new(sockets);
     let task = tokio::spawn({
         let cancel = cancel.clone();
+        let sockets = sockets.clone();
         async move {
             let mut on_event = move |e: LegEvent| {
                 let _ = events.send((channel, e));
             };
             leg::run(
-                sockets,
+                &sockets,
                 leg,
                 tokio::time::Instant::now(),
-                &mut sink,
+                sink,
                 control_rx,
                 &mut on_event,
                 cancel,
@@ -685,6 +733,26 @@ fn start_leg(
         control,
         cancel,
         task,
+        sockets,
+    }
+}
+
+impl Running {
+    /// Stop the leg and have its sockets back (a ringing call the agent
+    /// answers after all).
+    async fn stop(self) -> Option<leg::Sockets> {
+        self.cancel.cancel();
+        let _ = self.task.await;
+        Arc::try_unwrap(self.sockets).ok()
+    }
+}
+
+/// The ringback callers of the site's country expect.
+fn ringback(country: crate::phone::Country) -> handlet_dsp::playout::ToneSpec {
+    use crate::phone::Country;
+    match country {
+        Country::US | Country::CA => handlet_dsp::playout::RINGBACK_US,
+        _ => handlet_dsp::playout::RINGBACK_UK,
     }
 }
 
@@ -722,6 +790,7 @@ async fn bridged(
     fork_states: &mut rsipstack::dialog::dialog::DialogStateReceiver,
     b_sockets: leg::Sockets,
     offer: &str,
+    (ringing_leg, leg_events_tx, mut leg_events): (Option<Running>, LegEventsTx, LegEventsRx),
 ) {
     let call_id = caller.call_id.to_string();
     let Some(dialog) = fork.dialog.clone() else {
@@ -759,9 +828,10 @@ async fn bridged(
         ),
         Err(_) => String::new(),
     };
-    let Some(a_sockets) = caller.sockets.take() else {
+    let a_sockets = caller.sockets.take();
+    if a_sockets.is_none() && ringing_leg.is_none() {
         return;
-    };
+    }
     // Taps first, so no audio is missed: the caller's records the call
     // (with the phone's audio on the right) and summarises it.
     let (copy_tx, copy_rx) = crossbeam_channel::bounded(256);
@@ -822,21 +892,30 @@ async fn bridged(
             return;
         }
     };
-    let (leg_events_tx, mut leg_events) = mpsc::unbounded_channel();
-    let mut a = start_leg(
-        a_sockets,
-        a_leg,
-        caller_tap.sink,
-        leg_events_tx.clone(),
-        Channel::Caller,
-    );
+    // The caller's leg: already running if it played ringback (its audio
+    // is kept from now on), else started now.
+    let mut a = match (ringing_leg, a_sockets) {
+        (Some(r), _) => {
+            let _ = r.control.send(Control::Tone(None));
+            let _ = r.control.send(Control::Sink(Box::new(caller_tap.sink)));
+            r
+        }
+        (None, Some(sockets)) => start_leg(
+            sockets,
+            a_leg,
+            Box::new(caller_tap.sink),
+            leg_events_tx.clone(),
+            Channel::Caller,
+        ),
+        (None, None) => return,
+    };
     let mut b = start_leg(
         b_sockets,
         b_leg,
-        Tee {
+        Box::new(Tee {
             inner: callee_tap.sink,
             copy: copy_tx,
-        },
+        }),
         leg_events_tx,
         Channel::Callee,
     );

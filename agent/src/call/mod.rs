@@ -235,6 +235,7 @@ pub async fn inbound(
                 rtcp_mux,
                 answer: &answer,
                 dialogs: &dialogs,
+                early_media: matches!(origin, crate::sip::Origin::Trunk { .. }),
             },
             plan,
         )
@@ -345,7 +346,7 @@ pub async fn inbound(
                         let _ = leg.0.play(samples);
                         prompt_done = Some(done);
                     }
-                    let mut tap_sink = t.sink;
+                    let tap_sink = t.sink;
                     let cancel = CancellationToken::new();
                     let (control, control_rx) = mpsc::unbounded_channel();
                     let events_tx = leg_events_tx.clone();
@@ -356,10 +357,10 @@ pub async fn inbound(
                                 let _ = events_tx.send(e);
                             };
                             leg::run(
-                                leg.1,
+                                &leg.1,
                                 leg.0,
                                 tokio::time::Instant::now(),
-                                &mut tap_sink,
+                                Box::new(tap_sink),
                                 control_rx,
                                 &mut on_event,
                                 cancel,

@@ -53,6 +53,21 @@ pub enum Control {
     Unbridge,
     /// Hold (true) or resume: the bridged audio stops reaching this peer.
     Hold(bool),
+    /// Where the peer's audio goes from now on (the call's tap, once a
+    /// ringing call is answered); the old sink is ended.
+    Sink(Box<dyn FrameSink>),
+}
+
+/// A sink for a leg whose audio is not kept yet (early media while the
+/// call rings): frames are dropped.
+pub struct Discard;
+
+impl FrameSink for Discard {
+    fn frame(&mut self, frame: &mut Vec<f32>) -> bool {
+        frame.clear();
+        true
+    }
+    fn end(&mut self) {}
 }
 
 /// Audio from the other leg of a bridge.
@@ -96,10 +111,10 @@ pub struct Sockets {
 /// RTP socket fails. Sending starts with [`Control::StartSending`] (the ACK,
 /// or early media).
 pub async fn run(
-    sockets: Sockets,
+    sockets: &Sockets,
     mut leg: RtpLeg,
     started: Instant,
-    sink: &mut dyn FrameSink,
+    mut sink: Box<dyn FrameSink>,
     mut control: mpsc::UnboundedReceiver<Control>,
     on_event: &mut (dyn FnMut(LegEvent) + Send),
     cancel: CancellationToken,
@@ -123,7 +138,7 @@ pub async fn run(
         }
         send_rtcp(
             &mut leg,
-            rtcp.as_ref().unwrap_or(&socket),
+            rtcp.as_ref().unwrap_or(socket),
             now(),
             &mut send_buf,
         )
@@ -173,6 +188,10 @@ pub async fn run(
                     from_peer = None;
                 }
                 Some(Control::Hold(h)) => leg.set_held(h),
+                Some(Control::Sink(s)) => {
+                    sink.end();
+                    sink = s;
+                }
             },
             f = async { from_peer.as_mut().expect("guarded").recv().await }, if from_peer.is_some() => match f {
                 Some(Feed::Pcm(v)) => leg.feed(&v),
@@ -199,7 +218,7 @@ pub async fn run(
     // The last report, with RTCP BYE.
     send_rtcp(
         &mut leg,
-        rtcp.as_ref().unwrap_or(&socket),
+        rtcp.as_ref().unwrap_or(socket),
         now(),
         &mut send_buf,
     )

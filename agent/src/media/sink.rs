@@ -2,7 +2,7 @@
 //! transcription or recording: it hands each 20 ms of 16 kHz audio to a
 //! sink, which must never block (the leg runs on the async runtime).
 
-pub trait FrameSink: Send {
+pub trait FrameSink: Send + 'static {
     /// Take the samples out of `frame` (leaving it empty, ideally with its
     /// capacity, so the leg allocates nothing per frame). Returns false when
     /// the sink had no room and the frame was dropped.
