@@ -30,6 +30,13 @@ enum Command {
     /// Ask the running agent which extensions are registered, where, and
     /// until when.
     Extensions,
+    /// Read an extension's password on stdin and print the `ha1` lines to
+    /// put in its [[extension]] instead of the password (in `sip.realm`).
+    ExtensionSecret {
+        /// The extension's number.
+        #[arg(long)]
+        number: String,
+    },
     /// Call the agent, play a WAV as the caller, hang up, print the stored transcript.
     Call {
         /// WAV file to speak (any rate, any channel count).
@@ -307,6 +314,25 @@ fn run(cli: Cli) -> Result<(), Error> {
         Command::Status => {
             let st = handlet_agent::control::request(&cfg.data_dir, "status")?;
             println!("{}", handlet_agent::control::pretty(&st));
+            Ok(())
+        }
+        Command::ExtensionSecret { number } => {
+            let mut password = String::new();
+            std::io::stdin()
+                .read_line(&mut password)
+                .map_err(|e| Error::Config(format!("cannot read the password from stdin: {e}")))?;
+            let password = password.trim_end_matches(['\r', '\n']);
+            if password.chars().count() < 8 {
+                return Err(Error::Config(
+                    "the password must be at least 8 characters".into(),
+                ));
+            }
+            let s = handlet_agent::sip::digest::Secret::new(&number, &cfg.sip.realm, password);
+            println!("# extension {number}, realm {:?}", cfg.sip.realm);
+            println!("ha1 = \"{}\"", s.md5);
+            if let Some(sha) = &s.sha256 {
+                println!("ha1_sha256 = \"{sha}\"");
+            }
             Ok(())
         }
         Command::Extensions => {

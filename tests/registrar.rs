@@ -430,3 +430,49 @@ fn registrations_survive_a_restart() {
     assert_eq!(r.code, 200, "{}", r.text);
     assert!(contacts_of(&agent, "101").is_empty());
 }
+
+#[test]
+fn an_extension_kept_as_its_ha1_registers_without_the_box_holding_its_password() {
+    use std::io::Write;
+    let password = "only-the-phone-knows";
+    let mut p = std::process::Command::new(bin())
+        .args(["extension-secret", "--number", "104"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    writeln!(p.stdin.take().unwrap(), "{password}").unwrap();
+    let out = p.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let lines = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        lines.contains("ha1 = \"") && lines.contains("ha1_sha256 = \""),
+        "{lines}"
+    );
+    assert!(!lines.contains(password));
+    let agent = Agent::start_with(
+        "registrar-ha1",
+        &format!("[[extension]]\nnumber = \"104\"\n{lines}"),
+    );
+    let config = std::fs::read_to_string(&agent.config).unwrap();
+    assert!(!config.contains(password), "the config holds no password");
+    let shown = ok(&agent, &["config", "show"]);
+    assert!(
+        !shown.contains(lines.lines().nth(1).unwrap().split('"').nth(1).unwrap()),
+        "HA1 not shown"
+    );
+    // A real phone with the password registers against the HA1 alone.
+    let _phone = DeskPhone::start(&agent, "104", password, false, None, 30);
+    // A wrong password still does not: 403, and an empty HA1 is no key.
+    let mut raw = Phone::new(&agent, [127, 0, 0, 3]);
+    let nonce = raw.register("104", 300, None).nonce();
+    let r = raw.register(
+        "104",
+        300,
+        Some(Phone::digest("104", "not-the-password", &nonce, 1)),
+    );
+    assert_eq!(r.code, 403);
+    let nonce = raw.register("104", 300, None).nonce();
+    let r = raw.register("104", 300, Some(Phone::digest("104", password, &nonce, 1)));
+    assert_eq!(r.code, 200, "{}", r.text);
+}

@@ -182,7 +182,15 @@ pub struct Extension {
     pub name: String,
     /// Its SIP password (at least 8 characters). Only digest hashes of it
     /// are derived and used; `config show` prints `<hidden>`.
-    pub secret: Hidden,
+    #[serde(default)]
+    pub secret: Option<Hidden>,
+    /// Or, so that the box never holds the password: its digest HA1s in
+    /// `sip.realm` (`handlet extension-secret` prints them), MD5 and
+    /// optionally SHA-256.
+    #[serde(default)]
+    pub ha1: Option<Hidden>,
+    #[serde(default)]
+    pub ha1_sha256: Option<Hidden>,
 }
 
 /// A secret read from config: never printed, never logged.
@@ -637,8 +645,35 @@ impl Config {
             if !numbers.insert(e.number.as_str()) {
                 return Err(format!("{at}: number {} is used twice", e.number));
             }
-            if e.secret.expose().chars().count() < 8 {
-                return Err(format!("{at}: secret must be at least 8 characters"));
+            let hex = |h: &Option<Hidden>, n: usize| {
+                h.as_ref().is_none_or(|h| {
+                    h.expose().len() == n && h.expose().bytes().all(|b| b.is_ascii_hexdigit())
+                })
+            };
+            match (&e.secret, &e.ha1) {
+                (Some(s), None) if s.expose().chars().count() < 8 => {
+                    return Err(format!("{at}: secret must be at least 8 characters"));
+                }
+                (Some(_), None) if e.ha1_sha256.is_some() => {
+                    return Err(format!("{at}: ha1_sha256 goes with ha1, not with secret"));
+                }
+                (Some(_), None) => {}
+                (None, Some(_)) if !hex(&e.ha1, 32) || !hex(&e.ha1_sha256, 64) => {
+                    return Err(format!(
+                        "{at}: ha1 must be 32 hex digits (MD5) and ha1_sha256 64 (SHA-256); `handlet extension-secret --number {}` prints them",
+                        e.number
+                    ));
+                }
+                (None, Some(_)) => {}
+                (Some(_), Some(_)) => {
+                    return Err(format!("{at}: give secret or ha1, not both"));
+                }
+                (None, None) => {
+                    return Err(format!(
+                        "{at}: needs a secret (its SIP password) or its ha1 (`handlet extension-secret --number {}`)",
+                        e.number
+                    ));
+                }
             }
             if e.name.chars().count() > 64 {
                 return Err(format!("{at}: name is longer than 64 characters"));
@@ -1066,7 +1101,10 @@ mod tests {
             "[[extension]]\nnumber = \"101\"\nname = \"Front desk\"\nsecret = \"correct horse\"\n";
         let c = load_str(one).unwrap();
         assert_eq!(c.extensions[0].number, "101");
-        assert_eq!(c.extensions[0].secret.expose(), "correct horse");
+        assert_eq!(
+            c.extensions[0].secret.as_ref().unwrap().expose(),
+            "correct horse"
+        );
         let shown = toml::to_string(&c).unwrap();
         assert!(
             !shown.contains("correct horse") && shown.contains("<hidden>"),
@@ -1085,7 +1123,23 @@ mod tests {
         let e = load_str("[[extension]]\nnumber = \"101\"\n")
             .unwrap_err()
             .to_string();
-        assert!(e.contains("secret"), "{e}");
+        assert!(
+            e.contains("needs a secret") && e.contains("extension-secret"),
+            "{e}"
+        );
+        // Kept as HA1s instead: checked, and never shown either.
+        let h = "[[extension]]\nnumber = \"101\"\nha1 = \"0123456789abcdef0123456789abcdef\"\n";
+        let c = load_str(h).unwrap();
+        assert!(!c.to_toml().contains("0123456789abcdef"));
+        for (bad, says) in [
+            (h.replace("abcdef\"", "abcdeX\""), "32 hex digits"),
+            (format!("{h}secret = \"correct horse\"\n"), "not both"),
+            (format!("{h}ha1_sha256 = \"00\"\n"), "ha1_sha256 64"),
+            (format!("{one}ha1_sha256 = \"00\"\n"), "goes with ha1"),
+        ] {
+            let e = load_str(&bad).unwrap_err().to_string();
+            assert!(e.contains(says), "{bad}: {e}");
+        }
         let e = load_str("[registrar]\nmin_expires_secs = 7200\n")
             .unwrap_err()
             .to_string();

@@ -49,7 +49,7 @@ impl Algorithm {
         }
     }
 
-    fn hash(self, text: &str) -> String {
+    pub fn hash(self, text: &str) -> String {
         match self {
             Algorithm::Md5 => hex(&md5::Md5::digest(text.as_bytes())),
             Algorithm::Sha256 => hex(&sha2::Sha256::digest(text.as_bytes())),
@@ -72,7 +72,8 @@ fn hex(bytes: &[u8]) -> String {
 #[derive(Clone, PartialEq, Eq)]
 pub struct Secret {
     pub md5: String,
-    pub sha256: String,
+    /// None when only the MD5 HA1 was configured: SHA-256 answers fail.
+    pub sha256: Option<String>,
 }
 
 impl Secret {
@@ -80,14 +81,23 @@ impl Secret {
         let a1 = format!("{user}:{realm}:{password}");
         Secret {
             md5: Algorithm::Md5.hash(&a1),
-            sha256: Algorithm::Sha256.hash(&a1),
+            sha256: Some(Algorithm::Sha256.hash(&a1)),
         }
     }
 
-    fn ha1(&self, alg: Algorithm) -> &str {
+    /// From HA1s computed elsewhere (`handlet extension-secret`), so the
+    /// box never holds the password itself. Lowercase hex.
+    pub fn from_ha1(md5: &str, sha256: Option<&str>) -> Secret {
+        Secret {
+            md5: md5.to_ascii_lowercase(),
+            sha256: sha256.map(str::to_ascii_lowercase),
+        }
+    }
+
+    fn ha1(&self, alg: Algorithm) -> Option<&str> {
         match alg {
-            Algorithm::Md5 => &self.md5,
-            Algorithm::Sha256 => &self.sha256,
+            Algorithm::Md5 => Some(&self.md5),
+            Algorithm::Sha256 => self.sha256.as_deref(),
         }
     }
 }
@@ -220,16 +230,16 @@ impl Authorization {
     }
 
     /// The response a client knowing `secret` would send for `method`.
-    fn expected(&self, secret: &Secret, method: &str) -> String {
+    /// None when the secret has no HA1 for this algorithm: nothing can
+    /// match (an empty HA1 would let anyone compute the answer).
+    fn expected(&self, secret: &Secret, method: &str) -> Option<String> {
         let alg = self.algorithm;
+        let ha1 = secret.ha1(alg)?;
         let ha2 = alg.hash(&format!("{method}:{}", self.uri));
-        alg.hash(&format!(
-            "{}:{}:{}:{}:auth:{ha2}",
-            secret.ha1(alg),
-            self.nonce,
-            self.nc_text,
-            self.cnonce
-        ))
+        Some(alg.hash(&format!(
+            "{ha1}:{}:{}:{}:auth:{ha2}",
+            self.nonce, self.nc_text, self.cnonce
+        )))
     }
 }
 
@@ -455,7 +465,9 @@ impl Nonces {
             return Verdict::Refused;
         };
         // Compared without an early exit: it costs nothing.
-        let want = auth.expected(&secret, method);
+        let Some(want) = auth.expected(&secret, method) else {
+            return Verdict::Refused;
+        };
         let right = want.len() == auth.response.len()
             && want
                 .bytes()
@@ -712,7 +724,16 @@ mod tests {
             nc_text: "00000001".into(),
         };
         let s = Secret::new("Mufasa", "testrealm@host.com", "Circle Of Life");
-        assert_eq!(a.expected(&s, "GET"), "6629fae49393a05397450978507c4ef1");
+        assert_eq!(
+            a.expected(&s, "GET").unwrap(),
+            "6629fae49393a05397450978507c4ef1"
+        );
+        // With only the MD5 HA1, a SHA-256 answer never matches.
+        let md5_only = Secret::from_ha1(&s.md5, None);
+        let mut sha = a.clone();
+        sha.algorithm = Algorithm::Sha256;
+        assert_eq!(sha.expected(&md5_only, "GET"), None);
+        assert_eq!(a.expected(&md5_only, "GET"), a.expected(&s, "GET"));
     }
 
     #[test]

@@ -157,14 +157,17 @@ impl Registrar {
         let extensions = cfg
             .extensions
             .iter()
-            .map(|e| {
-                (
-                    e.number.clone(),
-                    (
-                        e.name.clone(),
-                        Secret::new(&e.number, &realm, e.secret.expose()),
-                    ),
-                )
+            .filter_map(|e| {
+                let secret = match (&e.secret, &e.ha1) {
+                    (Some(s), _) => Secret::new(&e.number, &realm, s.expose()),
+                    (None, Some(h)) => {
+                        Secret::from_ha1(h.expose(), e.ha1_sha256.as_ref().map(|h| h.expose()))
+                    }
+                    // No credentials (config validation refuses it): the
+                    // extension cannot authenticate at all.
+                    (None, None) => return None,
+                };
+                Some((e.number.clone(), (e.name.clone(), secret)))
             })
             .collect();
         let r = &cfg.registrar;
