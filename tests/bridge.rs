@@ -20,6 +20,11 @@ fn extensions(ring: &str) -> String {
 
 /// The caller: baresip dialling the box, playing `wav`, hanging up after `secs`.
 fn caller(agent: &Agent, wav: &Path, secs: u64) -> (Reaped, PathBuf) {
+    caller_with(agent, wav, secs, "")
+}
+
+/// The same, with `extra` lines for its config.
+fn caller_with(agent: &Agent, wav: &Path, secs: u64, extra: &str) -> (Reaped, PathBuf) {
     let dir = baresip_config(
         agent.dir.path(),
         "caller",
@@ -27,6 +32,9 @@ fn caller(agent: &Agent, wav: &Path, secs: u64) -> (Reaped, PathBuf) {
         "udp",
         "<sip:07700900123@127.0.0.1>;regint=0;audio_codecs=PCMU",
     );
+    let mut c = std::fs::read_to_string(dir.join("config")).unwrap();
+    c.push_str(&extra.replace("{dir}", &dir.display().to_string()));
+    std::fs::write(dir.join("config"), c).unwrap();
     let out = std::fs::File::create(dir.join("baresip.out")).unwrap();
     let child = Command::new("baresip")
         .arg("-f")
@@ -423,4 +431,83 @@ fn db_calls(agent: &Agent) -> i64 {
         .0
         .query_row("SELECT count(*) FROM calls", [], |r| r.get(0))
         .unwrap_or(0)
+}
+
+/// Mean square of a mono WAV over [from, to) seconds, and its length.
+fn mono_energy(wav: &Path, from: f32, to: f32) -> f64 {
+    let mut r = hound::WavReader::open(wav).unwrap();
+    let rate = r.spec().sample_rate as f32;
+    let ch = r.spec().channels as usize;
+    let s: Vec<i16> = r.samples::<i16>().map(Result::unwrap).collect();
+    let (a, b) = (
+        ((from * rate) as usize * ch).min(s.len()),
+        ((to * rate) as usize * ch).min(s.len()),
+    );
+    s[a..b].iter().map(|&x| (x as f64).powi(2)).sum::<f64>() / (b - a).max(1) as f64
+}
+
+#[test]
+fn a_phone_puts_the_caller_on_hold_the_caller_hears_the_hold_tone_then_the_phone_again() {
+    let agent = Agent::start_with(
+        "bridge-hold",
+        &extensions("[inbound]\nring = [\"102\"]\nring_secs = 20\n"),
+    );
+    // The phone is silent throughout: whatever the caller hears is the box's.
+    let quiet = speech_wav(agent.dir.path(), "quiet", ".", 8000, 0.0, 25.0);
+    let ctrl = free_port();
+    let _phone = DeskPhone::start_with(
+        &agent,
+        "102",
+        SECRET_102,
+        true,
+        Some(&quiet),
+        None,
+        60,
+        &format!("module_app ctrl_tcp.so\nctrl_tcp_listen 127.0.0.1:{ctrl}\n"),
+    );
+    // The caller records what it hears (sndfile: dump-*-dec.wav).
+    // It hangs up when its file ends (~17 s), which closes its recording.
+    let words = speech_wav(agent.dir.path(), "caller", "Hello.", 8000, 0.2, 16.0);
+    let (mut call, dir) = caller_with(&agent, &words, 60, "module sndfile.so\nsnd_path {dir}\n");
+    wait_for(20, "the call to be bridged", || {
+        agent.log().contains("call bridged").then_some(())
+    });
+    let bridged = std::time::Instant::now();
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    let r = baresip_command(ctrl, "hold", "");
+    assert!(!r.is_empty(), "ctrl_tcp answered");
+    wait_for(10, "the hold to reach the box", || {
+        agent.log().contains("on=true").then_some(())
+    });
+    let held = bridged.elapsed().as_secs_f32();
+    std::thread::sleep(std::time::Duration::from_secs(6));
+    baresip_command(ctrl, "resume", "");
+    wait_for(10, "the resume to reach the box", || {
+        agent.log().contains("on=false").then_some(())
+    });
+    let resumed = bridged.elapsed().as_secs_f32();
+    wait_for(20, "the caller to hang up", || {
+        agent.log().contains("bridged call ended").then_some(())
+    });
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let _ = call.0.kill();
+    let _ = call.0.wait();
+    let heard = files(&dir)
+        .into_iter()
+        .find(|p| p.to_string_lossy().ends_with("-dec.wav"))
+        .unwrap_or_else(|| panic!("no recording of what the caller heard in {}", dir.display()));
+    // Before the hold: the silent phone. During it: the hold tone's pips
+    // (250 ms of 440 Hz every 4 s). After: silence again.
+    let before = mono_energy(&heard, 0.5, held - 0.5);
+    let during = mono_energy(&heard, held + 0.5, resumed - 0.5);
+    let after = mono_energy(&heard, resumed + 1.0, resumed + 3.5);
+    eprintln!("heard: before hold {before:.0}, on hold {during:.0}, after {after:.0}");
+    assert!(
+        during > 50.0 * before.max(1.0),
+        "hold tone: {during:.0} vs {before:.0}"
+    );
+    assert!(
+        during > 50.0 * after.max(1.0),
+        "tone stops on resume: {during:.0} vs {after:.0}"
+    );
 }

@@ -28,6 +28,13 @@ pub const RINGBACK_US: ToneSpec = ToneSpec {
     cadence: &[(2000, 4000)],
     level: 0.2,
 };
+/// Hold: a soft 440 Hz pip every 4 s, so a held caller knows the line is
+/// still open.
+pub const HOLD: ToneSpec = ToneSpec {
+    freqs: [440.0, 0.0],
+    cadence: &[(250, 3750)],
+    level: 0.15,
+};
 /// "Recording starts" beep: 1 kHz for 200 ms, once.
 pub const BEEP: ToneSpec = ToneSpec {
     freqs: [1000.0, 0.0],

@@ -522,6 +522,21 @@ impl DeskPhone {
         dial: Option<&str>,
         secs: u64,
     ) -> DeskPhone {
+        Self::start_with(agent, number, secret, answers, wav, dial, secs, "")
+    }
+
+    /// The same, with `extra` lines for its config (e.g. `ctrl_tcp`).
+    #[allow(clippy::too_many_arguments)]
+    pub fn start_with(
+        agent: &Agent,
+        number: &str,
+        secret: &str,
+        answers: bool,
+        wav: Option<&Path>,
+        dial: Option<&str>,
+        secs: u64,
+        extra: &str,
+    ) -> DeskPhone {
         let dir = baresip_config(
             agent.dir.path(),
             &format!("phone-{number}"),
@@ -533,6 +548,11 @@ impl DeskPhone {
                 if answers { "auto" } else { "manual" }
             ),
         );
+        if !extra.is_empty() {
+            let mut c = std::fs::read_to_string(dir.join("config")).unwrap();
+            c.push_str(extra);
+            std::fs::write(dir.join("config"), c).unwrap();
+        }
         let out = std::fs::File::create(dir.join("baresip.out")).unwrap();
         let child = Command::new("baresip")
             .arg("-f")
@@ -605,4 +625,18 @@ pub fn invite_from(from: [u8; 4], agent: &Agent, to_user: &str, from_user: &str)
             return code;
         }
     }
+}
+
+/// A command to a baresip with `ctrl_tcp` listening on `port` (a
+/// netstring of JSON, its long command names: "hold", "resume", ...).
+pub fn baresip_command(port: u16, command: &str, params: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("baresip ctrl_tcp");
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let json = format!(r#"{{"command":"{command}","params":"{params}","token":"t"}}"#);
+    s.write_all(format!("{}:{json},", json.len()).as_bytes())
+        .unwrap();
+    let mut buf = [0u8; 4096];
+    let n = s.read(&mut buf).unwrap_or(0);
+    String::from_utf8_lossy(&buf[..n]).into_owned()
 }

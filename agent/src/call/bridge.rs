@@ -59,6 +59,8 @@ pub(super) struct Caller<'a> {
     pub rtcp_mux: bool,
     /// Our SDP answer to the caller.
     pub answer: &'a str,
+    /// Where our answer to the caller says to send RTP.
+    pub local: Option<SocketAddr>,
     pub dialogs: &'a Arc<DialogLayer>,
     /// Send ringback as early media (183 with our answer) while phones
     /// ring: for calls through a trunk, whose INVITE is the provider's.
@@ -687,6 +689,48 @@ async fn trunk_invite(
     })
 }
 
+/// Our side of one leg's session.
+struct Session {
+    local: Option<SocketAddr>,
+    id: u64,
+    pt: u8,
+    codec: Codec,
+    telephone_event: Option<u8>,
+    rtcp_mux: bool,
+}
+
+/// Our answer to a re-offer of `s` whose direction is `offered`.
+fn directed(s: &Session, offered: sdp::MediaDirection) -> String {
+    let Some(local) = s.local else {
+        return String::new();
+    };
+    sdp::write_directed(
+        local,
+        s.id,
+        &[(s.pt, s.codec)],
+        s.telephone_event,
+        s.rtcp_mux,
+        offered.answer(),
+    )
+}
+
+fn direction_of(offer: &str) -> sdp::MediaDirection {
+    AudioDescription::parse(offer)
+        .map(|d| d.direction)
+        .unwrap_or(sdp::MediaDirection::Inactive)
+}
+
+/// `holder` put the call on hold (or took it off): the other party hears
+/// the hold tone instead of the holder, and the holder gets silence.
+fn hold(holder: &Running, held: &Running, on: bool, call_id: &str, who: &str) {
+    tracing::info!(call = %call_id, who, on, "hold");
+    let _ = held.control.send(Control::Hold(on));
+    let _ = held
+        .control
+        .send(Control::Tone(on.then_some(handlet_dsp::playout::HOLD)));
+    let _ = holder.control.send(Control::Hold(on));
+}
+
 /// Every leg's events, tagged with its side.
 type LegEventsTx = mpsc::UnboundedSender<(Channel, LegEvent)>;
 type LegEventsRx = mpsc::UnboundedReceiver<(Channel, LegEvent)>;
@@ -817,16 +861,22 @@ async fn bridged(
         }
     };
     let _ = offer;
-    // Our side of the phone's session, for its re-INVITEs.
-    let b_answer = match b_sockets.rtp.local_addr() {
-        Ok(local) => sdp::write(
-            local,
-            rand::random::<u32>() as u64,
-            &[(b_pt, b_codec)],
-            b_remote.telephone_event,
-            false,
-        ),
-        Err(_) => String::new(),
+    // Our side of each session, for re-INVITEs (hold, refresh).
+    let b_session = Session {
+        local: b_sockets.rtp.local_addr().ok(),
+        id: rand::random::<u32>() as u64,
+        pt: b_pt,
+        codec: b_codec,
+        telephone_event: b_remote.telephone_event,
+        rtcp_mux: false,
+    };
+    let caller_session = Session {
+        local: caller.local,
+        id: rand::random::<u32>() as u64,
+        pt: caller.pt,
+        codec: caller.codec,
+        telephone_event: caller.remote.telephone_event,
+        rtcp_mux: caller.rtcp_mux,
     };
     let a_sockets = caller.sockets.take();
     if a_sockets.is_none() && ringing_leg.is_none() {
@@ -955,16 +1005,21 @@ async fn bridged(
                     let _ = a.control.send(Control::StartSending);
                 }
                 Some(DialogEvent::ReInvite { request, handle }) => {
-                    // The same session back while the codec stays; a
+                    // The same session back while the codec stays (on hold
+                    // or not: the phone hears the hold tone meanwhile); a
                     // switch we cannot follow mid-call is refused (488).
                     let offer = String::from_utf8_lossy(request.body()).to_string();
                     let _ = match super::re_offer(&offer, caller.pt, caller.codec) {
                         super::ReOffer::Incompatible => handle.reply(StatusCode::NotAcceptableHere).await,
-                        _ => handle.respond(
-                            StatusCode::OK,
-                            Some(vec![Header::ContentType("application/sdp".into())]),
-                            Some(caller.answer.as_bytes().to_vec()),
-                        ).await,
+                        r => {
+                            let dir = direction_of(&offer);
+                            hold(&a, &b, r == super::ReOffer::Hold, &call_id, "caller");
+                            handle.respond(
+                                StatusCode::OK,
+                                Some(vec![Header::ContentType("application/sdp".into())]),
+                                Some(directed(&caller_session, dir).into_bytes()),
+                            ).await
+                        }
                     };
                 }
                 Some(DialogEvent::Info { handle }) => {
@@ -994,11 +1049,15 @@ async fn bridged(
                     let offer = String::from_utf8_lossy(request.body()).to_string();
                     let _ = match super::re_offer(&offer, b_pt, b_codec) {
                         super::ReOffer::Incompatible => handle.reply(StatusCode::NotAcceptableHere).await,
-                        _ => handle.respond(
-                            StatusCode::OK,
-                            Some(vec![Header::ContentType("application/sdp".into())]),
-                            Some(b_answer.as_bytes().to_vec()),
-                        ).await,
+                        r => {
+                            let dir = direction_of(&offer);
+                            hold(&b, &a, r == super::ReOffer::Hold, &call_id, "phone");
+                            handle.respond(
+                                StatusCode::OK,
+                                Some(vec![Header::ContentType("application/sdp".into())]),
+                                Some(directed(&b_session, dir).into_bytes()),
+                            ).await
+                        }
                     };
                 }
                 Some(DialogState::Info(_, _, handle)) | Some(DialogState::Options(_, _, handle)) => {

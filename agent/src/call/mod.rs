@@ -210,9 +210,10 @@ pub async fn inbound(
 
     // RFC 3264: the answer uses the offer's payload type numbers; a
     // re-INVITE gets the same session back.
+    let session_id = rand::random::<u32>() as u64;
     let answer = sdp::write(
         local,
-        rand::random::<u32>() as u64,
+        session_id,
         &[(pt, codec)],
         remote.telephone_event,
         rtcp_mux,
@@ -234,6 +235,7 @@ pub async fn inbound(
                 codec,
                 rtcp_mux,
                 answer: &answer,
+                local: Some(local),
                 dialogs: &dialogs,
                 early_media: matches!(origin, crate::sip::Origin::Trunk { .. }),
             },
@@ -257,6 +259,7 @@ pub async fn inbound(
     let mut media_result: Option<(LegEnd, LegStats, ShellStats)> = None;
     let (leg_events_tx, mut leg_events) = mpsc::unbounded_channel::<LegEvent>();
     let mut reinvite: Option<TransactionHandle> = None;
+    let mut reinvite_direction = sdp::MediaDirection::SendRecv;
     let mut answered_at: Option<i64> = None;
     let mut ended: Option<(i64, EndReason)> = None;
     let mut prompt_done: Option<Arc<AtomicBool>> = None;
@@ -393,12 +396,21 @@ pub async fn inbound(
                 Action::AnswerReInvite(r) => {
                     if let Some(h) = reinvite.take() {
                         let _ = match (r, &media) {
-                            // The same session as our answer: nothing changed.
+                            // The same session as our answer, in the direction
+                            // the offer asks (recvonly to a hold).
                             (Ok(()), Some(_)) => {
+                                let body = sdp::write_directed(
+                                    local,
+                                    session_id,
+                                    &[(pt, codec)],
+                                    remote.telephone_event,
+                                    rtcp_mux,
+                                    reinvite_direction.answer(),
+                                );
                                 h.respond(
                                     StatusCode::OK,
                                     Some(vec![Header::ContentType("application/sdp".into())]),
-                                    Some(answer.clone().into_bytes()),
+                                    Some(body.into_bytes()),
                                 )
                                 .await
                             }
@@ -433,6 +445,9 @@ pub async fn inbound(
                 Some(DialogEvent::Confirmed) => call.handle(Input::Ack, now_ms()),
                 Some(DialogEvent::ReInvite { request, handle }) => {
                     let offer = String::from_utf8_lossy(request.body()).to_string();
+                    reinvite_direction = sdp::AudioDescription::parse(&offer)
+                        .map(|d| d.direction)
+                        .unwrap_or(sdp::MediaDirection::SendRecv);
                     reinvite = Some(handle);
                     call.handle(Input::ReInvite(re_offer(&offer, pt, codec)), now_ms());
                 }
@@ -631,7 +646,11 @@ fn store_digit(
 pub(crate) fn re_offer(offer: &str, pt: u8, codec: sdp::Codec) -> ReOffer {
     match sdp::AudioDescription::parse(offer) {
         Ok(d) if d.codec_of(pt) == Some(codec) || d.choose().ok().map(|c| c.1) == Some(codec) => {
-            ReOffer::Compatible
+            if d.direction.is_hold() {
+                ReOffer::Hold
+            } else {
+                ReOffer::Compatible
+            }
         }
         Ok(_) => ReOffer::Incompatible,
         // An empty re-INVITE asks for our offer; a 0.0.0.0 address is the

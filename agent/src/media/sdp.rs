@@ -60,6 +60,54 @@ pub struct AudioDescription {
     pub rtcp: Option<SocketAddr>,
     /// `a=rtcp-mux` (RFC 5761): the peer offers RTCP on the RTP port.
     pub rtcp_mux: bool,
+    /// Which way the peer wants audio to flow (RFC 3264 §5.1): a phone
+    /// putting a call on hold offers `sendonly` (or `inactive`).
+    pub direction: MediaDirection,
+}
+
+/// `a=sendrecv` (the default), `a=sendonly`, `a=recvonly`, `a=inactive`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum MediaDirection {
+    #[default]
+    SendRecv,
+    SendOnly,
+    RecvOnly,
+    Inactive,
+}
+
+impl MediaDirection {
+    fn parse(s: &str) -> Option<MediaDirection> {
+        Some(match s {
+            "sendrecv" => MediaDirection::SendRecv,
+            "sendonly" => MediaDirection::SendOnly,
+            "recvonly" => MediaDirection::RecvOnly,
+            "inactive" => MediaDirection::Inactive,
+            _ => return None,
+        })
+    }
+
+    /// What we answer to an offer with this direction.
+    pub fn answer(self) -> MediaDirection {
+        match self {
+            MediaDirection::SendOnly => MediaDirection::RecvOnly,
+            MediaDirection::RecvOnly => MediaDirection::SendOnly,
+            d => d,
+        }
+    }
+
+    /// Does the offerer put us on hold (it will not listen, or send)?
+    pub fn is_hold(self) -> bool {
+        matches!(self, MediaDirection::SendOnly | MediaDirection::Inactive)
+    }
+
+    fn attribute(self) -> &'static str {
+        match self {
+            MediaDirection::SendRecv => "a=sendrecv",
+            MediaDirection::SendOnly => "a=sendonly",
+            MediaDirection::RecvOnly => "a=recvonly",
+            MediaDirection::Inactive => "a=inactive",
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -115,6 +163,8 @@ impl AudioDescription {
         let mut ptime = None;
         let mut rtcp_attr: Option<(u16, Option<IpAddr>)> = None;
         let mut rtcp_mux = false;
+        let mut session_dir = None;
+        let mut media_dir = None;
         for (i, raw) in text.lines().enumerate() {
             let line = raw.trim_end_matches('\r');
             let Some((kind, value)) = line.split_once('=') else {
@@ -155,8 +205,13 @@ impl AudioDescription {
                         session_addr = addr;
                     }
                 }
+                "a" if !in_audio && !seen_audio => {
+                    session_dir = MediaDirection::parse(value.trim()).or(session_dir);
+                }
                 "a" if in_audio => {
-                    if let Some(v) = value.strip_prefix("rtpmap:") {
+                    if let Some(d) = MediaDirection::parse(value.trim()) {
+                        media_dir = Some(d);
+                    } else if let Some(v) = value.strip_prefix("rtpmap:") {
                         let mut it = v.splitn(2, ' ');
                         let pt = it.next().and_then(|p| p.trim().parse::<u8>().ok());
                         let enc = it.next().unwrap_or("");
@@ -206,6 +261,7 @@ impl AudioDescription {
         Ok(AudioDescription {
             rtcp,
             rtcp_mux,
+            direction: media_dir.or(session_dir).unwrap_or_default(),
             remote: SocketAddr::new(ip, port),
             payload_types: pts,
             rtpmap,
@@ -255,6 +311,25 @@ pub fn write(
     telephone_event: Option<u8>,
     rtcp_mux: bool,
 ) -> String {
+    write_directed(
+        local,
+        session_id,
+        codecs,
+        telephone_event,
+        rtcp_mux,
+        MediaDirection::SendRecv,
+    )
+}
+
+/// [`write`], with the media direction given (a hold's answer).
+pub fn write_directed(
+    local: SocketAddr,
+    session_id: u64,
+    codecs: &[(u8, Codec)],
+    telephone_event: Option<u8>,
+    rtcp_mux: bool,
+    direction: MediaDirection,
+) -> String {
     let ip_kind = if local.is_ipv4() { "IP4" } else { "IP6" };
     let ip = local.ip();
     let mut pts: Vec<String> = codecs.iter().map(|(pt, _)| pt.to_string()).collect();
@@ -283,13 +358,51 @@ pub fn write(
     if rtcp_mux {
         s.push_str("a=rtcp-mux\r\n");
     }
-    s.push_str("a=ptime:20\r\na=sendrecv\r\n");
+    s.push_str("a=ptime:20\r\n");
+    s.push_str(direction.attribute());
+    s.push_str("\r\n");
     s
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hold_is_read_from_the_media_or_session_direction_and_answered() {
+        let base = "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n";
+        let m = "m=audio 10000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n";
+        let d = |s: &str| AudioDescription::parse(s).unwrap().direction;
+        assert_eq!(d(&format!("{base}{m}")), MediaDirection::SendRecv);
+        assert_eq!(
+            d(&format!("{base}{m}a=sendonly\r\n")),
+            MediaDirection::SendOnly
+        );
+        assert_eq!(
+            d(&format!("{base}a=inactive\r\n{m}")),
+            MediaDirection::Inactive
+        );
+        assert_eq!(
+            d(&format!("{base}a=inactive\r\n{m}a=sendrecv\r\n")),
+            MediaDirection::SendRecv,
+            "the media's own attribute wins"
+        );
+        assert!(MediaDirection::SendOnly.is_hold() && MediaDirection::Inactive.is_hold());
+        assert_eq!(MediaDirection::SendOnly.answer(), MediaDirection::RecvOnly);
+        let ans = write_directed(
+            "127.0.0.1:20000".parse().unwrap(),
+            1,
+            &[(0, Codec::Pcmu)],
+            None,
+            false,
+            MediaDirection::RecvOnly,
+        );
+        assert!(
+            ans.contains("a=recvonly\r\n") && !ans.contains("sendrecv"),
+            "{ans}"
+        );
+        assert_eq!(d(&ans), MediaDirection::RecvOnly);
+    }
 
     const BARESIP: &str = "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 10000 RTP/AVP 9 0 8 101\r\na=rtpmap:9 G722/8000\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:8 PCMA/8000\r\na=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-15\r\na=ptime:20\r\na=sendrecv\r\n";
 
