@@ -511,3 +511,83 @@ fn a_phone_puts_the_caller_on_hold_the_caller_hears_the_hold_tone_then_the_phone
         "tone stops on resume: {during:.0} vs {after:.0}"
     );
 }
+
+#[test]
+fn a_phone_transfers_the_caller_to_another_extension_with_refer() {
+    let agent = Agent::start_with(
+        "bridge-refer",
+        &extensions("[inbound]\nring = [\"102\"]\nring_secs = 20\n"),
+    );
+    let quiet = speech_wav(agent.dir.path(), "quiet", ".", 8000, 0.0, 25.0);
+    let desk_words = speech_wav(
+        agent.dir.path(),
+        "desk",
+        // 102 is silent: these words can only come from 101, after the transfer.
+        "Good morning, this is the workshop.",
+        8000,
+        1.0,
+        20.0,
+    );
+    let ctrl = free_port();
+    let workshop = DeskPhone::start_with(
+        &agent,
+        "102",
+        SECRET_102,
+        true,
+        Some(&quiet),
+        None,
+        60,
+        &format!("module_app ctrl_tcp.so\nctrl_tcp_listen 127.0.0.1:{ctrl}\n"),
+    );
+    let _desk = DeskPhone::start(&agent, "101", SECRET_101, true, Some(&desk_words), 60);
+    let words = speech_wav(
+        agent.dir.path(),
+        "caller",
+        "Hello, I would like a quote for a new boiler please.",
+        8000,
+        0.5,
+        14.0,
+    );
+    let (mut call, _) = caller(&agent, &words, 60);
+    wait_for(20, "the call to be bridged", || {
+        agent.log().contains("call bridged").then_some(())
+    });
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let r = baresip_command(
+        ctrl,
+        "transfer",
+        &format!("sip:101@127.0.0.1:{}", agent.port),
+    );
+    assert!(!r.is_empty(), "ctrl_tcp answered");
+    wait_for(20, "the transfer", || {
+        agent.log().contains("call transferred").then_some(())
+    });
+    let db = Db::open(&agent.database());
+    let (id, answered, reason) = ended_call(&db);
+    let _ = call.0.wait();
+    assert!(answered.is_some());
+    assert_eq!(reason, "caller hung up");
+    let l = legs(&db, &id);
+    let outcomes: Vec<(&str, &str)> = l
+        .iter()
+        .map(|x| (x.target.as_str(), x.outcome.as_str()))
+        .collect();
+    assert!(outcomes.contains(&("102", "transferred")), "{l:?}");
+    assert!(outcomes.contains(&("101", "answered")), "{l:?}");
+    // The transferring phone was told (NOTIFY 200) and hung up.
+    let w = workshop.output().to_lowercase();
+    assert!(w.contains("transfer") || w.contains("refer"), "102:\n{w}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let t = db.channel_transcript(&id, "callee").to_lowercase();
+        if t.contains("workshop") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "callee: {t:?}\n{}",
+            agent.log()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(300));
+    }
+}

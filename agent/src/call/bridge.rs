@@ -500,6 +500,7 @@ pub(super) async fn ring(ctx: &Arc<CallCtx>, mut caller: Caller<'_>, plan: Plan)
                 },
                 &offer,
                 (ringing_leg.take(), leg_events_tx, leg_events),
+                (caller_user.clone(), fork_state_tx.clone()),
             )
             .await;
             Rung::Done
@@ -731,6 +732,186 @@ fn hold(holder: &Running, held: &Running, on: bool, call_id: &str, who: &str) {
     let _ = holder.control.send(Control::Hold(on));
 }
 
+/// A NOTIFY with the transfer's progress as a sipfrag (RFC 3515), sent
+/// without waiting for its answer.
+fn notify_refer(dialog: &InviteDialog, code: u16, reason: &str, state: &str) {
+    let d = dialog.clone();
+    let headers = vec![
+        Header::Event("refer".into()),
+        Header::SubscriptionState(state.into()),
+        Header::ContentType("message/sipfrag".into()),
+    ];
+    let body = format!("SIP/2.0 {code} {reason}\r\n").into_bytes();
+    tokio::spawn(async move {
+        let _ = d.notify(Some(headers), Some(body)).await;
+    });
+}
+
+/// Where a transfer's INVITEs go: each contact and its INVITE.
+type Attempts = Vec<(String, Result<InviteOption, String>)>;
+
+/// A fork's INVITE task as it ended. (The large error is rsipstack's own
+/// result type, passed through.)
+#[allow(clippy::result_large_err)]
+fn joined(r: Result<InviteAsyncResult, tokio::task::JoinError>) -> InviteAsyncResult {
+    match r {
+        Ok(r) => r,
+        Err(e) => Err(rsipstack::Error::Error(e.to_string())),
+    }
+}
+
+/// The party a transfer reached.
+struct Placed {
+    dialog: InviteDialog,
+    answer: String,
+    call_id: String,
+    target: String,
+    contact: String,
+    started_at: i64,
+    answered_at: i64,
+    sockets: leg::Sockets,
+    local: Option<SocketAddr>,
+}
+
+/// Ring what `plan` names (every contact of an extension at once, or out
+/// through the trunk) for a transfer; the first to answer, or the status
+/// it failed with.
+async fn place(
+    ctx: Arc<CallCtx>,
+    plan: Plan,
+    caller_user: String,
+    dialogs: Arc<DialogLayer>,
+    states: rsipstack::dialog::dialog::DialogStateSender,
+) -> Result<Placed, u16> {
+    let m = &ctx.cfg.media;
+    let (rtp, rtcp) = crate::media::bind_rtp(m.rtp_address, m.rtp_port_min, m.rtp_port_max, true)
+        .await
+        .map_err(|_| 503u16)?;
+    let local = rtp.local_addr().ok();
+    let offer = sdp::write(
+        local.ok_or(503u16)?,
+        rand::random::<u32>() as u64,
+        &OFFER,
+        Some(TELEPHONE_EVENT_PT),
+        false,
+    );
+    let (target, ring_ms, options): (String, u64, Attempts) = match &plan {
+        Plan::Extensions {
+            numbers, ring_ms, ..
+        } => {
+            let n = numbers.first().cloned().unwrap_or_default();
+            let opts = ctx
+                .registrar
+                .contacts_of(&n)
+                .iter()
+                .map(|b| {
+                    (
+                        b.contact.clone(),
+                        invite_option(&ctx, &caller_user, b, &offer),
+                    )
+                })
+                .collect();
+            (n, *ring_ms, opts)
+        }
+        Plan::Out { trunk, number, cli } => (
+            number.clone(),
+            OUT_RING_MS,
+            vec![(
+                format!("trunk {}", trunk.name),
+                trunk_invite(&ctx, trunk, number, cli, &offer, None, None).await,
+            )],
+        ),
+    };
+    if options.is_empty() {
+        return Err(480);
+    }
+    let started_at = now_ms();
+    let mut pending: JoinSet<(usize, InviteAsyncResult)> = JoinSet::new();
+    let mut dialogs_of: Vec<(String, Option<InviteDialog>)> = Vec::new();
+    for (i, (contact, o)) in options.into_iter().enumerate() {
+        match o.and_then(|o| {
+            dialogs
+                .do_invite_async(o, states.clone())
+                .map_err(|e| e.to_string())
+        }) {
+            Ok((d, h)) => {
+                dialogs_of.push((contact, Some(d)));
+                pending.spawn(async move { (i, joined(h.await)) });
+            }
+            Err(_) => dialogs_of.push((contact, None)),
+        }
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(ring_ms);
+    let mut last = 480u16;
+    let mut auth_tried = false;
+    loop {
+        let next = tokio::time::timeout_at(deadline, pending.join_next()).await;
+        let Ok(Some(Ok((i, r)))) = next else { break };
+        match r {
+            Ok((id, Some(resp)))
+                if resp.status_code.kind() == rsipstack::sip::StatusCodeKind::Successful =>
+            {
+                // The others are cancelled (or hung up if they answered too).
+                for (j, (_, d)) in dialogs_of.iter().enumerate() {
+                    if j != i
+                        && let Some(d) = d.clone()
+                    {
+                        tokio::spawn(async move {
+                            let _ = d.hangup().await;
+                        });
+                    }
+                }
+                let (contact, d) = dialogs_of.swap_remove(i);
+                return Ok(Placed {
+                    dialog: d.ok_or(503u16)?,
+                    answer: String::from_utf8_lossy(resp.body()).to_string(),
+                    call_id: id.call_id.clone(),
+                    target,
+                    contact,
+                    started_at,
+                    answered_at: now_ms(),
+                    sockets: leg::Sockets { rtp, rtcp },
+                    local,
+                });
+            }
+            Ok((id, Some(resp))) if matches!(resp.status_code.code(), 401 | 407) && !auth_tried => {
+                auth_tried = true;
+                if let Plan::Out { trunk, number, cli } = &plan
+                    && let Ok(o) = trunk_invite(
+                        &ctx,
+                        trunk,
+                        number,
+                        cli,
+                        &offer,
+                        Some(&resp),
+                        Some(id.call_id.clone()),
+                    )
+                    .await
+                    && let Ok((d, h)) = dialogs.do_invite_async(o, states.clone())
+                {
+                    dialogs_of[i].1 = Some(d);
+                    pending.spawn(async move { (i, joined(h.await)) });
+                } else {
+                    last = 503;
+                }
+            }
+            Ok((_, Some(resp))) => last = resp.status_code.code(),
+            _ => {}
+        }
+        if pending.is_empty() {
+            break;
+        }
+    }
+    for (_, d) in dialogs_of.into_iter() {
+        if let Some(d) = d {
+            tokio::spawn(async move {
+                let _ = d.hangup().await;
+            });
+        }
+    }
+    Err(last)
+}
+
 /// Every leg's events, tagged with its side.
 type LegEventsTx = mpsc::UnboundedSender<(Channel, LegEvent)>;
 type LegEventsRx = mpsc::UnboundedReceiver<(Channel, LegEvent)>;
@@ -827,6 +1008,7 @@ fn leg_config(
 }
 
 /// The caller and the phone that answered, bridged until one hangs up.
+#[allow(clippy::too_many_arguments)]
 async fn bridged(
     ctx: &Arc<CallCtx>,
     caller: &mut Caller<'_>,
@@ -835,13 +1017,14 @@ async fn bridged(
     b_sockets: leg::Sockets,
     offer: &str,
     (ringing_leg, leg_events_tx, mut leg_events): (Option<Running>, LegEventsTx, LegEventsRx),
+    (caller_user, fork_state_tx): (String, rsipstack::dialog::dialog::DialogStateSender),
 ) {
     let call_id = caller.call_id.to_string();
-    let Some(dialog) = fork.dialog.clone() else {
+    let Some(mut dialog) = fork.dialog.clone() else {
         return;
     };
     let answer = fork.answer.clone().unwrap_or_default();
-    let (b_remote, b_pt, b_codec) = match AudioDescription::parse(&answer).and_then(|d| {
+    let (b_remote, mut b_pt, mut b_codec) = match AudioDescription::parse(&answer).and_then(|d| {
         let (pt, c) = d.choose()?;
         Ok((d, pt, c))
     }) {
@@ -862,7 +1045,7 @@ async fn bridged(
     };
     let _ = offer;
     // Our side of each session, for re-INVITEs (hold, refresh).
-    let b_session = Session {
+    let mut b_session = Session {
         local: b_sockets.rtp.local_addr().ok(),
         id: rand::random::<u32>() as u64,
         pt: b_pt,
@@ -964,9 +1147,9 @@ async fn bridged(
         b_leg,
         Box::new(Tee {
             inner: callee_tap.sink,
-            copy: copy_tx,
+            copy: copy_tx.clone(),
         }),
-        leg_events_tx,
+        leg_events_tx.clone(),
         Channel::Callee,
     );
     // The phone has our ACK: its leg sends at once. The caller's waits
@@ -995,9 +1178,13 @@ async fn bridged(
         "call bridged"
     );
     let max_call = tokio::time::Instant::now() + Duration::from_secs(ctx.cfg.limits.max_call_secs);
-    let b_call_id = fork.call_id.clone();
+    let mut b_call_id = fork.call_id.clone();
     let mut a_result = None;
     let mut b_result = None;
+    // A blind transfer in progress: the new party being rung.
+    let mut transfer: Option<tokio::task::JoinHandle<Result<Placed, u16>>> = None;
+    // Legs that took part after a transfer, for the call's record.
+    let mut transferred: Vec<LegRow> = Vec::new();
     let reason: EndReason = loop {
         tokio::select! {
             ev = caller.events.recv() => match ev {
@@ -1063,6 +1250,36 @@ async fn bridged(
                 Some(DialogState::Info(_, _, handle)) | Some(DialogState::Options(_, _, handle)) => {
                     let _ = handle.reply(StatusCode::OK).await;
                 }
+                Some(DialogState::Refer(id, request, handle)) if id.call_id == b_call_id && transfer.is_none() => {
+                    // A blind transfer (RFC 3515): the phone hands the
+                    // caller to another extension or number.
+                    let to = request
+                        .headers
+                        .iter()
+                        .find(|h| h.name().eq_ignore_ascii_case("Refer-To"))
+                        .and_then(|h| crate::sip::registrar::user_of(h.value()).map(str::to_string));
+                    let plan = to.as_deref().map(|t| super::phone_plan(ctx, &fork.target, t));
+                    match plan {
+                        Some(Ok(Some(plan))) => {
+                            let _ = handle.reply(StatusCode::Accepted).await;
+                            notify_refer(&dialog, 100, "Trying", "active");
+                            tracing::info!(call = %call_id, "blind transfer");
+                            transfer = Some(tokio::spawn(place(
+                                ctx.clone(),
+                                plan,
+                                caller_user.clone(),
+                                caller.dialogs.clone(),
+                                fork_state_tx.clone(),
+                            )));
+                        }
+                        Some(Err(code)) => {
+                            let _ = handle.reply(StatusCode::from(code)).await;
+                        }
+                        _ => {
+                            let _ = handle.reply(StatusCode::BadRequest).await;
+                        }
+                    }
+                }
                 Some(DialogState::Refer(_, _, handle))
                 | Some(DialogState::Notify(_, _, handle))
                 | Some(DialogState::Message(_, _, handle))
@@ -1071,6 +1288,79 @@ async fn bridged(
                 }
                 Some(_) => {}
                 None => break EndReason::DialogEnded,
+            },
+            r = async { transfer.as_mut().expect("guarded").await }, if transfer.is_some() => {
+                transfer = None;
+                match r {
+                    Ok(Ok(p)) => {
+                        // The new party answered: it takes the transferring
+                        // phone's place, which is told and hangs up.
+                        notify_refer(&dialog, 200, "OK", "terminated;reason=noresource");
+                        let Ok(desc) = AudioDescription::parse(&p.answer) else { continue };
+                        let Ok((pt, codec)) = desc.choose() else { continue };
+                        let Ok(leg) = RtpLeg::new(leg_config(ctx, codec, pt, &desc, false), 0) else { continue };
+                        let callee_tap = tap::start(
+                            call_id.clone(),
+                            Channel::Callee,
+                            ctx.vads.clone(),
+                            crate::transcribe::tap_config(&ctx.cfg),
+                            ctx.pool.clone(),
+                            tap::Outputs { store: ctx.store.clone(), after: None, record: None, hold: None, pair: None },
+                        );
+                        let Ok(callee_tap) = callee_tap else { continue };
+                        let _ = a.control.send(Control::Unbridge);
+                        b.cancel.cancel();
+                        let old = std::mem::replace(&mut b, start_leg(
+                            p.sockets,
+                            leg,
+                            Box::new(Tee { inner: callee_tap.sink, copy: copy_tx.clone() }),
+                            leg_events_tx.clone(),
+                            Channel::Callee,
+                        ));
+                        let _ = old.task.await;
+                        let _ = b.control.send(Control::StartSending);
+                        let (to_a, to_c) = leg::bridge_pair(caller.codec == codec);
+                        let _ = a.control.send(Control::Hold(false));
+                        let _ = a.control.send(Control::Tone(None));
+                        let _ = a.control.send(to_a);
+                        let _ = b.control.send(to_c);
+                        transferred.push(LegRow {
+                            target: fork.target.clone(),
+                            contact: fork.contact.clone(),
+                            started_at_ms: fork.started_at,
+                            answered_at_ms: fork.answered_at,
+                            ended_at_ms: now_ms(),
+                            outcome: "transferred".into(),
+                        });
+                        fork.target = p.target;
+                        fork.contact = p.contact;
+                        fork.started_at = p.started_at;
+                        fork.answered_at = Some(p.answered_at);
+                        let old_dialog = std::mem::replace(&mut dialog, p.dialog);
+                        caller.dialogs.remove_dialog(&old_dialog.id());
+                        b_call_id = p.call_id;
+                        b_pt = pt;
+                        b_codec = codec;
+                        b_session = Session {
+                            local: p.local,
+                            id: rand::random::<u32>() as u64,
+                            pt,
+                            codec,
+                            telephone_event: desc.telephone_event,
+                            rtcp_mux: false,
+                        };
+                        tracing::info!(call = %call_id, target = %fork.target, "call transferred");
+                    }
+                    failed => {
+                        // Failed: the caller stays with the transferring phone.
+                        let code = match failed {
+                            Ok(Err(code)) => code,
+                            _ => 503,
+                        };
+                        notify_refer(&dialog, code, "Transfer Failed", "terminated;reason=noresource");
+                        tracing::info!(call = %call_id, status = code, "blind transfer failed; the caller stays");
+                    }
+                }
             },
             cmd = caller.commands.recv() => {
                 let _ = cmd;
@@ -1145,6 +1435,12 @@ async fn bridged(
     let ended_at = now_ms();
     fork.end("answered");
     fork.ended = Some((ended_at, "answered".into()));
+    if let Some(t) = transfer.take() {
+        t.abort();
+    }
+    if !transferred.is_empty() {
+        ctx.store.add_legs(&call_id, transferred);
+    }
     ctx.store.end_call(&call_id, ended_at, reason.as_str());
     super::store_media(ctx, &call_id, &a_result.1);
     tracing::info!(
