@@ -539,29 +539,32 @@ fn a_phone_transfers_the_caller_to_another_extension_with_refer() {
         60,
         &format!("module_app ctrl_tcp.so\nctrl_tcp_listen 127.0.0.1:{ctrl}\n"),
     );
-    let _desk = DeskPhone::start(&agent, "101", SECRET_101, true, Some(&desk_words), 60);
     let words = speech_wav(
         agent.dir.path(),
         "caller",
         "Hello, I would like a quote for a new boiler please.",
         8000,
         0.5,
-        14.0,
+        16.0,
     );
     let (mut call, _) = caller(&agent, &words, 60);
     wait_for(20, "the call to be bridged", || {
         agent.log().contains("call bridged").then_some(())
     });
-    std::thread::sleep(std::time::Duration::from_secs(2));
-    let r = baresip_command(
-        ctrl,
-        "transfer",
-        &format!("sip:101@127.0.0.1:{}", agent.port),
-    );
+    let to_101 = format!("sip:101@127.0.0.1:{}", agent.port);
+    let _desk = DeskPhone::start(&agent, "101", SECRET_101, true, Some(&desk_words), 60);
+    let r = baresip_command(ctrl, "transfer", &to_101);
     assert!(!r.is_empty(), "ctrl_tcp answered");
-    wait_for(20, "the transfer", || {
-        agent.log().contains("call transferred").then_some(())
-    });
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !agent.log().contains("call transferred") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no transfer; ctrl said {r:?}\nagent:\n{}\n102:\n{}",
+            agent.log(),
+            workshop.output()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
     let db = Db::open(&agent.database());
     let (id, answered, reason) = ended_call(&db);
     let _ = call.0.wait();
@@ -590,4 +593,51 @@ fn a_phone_transfers_the_caller_to_another_extension_with_refer() {
         );
         std::thread::sleep(std::time::Duration::from_millis(300));
     }
+}
+
+#[test]
+fn a_transfer_that_fails_is_reported_to_the_phone_and_the_caller_stays() {
+    let agent = Agent::start_with(
+        "bridge-refer-fails",
+        &extensions("[inbound]\nring = [\"102\"]\nring_secs = 20\n"),
+    );
+    let quiet = speech_wav(agent.dir.path(), "quiet", ".", 8000, 0.0, 25.0);
+    let ctrl = free_port();
+    let workshop = DeskPhone::start_with(
+        &agent,
+        "102",
+        SECRET_102,
+        true,
+        Some(&quiet),
+        None,
+        60,
+        &format!("module_app ctrl_tcp.so\nctrl_tcp_listen 127.0.0.1:{ctrl}\n"),
+    );
+    let words = speech_wav(agent.dir.path(), "caller", "Hello.", 8000, 0.5, 20.0);
+    let (_call, _) = caller(&agent, &words, 60);
+    wait_for(20, "the call to be bridged", || {
+        agent.log().contains("call bridged").then_some(())
+    });
+    // 101 has no phone registered: the transfer fails with 480.
+    baresip_command(
+        ctrl,
+        "transfer",
+        &format!("sip:101@127.0.0.1:{}", agent.port),
+    );
+    wait_for(10, "the phone to be told", || {
+        workshop
+            .output()
+            .contains("transfer failed: 480")
+            .then_some(())
+    });
+    assert!(
+        agent
+            .log()
+            .contains("blind transfer failed; the caller stays")
+    );
+    // The box kept the caller bridged; this baresip hangs up on a failed
+    // transfer, which ends the call as the phone's hang-up.
+    let db = Db::open(&agent.database());
+    let (_, _, reason) = ended_call(&db);
+    assert_eq!(reason, "answering phone hung up");
 }

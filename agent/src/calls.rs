@@ -68,8 +68,18 @@ impl CallAcceptor for Calls {
             crate::sip::Origin::Trunk { .. } => None,
             _ => source_ip(&incoming.tx.original),
         };
-        let Some(slot) = self.admission.try_admit_from(source) else {
-            return Err(Box::new(incoming));
+        let emergency = matches!(
+            &incoming.origin,
+            crate::sip::Origin::Phone { dialled, .. }
+                if self.ctx.cfg.outbound.emergency.iter().any(|e| e == dialled)
+        );
+        let slot = if emergency {
+            self.admission.admit_always()
+        } else {
+            match self.admission.try_admit_from(source) {
+                Some(s) => s,
+                None => return Err(Box::new(incoming)),
+            }
         };
         let id = self.next.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = mpsc::unbounded_channel();
@@ -188,6 +198,13 @@ impl Admission {
         Some(Slot(self.clone(), source))
     }
 
+    /// A place whatever the limits say: for an emergency call from one of
+    /// the business's authenticated phones, which is never refused as busy.
+    pub fn admit_always(self: &Arc<Self>) -> Slot {
+        self.in_progress.fetch_add(1, Ordering::AcqRel);
+        Slot(self.clone(), None)
+    }
+
     pub fn in_progress(&self) -> usize {
         self.in_progress.load(Ordering::Acquire)
     }
@@ -196,6 +213,19 @@ impl Admission {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_emergency_call_gets_a_place_when_the_box_is_full() {
+        let a = Admission::new(1);
+        let first = a.try_admit().unwrap();
+        assert!(a.try_admit().is_none(), "full");
+        let sos = a.admit_always();
+        assert_eq!(a.in_progress(), 2);
+        drop(sos);
+        drop(first);
+        assert_eq!(a.in_progress(), 0, "both places given back");
+        assert!(a.try_admit().is_some());
+    }
 
     #[test]
     fn admits_up_to_the_limit_and_frees_on_drop() {
