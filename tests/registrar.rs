@@ -473,6 +473,12 @@ fn an_extension_kept_as_its_ha1_registers_without_the_box_holding_its_password()
     );
     assert_eq!(r.code, 403);
     let nonce = raw.register("104", 300, None).nonce();
+    // An answer made for another request's URI is refused before anything.
+    let elsewhere = Phone::digest("104", password, &nonce, 1).replace(
+        "uri=\"sip:127.0.0.1\"",
+        "uri=\"sip:+447700900123@127.0.0.1\"",
+    );
+    assert_eq!(raw.register("104", 300, Some(elsewhere)).code, 400);
     let r = raw.register("104", 300, Some(Phone::digest("104", password, &nonce, 1)));
     assert_eq!(r.code, 200, "{}", r.text);
 }

@@ -717,6 +717,17 @@ impl Config {
             ));
         }
         let r = &self.registrar;
+        if r.offer_sha256
+            && let Some(e) = self
+                .extensions
+                .iter()
+                .find(|e| e.secret.is_none() && e.ha1_sha256.is_none())
+        {
+            return Err(format!(
+                "registrar.offer_sha256: extension {} has an ha1 but no ha1_sha256, so it could not answer a SHA-256 challenge",
+                e.number
+            ));
+        }
         if r.min_expires_secs < 10 || r.min_expires_secs > r.max_expires_secs {
             return Err(format!(
                 "registrar.min_expires_secs ({}) must be at least 10 and at most registrar.max_expires_secs ({})",
@@ -1140,6 +1151,11 @@ mod tests {
             let e = load_str(&bad).unwrap_err().to_string();
             assert!(e.contains(says), "{bad}: {e}");
         }
+        // SHA-256 challenges need every extension able to answer them.
+        let e = load_str(&format!("[registrar]\noffer_sha256 = true\n{h}"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("has an ha1 but no ha1_sha256"), "{e}");
         let e = load_str("[registrar]\nmin_expires_secs = 7200\n")
             .unwrap_err()
             .to_string();

@@ -59,8 +59,9 @@ pub(super) struct Caller<'a> {
     pub rtcp_mux: bool,
     /// Our SDP answer to the caller.
     pub answer: &'a str,
-    /// Where our answer to the caller says to send RTP.
+    /// Where our answer to the caller says to send RTP, and its session id.
     pub local: Option<SocketAddr>,
+    pub session_id: u64,
     pub dialogs: &'a Arc<DialogLayer>,
     /// Send ringback as early media (183 with our answer) while phones
     /// ring: for calls through a trunk, whose INVITE is the provider's.
@@ -224,11 +225,12 @@ pub(super) async fn ring(ctx: &Arc<CallCtx>, mut caller: Caller<'_>, plan: Plan)
     // One channel for every leg's events (keys pressed).
     let (leg_events_tx, leg_events) = mpsc::unbounded_channel();
     let mut ringing_leg: Option<Running> = None;
+    // While it rings the caller may send nothing: its leg waits out every
+    // ring time before calling the caller gone.
+    let mut ringing_cfg = leg_config(ctx, caller.codec, caller.pt, caller.remote, caller.rtcp_mux);
+    ringing_cfg.timeout_ms += ring_ms.saturating_mul(targets.len().max(1) as u64);
     if caller.early_media
-        && let Ok(leg) = RtpLeg::new(
-            leg_config(ctx, caller.codec, caller.pt, caller.remote, caller.rtcp_mux),
-            0,
-        )
+        && let Ok(leg) = RtpLeg::new(ringing_cfg, 0)
         && let Some(sockets) = caller.sockets.take()
     {
         let r = start_leg(
@@ -312,7 +314,9 @@ pub(super) async fn ring(ctx: &Arc<CallCtx>, mut caller: Caller<'_>, plan: Plan)
                             });
                         }
                         Err(e) => {
-                            tracing::warn!(call = %caller.call_id, error = %e, "cannot ring a phone");
+                            // The error may name the number dialled: debug only.
+                            tracing::debug!(call = %caller.call_id, error = %e, "INVITE not sent");
+                            tracing::warn!(call = %caller.call_id, "cannot ring a phone or call out");
                             rec.end("failed to send");
                             // Told after this batch of actions.
                             finals.spawn(async move {
@@ -407,7 +411,8 @@ pub(super) async fn ring(ctx: &Arc<CallCtx>, mut caller: Caller<'_>, plan: Plan)
                                 });
                             }
                             Err(e) => {
-                                tracing::warn!(call = %caller.call_id, error = %e, "cannot answer the provider's challenge");
+                                tracing::debug!(call = %caller.call_id, error = %e, "challenge not answered");
+                                tracing::warn!(call = %caller.call_id, "cannot answer the provider's challenge");
                                 f.end(outcome_of(resp.status_code.code()));
                                 f.status = Some(resp.status_code.code());
                                 ringer.failed(fork, mono());
@@ -694,6 +699,8 @@ async fn trunk_invite(
 struct Session {
     local: Option<SocketAddr>,
     id: u64,
+    /// Raised with every description we send of it.
+    version: u64,
     pt: u8,
     codec: Codec,
     telephone_event: Option<u8>,
@@ -701,13 +708,14 @@ struct Session {
 }
 
 /// Our answer to a re-offer of `s` whose direction is `offered`.
-fn directed(s: &Session, offered: sdp::MediaDirection) -> String {
+fn directed(s: &mut Session, offered: sdp::MediaDirection) -> String {
     let Some(local) = s.local else {
         return String::new();
     };
+    s.version += 1;
     sdp::write_directed(
         local,
-        s.id,
+        (s.id, s.version),
         &[(s.pt, s.codec)],
         s.telephone_event,
         s.rtcp_mux,
@@ -715,10 +723,29 @@ fn directed(s: &Session, offered: sdp::MediaDirection) -> String {
     )
 }
 
+/// Does this re-offer put the other party on hold? Only a direction that
+/// says so (`sendonly`, `inactive`) or the old `c=0.0.0.0`; a re-INVITE
+/// without SDP (a session refresh) does not.
+fn is_hold(offer: &str) -> bool {
+    match AudioDescription::parse(offer) {
+        Ok(d) => d.direction.is_hold(),
+        Err(sdp::SdpError::BadAddress(ip)) => ip.is_unspecified(),
+        Err(_) => false,
+    }
+}
+
+/// The session id of a description we wrote (`o=handlet <id> ...`).
+fn session_of(sdp: &str) -> u64 {
+    sdp.lines()
+        .find_map(|l| l.strip_prefix("o=handlet "))
+        .and_then(|r| r.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
 fn direction_of(offer: &str) -> sdp::MediaDirection {
     AudioDescription::parse(offer)
         .map(|d| d.direction)
-        .unwrap_or(sdp::MediaDirection::Inactive)
+        .unwrap_or(sdp::MediaDirection::SendRecv)
 }
 
 /// `holder` put the call on hold (or took it off): the other party hears
@@ -734,7 +761,13 @@ fn hold(holder: &Running, held: &Running, on: bool, call_id: &str, who: &str) {
 
 /// A NOTIFY with the transfer's progress as a sipfrag (RFC 3515), sent
 /// without waiting for its answer.
-fn notify_refer(dialog: &InviteDialog, code: u16, reason: &str, state: &str) {
+fn notify_refer(
+    dialog: &InviteDialog,
+    code: u16,
+    reason: &str,
+    state: &str,
+    after: Option<tokio::task::JoinHandle<()>>,
+) -> tokio::task::JoinHandle<()> {
     let d = dialog.clone();
     let headers = vec![
         Header::Event("refer".into()),
@@ -743,8 +776,12 @@ fn notify_refer(dialog: &InviteDialog, code: u16, reason: &str, state: &str) {
     ];
     let body = format!("SIP/2.0 {code} {reason}\r\n").into_bytes();
     tokio::spawn(async move {
+        // In order: the previous NOTIFY of this subscription first.
+        if let Some(a) = after {
+            let _ = a.await;
+        }
         let _ = d.notify(Some(headers), Some(body)).await;
-    });
+    })
 }
 
 /// Where a transfer's INVITEs go: each contact and its INVITE.
@@ -771,6 +808,8 @@ struct Placed {
     answered_at: i64,
     sockets: leg::Sockets,
     local: Option<SocketAddr>,
+    /// Of our offer to it, which later descriptions keep.
+    session_id: u64,
 }
 
 /// Ring what `plan` names (every contact of an extension at once, or out
@@ -782,15 +821,17 @@ async fn place(
     caller_user: String,
     dialogs: Arc<DialogLayer>,
     states: rsipstack::dialog::dialog::DialogStateSender,
+    cancel: CancellationToken,
 ) -> Result<Placed, u16> {
     let m = &ctx.cfg.media;
     let (rtp, rtcp) = crate::media::bind_rtp(m.rtp_address, m.rtp_port_min, m.rtp_port_max, true)
         .await
         .map_err(|_| 503u16)?;
     let local = rtp.local_addr().ok();
+    let session_id = rand::random::<u32>() as u64;
     let offer = sdp::write(
         local.ok_or(503u16)?,
-        rand::random::<u32>() as u64,
+        session_id,
         &OFFER,
         Some(TELEPHONE_EVENT_PT),
         false,
@@ -845,7 +886,10 @@ async fn place(
     let mut last = 480u16;
     let mut auth_tried = false;
     loop {
-        let next = tokio::time::timeout_at(deadline, pending.join_next()).await;
+        let next = tokio::select! {
+            _ = cancel.cancelled() => break,
+            n = tokio::time::timeout_at(deadline, pending.join_next()) => n,
+        };
         let Ok(Some(Ok((i, r)))) = next else { break };
         match r {
             Ok((id, Some(resp)))
@@ -872,6 +916,7 @@ async fn place(
                     answered_at: now_ms(),
                     sockets: leg::Sockets { rtp, rtcp },
                     local,
+                    session_id,
                 });
             }
             Ok((id, Some(resp))) if matches!(resp.status_code.code(), 401 | 407) && !auth_tried => {
@@ -1047,15 +1092,17 @@ async fn bridged(
     // Our side of each session, for re-INVITEs (hold, refresh).
     let mut b_session = Session {
         local: b_sockets.rtp.local_addr().ok(),
-        id: rand::random::<u32>() as u64,
+        id: session_of(offer),
+        version: session_of(offer),
         pt: b_pt,
         codec: b_codec,
         telephone_event: b_remote.telephone_event,
         rtcp_mux: false,
     };
-    let caller_session = Session {
+    let mut caller_session = Session {
         local: caller.local,
-        id: rand::random::<u32>() as u64,
+        id: caller.session_id,
+        version: caller.session_id,
         pt: caller.pt,
         codec: caller.codec,
         telephone_event: caller.remote.telephone_event,
@@ -1129,6 +1176,9 @@ async fn bridged(
     // is kept from now on), else started now.
     let mut a = match (ringing_leg, a_sockets) {
         (Some(r), _) => {
+            let _ = r
+                .control
+                .send(Control::Timeout(ctx.cfg.media.rtp_timeout_secs * 1000));
             let _ = r.control.send(Control::Tone(None));
             let _ = r.control.send(Control::Sink(Box::new(caller_tap.sink)));
             r
@@ -1171,7 +1221,7 @@ async fn bridged(
     tracing::info!(
         call = %call_id,
         from = %Pii(caller.from),
-        target = %fork.target,
+        target = %Pii(&fork.target),
         caller_codec = caller.codec.name(),
         phone_codec = b_codec.name(),
         relay,
@@ -1181,8 +1231,13 @@ async fn bridged(
     let mut b_call_id = fork.call_id.clone();
     let mut a_result = None;
     let mut b_result = None;
-    // A blind transfer in progress: the new party being rung.
+    // A blind transfer in progress: the new party being rung, how to stop
+    // it, the NOTIFYs in flight (sent in order), and whether the
+    // transferring phone has already hung up.
     let mut transfer: Option<tokio::task::JoinHandle<Result<Placed, u16>>> = None;
+    let transfer_cancel = CancellationToken::new();
+    let mut notifying: Option<tokio::task::JoinHandle<()>> = None;
+    let mut transferor_gone = false;
     // Legs that took part after a transfer, for the call's record.
     let mut transferred: Vec<LegRow> = Vec::new();
     let reason: EndReason = loop {
@@ -1200,11 +1255,12 @@ async fn bridged(
                         super::ReOffer::Incompatible => handle.reply(StatusCode::NotAcceptableHere).await,
                         r => {
                             let dir = direction_of(&offer);
-                            hold(&a, &b, r == super::ReOffer::Hold, &call_id, "caller");
+                            let _ = r;
+                            hold(&a, &b, is_hold(&offer), &call_id, "caller");
                             handle.respond(
                                 StatusCode::OK,
                                 Some(vec![Header::ContentType("application/sdp".into())]),
-                                Some(directed(&caller_session, dir).into_bytes()),
+                                Some(directed(&mut caller_session, dir).into_bytes()),
                             ).await
                         }
                     };
@@ -1222,6 +1278,15 @@ async fn bridged(
                 None => break EndReason::DialogEnded,
             },
             st = fork_states.recv() => match st {
+                Some(DialogState::Terminated(id, _)) if id.call_id == b_call_id && transfer.is_some() => {
+                    // The transferring phone hung up once its REFER was
+                    // accepted (many do): the caller hears the hold tone
+                    // until the new party answers.
+                    caller.dialogs.remove_dialog(&id);
+                    transferor_gone = true;
+                    let _ = a.control.send(Control::Unbridge);
+                    let _ = a.control.send(Control::Tone(Some(handlet_dsp::playout::HOLD)));
+                }
                 Some(DialogState::Terminated(id, r)) if id.call_id == b_call_id => {
                     caller.dialogs.remove_dialog(&id);
                     break match r {
@@ -1238,17 +1303,28 @@ async fn bridged(
                         super::ReOffer::Incompatible => handle.reply(StatusCode::NotAcceptableHere).await,
                         r => {
                             let dir = direction_of(&offer);
-                            hold(&b, &a, r == super::ReOffer::Hold, &call_id, "phone");
+                            let _ = r;
+                            hold(&b, &a, is_hold(&offer), &call_id, "phone");
                             handle.respond(
                                 StatusCode::OK,
                                 Some(vec![Header::ContentType("application/sdp".into())]),
-                                Some(directed(&b_session, dir).into_bytes()),
+                                Some(directed(&mut b_session, dir).into_bytes()),
                             ).await
                         }
                     };
                 }
                 Some(DialogState::Info(_, _, handle)) | Some(DialogState::Options(_, _, handle)) => {
                     let _ = handle.reply(StatusCode::OK).await;
+                }
+                Some(DialogState::Refer(id, _, handle))
+                    if id.call_id == b_call_id && !ctx.registrar.is_extension(&fork.target) =>
+                {
+                    // Only the business's own phones may transfer: a far
+                    // end out through the trunk must not make the box
+                    // dial anywhere it likes (toll fraud).
+                    crate::limits::count(&crate::limits::COUNTERS.toll_fraud_refused, 1);
+                    tracing::warn!(call = %call_id, "refused a REFER from the far end of a call out");
+                    let _ = handle.reply(StatusCode::Forbidden).await;
                 }
                 Some(DialogState::Refer(id, request, handle)) if id.call_id == b_call_id && transfer.is_none() => {
                     // A blind transfer (RFC 3515): the phone hands the
@@ -1262,7 +1338,7 @@ async fn bridged(
                     match plan {
                         Some(Ok(Some(plan))) => {
                             let _ = handle.reply(StatusCode::Accepted).await;
-                            notify_refer(&dialog, 100, "Trying", "active");
+                            notifying = Some(notify_refer(&dialog, 100, "Trying", "active;expires=60", notifying.take()));
                             tracing::info!(call = %call_id, "blind transfer");
                             transfer = Some(tokio::spawn(place(
                                 ctx.clone(),
@@ -1270,6 +1346,7 @@ async fn bridged(
                                 caller_user.clone(),
                                 caller.dialogs.clone(),
                                 fork_state_tx.clone(),
+                                transfer_cancel.clone(),
                             )));
                         }
                         Some(Err(code)) => {
@@ -1294,20 +1371,36 @@ async fn bridged(
                 match r {
                     Ok(Ok(p)) => {
                         // The new party answered: it takes the transferring
-                        // phone's place, which is told and hangs up.
-                        notify_refer(&dialog, 200, "OK", "terminated;reason=noresource");
-                        let Ok(desc) = AudioDescription::parse(&p.answer) else { continue };
-                        let Ok((pt, codec)) = desc.choose() else { continue };
-                        let Ok(leg) = RtpLeg::new(leg_config(ctx, codec, pt, &desc, false), 0) else { continue };
-                        let callee_tap = tap::start(
-                            call_id.clone(),
-                            Channel::Callee,
-                            ctx.vads.clone(),
-                            crate::transcribe::tap_config(&ctx.cfg),
-                            ctx.pool.clone(),
-                            tap::Outputs { store: ctx.store.clone(), after: None, record: None, hold: None, pair: None },
-                        );
-                        let Ok(callee_tap) = callee_tap else { continue };
+                        // phone's place. Its media is set up before anyone
+                        // is told the transfer worked.
+                        let setup = AudioDescription::parse(&p.answer).ok().and_then(|desc| {
+                            let (pt, codec) = desc.choose().ok()?;
+                            let leg = RtpLeg::new(leg_config(ctx, codec, pt, &desc, false), 0).ok()?;
+                            let tap = tap::start(
+                                call_id.clone(),
+                                Channel::Callee,
+                                ctx.vads.clone(),
+                                crate::transcribe::tap_config(&ctx.cfg),
+                                ctx.pool.clone(),
+                                tap::Outputs { store: ctx.store.clone(), after: None, record: None, hold: None, pair: None },
+                            ).ok()?;
+                            Some((desc, pt, codec, leg, tap))
+                        });
+                        let Some((desc, pt, codec, leg, callee_tap)) = setup else {
+                            tracing::warn!(call = %call_id, "the transfer's new party cannot be bridged; it is hung up");
+                            let d = p.dialog.clone();
+                            let dialogs = caller.dialogs.clone();
+                            tokio::spawn(async move {
+                                let _ = d.bye().await;
+                                dialogs.remove_dialog(&d.id());
+                            });
+                            notifying = Some(notify_refer(&dialog, 503, "Service Unavailable", "terminated;reason=noresource", notifying.take()));
+                            if transferor_gone {
+                                break EndReason::CalleeHungUp;
+                            }
+                            continue;
+                        };
+                        notifying = Some(notify_refer(&dialog, 200, "OK", "terminated;reason=noresource", notifying.take()));
                         let _ = a.control.send(Control::Unbridge);
                         b.cancel.cancel();
                         let old = std::mem::replace(&mut b, start_leg(
@@ -1337,19 +1430,32 @@ async fn bridged(
                         fork.started_at = p.started_at;
                         fork.answered_at = Some(p.answered_at);
                         let old_dialog = std::mem::replace(&mut dialog, p.dialog);
-                        caller.dialogs.remove_dialog(&old_dialog.id());
+                        // The transferring phone hangs up when told; if it
+                        // does not, the box does, after the NOTIFY.
+                        let dialogs = caller.dialogs.clone();
+                        let told = notifying.take();
+                        tokio::spawn(async move {
+                            if let Some(t) = told {
+                                let _ = t.await;
+                            }
+                            tokio::time::sleep(Duration::from_secs(2)).await;
+                            let _ = old_dialog.bye().await;
+                            dialogs.remove_dialog(&old_dialog.id());
+                        });
+                        transferor_gone = false;
                         b_call_id = p.call_id;
                         b_pt = pt;
                         b_codec = codec;
                         b_session = Session {
                             local: p.local,
-                            id: rand::random::<u32>() as u64,
+                            id: p.session_id,
+                            version: p.session_id,
                             pt,
                             codec,
                             telephone_event: desc.telephone_event,
                             rtcp_mux: false,
                         };
-                        tracing::info!(call = %call_id, target = %fork.target, "call transferred");
+                        tracing::info!(call = %call_id, target = %Pii(&fork.target), "call transferred");
                     }
                     failed => {
                         // Failed: the caller stays with the transferring phone.
@@ -1357,7 +1463,12 @@ async fn bridged(
                             Ok(Err(code)) => code,
                             _ => 503,
                         };
-                        notify_refer(&dialog, code, "Transfer Failed", "terminated;reason=noresource");
+                        notifying = Some(notify_refer(&dialog, code, "Transfer Failed", "terminated;reason=noresource", notifying.take()));
+                        if transferor_gone {
+                            // Nobody left to return the caller to.
+                            tracing::info!(call = %call_id, status = code, "blind transfer failed and the transferring phone has hung up");
+                            break EndReason::CalleeHungUp;
+                        }
                         tracing::info!(call = %call_id, status = code, "blind transfer failed; the caller stays");
                     }
                 }
@@ -1436,7 +1547,12 @@ async fn bridged(
     fork.end("answered");
     fork.ended = Some((ended_at, "answered".into()));
     if let Some(t) = transfer.take() {
-        t.abort();
+        // Ringing someone for a call that has ended: they are cancelled.
+        transfer_cancel.cancel();
+        if let Ok(Ok(Ok(p))) = tokio::time::timeout(Duration::from_secs(3), t).await {
+            let _ = p.dialog.bye().await;
+            caller.dialogs.remove_dialog(&p.dialog.id());
+        }
     }
     if !transferred.is_empty() {
         ctx.store.add_legs(&call_id, transferred);

@@ -235,6 +235,7 @@ pub async fn inbound(
                 codec,
                 rtcp_mux,
                 answer: &answer,
+                session_id,
                 local: Some(local),
                 dialogs: &dialogs,
                 early_media: matches!(origin, crate::sip::Origin::Trunk { .. }),
@@ -260,6 +261,7 @@ pub async fn inbound(
     let (leg_events_tx, mut leg_events) = mpsc::unbounded_channel::<LegEvent>();
     let mut reinvite: Option<TransactionHandle> = None;
     let mut reinvite_direction = sdp::MediaDirection::SendRecv;
+    let mut session_version = session_id;
     let mut answered_at: Option<i64> = None;
     let mut ended: Option<(i64, EndReason)> = None;
     let mut prompt_done: Option<Arc<AtomicBool>> = None;
@@ -399,9 +401,10 @@ pub async fn inbound(
                             // The same session as our answer, in the direction
                             // the offer asks (recvonly to a hold).
                             (Ok(()), Some(_)) => {
+                                session_version += 1;
                                 let body = sdp::write_directed(
                                     local,
-                                    session_id,
+                                    (session_id, session_version),
                                     &[(pt, codec)],
                                     remote.telephone_event,
                                     rtcp_mux,

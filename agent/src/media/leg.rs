@@ -56,6 +56,8 @@ pub enum Control {
     /// Where the peer's audio goes from now on (the call's tap, once a
     /// ringing call is answered); the old sink is ended.
     Sink(Box<dyn FrameSink>),
+    /// Time out after this many ms without audio, counted from now.
+    Timeout(u64),
 }
 
 /// A sink for a leg whose audio is not kept yet (early media while the
@@ -188,6 +190,7 @@ pub async fn run(
                     from_peer = None;
                 }
                 Some(Control::Hold(h)) => leg.set_held(h),
+                Some(Control::Timeout(ms)) => leg.set_timeout(now(), ms),
                 Some(Control::Sink(s)) => {
                     sink.end();
                     sink = s;

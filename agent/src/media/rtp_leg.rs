@@ -164,6 +164,8 @@ pub struct RtpLeg {
     relay_map: Option<(u32, u32)>,
     /// Copy the peer's audio packets for the other leg (relay).
     forward: bool,
+    /// On hold: the peer may send nothing, and that is no timeout.
+    held: bool,
     forwarded: VecDeque<Relayed>,
     packet_buf: Vec<u8>,
     digits: u32,
@@ -242,6 +244,7 @@ impl RtpLeg {
             encoder: None,
             relay_map: None,
             forward: false,
+            held: false,
             forwarded: VecDeque::new(),
             send_to: cfg.remote,
             seq: cfg.first_seq,
@@ -303,8 +306,16 @@ impl RtpLeg {
     }
 
     /// Hold: the bridged party's audio no longer reaches this leg's peer.
+    /// From now on, the leg times out after `ms` without audio (a ringing
+    /// call's leg waits longer than an answered one's).
+    pub fn set_timeout(&mut self, now_ms: u64, ms: u64) {
+        self.cfg.timeout_ms = ms;
+        self.last_rx_ms = self.last_rx_ms.max(now_ms);
+    }
+
     pub fn set_held(&mut self, held: bool) {
         self.out.set_held(held);
+        self.held = held;
     }
 
     /// The other leg's decoded audio (16 kHz), for this leg to send.
@@ -535,6 +546,11 @@ impl RtpLeg {
         while let Some(due) = self.next_play_ms.filter(|&t| t <= now_ms) {
             self.play_one(due);
             self.next_play_ms = Some(due + self.frame_ms as u64);
+        }
+        // A call on hold may be silent both ways (a=inactive): its peer
+        // going quiet is no reason to end it.
+        if self.held {
+            self.last_rx_ms = self.last_rx_ms.max(now_ms.saturating_sub(1));
         }
         if !self.timed_out && now_ms >= self.last_rx_ms + self.cfg.timeout_ms {
             self.timed_out = true;

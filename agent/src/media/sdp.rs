@@ -313,7 +313,7 @@ pub fn write(
 ) -> String {
     write_directed(
         local,
-        session_id,
+        (session_id, session_id),
         codecs,
         telephone_event,
         rtcp_mux,
@@ -321,10 +321,12 @@ pub fn write(
     )
 }
 
-/// [`write`], with the media direction given (a hold's answer).
+/// [`write`], with the media direction given (a hold's answer) and the
+/// session's (id, version): a changed description of the same session
+/// keeps its id and has a higher version (RFC 3264 §8).
 pub fn write_directed(
     local: SocketAddr,
-    session_id: u64,
+    (session_id, version): (u64, u64),
     codecs: &[(u8, Codec)],
     telephone_event: Option<u8>,
     rtcp_mux: bool,
@@ -337,7 +339,7 @@ pub fn write_directed(
         pts.push(te.to_string());
     }
     let mut s = format!(
-        "v=0\r\no=handlet {session_id} {session_id} IN {ip_kind} {ip}\r\ns=handlet\r\nc=IN {ip_kind} {ip}\r\nt=0 0\r\nm=audio {} RTP/AVP {}\r\n",
+        "v=0\r\no=handlet {session_id} {version} IN {ip_kind} {ip}\r\ns=handlet\r\nc=IN {ip_kind} {ip}\r\nt=0 0\r\nm=audio {} RTP/AVP {}\r\n",
         local.port(),
         pts.join(" ")
     );
@@ -391,7 +393,7 @@ mod tests {
         assert_eq!(MediaDirection::SendOnly.answer(), MediaDirection::RecvOnly);
         let ans = write_directed(
             "127.0.0.1:20000".parse().unwrap(),
-            1,
+            (1, 2),
             &[(0, Codec::Pcmu)],
             None,
             false,

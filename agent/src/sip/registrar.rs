@@ -407,6 +407,21 @@ impl Registrar {
         {
             return Err((StatusCode::Forbidden, Vec::new()));
         }
+        // The answer must be for this request's URI (RFC 7616 3.4.6): a
+        // phone's Authorization copied onto an INVITE to another number
+        // is refused.
+        let bare = |u: &str| {
+            u.trim()
+                .trim_start_matches('<')
+                .split(['>', ';', '?'])
+                .next()
+                .unwrap_or("")
+                .to_ascii_lowercase()
+        };
+        if bare(&auth.uri) != bare(&req.uri.to_string()) {
+            tracing::debug!(method, "digest uri is not the request's");
+            return Err((StatusCode::BadRequest, Vec::new()));
+        }
         let verdict = match self.state.lock() {
             Ok(mut s) => s.nonces.verify(&auth, method, ip, now, |user, realm| {
                 (realm == self.realm)
