@@ -410,19 +410,12 @@ fn a_desk_phone_calls_another_and_strangers_cannot_call_out() {
         ("102", "answered"),
         "{l:?}"
     );
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    loop {
-        let c = db.channel_transcript(&id, "caller").to_lowercase();
-        let p = db.channel_transcript(&id, "callee").to_lowercase();
-        if c.contains("boiler") && p.contains("workshop") {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "101: {c:?}; 102: {p:?}"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(300));
-    }
+    wait_words(
+        &db,
+        &id,
+        &[("caller", "boiler"), ("callee", "workshop")],
+        60,
+    );
     drop(desk);
 }
 
@@ -580,19 +573,7 @@ fn a_phone_transfers_the_caller_to_another_extension_with_refer() {
     // The transferring phone was told (NOTIFY 200) and hung up.
     let w = workshop.output().to_lowercase();
     assert!(w.contains("transfer") || w.contains("refer"), "102:\n{w}");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    loop {
-        let t = db.channel_transcript(&id, "callee").to_lowercase();
-        if t.contains("workshop") {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "callee: {t:?}\n{}",
-            agent.log()
-        );
-        std::thread::sleep(std::time::Duration::from_millis(300));
-    }
+    wait_words(&db, &id, &[("callee", "workshop")], 60);
 }
 
 #[test]

@@ -468,20 +468,12 @@ fn a_desk_phone_calls_out_through_the_provider_and_emergency_numbers_always_go_o
             .map(Result::unwrap)
             .collect();
     assert_eq!(legs, [("07700900123".to_string(), "answered".to_string())]);
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        let c = db.channel_transcript(&id, "caller").to_lowercase();
-        let p = db.channel_transcript(&id, "callee").to_lowercase();
-        if c.contains("boiler") && p.contains("customer") {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "desk phone: {c:?}; mobile: {p:?}\n{}",
-            agent.log()
-        );
-        std::thread::sleep(Duration::from_millis(300));
-    }
+    wait_words(
+        &db,
+        &id,
+        &[("caller", "boiler"), ("callee", "customer")],
+        60,
+    );
     drop(desk);
 
     // 999 goes straight out to the provider.

@@ -640,3 +640,27 @@ pub fn baresip_command(port: u16, command: &str, params: &str) -> String {
     let n = s.read(&mut buf).unwrap_or(0);
     String::from_utf8_lossy(&buf[..n]).into_owned()
 }
+
+/// Wait until each (channel, word) is in call `id`'s stored transcript
+/// (lowercased), or panic after `secs` with every channel's text.
+pub fn wait_words(db: &Db, id: &str, want: &[(&str, &str)], secs: u64) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+    loop {
+        let texts: Vec<(String, String)> = want
+            .iter()
+            .map(|(ch, _)| (ch.to_string(), db.channel_transcript(id, ch).to_lowercase()))
+            .collect();
+        if want
+            .iter()
+            .zip(&texts)
+            .all(|((_, w), (_, t))| t.contains(w))
+        {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "words {want:?} not all heard after {secs} s: {texts:?}"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}

@@ -305,13 +305,7 @@ pub(super) async fn ring(ctx: &Arc<CallCtx>, mut caller: Caller<'_>, plan: Plan)
                         Ok((dialog, handle)) => {
                             rec.call_id = dialog.id().call_id.clone();
                             rec.dialog = Some(dialog);
-                            finals.spawn(async move {
-                                let r = match handle.await {
-                                    Ok(r) => r,
-                                    Err(e) => Err(rsipstack::Error::Error(e.to_string())),
-                                };
-                                (fork, r)
-                            });
+                            finals.spawn(async move { (fork, joined(handle.await)) });
                         }
                         Err(e) => {
                             // The error may name the number dialled: debug only.
@@ -402,13 +396,7 @@ pub(super) async fn ring(ctx: &Arc<CallCtx>, mut caller: Caller<'_>, plan: Plan)
                         match retry.and_then(|o| caller.dialogs.do_invite_async(o, fork_state_tx.clone()).map_err(|e| e.to_string())) {
                             Ok((dialog, handle)) => {
                                 f.dialog = Some(dialog);
-                                finals.spawn(async move {
-                                    let r = match handle.await {
-                                        Ok(r) => r,
-                                        Err(e) => Err(rsipstack::Error::Error(e.to_string())),
-                                    };
-                                    (fork, r)
-                                });
+                                finals.spawn(async move { (fork, joined(handle.await)) });
                             }
                             Err(e) => {
                                 tracing::debug!(call = %caller.call_id, error = %e, "challenge not answered");
@@ -646,17 +634,7 @@ async fn trunk_invite(
         ));
     }
     if let Some(resp) = challenge {
-        let proxy = resp.status_code.code() == 407;
-        let values: Vec<String> = resp
-            .headers
-            .iter()
-            .filter_map(|h| match h {
-                Header::WwwAuthenticate(v) if !proxy => Some(v.value().to_string()),
-                Header::ProxyAuthenticate(v) if proxy => Some(v.value().to_string()),
-                _ => None,
-            })
-            .collect();
-        let c = crate::sip::digest::Challenge::best(values.iter().map(String::as_str))
+        let (c, proxy) = crate::sip::digest::Challenge::from_response(resp)
             .map_err(|e| format!("the provider's challenge: {e}"))?;
         let user = trunk.auth_username.as_deref().unwrap_or(&trunk.username);
         let cnonce = format!("{:016x}", rand::random::<u64>());

@@ -140,6 +140,22 @@ pub enum ParseError {
     Algorithm,
 }
 
+/// The parameters of a `Digest ...` header value (bounded in length).
+fn digest_params(value: &str) -> Result<HashMap<String, String>, ParseError> {
+    if value.len() > MAX_HEADER {
+        return Err(ParseError::TooLong);
+    }
+    let v = value.trim_start();
+    let Some(rest) = v
+        .get(..6)
+        .filter(|s| s.eq_ignore_ascii_case("digest"))
+        .map(|_| &v[6..])
+    else {
+        return Err(ParseError::NotDigest);
+    };
+    params(rest).ok_or(ParseError::Malformed("parameter list"))
+}
+
 /// `key=value` pairs of a Digest header, values quoted or not.
 fn params(s: &str) -> Option<HashMap<String, String>> {
     let mut out = HashMap::new();
@@ -188,18 +204,7 @@ fn params(s: &str) -> Option<HashMap<String, String>> {
 impl Authorization {
     /// Parse an Authorization (or Proxy-Authorization) header's value.
     pub fn parse(value: &str) -> Result<Authorization, ParseError> {
-        if value.len() > MAX_HEADER {
-            return Err(ParseError::TooLong);
-        }
-        let v = value.trim_start();
-        let Some(rest) = v
-            .get(..6)
-            .filter(|s| s.eq_ignore_ascii_case("digest"))
-            .map(|_| &v[6..])
-        else {
-            return Err(ParseError::NotDigest);
-        };
-        let p = params(rest).ok_or(ParseError::Malformed("parameter list"))?;
+        let p = digest_params(value)?;
         let get = |k: &'static str| p.get(k).cloned().ok_or(ParseError::Missing(k));
         match p.get("qop").map(|q| q.to_ascii_lowercase()) {
             Some(q) if q == "auth" => {}
@@ -260,18 +265,7 @@ pub struct Challenge {
 
 impl Challenge {
     pub fn parse(value: &str) -> Result<Challenge, ParseError> {
-        if value.len() > MAX_HEADER {
-            return Err(ParseError::TooLong);
-        }
-        let v = value.trim_start();
-        let Some(rest) = v
-            .get(..6)
-            .filter(|s| s.eq_ignore_ascii_case("digest"))
-            .map(|_| &v[6..])
-        else {
-            return Err(ParseError::NotDigest);
-        };
-        let p = params(rest).ok_or(ParseError::Malformed("parameter list"))?;
+        let p = digest_params(value)?;
         let algorithm = match p.get("algorithm").map(|a| a.to_ascii_uppercase()) {
             None => Algorithm::Md5,
             // The draft spelling, still seen in the wild.
@@ -300,6 +294,24 @@ impl Challenge {
                 .get("stale")
                 .is_some_and(|s| s.eq_ignore_ascii_case("true")),
         })
+    }
+
+    /// The challenge of a 401 (WWW-Authenticate) or 407
+    /// (Proxy-Authenticate) response, and whether it is a proxy's: the
+    /// answer goes in Proxy-Authorization then.
+    pub fn from_response(resp: &rsipstack::sip::Response) -> Result<(Challenge, bool), ParseError> {
+        use rsipstack::sip::Header;
+        let proxy = resp.status_code.code() == 407;
+        let values: Vec<String> = resp
+            .headers
+            .iter()
+            .filter_map(|h| match h {
+                Header::WwwAuthenticate(v) if !proxy => Some(v.value().to_string()),
+                Header::ProxyAuthenticate(v) if proxy => Some(v.value().to_string()),
+                _ => None,
+            })
+            .collect();
+        Ok((Challenge::best(values.iter().map(String::as_str))?, proxy))
     }
 
     /// The best of several challenges (a server may offer SHA-256 and MD5):

@@ -205,17 +205,7 @@ async fn register(
         }
         match resp.status_code {
             StatusCode::Unauthorized | StatusCode::ProxyAuthenticationRequired => {
-                let proxy = resp.status_code == StatusCode::ProxyAuthenticationRequired;
-                let values: Vec<String> = resp
-                    .headers
-                    .iter()
-                    .filter_map(|h| match h {
-                        Header::WwwAuthenticate(v) if !proxy => Some(v.value().to_string()),
-                        Header::ProxyAuthenticate(v) if proxy => Some(v.value().to_string()),
-                        _ => None,
-                    })
-                    .collect();
-                let c = Challenge::best(values.iter().map(String::as_str))
+                let (c, proxy) = Challenge::from_response(&resp)
                     .map_err(|e| format!("cannot answer the provider's challenge: {e}"))?;
                 challenged += 1;
                 // A second challenge that is not "stale": our answer was wrong.
