@@ -446,18 +446,7 @@ fn a_phone_puts_the_caller_on_hold_the_caller_hears_the_hold_tone_then_the_phone
         &extensions("[inbound]\nring = [\"102\"]\nring_secs = 20\n"),
     );
     // The phone is silent throughout: whatever the caller hears is the box's.
-    let quiet = speech_wav(agent.dir.path(), "quiet", ".", 8000, 0.0, 25.0);
-    let ctrl = free_port();
-    let _phone = DeskPhone::start_with(
-        &agent,
-        "102",
-        SECRET_102,
-        true,
-        Some(&quiet),
-        None,
-        60,
-        &format!("module_app ctrl_tcp.so\nctrl_tcp_listen 127.0.0.1:{ctrl}\n"),
-    );
+    let (_phone, ctrl) = silent_phone_102(&agent);
     // The caller records what it hears (sndfile: dump-*-dec.wav).
     // It hangs up when its file ends (~17 s), which closes its recording.
     let words = speech_wav(agent.dir.path(), "caller", "Hello.", 8000, 0.2, 16.0);
@@ -511,7 +500,6 @@ fn a_phone_transfers_the_caller_to_another_extension_with_refer() {
         "bridge-refer",
         &extensions("[inbound]\nring = [\"102\"]\nring_secs = 20\n"),
     );
-    let quiet = speech_wav(agent.dir.path(), "quiet", ".", 8000, 0.0, 25.0);
     let desk_words = speech_wav(
         agent.dir.path(),
         "desk",
@@ -521,17 +509,7 @@ fn a_phone_transfers_the_caller_to_another_extension_with_refer() {
         1.0,
         20.0,
     );
-    let ctrl = free_port();
-    let workshop = DeskPhone::start_with(
-        &agent,
-        "102",
-        SECRET_102,
-        true,
-        Some(&quiet),
-        None,
-        60,
-        &format!("module_app ctrl_tcp.so\nctrl_tcp_listen 127.0.0.1:{ctrl}\n"),
-    );
+    let (workshop, ctrl) = silent_phone_102(&agent);
     let words = speech_wav(
         agent.dir.path(),
         "caller",
@@ -582,18 +560,7 @@ fn a_transfer_that_fails_is_reported_to_the_phone_and_the_caller_stays() {
         "bridge-refer-fails",
         &extensions("[inbound]\nring = [\"102\"]\nring_secs = 20\n"),
     );
-    let quiet = speech_wav(agent.dir.path(), "quiet", ".", 8000, 0.0, 25.0);
-    let ctrl = free_port();
-    let workshop = DeskPhone::start_with(
-        &agent,
-        "102",
-        SECRET_102,
-        true,
-        Some(&quiet),
-        None,
-        60,
-        &format!("module_app ctrl_tcp.so\nctrl_tcp_listen 127.0.0.1:{ctrl}\n"),
-    );
+    let (workshop, ctrl) = silent_phone_102(&agent);
     let words = speech_wav(agent.dir.path(), "caller", "Hello.", 8000, 0.5, 20.0);
     let (_call, _) = caller(&agent, &words, 60);
     wait_for(20, "the call to be bridged", || {
@@ -621,4 +588,22 @@ fn a_transfer_that_fails_is_reported_to_the_phone_and_the_caller_stays() {
     let db = Db::open(&agent.database());
     let (_, _, reason) = ended_call(&db);
     assert_eq!(reason, "answering phone hung up");
+}
+
+/// Phone 102: answers by itself, says nothing, and takes commands over
+/// baresip's ctrl_tcp on the port returned.
+fn silent_phone_102(agent: &Agent) -> (DeskPhone, u16) {
+    let quiet = speech_wav(agent.dir.path(), "quiet", ".", 8000, 0.0, 25.0);
+    let ctrl = free_port();
+    let phone = DeskPhone::start_with(
+        agent,
+        "102",
+        SECRET_102,
+        true,
+        Some(&quiet),
+        None,
+        60,
+        &format!("module_app ctrl_tcp.so\nctrl_tcp_listen 127.0.0.1:{ctrl}\n"),
+    );
+    (phone, ctrl)
 }

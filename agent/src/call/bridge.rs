@@ -121,6 +121,21 @@ struct Fork {
 }
 
 impl Fork {
+    /// Stop ringing it: CANCEL while it rings, BYE if it answered in the
+    /// race (a confirmed dialog ignores CANCEL).
+    fn cancel(&mut self, why: Cancelled) {
+        self.end(match why {
+            Cancelled::AnsweredElsewhere => "answered elsewhere",
+            Cancelled::RingTimeout => "no answer",
+            Cancelled::CallerGone => "caller hung up",
+        });
+        if let Some(d) = self.dialog.clone() {
+            tokio::spawn(async move {
+                let _ = d.hangup().await;
+            });
+        }
+    }
+
     fn end(&mut self, outcome: impl Into<String>) {
         if self.ended.is_none() {
             self.ended = Some((now_ms(), outcome.into()));
@@ -322,19 +337,7 @@ pub(super) async fn ring(ctx: &Arc<CallCtx>, mut caller: Caller<'_>, plan: Plan)
                     forks.push(rec);
                 }
                 ringer::Action::Cancel { fork, why } => {
-                    let f = &mut forks[fork_of_ringer[fork]];
-                    f.end(match why {
-                        Cancelled::AnsweredElsewhere => "answered elsewhere",
-                        Cancelled::RingTimeout => "no answer",
-                        Cancelled::CallerGone => "caller hung up",
-                    });
-                    if let Some(d) = f.dialog.clone() {
-                        // CANCEL while it rings, BYE if it answered in the
-                        // race (a confirmed dialog ignores CANCEL).
-                        tokio::spawn(async move {
-                            let _ = d.hangup().await;
-                        });
-                    }
+                    forks[fork_of_ringer[fork]].cancel(why);
                 }
                 ringer::Action::Connect { fork } => {
                     connected = Some(fork);
@@ -438,17 +441,7 @@ pub(super) async fn ring(ctx: &Arc<CallCtx>, mut caller: Caller<'_>, plan: Plan)
     // Let cancels and BYEs of the other forks go out with what they need.
     while let Some(a) = ringer.poll_action() {
         if let ringer::Action::Cancel { fork, why } = a {
-            let f = &mut forks[fork_of_ringer[fork]];
-            f.end(match why {
-                Cancelled::AnsweredElsewhere => "answered elsewhere",
-                Cancelled::RingTimeout => "no answer",
-                Cancelled::CallerGone => "caller hung up",
-            });
-            if let Some(d) = f.dialog.clone() {
-                tokio::spawn(async move {
-                    let _ = d.hangup().await;
-                });
-            }
+            forks[fork_of_ringer[fork]].cancel(why);
         }
     }
     // The other forks' INVITEs may still end, one even with a late 2xx:
