@@ -694,6 +694,34 @@ fn directed(s: &mut Session, offered: sdp::MediaDirection) -> String {
     )
 }
 
+/// Answer a re-INVITE on one leg of the bridge: the same session back in
+/// the direction it asks (the other party hears the hold tone while it
+/// holds), or 488 for a codec switch we cannot follow mid-call.
+async fn reinvite(
+    handle: rsipstack::dialog::dialog::TransactionHandle,
+    request: &rsipstack::sip::Request,
+    session: &mut Session,
+    (holder, held): (&Running, &Running),
+    call_id: &str,
+    who: &str,
+) {
+    let offer = String::from_utf8_lossy(request.body()).to_string();
+    let _ = match super::re_offer(&offer, session.pt, session.codec) {
+        super::ReOffer::Incompatible => handle.reply(StatusCode::NotAcceptableHere).await,
+        _ => {
+            hold(holder, held, is_hold(&offer), call_id, who);
+            let body = directed(session, direction_of(&offer));
+            handle
+                .respond(
+                    StatusCode::OK,
+                    Some(vec![Header::ContentType("application/sdp".into())]),
+                    Some(body.into_bytes()),
+                )
+                .await
+        }
+    };
+}
+
 /// Does this re-offer put the other party on hold? Only a direction that
 /// says so (`sendonly`, `inactive`) or the old `c=0.0.0.0`; a re-INVITE
 /// without SDP (a session refresh) does not.
@@ -1040,7 +1068,7 @@ async fn bridged(
         return;
     };
     let answer = fork.answer.clone().unwrap_or_default();
-    let (b_remote, mut b_pt, mut b_codec) = match AudioDescription::parse(&answer).and_then(|d| {
+    let (b_remote, b_pt, b_codec) = match AudioDescription::parse(&answer).and_then(|d| {
         let (pt, c) = d.choose()?;
         Ok((d, pt, c))
     }) {
@@ -1218,23 +1246,7 @@ async fn bridged(
                     let _ = a.control.send(Control::StartSending);
                 }
                 Some(DialogEvent::ReInvite { request, handle }) => {
-                    // The same session back while the codec stays (on hold
-                    // or not: the phone hears the hold tone meanwhile); a
-                    // switch we cannot follow mid-call is refused (488).
-                    let offer = String::from_utf8_lossy(request.body()).to_string();
-                    let _ = match super::re_offer(&offer, caller.pt, caller.codec) {
-                        super::ReOffer::Incompatible => handle.reply(StatusCode::NotAcceptableHere).await,
-                        r => {
-                            let dir = direction_of(&offer);
-                            let _ = r;
-                            hold(&a, &b, is_hold(&offer), &call_id, "caller");
-                            handle.respond(
-                                StatusCode::OK,
-                                Some(vec![Header::ContentType("application/sdp".into())]),
-                                Some(directed(&mut caller_session, dir).into_bytes()),
-                            ).await
-                        }
-                    };
+                    reinvite(handle, &request, &mut caller_session, (&a, &b), &call_id, "caller").await;
                 }
                 Some(DialogEvent::Info { handle }) => {
                     let _ = handle.reply(StatusCode::OK).await;
@@ -1267,22 +1279,7 @@ async fn bridged(
                 }
                 Some(DialogState::Terminated(id, _)) => caller.dialogs.remove_dialog(&id),
                 Some(DialogState::Updated(_, request, handle)) => {
-                    // The phone's re-INVITE gets our answer: the bridged
-                    // codec, or 488 when it is not offered any more.
-                    let offer = String::from_utf8_lossy(request.body()).to_string();
-                    let _ = match super::re_offer(&offer, b_pt, b_codec) {
-                        super::ReOffer::Incompatible => handle.reply(StatusCode::NotAcceptableHere).await,
-                        r => {
-                            let dir = direction_of(&offer);
-                            let _ = r;
-                            hold(&b, &a, is_hold(&offer), &call_id, "phone");
-                            handle.respond(
-                                StatusCode::OK,
-                                Some(vec![Header::ContentType("application/sdp".into())]),
-                                Some(directed(&mut b_session, dir).into_bytes()),
-                            ).await
-                        }
-                    };
+                    reinvite(handle, &request, &mut b_session, (&b, &a), &call_id, "phone").await;
                 }
                 Some(DialogState::Info(_, _, handle)) | Some(DialogState::Options(_, _, handle)) => {
                     let _ = handle.reply(StatusCode::OK).await;
@@ -1415,8 +1412,6 @@ async fn bridged(
                         });
                         transferor_gone = false;
                         b_call_id = p.call_id;
-                        b_pt = pt;
-                        b_codec = codec;
                         b_session = Session {
                             local: p.local,
                             id: p.session_id,
