@@ -108,6 +108,20 @@ pub enum TrunkTransport {
     #[default]
     Udp,
     Tcp,
+    /// SIP over TLS (port 5061 unless the host names one); the server's
+    /// certificate is checked against the system's CAs and `tls_ca`.
+    Tls,
+}
+
+impl TrunkTransport {
+    /// The `;transport=` parameter of our URIs towards the trunk.
+    pub fn uri_suffix(self) -> &'static str {
+        match self {
+            TrunkTransport::Udp => "",
+            TrunkTransport::Tcp => ";transport=tcp",
+            TrunkTransport::Tls => ";transport=tls",
+        }
+    }
 }
 
 /// A SIP trunk: the provider's server, how the box authenticates to it,
@@ -123,6 +137,11 @@ pub struct Trunk {
     pub host: String,
     #[serde(default)]
     pub transport: TrunkTransport,
+    /// A PEM file of CA certificates the provider's TLS certificate may be
+    /// signed by, besides the system's (a private CA, or its self-signed
+    /// certificate).
+    #[serde(default)]
+    pub tls_ca: Option<PathBuf>,
     /// The account's user name (register mode).
     #[serde(default)]
     pub username: String,
@@ -427,6 +446,13 @@ pub struct Sip {
     pub answer_after_ms: u64,
     /// The digest realm phones authenticate in.
     pub realm: String,
+    /// SIP over TLS for phones (and the address trunks reach us at over TLS).
+    pub tls: bool,
+    pub tls_port: u16,
+    /// PEM certificate chain and private key; both empty: a self-signed
+    /// pair made at first start and kept in `data_dir/tls/`.
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -441,6 +467,20 @@ pub struct Media {
     /// Latch RTP to the first source that sends (a phone behind NAT sends
     /// from another address than its SDP names); off: only the SDP address.
     pub symmetric_rtp: bool,
+    /// SRTP with SDES keys: `optional` (accepted when a peer offers it,
+    /// offered to phones reached over TLS), `required` (plain RTP refused),
+    /// or `off`.
+    pub srtp: SrtpPolicy,
+}
+
+/// When calls use SRTP (`media.srtp`).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum SrtpPolicy {
+    Off,
+    #[default]
+    Optional,
+    Required,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -498,6 +538,10 @@ impl Default for Sip {
             user: "handlet".into(),
             answer_after_ms: 0,
             realm: "handlet".into(),
+            tls: false,
+            tls_port: 5061,
+            tls_cert: None,
+            tls_key: None,
         }
     }
 }
@@ -512,6 +556,7 @@ impl Default for Media {
             jitter_max_ms: 200,
             rtp_timeout_secs: 30,
             symmetric_rtp: true,
+            srtp: SrtpPolicy::Optional,
         }
     }
 }

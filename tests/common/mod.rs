@@ -76,11 +76,26 @@ pub fn free_port() -> u16 {
 
 /// Write a config file for a test agent and return its path.
 /// `extra` may hold `[sip]` keys; they are merged into the harness's [sip] table.
+/// A `[media]` table in `extra` is merged into the harness's.
 pub fn write_config(dir: &Path, port: u16, extra: &str) -> PathBuf {
+    let (extra, media_extra) = match extra.split_once("[media]\n") {
+        Some((before, after)) => {
+            let end = after.find("\n[").map_or(after.len(), |i| i + 1);
+            (
+                format!("{before}{}", &after[end..]),
+                after[..end].to_string(),
+            )
+        }
+        None => (extra.to_string(), String::new()),
+    };
     let sip_extra = extra.strip_prefix("[sip]\n").unwrap_or("");
-    let extra = if sip_extra.is_empty() { extra } else { "" };
+    let extra = if sip_extra.is_empty() {
+        extra.as_str()
+    } else {
+        ""
+    };
     let cfg = format!(
-        "data_dir = {:?}\nmodels_dir = {:?}\n[sip]\nport = {port}\n{sip_extra}[media]\nrtp_port_min = 20000\nrtp_port_max = 29999\n{extra}",
+        "data_dir = {:?}\nmodels_dir = {:?}\n[sip]\nport = {port}\n{sip_extra}[media]\nrtp_port_min = 20000\nrtp_port_max = 29999\n{media_extra}{extra}",
         dir.join("data"),
         models_dir()
     );
@@ -537,16 +552,61 @@ impl DeskPhone {
         secs: u64,
         extra: &str,
     ) -> DeskPhone {
+        let account = format!(
+            "<sip:{number}@127.0.0.1:{}>;auth_pass={secret};regint=300;answermode={};audio_codecs=PCMU",
+            agent.port,
+            if answers { "auto" } else { "manual" }
+        );
+        Self::launch(agent, number, "udp", &account, wav, dial, secs, extra)
+    }
+
+    /// A phone registered over TLS to the agent's `tls_port` that keys
+    /// its media with SDES (`mediaenc=srtp`: SRTP offered, and taken when
+    /// offered).
+    #[allow(clippy::too_many_arguments)]
+    pub fn start_secure(
+        agent: &Agent,
+        tls_port: u16,
+        number: &str,
+        secret: &str,
+        answers: bool,
+        wav: Option<&Path>,
+        dial: Option<&str>,
+        secs: u64,
+    ) -> DeskPhone {
+        let account = format!(
+            "<sip:{number}@127.0.0.1:{tls_port};transport=tls>;auth_pass={secret};regint=300;answermode={};audio_codecs=PCMU;mediaenc=srtp",
+            if answers { "auto" } else { "manual" }
+        );
+        Self::launch(
+            agent,
+            number,
+            "tls",
+            &account,
+            wav,
+            dial,
+            secs,
+            "module srtp.so\n",
+        )
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn launch(
+        agent: &Agent,
+        number: &str,
+        transport: &str,
+        account: &str,
+        wav: Option<&Path>,
+        dial: Option<&str>,
+        secs: u64,
+        extra: &str,
+    ) -> DeskPhone {
         let dir = baresip_config(
             agent.dir.path(),
             &format!("phone-{number}"),
             wav,
-            "udp",
-            &format!(
-                "<sip:{number}@127.0.0.1:{}>;auth_pass={secret};regint=300;answermode={};audio_codecs=PCMU",
-                agent.port,
-                if answers { "auto" } else { "manual" }
-            ),
+            transport,
+            account,
         );
         if !extra.is_empty() {
             let mut c = std::fs::read_to_string(dir.join("config")).unwrap();

@@ -68,6 +68,8 @@ pub(super) struct Caller<'a> {
     /// Anyone else gets 180 and makes its own ringback: an INVITE alone
     /// must not make the box stream at an address it names.
     pub early_media: bool,
+    /// The caller's SRTP keys and profile, when its media is encrypted.
+    pub srtp: Option<(crate::media::srtp::Keys, sdp::Profile)>,
 }
 
 /// Whom a call rings.
@@ -118,6 +120,8 @@ struct Fork {
     answer: Option<String>,
     /// The final status it failed with, if it did.
     status: Option<u16>,
+    /// The SRTP profile our offer to it had (keyed with the B leg's key).
+    srtp: Option<sdp::Profile>,
 }
 
 impl Fork {
@@ -198,6 +202,7 @@ pub(super) async fn ring(ctx: &Arc<CallCtx>, mut caller: Caller<'_>, plan: Plan)
                 ended: Some((now_ms(), "not registered".into())),
                 answer: None,
                 status: Some(480),
+                srtp: None,
             });
         }
     }
@@ -226,6 +231,9 @@ pub(super) async fn ring(ctx: &Arc<CallCtx>, mut caller: Caller<'_>, plan: Plan)
         Some(TELEPHONE_EVENT_PT),
         false,
     );
+    // One key for what the box sends the answering phone; every fork is
+    // offered it (only the one that answers is sent to).
+    let b_key = crate::media::srtp::our_key();
     let (fork_state_tx, mut fork_states) = caller.dialogs.new_dialog_state_channel();
     // The ringer's clock is monotonic: a wall-clock step (NTP at boot)
     // must not fire or stall ring timeouts.
@@ -242,7 +250,15 @@ pub(super) async fn ring(ctx: &Arc<CallCtx>, mut caller: Caller<'_>, plan: Plan)
     let mut ringing_leg: Option<Running> = None;
     // While it rings the caller may send nothing: its leg waits out every
     // ring time before calling the caller gone.
-    let mut ringing_cfg = leg_config(ctx, caller.codec, caller.pt, caller.remote, caller.rtcp_mux);
+    let caller_keys = caller.srtp.as_ref().map(|(k, _)| k.clone());
+    let mut ringing_cfg = leg_config(
+        ctx,
+        caller.codec,
+        caller.pt,
+        caller.remote,
+        caller.rtcp_mux,
+        caller_keys,
+    );
     ringing_cfg.timeout_ms += ring_ms.saturating_mul(targets.len().max(1) as u64);
     if caller.early_media
         && let Ok(leg) = RtpLeg::new(ringing_cfg, 0)
@@ -287,13 +303,15 @@ pub(super) async fn ring(ctx: &Arc<CallCtx>, mut caller: Caller<'_>, plan: Plan)
                     contact,
                 } => {
                     let (number, dests) = &targets[target];
+                    let (fork_offer, fork_srtp) =
+                        keyed_offer(ctx, &offer, &b_key, dest_tls(&dests[contact], &plan));
                     let (opt, contact_text) = match (&dests[contact], &plan) {
                         (Dest::Phone(b), _) => (
-                            invite_option(ctx, &caller_user, b, &offer),
+                            invite_option(ctx, &caller_user, b, &fork_offer),
                             b.contact.clone(),
                         ),
                         (Dest::Trunk, Plan::Out { trunk, number, cli }) => (
-                            trunk_invite(ctx, trunk, number, cli, &offer, None, None).await,
+                            trunk_invite(ctx, trunk, number, cli, &fork_offer, None, None).await,
                             format!("trunk {}", trunk.name),
                         ),
                         (Dest::Trunk, _) => (Err("no trunk".into()), String::new()),
@@ -310,6 +328,7 @@ pub(super) async fn ring(ctx: &Arc<CallCtx>, mut caller: Caller<'_>, plan: Plan)
                         ended: None,
                         answer: None,
                         status: None,
+                        srtp: fork_srtp,
                     };
                     match opt.and_then(|o| {
                         caller
@@ -395,7 +414,11 @@ pub(super) async fn ring(ctx: &Arc<CallCtx>, mut caller: Caller<'_>, plan: Plan)
                         // the trunk's credentials, on the same Call-ID.
                         f.auth_tried = true;
                         let Plan::Out { trunk, number, cli } = &plan else { unreachable!() };
-                        let retry = trunk_invite(ctx, trunk, number, cli, &offer, Some(&resp), Some(f.call_id.clone())).await;
+                        let retry_offer = match f.srtp {
+                            Some(p) => sdp::keyed(&offer, p, &b_key),
+                            None => offer.clone(),
+                        };
+                        let retry = trunk_invite(ctx, trunk, number, cli, &retry_offer, Some(&resp), Some(f.call_id.clone())).await;
                         match retry.and_then(|o| caller.dialogs.do_invite_async(o, fork_state_tx.clone()).map_err(|e| e.to_string())) {
                             Ok((dialog, handle)) => {
                                 f.dialog = Some(dialog);
@@ -484,7 +507,7 @@ pub(super) async fn ring(ctx: &Arc<CallCtx>, mut caller: Caller<'_>, plan: Plan)
                     rtp: b_rtp,
                     rtcp: b_rtcp,
                 },
-                &offer,
+                (&offer, &b_key),
                 (ringing_leg.take(), leg_events_tx, leg_events),
                 (caller_user.clone(), fork_state_tx.clone()),
             )
@@ -552,6 +575,32 @@ pub(super) async fn ring(ctx: &Arc<CallCtx>, mut caller: Caller<'_>, plan: Plan)
     result
 }
 
+/// Is the signalling to `dest` over TLS (where an SDES key may travel)?
+fn dest_tls(dest: &Dest, plan: &Plan) -> bool {
+    match (dest, plan) {
+        (Dest::Phone(b), _) => b.transport == "tls",
+        (Dest::Trunk, Plan::Out { trunk, .. }) => {
+            trunk.transport == crate::config::TrunkTransport::Tls
+        }
+        _ => false,
+    }
+}
+
+/// `offer` keyed with `key` when SRTP is to be offered on this leg
+/// (`media.srtp`, and TLS signalling for best-effort SRTP), and the
+/// profile it was offered in.
+fn keyed_offer(
+    ctx: &CallCtx,
+    offer: &str,
+    key: &crate::media::srtp::Crypto,
+    tls: bool,
+) -> (String, Option<sdp::Profile>) {
+    match crate::media::srtp::offer_profile(ctx.cfg.media.srtp, tls) {
+        Some(p) => (sdp::keyed(offer, p, key), Some(p)),
+        None => (offer.to_string(), None),
+    }
+}
+
 /// The INVITE to one contact of an extension: From the caller's number
 /// (what the phone shows), sent where the phone registered from.
 fn invite_option(
@@ -561,16 +610,12 @@ fn invite_option(
     offer: &str,
 ) -> Result<InviteOption, String> {
     let sip = &ctx.cfg.sip;
-    let transport = match b.transport {
-        "tcp" => Transport::Tcp,
-        _ => Transport::Udp,
+    let (transport, suffix, port) = match b.transport {
+        "tcp" => (Transport::Tcp, ";transport=tcp", sip.port),
+        "tls" => (Transport::Tls, ";transport=tls", sip.tls_port),
+        _ => (Transport::Udp, "", sip.port),
     };
-    let suffix = if transport == Transport::Tcp {
-        ";transport=tcp"
-    } else {
-        ""
-    };
-    let host = SocketAddr::new(crate::sip::local_ip_towards(sip.bind, b.reach), sip.port);
+    let host = SocketAddr::new(crate::sip::local_ip_towards(sip.bind, b.reach), port);
     let uri =
         |s: String| rsipstack::sip::Uri::try_from(s.as_str()).map_err(|e| format!("{s}: {e}"));
     let contact_uri = b
@@ -613,8 +658,7 @@ async fn trunk_invite(
 ) -> Result<InviteOption, String> {
     let server = trunk.resolve().await?;
     let sip = &ctx.cfg.sip;
-    let tcp = trunk.transport == crate::config::TrunkTransport::Tcp;
-    let suffix = if tcp { ";transport=tcp" } else { "" };
+    let suffix = trunk.transport.uri_suffix();
     let uri =
         |s: String| rsipstack::sip::Uri::try_from(s.as_str()).map_err(|e| format!("{s}: {e}"));
     let callee = uri(format!("sip:{number}@{}{suffix}", trunk.host))?;
@@ -651,7 +695,7 @@ async fn trunk_invite(
         caller: uri(format!("sip:{cli}@{}", trunk.host))?,
         callee,
         destination: Some(SipAddr {
-            r#type: Some(if tcp { Transport::Tcp } else { Transport::Udp }),
+            r#type: Some(crate::sip::trunk::client::transport_of(trunk)),
             addr: server.into(),
         }),
         content_type: Some("application/sdp".into()),
@@ -676,6 +720,8 @@ struct Session {
     codec: Codec,
     telephone_event: Option<u8>,
     rtcp_mux: bool,
+    /// Our SRTP key and profile on this leg, kept for every description.
+    srtp: Option<(crate::media::srtp::Crypto, sdp::Profile)>,
 }
 
 /// Our answer to a re-offer of `s` whose direction is `offered`.
@@ -684,14 +730,18 @@ fn directed(s: &mut Session, offered: sdp::MediaDirection) -> String {
         return String::new();
     };
     s.version += 1;
-    sdp::write_directed(
+    let text = sdp::write_directed(
         local,
         (s.id, s.version),
         &[(s.pt, s.codec)],
         s.telephone_event,
         s.rtcp_mux,
         offered.answer(),
-    )
+    );
+    match &s.srtp {
+        Some((key, profile)) => sdp::keyed(&text, *profile, key),
+        None => text,
+    }
 }
 
 /// Answer a re-INVITE on one leg of the bridge: the same session back in
@@ -784,7 +834,7 @@ fn notify_refer(
 }
 
 /// Where a transfer's INVITEs go: each contact and its INVITE.
-type Attempts = Vec<(String, Result<InviteOption, String>)>;
+type Attempts = Vec<(String, Result<InviteOption, String>, Option<sdp::Profile>)>;
 
 /// A fork's INVITE task as it ended. (The large error is rsipstack's own
 /// result type, passed through.)
@@ -798,6 +848,8 @@ fn joined(r: Result<InviteAsyncResult, tokio::task::JoinError>) -> InviteAsyncRe
 
 /// The party a transfer reached.
 struct Placed {
+    /// Our SRTP key and profile in the offer it answered.
+    srtp: Option<(crate::media::srtp::Crypto, sdp::Profile)>,
     dialog: InviteDialog,
     answer: String,
     call_id: String,
@@ -835,6 +887,7 @@ async fn place(
         Some(TELEPHONE_EVENT_PT),
         false,
     );
+    let key = crate::media::srtp::our_key();
     let (target, ring_ms, options): (String, u64, Attempts) = match &plan {
         Plan::Extensions {
             numbers, ring_ms, ..
@@ -845,22 +898,29 @@ async fn place(
                 .contacts_of(&n)
                 .iter()
                 .map(|b| {
+                    let (text, profile) = keyed_offer(&ctx, &offer, &key, b.transport == "tls");
                     (
                         b.contact.clone(),
-                        invite_option(&ctx, &caller_user, b, &offer),
+                        invite_option(&ctx, &caller_user, b, &text),
+                        profile,
                     )
                 })
                 .collect();
             (n, *ring_ms, opts)
         }
-        Plan::Out { trunk, number, cli } => (
-            number.clone(),
-            OUT_RING_MS,
-            vec![(
-                format!("trunk {}", trunk.name),
-                trunk_invite(&ctx, trunk, number, cli, &offer, None, None).await,
-            )],
-        ),
+        Plan::Out { trunk, number, cli } => {
+            let tls = trunk.transport == crate::config::TrunkTransport::Tls;
+            let (text, profile) = keyed_offer(&ctx, &offer, &key, tls);
+            (
+                number.clone(),
+                OUT_RING_MS,
+                vec![(
+                    format!("trunk {}", trunk.name),
+                    trunk_invite(&ctx, trunk, number, cli, &text, None, None).await,
+                    profile,
+                )],
+            )
+        }
     };
     if options.is_empty() {
         return Err(480);
@@ -868,7 +928,9 @@ async fn place(
     let started_at = now_ms();
     let mut pending: JoinSet<(usize, InviteAsyncResult)> = JoinSet::new();
     let mut dialogs_of: Vec<(String, Option<InviteDialog>)> = Vec::new();
-    for (i, (contact, o)) in options.into_iter().enumerate() {
+    let mut profiles = Vec::new();
+    for (i, (contact, o, profile)) in options.into_iter().enumerate() {
+        profiles.push(profile);
         match o.and_then(|o| {
             dialogs
                 .do_invite_async(o, states.clone())
@@ -906,6 +968,7 @@ async fn place(
                 }
                 let (contact, d) = dialogs_of.swap_remove(i);
                 return Ok(Placed {
+                    srtp: profiles[i].map(|p| (key.clone(), p)),
                     dialog: d.ok_or(503u16)?,
                     answer: String::from_utf8_lossy(resp.body()).to_string(),
                     call_id: id.call_id.clone(),
@@ -920,13 +983,17 @@ async fn place(
             }
             Ok((id, Some(resp))) if matches!(resp.status_code.code(), 401 | 407) && !auth_tried => {
                 auth_tried = true;
+                let text = match profiles[i] {
+                    Some(p) => sdp::keyed(&offer, p, &key),
+                    None => offer.clone(),
+                };
                 if let Plan::Out { trunk, number, cli } = &plan
                     && let Ok(o) = trunk_invite(
                         &ctx,
                         trunk,
                         number,
                         cli,
-                        &offer,
+                        &text,
                         Some(&resp),
                         Some(id.call_id.clone()),
                     )
@@ -1031,6 +1098,7 @@ fn leg_config(
     pt: u8,
     remote: &AudioDescription,
     rtcp_mux: bool,
+    srtp: Option<crate::media::srtp::Keys>,
 ) -> RtpLegConfig {
     let m = &ctx.cfg.media;
     RtpLegConfig {
@@ -1048,6 +1116,7 @@ fn leg_config(
         rtcp_remote: remote.rtcp_remote(),
         rtcp_mux,
         wall_ms: crate::clock::now_ms() as u64,
+        srtp,
     }
 }
 
@@ -1059,7 +1128,7 @@ async fn bridged(
     fork: &mut Fork,
     fork_states: &mut rsipstack::dialog::dialog::DialogStateReceiver,
     b_sockets: leg::Sockets,
-    offer: &str,
+    (offer, b_key): (&str, &crate::media::srtp::Crypto),
     (ringing_leg, leg_events_tx, mut leg_events): (Option<Running>, LegEventsTx, LegEventsRx),
     (caller_user, fork_state_tx): (String, rsipstack::dialog::dialog::DialogStateSender),
 ) {
@@ -1068,10 +1137,20 @@ async fn bridged(
         return;
     };
     let answer = fork.answer.clone().unwrap_or_default();
-    let (b_remote, b_pt, b_codec) = match AudioDescription::parse(&answer).and_then(|d| {
-        let (pt, c) = d.choose()?;
-        Ok((d, pt, c))
-    }) {
+    let b_offered = fork.srtp.map(|p| (b_key.clone(), p));
+    let described = AudioDescription::parse(&answer)
+        .and_then(|d| {
+            let (pt, c) = d.choose()?;
+            Ok((d, pt, c))
+        })
+        .map_err(|e| e.to_string())
+        .and_then(|(d, pt, c)| {
+            // Its key for our SRTP offer; refused when SRTP is required.
+            let keys = crate::media::srtp::from_answer(b_offered.as_ref(), &d, ctx.cfg.media.srtp)
+                .map_err(|e| e.to_string())?;
+            Ok(((d, pt, c), keys))
+        });
+    let ((b_remote, b_pt, b_codec), b_keys) = match described {
         Ok(x) => x,
         Err(e) => {
             tracing::warn!(call = %call_id, error = %e, "the answering phone's SDP is unusable");
@@ -1097,6 +1176,7 @@ async fn bridged(
         codec: b_codec,
         telephone_event: b_remote.telephone_event,
         rtcp_mux: false,
+        srtp: b_keys.as_ref().and(b_offered.clone()),
     };
     let mut caller_session = Session {
         local: caller.local,
@@ -1106,6 +1186,7 @@ async fn bridged(
         codec: caller.codec,
         telephone_event: caller.remote.telephone_event,
         rtcp_mux: caller.rtcp_mux,
+        srtp: caller.srtp.as_ref().map(|(k, p)| (k.local.clone(), *p)),
     };
     let a_sockets = caller.sockets.take();
     if a_sockets.is_none() && ringing_leg.is_none() {
@@ -1152,10 +1233,20 @@ async fn bridged(
         },
     );
     let a_leg = RtpLeg::new(
-        leg_config(ctx, caller.codec, caller.pt, caller.remote, caller.rtcp_mux),
+        leg_config(
+            ctx,
+            caller.codec,
+            caller.pt,
+            caller.remote,
+            caller.rtcp_mux,
+            caller.srtp.as_ref().map(|(k, _)| k.clone()),
+        ),
         0,
     );
-    let b_leg = RtpLeg::new(leg_config(ctx, b_codec, b_pt, &b_remote, false), 0);
+    let b_leg = RtpLeg::new(
+        leg_config(ctx, b_codec, b_pt, &b_remote, false, b_keys.clone()),
+        0,
+    );
     let (caller_tap, callee_tap, a_leg, b_leg) = match (caller_tap, callee_tap, a_leg, b_leg) {
         (Ok(a), Ok(b), Ok(c), Ok(d)) => (a, b, c, d),
         _ => {
@@ -1343,7 +1434,8 @@ async fn bridged(
                         // is told the transfer worked.
                         let setup = AudioDescription::parse(&p.answer).ok().and_then(|desc| {
                             let (pt, codec) = desc.choose().ok()?;
-                            let leg = RtpLeg::new(leg_config(ctx, codec, pt, &desc, false), 0).ok()?;
+                            let keys = crate::media::srtp::from_answer(p.srtp.as_ref(), &desc, ctx.cfg.media.srtp).ok()?;
+                            let leg = RtpLeg::new(leg_config(ctx, codec, pt, &desc, false, keys.clone()), 0).ok()?;
                             let tap = tap::start(
                                 call_id.clone(),
                                 Channel::Callee,
@@ -1352,9 +1444,9 @@ async fn bridged(
                                 ctx.pool.clone(),
                                 tap::Outputs { store: ctx.store.clone(), after: None, record: None, hold: None, pair: None },
                             ).ok()?;
-                            Some((desc, pt, codec, leg, tap))
+                            Some((desc, pt, codec, leg, tap, keys.is_some()))
                         });
-                        let Some((desc, pt, codec, leg, callee_tap)) = setup else {
+                        let Some((desc, pt, codec, leg, callee_tap, keyed)) = setup else {
                             tracing::warn!(call = %call_id, "the transfer's new party cannot be bridged; it is hung up");
                             let d = p.dialog.clone();
                             let dialogs = caller.dialogs.clone();
@@ -1420,6 +1512,7 @@ async fn bridged(
                             codec,
                             telephone_event: desc.telephone_event,
                             rtcp_mux: false,
+                            srtp: p.srtp.clone().filter(|_| keyed),
                         };
                         tracing::info!(call = %call_id, target = %Pii(&fork.target), "call transferred");
                     }

@@ -148,6 +148,16 @@ pub async fn inbound(
             return;
         }
     };
+    // SRTP when the caller keys its media (SDES), or refused when one side
+    // requires it and the other cannot.
+    let srtp = match media::srtp::answer(&remote, ctx.cfg.media.srtp) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::info!(from = %Pii(&from), error = %e, "rejecting INVITE");
+            let _ = tx.reply(StatusCode::NotAcceptableHere).await;
+            return;
+        }
+    };
     let m = &ctx.cfg.media;
     if remote.remote.is_ipv4() != m.rtp_address.is_ipv4() {
         tracing::info!(from = %Pii(&from), "rejecting INVITE: its media address family has no RTP socket here");
@@ -218,6 +228,10 @@ pub async fn inbound(
         remote.telephone_event,
         rtcp_mux,
     );
+    let answer = match &srtp {
+        Some((keys, profile)) => sdp::keyed(&answer, *profile, &keys.local),
+        None => answer,
+    };
     let mut socket = Some(sockets);
     if let Some(plan) = plan {
         let rung = bridge::ring(
@@ -239,6 +253,7 @@ pub async fn inbound(
                 local: Some(local),
                 dialogs: &dialogs,
                 early_media: matches!(origin, crate::sip::Origin::Trunk { .. }),
+                srtp: srtp.clone(),
             },
             plan,
         )
@@ -331,6 +346,7 @@ pub async fn inbound(
                             rtcp_remote: remote.rtcp_remote(),
                             rtcp_mux,
                             wall_ms: crate::clock::now_ms() as u64,
+                            srtp: srtp.as_ref().map(|(k, _)| k.clone()),
                         },
                         0,
                     );
@@ -410,6 +426,13 @@ pub async fn inbound(
                                     rtcp_mux,
                                     reinvite_direction.answer(),
                                 );
+                                // The same key: the leg keeps its contexts.
+                                let body = match &srtp {
+                                    Some((keys, profile)) => {
+                                        sdp::keyed(&body, *profile, &keys.local)
+                                    }
+                                    None => body,
+                                };
                                 h.respond(
                                     StatusCode::OK,
                                     Some(vec![Header::ContentType("application/sdp".into())]),

@@ -10,6 +10,7 @@ pub mod rtp;
 pub mod rtp_leg;
 pub mod sdp;
 pub mod sink;
+pub mod srtp;
 
 use std::net::{IpAddr, SocketAddr};
 use tokio::net::UdpSocket;

@@ -69,6 +69,10 @@ pub struct RtpLegConfig {
     /// Wall-clock ms since the Unix epoch at the `now_ms` the leg is made
     /// with (for RTCP's NTP timestamps).
     pub wall_ms: u64,
+    /// SRTP keys (SDES) when the leg is encrypted: what goes out is
+    /// protected with ours, and only what authenticates with the peer's
+    /// is heard (nor latched to).
+    pub srtp: Option<super::srtp::Keys>,
 }
 
 /// Something the leg's owner should know.
@@ -118,6 +122,8 @@ pub struct LegStats {
     pub other_payload: u64,
     /// Keys beyond [`MAX_DIGITS`], not reported.
     pub digits_dropped: u64,
+    /// SRTP(C) packets that failed authentication or replayed: dropped.
+    pub srtp_rejected: u64,
     pub jitter: jitter::Stats,
     /// Reports sent and read, and what the peer said about our stream.
     pub rtcp: RtcpStats,
@@ -171,6 +177,7 @@ pub struct RtpLeg {
     digits: u32,
     events: VecDeque<LegEvent>,
     rtcp: Rtcp,
+    srtp: Option<super::srtp::Session>,
     pub stats: LegStats,
 }
 
@@ -224,8 +231,9 @@ fn jitter_config(cfg: &RtpLegConfig, frame_ms: u32) -> jitter::Config {
 }
 
 impl RtpLeg {
-    pub fn new(cfg: RtpLegConfig, now_ms: u64) -> Result<RtpLeg, crate::Error> {
+    pub fn new(mut cfg: RtpLegConfig, now_ms: u64) -> Result<RtpLeg, crate::Error> {
         let frame_ms = 20;
+        let srtp = cfg.srtp.take().map(super::srtp::Session::new).transpose()?;
         let rtcp = Rtcp::new(RtcpConfig {
             ssrc: cfg.ssrc,
             clock_rate: cfg.codec.rate(),
@@ -264,6 +272,7 @@ impl RtpLeg {
             digits: 0,
             events: VecDeque::new(),
             stats: LegStats::default(),
+            srtp,
             cfg,
         })
     }
@@ -366,12 +375,24 @@ impl RtpLeg {
 
     /// A datagram arrived on the leg's RTCP socket.
     pub fn handle_rtcp(&mut self, now_ms: u64, from: SocketAddr, data: &[u8]) {
-        self.rtcp.handle_datagram(now_ms, from, data);
+        match &mut self.srtp {
+            None => self.rtcp.handle_datagram(now_ms, from, data),
+            Some(s) => match s.unprotect_rtcp(data) {
+                Ok(plain) => self.rtcp.handle_datagram(now_ms, from, &plain),
+                Err(_) => self.stats.srtp_rejected += 1,
+            },
+        }
     }
 
     /// The next RTCP report to send, written into `buf`, and where to.
     pub fn poll_transmit_rtcp(&mut self, now_ms: u64, buf: &mut Vec<u8>) -> Option<SocketAddr> {
-        self.rtcp.poll_transmit(now_ms, buf)
+        let to = self.rtcp.poll_transmit(now_ms, buf)?;
+        if let Some(s) = &mut self.srtp
+            && s.protect_rtcp(buf).is_err()
+        {
+            return None;
+        }
+        Some(to)
     }
 
     pub fn is_sending(&self) -> bool {
@@ -390,9 +411,32 @@ impl RtpLeg {
     /// A datagram arrived on the leg's socket.
     pub fn handle_datagram(&mut self, now_ms: u64, from: SocketAddr, data: &[u8]) {
         if self.cfg.rtcp_mux && rtcp::is_rtcp(data) {
-            self.rtcp.handle_datagram(now_ms, from, data);
+            self.handle_rtcp(now_ms, from, data);
             return;
         }
+        let plain;
+        let data = match &mut self.srtp {
+            None => data,
+            Some(s) => {
+                // Once latched, only the latched source is worth decrypting.
+                if let Latch::Latched { from: src, .. } = self.latch
+                    && from != src
+                {
+                    self.stats.foreign += 1;
+                    return;
+                }
+                match s.unprotect_rtp(data) {
+                    Ok(p) => {
+                        plain = p;
+                        &plain[..]
+                    }
+                    Err(_) => {
+                        self.stats.srtp_rejected += 1;
+                        return;
+                    }
+                }
+            }
+        };
         let Ok((h, payload)) = rtp::parse(data) else {
             self.stats.malformed += 1;
             return;
@@ -576,9 +620,20 @@ impl RtpLeg {
         }
     }
 
-    /// The next packet to send, written into `buf`, and where to; None when
-    /// nothing is due at `now_ms`.
+    /// The next packet to send, written into `buf` (protected, on an SRTP
+    /// leg), and where to; None when nothing is due at `now_ms`.
     pub fn poll_transmit(&mut self, now_ms: u64, buf: &mut Vec<u8>) -> Option<SocketAddr> {
+        let to = self.poll_transmit_plain(now_ms, buf)?;
+        if let Some(s) = &mut self.srtp
+            && s.protect_rtp(buf).is_err()
+        {
+            // The key's 2^48 packets are used up: nothing more goes out.
+            return None;
+        }
+        Some(to)
+    }
+
+    fn poll_transmit_plain(&mut self, now_ms: u64, buf: &mut Vec<u8>) -> Option<SocketAddr> {
         if !self.sending {
             return None;
         }
@@ -715,6 +770,7 @@ mod tests {
             rtcp_remote: SDP_RTCP.parse().unwrap(),
             rtcp_mux: false,
             wall_ms: 1_796_126_400_000,
+            srtp: None,
         }
     }
 
@@ -832,6 +888,62 @@ mod tests {
         // The leg's end says goodbye.
         leg.finish(13_100);
         assert_eq!(leg.poll_transmit_rtcp(13_100, &mut buf), Some(nat_rtcp));
+    }
+
+    #[test]
+    fn an_srtp_leg_hears_only_authentic_packets_and_sends_only_protected_ones() {
+        use crate::media::srtp::{Crypto, Keys, Session, Suite};
+        let ours = Crypto::generate(1, Suite::AesCm128HmacSha1_80);
+        let theirs = Crypto::answering(&ours);
+        let mut c = cfg(true);
+        c.srtp = Some(Keys {
+            local: ours.clone(),
+            remote: theirs.clone(),
+        });
+        let mut leg = RtpLeg::new(c, 0).unwrap();
+        // The peer's side of the keys.
+        let mut peer = Session::new(Keys {
+            local: theirs,
+            remote: ours,
+        })
+        .unwrap();
+        // Plain RTP from an attacker is neither heard nor latched to.
+        leg.handle_datagram(0, addr(ATTACKER), &packet(1, 160, 0x666, 0x10));
+        assert_eq!(leg.stats().srtp_rejected, 1);
+        assert!(leg.poll_event().is_none());
+        let mut p = packet(1, 160, 0xabcd, 0x10);
+        peer.protect_rtp(&mut p).unwrap();
+        leg.handle_datagram(20, addr(NAT_PEER), &p);
+        assert_eq!(
+            leg.poll_event(),
+            Some(LegEvent::FirstPacket {
+                from: addr(NAT_PEER)
+            })
+        );
+        // Its replay is refused.
+        leg.handle_datagram(30, addr(NAT_PEER), &p);
+        let s = leg.stats();
+        assert_eq!((s.packets, s.srtp_rejected), (1, 2));
+        let (mut now, mut audio, mut sent) = (40, Vec::new(), Vec::new());
+        leg.start_sending(now);
+        let mut buf = Vec::new();
+        let to = leg.poll_transmit(now, &mut buf).unwrap();
+        assert_eq!(to, addr(NAT_PEER));
+        assert_eq!(buf.len(), 12 + 160 + 10, "PCMU, 80-bit tag");
+        let plain = peer.unprotect_rtp(&buf).unwrap();
+        assert_eq!(plain.len(), 172);
+        for seq in 2..20u16 {
+            let mut p = packet(seq, 160 * seq as u32, 0xabcd, 0x10);
+            peer.protect_rtp(&mut p).unwrap();
+            leg.handle_datagram(now, addr(NAT_PEER), &p);
+            let to = now + 20;
+            run_until(&mut leg, &mut now, to, &mut audio, &mut sent);
+        }
+        assert!(energy(&audio) > 1.0, "decrypted audio is played");
+        let mut rtcp = Vec::new();
+        if leg.poll_transmit_rtcp(now + 5_000, &mut rtcp).is_some() {
+            assert!(peer.unprotect_rtcp(&rtcp).is_ok(), "RTCP goes out as SRTCP");
+        }
     }
 
     #[test]

@@ -63,7 +63,38 @@ pub struct AudioDescription {
     /// Which way the peer wants audio to flow (RFC 3264 §5.1): a phone
     /// putting a call on hold offers `sendonly` (or `inactive`).
     pub direction: MediaDirection,
+    /// The m= line's transport: `RTP/AVP`, or `RTP/SAVP` (SRTP only).
+    pub profile: Profile,
+    /// Its usable `a=crypto` lines (SDES, RFC 4568), in the peer's order;
+    /// lines we cannot use (other suites, MKIs) are left out.
+    pub crypto: Vec<super::srtp::Crypto>,
 }
+
+/// The transport of an audio m= line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Profile {
+    /// `RTP/AVP`: plain RTP, or SRTP when both sides add `a=crypto`
+    /// (what phones do when SRTP is optional).
+    #[default]
+    Avp,
+    /// `RTP/SAVP`: SRTP or nothing.
+    Savp,
+    /// Anything else (`RTP/SAVPF` of a browser, `UDP/TLS/...`): not ours.
+    Other,
+}
+
+impl Profile {
+    fn parse(s: &str) -> Profile {
+        match s {
+            "RTP/AVP" => Profile::Avp,
+            "RTP/SAVP" => Profile::Savp,
+            _ => Profile::Other,
+        }
+    }
+}
+
+/// `a=crypto` lines kept from one m= line.
+const MAX_CRYPTO: usize = 8;
 
 /// `a=sendrecv` (the default), `a=sendonly`, `a=recvonly`, `a=inactive`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -165,6 +196,8 @@ impl AudioDescription {
         let mut rtcp_mux = false;
         let mut session_dir = None;
         let mut media_dir = None;
+        let mut profile = Profile::Avp;
+        let mut crypto = Vec::new();
         for (i, raw) in text.lines().enumerate() {
             let line = raw.trim_end_matches('\r');
             let Some((kind, value)) = line.split_once('=') else {
@@ -182,7 +215,7 @@ impl AudioDescription {
                             .next()
                             .and_then(|p| p.split('/').next()?.parse().ok())
                             .ok_or(SdpError::Malformed(i + 1))?;
-                        let _proto = parts.next().ok_or(SdpError::Malformed(i + 1))?;
+                        profile = Profile::parse(parts.next().ok_or(SdpError::Malformed(i + 1))?);
                         pts = parts
                             .filter_map(|p| p.parse::<u8>().ok())
                             .filter(|p| *p < 128)
@@ -225,6 +258,12 @@ impl AudioDescription {
                         }
                     } else if let Some(v) = value.strip_prefix("ptime:") {
                         ptime = v.trim().parse().ok();
+                    } else if let Some(v) = value.strip_prefix("crypto:") {
+                        if let Ok(c) = super::srtp::Crypto::parse(v)
+                            && crypto.len() < MAX_CRYPTO
+                        {
+                            crypto.push(c);
+                        }
                     } else if value == "rtcp-mux" {
                         rtcp_mux = true;
                     } else if let Some(v) = value.strip_prefix("rtcp:") {
@@ -267,6 +306,8 @@ impl AudioDescription {
             rtpmap,
             telephone_event,
             ptime_ms: ptime,
+            profile,
+            crypto,
         })
     }
 
@@ -301,6 +342,29 @@ impl AudioDescription {
             .find_map(|&pt| self.codec_of(pt).map(|c| (pt, c)))
             .ok_or(SdpError::NoCommonCodec)
     }
+}
+
+/// Our session description `sdp` (from [`write`]) keyed for SRTP: the m=
+/// line's transport set to `profile` and our `a=crypto` line added. The
+/// key is in the text: it goes only into signalling, never into a log.
+pub fn keyed(sdp: &str, profile: Profile, crypto: &super::srtp::Crypto) -> String {
+    let proto = match profile {
+        Profile::Savp => "RTP/SAVP",
+        _ => "RTP/AVP",
+    };
+    let mut out = String::with_capacity(sdp.len() + 80);
+    for line in sdp.split_inclusive("\r\n") {
+        if let Some(rest) = line.strip_prefix("m=audio ")
+            && let Some((port, formats)) = rest.split_once(" RTP/AVP ")
+        {
+            out.push_str(&format!("m=audio {port} {proto} {formats}"));
+            out.push_str(&crypto.attribute());
+            out.push_str("\r\n");
+        } else {
+            out.push_str(line);
+        }
+    }
+    out
 }
 
 /// Our session description, as an answer (one codec) or an offer (several).

@@ -1,4 +1,4 @@
-//! Stream transports (TCP, later TLS) are framed and parsed by rsipstack
+//! Stream transports (TCP, TLS) are framed and parsed by rsipstack
 //! before our code can see them, so their requests are vetted after
 //! parsing: each request is written back out as text and put through the
 //! same [`vet`] as UDP datagrams are before parsing. The parser keeps what
@@ -16,17 +16,19 @@ use rsipstack::transport::{SipConnection, TransportEvent};
 use std::sync::Arc;
 
 pub struct StreamVetting {
-    /// Connection limits, idle tracking and the rate limit for TCP.
+    /// Connection limits, idle tracking and the rate limit for TCP and TLS
+    /// (one pool: both are connections a peer makes us hold).
     pub tcp: Option<Arc<TcpGuard>>,
 }
 
-/// A TCP connection's identity and its peer's address.
+/// A TCP or TLS connection's identity and its peer's address.
 fn tcp_of(conn: &SipConnection) -> Option<(super::tcp::ConnId, std::net::SocketAddr)> {
-    let SipConnection::Tcp(c) = conn else {
-        return None;
-    };
     let remote = conn.get_remote_addr()?.get_socketaddr().ok()?;
-    Some((super::tcp::conn_id(c), remote))
+    match conn {
+        SipConnection::Tcp(c) => Some((super::tcp::conn_id(c), remote)),
+        SipConnection::Tls(_) => Some((super::tcp::tls_conn_id(remote), remote)),
+        _ => None,
+    }
 }
 
 /// The Call-ID of an initial INVITE (no To tag): a call on this connection.

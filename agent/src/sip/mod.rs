@@ -12,6 +12,7 @@ pub mod inspect;
 pub mod rate;
 pub mod registrar;
 pub mod tcp;
+pub mod tls;
 pub mod trunk;
 pub mod udp;
 pub mod vet;
@@ -147,14 +148,18 @@ pub struct SipServer {
     pub endpoint: Endpoint,
     pub incoming: TransactionReceiver,
     pub listen: Vec<(Transport, SocketAddr)>,
-    /// Our TCP listener and what guards it (`tcp.rs`), if TCP is on.
-    tcp: Option<(tokio::net::TcpListener, Arc<tcp::TcpGuard>)>,
+    /// Our TCP listener, if TCP is on.
+    tcp: Option<tokio::net::TcpListener>,
+    /// Our TLS listener and its handshake, if TLS is on.
+    tls: Option<(tokio::net::TcpListener, tokio_rustls::TlsAcceptor)>,
+    /// What guards TCP and TLS connections (`tcp.rs`), one pool for both.
+    guard: Option<Arc<tcp::TcpGuard>>,
 }
 
 impl SipServer {
-    /// TCP connections open now (admitted by the guard).
+    /// TCP and TLS connections open now (admitted by the guard).
     pub fn tcp_guard(&self) -> Option<Arc<tcp::TcpGuard>> {
-        self.tcp.as_ref().map(|(_, g)| g.clone())
+        self.guard.clone()
     }
 }
 
@@ -180,35 +185,77 @@ pub async fn bind(cfg: &Config, cancel: CancellationToken) -> Result<SipServer, 
         layer.add_transport(conn.into());
         listen.push((Transport::Udp, addr));
     }
-    let mut tcp = None;
-    if cfg.sip.tcp {
-        // Our listener, accepting for rsipstack (tcp.rs says why); it holds
-        // the port, so rsipstack's own bind of the listener below fails.
-        let l = &cfg.limits;
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .map_err(|e| port_error(addr, "tcp", e))?;
-        let guard = Arc::new(tcp::TcpGuard::new(
+    let l = &cfg.limits;
+    let guard = (cfg.sip.tcp || cfg.sip.tls).then(|| {
+        Arc::new(tcp::TcpGuard::new(
             tcp::TcpLimits {
                 per_source: l.tcp_connections_per_source,
                 total: l.tcp_connections,
                 idle_ms: l.tcp_idle_secs * 1000,
             },
             l.sip_requests_per_sec,
-        ));
+        ))
+    });
+    let mut tcp = None;
+    if cfg.sip.tcp {
+        // Our listener, accepting for rsipstack (tcp.rs says why); it holds
+        // the port, so rsipstack's own bind of the listener below fails.
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| port_error(addr, "tcp", e))?;
         let conn = TcpListenerConnection::new(addr, None)
             .await
             .map_err(|e| Error::Bind(format!("SIP {addr}/tcp: {e}")))?;
         layer.add_transport(conn.into());
         listen.push((Transport::Tcp, addr));
-        tcp = Some((listener, guard));
+        tcp = Some(listener);
+    }
+    // rsipstack's client connections (TLS trunks) take rustls's process
+    // default: ring, set before any is made (DESIGN.md §5).
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let trunk_cas: Vec<&std::path::Path> = cfg
+        .trunks
+        .iter()
+        .filter_map(|t| t.tls_ca.as_deref())
+        .collect();
+    layer.set_tls_config(rsipstack::transport::tls::TlsConfig {
+        ca_certs: Some(tls::trust_store(&trunk_cas)?),
+        ..Default::default()
+    });
+    let mut tls_listener = None;
+    if cfg.sip.tls {
+        let id = tls::identity(
+            cfg.sip.tls_cert.as_deref(),
+            cfg.sip.tls_key.as_deref(),
+            &cfg.data_dir,
+        )?;
+        let taddr = SocketAddr::new(cfg.sip.bind, cfg.sip.tls_port);
+        let listener = tokio::net::TcpListener::bind(taddr)
+            .await
+            .map_err(|e| port_error(taddr, "tls", e))?;
+        let server = tls::server_config(&id.cert_pem, &id.key_pem).map_err(Error::Config)?;
+        // As for TCP: rsipstack's listener only tells Via and Contact
+        // building the address; its own bind fails, ours holds the port.
+        let conn = rsipstack::transport::tls::TlsListenerConnection::new(
+            taddr,
+            None,
+            rsipstack::transport::tls::TlsConfig {
+                cert: Some(id.cert_pem),
+                key: Some(id.key_pem),
+                ..Default::default()
+            },
+        )
+        .await
+        .map_err(|e| Error::Bind(format!("SIP {taddr}/tls: {e}")))?;
+        layer.add_transport(conn.into());
+        listen.push((Transport::Tls, taddr));
+        tracing::info!(port = taddr.port(), cert = %id.cert_path.display(), "SIP over TLS");
+        tls_listener = Some((listener, tokio_rustls::TlsAcceptor::from(Arc::new(server))));
     }
     let endpoint = EndpointBuilder::new()
         .with_cancel_token(cancel)
         .with_transport_layer(layer)
-        .with_transport_inspector(Box::new(inspect::StreamVetting {
-            tcp: tcp.as_ref().map(|(_, g)| g.clone()),
-        }))
+        .with_transport_inspector(Box::new(inspect::StreamVetting { tcp: guard.clone() }))
         .build();
     let incoming = endpoint.incoming_transactions().map_err(Error::from)?;
     Ok(SipServer {
@@ -216,6 +263,8 @@ pub async fn bind(cfg: &Config, cancel: CancellationToken) -> Result<SipServer, 
         incoming,
         listen,
         tcp,
+        tls: tls_listener,
+        guard,
     })
 }
 
@@ -276,29 +325,48 @@ pub async fn serve(
         mut incoming,
         listen,
         tcp,
+        tls,
+        guard,
     } = server;
     let dialogs = Arc::new(DialogLayer::new(endpoint.inner.clone()));
     let (state_tx, state_rx) = dialogs.new_dialog_state_channel();
     let ep = endpoint.inner.clone();
     let serve_task = tokio::spawn(async move { ep.serve().await });
     let states = tokio::spawn(dialog_states(dialogs.clone(), state_rx, router.clone()));
-    let tcp_tasks = tcp.map(|(listener, guard)| {
-        let local = listen
+    let listed = |t: Transport| {
+        listen
             .iter()
-            .find(|(t, _)| *t == Transport::Tcp)
+            .find(|(lt, _)| *lt == t)
             .map(|(_, a)| *a)
-            .expect("TCP is listed when it is bound");
-        (
-            tokio::spawn(accept_tcp(
+            .expect("a bound transport is listed")
+    };
+    let mut stream_tasks = Vec::new();
+    if let Some(guard) = &guard {
+        stream_tasks.push(tokio::spawn(reap_tcp(
+            guard.clone(),
+            router.clone(),
+            registrar.clone(),
+        )));
+        if let Some(listener) = tcp {
+            stream_tasks.push(tokio::spawn(accept_tcp(
                 listener,
-                local,
+                listed(Transport::Tcp),
                 guard.clone(),
                 endpoint.inner.clone(),
                 cancel.clone(),
-            )),
-            tokio::spawn(reap_tcp(guard, router.clone(), registrar.clone())),
-        )
-    });
+            )));
+        }
+        if let Some((listener, acceptor)) = tls {
+            stream_tasks.push(tokio::spawn(accept_tls(
+                listener,
+                acceptor,
+                listed(Transport::Tls),
+                guard.clone(),
+                endpoint.inner.clone(),
+                cancel.clone(),
+            )));
+        }
+    }
 
     let agent_user = user.clone();
     let contact_for =
@@ -308,10 +376,10 @@ pub async fn serve(
             if let Some(p) = peer {
                 addr.set_ip(local_ip_towards(addr.ip(), p));
             }
-            let suffix = if t == Transport::Tcp {
-                ";transport=tcp"
-            } else {
-                ""
+            let suffix = match t {
+                Transport::Tcp => ";transport=tcp",
+                Transport::Tls => ";transport=tls",
+                _ => "",
             };
             rsipstack::sip::Uri::try_from(format!("sip:{user}@{addr}{suffix}").as_str()).ok()
         };
@@ -415,9 +483,8 @@ pub async fn serve(
     }
     states.abort();
     serve_task.abort();
-    if let Some((accept, reap)) = tcp_tasks {
-        accept.abort();
-        reap.abort();
+    for t in stream_tasks {
+        t.abort();
     }
     Ok(())
 }
@@ -546,6 +613,77 @@ async fn accept_tcp(
         endpoint
             .transport_layer
             .add_connection(SipConnection::Tcp(c));
+    }
+}
+
+/// Accept TLS connections for rsipstack: within the guard's limits (one
+/// pool with TCP), and only once the handshake finished in time.
+async fn accept_tls(
+    listener: tokio::net::TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+    local: SocketAddr,
+    guard: Arc<tcp::TcpGuard>,
+    endpoint: rsipstack::transaction::endpoint::EndpointInnerRef,
+    cancel: CancellationToken,
+) {
+    use rsipstack::transport::{SipAddr, SipConnection, tls::TlsConnection};
+    let local = SipAddr {
+        r#type: Some(Transport::Tls),
+        addr: local.into(),
+    };
+    loop {
+        let (stream, remote) = tokio::select! {
+            _ = cancel.cancelled() => return,
+            r = listener.accept() => match r {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(error = %e, "SIP TLS accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let Ok(fd) = std::os::fd::AsFd::as_fd(&stream).try_clone_to_owned() else {
+            continue;
+        };
+        let from_self = stream.local_addr().is_ok_and(|l| l.ip() == remote.ip());
+        let id = tcp::tls_conn_id(remote);
+        if !guard.admit(id, fd, remote, from_self) {
+            continue;
+        }
+        let (acceptor, guard, endpoint, local) = (
+            acceptor.clone(),
+            guard.clone(),
+            endpoint.clone(),
+            local.clone(),
+        );
+        let cancel = cancel.child_token();
+        tokio::spawn(async move {
+            let limit = std::time::Duration::from_secs(tls::HANDSHAKE_SECS);
+            let stream = match tokio::time::timeout(limit, acceptor.accept(stream)).await {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => {
+                    tracing::debug!(error = %e, "SIP TLS handshake failed");
+                    guard.closed(id);
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!("SIP TLS handshake timed out");
+                    guard.closed(id);
+                    return;
+                }
+            };
+            let remote = SipAddr {
+                r#type: Some(Transport::Tls),
+                addr: remote.into(),
+            };
+            match TlsConnection::from_server_stream(stream, local, remote, Some(cancel)).await {
+                Ok(c) => endpoint
+                    .transport_layer
+                    .add_connection(SipConnection::Tls(c)),
+                Err(_) => guard.closed(id),
+            }
+        });
     }
 }
 

@@ -45,6 +45,20 @@ pub fn conn_id(c: &rsipstack::transport::tcp::TcpConnection) -> ConnId {
     std::sync::Arc::as_ptr(&c.inner) as *const () as usize
 }
 
+/// A TLS connection's identity: rsipstack does not expose its TLS
+/// connection object, so the peer's address stands for it (with the top
+/// bit set, which no pointer has, so it never equals a TCP id). The kernel
+/// gives no other connection that address while this one is open; a new
+/// one from it after the close but before its Closed event replaces the
+/// entry, and that event then ends the entry early (the connection is
+/// still closed by its own end, only no longer counted or reaped).
+pub fn tls_conn_id(remote: SocketAddr) -> ConnId {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    remote.hash(&mut h);
+    (h.finish() as usize) | (1 << (usize::BITS - 1))
+}
+
 /// The address a per-source limit counts: the IP, or for IPv6 its /64 (one
 /// host or site gets a whole /64).
 pub fn source_of(ip: IpAddr) -> IpAddr {

@@ -294,10 +294,7 @@ fn register_request(
         st.seq,
         Some(st.call_id.clone().into()),
     );
-    let suffix = match trunk.transport {
-        TrunkTransport::Udp => "",
-        TrunkTransport::Tcp => ";transport=tcp",
-    };
+    let suffix = trunk.transport.uri_suffix();
     req.headers.push(Header::Contact(
         format!("<sip:{}@{contact_at}{suffix}>", trunk.username).into(),
     ));
@@ -335,10 +332,11 @@ fn seen_at(resp: &Response) -> Option<SocketAddr> {
     hp.try_into().ok()
 }
 
-fn transport_of(trunk: &Trunk) -> Transport {
+pub fn transport_of(trunk: &Trunk) -> Transport {
     match trunk.transport {
         TrunkTransport::Udp => Transport::Udp,
         TrunkTransport::Tcp => Transport::Tcp,
+        TrunkTransport::Tls => Transport::Tls,
     }
 }
 
@@ -414,10 +412,7 @@ fn granted(resp: &Response, contact_at: SocketAddr, asked: u32) -> u32 {
 }
 
 fn server_uri(trunk: &Trunk) -> rsipstack::sip::Uri {
-    let suffix = match trunk.transport {
-        TrunkTransport::Udp => "",
-        TrunkTransport::Tcp => ";transport=tcp",
-    };
+    let suffix = trunk.transport.uri_suffix();
     rsipstack::sip::Uri::try_from(format!("sip:{}{suffix}", trunk.host).as_str())
         .unwrap_or_default()
 }
@@ -437,10 +432,7 @@ async fn options(
     let Ok(server) = trunk.resolve().await else {
         return false;
     };
-    let transport = match trunk.transport {
-        TrunkTransport::Udp => Transport::Udp,
-        TrunkTransport::Tcp => Transport::Tcp,
-    };
+    let transport = transport_of(trunk);
     let ip = local_ip_towards(local, server);
     let via_addr = SipAddr {
         r#type: Some(transport),
