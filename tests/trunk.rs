@@ -24,6 +24,7 @@ fn itsp(algorithm: &'static str) -> Itsp {
         did: DID.into(),
         box_addr: None,
         pstn: None,
+        tls: None,
     }
 }
 
@@ -518,4 +519,89 @@ fn a_desk_phone_calls_out_through_the_provider_and_emergency_numbers_always_go_o
         agent.log().contains("EMERGENCY call could not be placed"),
         "logged at error"
     );
+}
+
+#[test]
+fn a_trunk_over_tls_registers_checking_the_providers_certificate_and_takes_calls() {
+    let dir = TempDir::new("trunk-tls");
+    let (ca, cert, key) = common::kamailio::tls_pair(&dir.path().join("itsp-tls"), "127.0.0.5");
+    let mut spec = itsp("MD5");
+    spec.tls = Some((free_port(), cert, key));
+    let k = Kamailio::start(dir.path(), spec);
+    let taddr = k.itsp.tls_addr().unwrap();
+    let pass = dir.path().join("trunk.pass");
+    std::fs::write(&pass, "trunk-pass-1\n").unwrap();
+    let trunk = |ca: &Path| {
+        format!(
+            "[[trunk]]\nname = \"itsp\"\nmode = \"register\"\nhost = \"{taddr}\"\ntransport = \"tls\"\n\
+             tls_ca = {:?}\nusername = \"{ACCOUNT}\"\npassword_file = {:?}\nexpires_secs = 300\n\
+             keepalive_secs = 1\ndids = [\"01632 960001\"]\n",
+            ca.display().to_string(),
+            pass.display().to_string()
+        )
+    };
+    // A certificate from a CA the box was not told of: never registered.
+    let (other_ca, _, _) = common::kamailio::tls_pair(&dir.path().join("other"), "127.0.0.5");
+    let dir2 = TempDir::new("trunk-tls-untrusted");
+    let untrusted = Agent::start_in(dir2, &trunk(&other_ca));
+    let t = wait_for(20, "the untrusted trunk to fail", || {
+        let (s, t) = trunk_state(&untrusted);
+        (s == "failed" || !t["last_error"].is_null()).then_some(t)
+    });
+    assert_ne!(t["state"], "registered", "{t}");
+    drop(untrusted);
+    assert_eq!(
+        k.count(&format!("registered user={ACCOUNT}")),
+        0,
+        "{}",
+        k.log()
+    );
+
+    let agent = Agent::start_in(dir, &trunk(&ca));
+    wait_state(&agent, &k, "registered", 20);
+    let log = k.log();
+    assert!(
+        log.contains(&format!(
+            "registered user={ACCOUNT} contact=<sip:{ACCOUNT}@127.0.0.1"
+        )),
+        "{log}"
+    );
+    assert!(
+        log.contains("transport=tls"),
+        "the contact is a TLS one:\n{log}"
+    );
+    wait_for(10, "keepalives over TLS", || {
+        (k.count("keepalive OPTIONS from 127.0.0.1") >= 2).then_some(())
+    });
+    let wav = speech_wav(
+        agent.dir.path(),
+        "caller",
+        "Hello, I would like a quote for a new boiler please.",
+        8000,
+        0.3,
+        1.5,
+    );
+    let (_baresip, _cfg) = caller(
+        agent.dir.path(),
+        &wav,
+        &format!("sip:{DID}@{}", k.itsp.addr()),
+        12,
+    );
+    let db = Db::open(&agent.database());
+    let (id, transport, did): (String, String, Option<String>) =
+        wait_for(40, "the trunk call over TLS to end", || {
+            db.0.query_row(
+                "SELECT id, transport, did FROM calls WHERE ended_at_ms IS NOT NULL",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .ok()
+        });
+    assert_eq!(transport, "tls");
+    assert_eq!(did.as_deref(), Some(DID));
+    let text = wait_for(60, "the caller's words", || {
+        let t = db.channel_transcript(&id, "caller");
+        (!t.is_empty()).then_some(t)
+    });
+    assert!(text.to_lowercase().contains("boiler"), "{text}");
 }

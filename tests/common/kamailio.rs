@@ -29,6 +29,86 @@ pub struct Itsp {
     /// Calls out from the box go here (a baresip "mobile"), once the box
     /// has answered the provider's 407; None: logged, then 480.
     pub pstn: Option<std::net::SocketAddr>,
+    /// Also SIP over TLS on this port, with this certificate and key
+    /// (kamailio-tls-modules).
+    pub tls: Option<(u16, PathBuf, PathBuf)>,
+}
+
+/// A private CA and a certificate it signed for `ip` (openssl), as a
+/// provider's TLS edge has: (CA certificate, certificate, key) in `dir`.
+pub fn tls_pair(dir: &Path, ip: &str) -> (PathBuf, PathBuf, PathBuf) {
+    std::fs::create_dir_all(dir).unwrap();
+    let f = |n: &str| dir.join(n);
+    let run = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("openssl is installed (make test installs it)");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    run(&[
+        &["req", "-x509"][..],
+        &ec,
+        &[
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-subj",
+            "/CN=Test ITSP CA",
+            "-days",
+            "2",
+        ],
+    ]
+    .concat());
+    run(&[
+        &["req"][..],
+        &ec,
+        &[
+            "-keyout",
+            "key.pem",
+            "-out",
+            "req.csr",
+            "-subj",
+            &format!("/CN={ip}"),
+        ],
+    ]
+    .concat());
+    std::fs::write(
+        f("ext.cnf"),
+        format!("subjectAltName=IP:{ip}\nbasicConstraints=CA:FALSE\n"),
+    )
+    .unwrap();
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "req.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "cert.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "ext.cnf",
+    ]);
+    (f("ca.pem"), f("cert.pem"), f("key.pem"))
 }
 
 pub struct Kamailio {
@@ -44,8 +124,36 @@ impl Itsp {
         format!("{a}.{b}.{c}.{d}:{}", self.port)
     }
 
-    fn config(&self) -> String {
+    /// The TLS address, when it has one.
+    pub fn tls_addr(&self) -> Option<String> {
+        let [a, b, c, d] = self.ip;
+        self.tls
+            .as_ref()
+            .map(|(p, _, _)| format!("{a}.{b}.{c}.{d}:{p}"))
+    }
+
+    fn config(&self, dir: &Path) -> String {
         let addr = self.addr();
+        let tls = match (&self.tls, self.tls_addr()) {
+            (Some((_, cert, key)), Some(taddr)) => {
+                let cfg = dir.join("tls.cfg");
+                std::fs::write(
+                    &cfg,
+                    format!(
+                        "[server:default]\nmethod = TLSv1.2+\nverify_certificate = no\nrequire_certificate = no\n\
+                         certificate = {}\nprivate_key = {}\n\n[client:default]\nmethod = TLSv1.2+\nverify_certificate = no\nrequire_certificate = no\n",
+                        cert.display(),
+                        key.display()
+                    ),
+                )
+                .unwrap();
+                format!(
+                    "enable_tls=yes\nlisten=tls:{taddr}\nalias=\"{taddr}\"\nloadmodule \"tls.so\"\nmodparam(\"tls\", \"config\", \"{}\")\n",
+                    cfg.display()
+                )
+            }
+            _ => String::new(),
+        };
         let alg = match self.algorithm {
             "MD5" => String::new(),
             a => format!("modparam(\"auth\", \"algorithm\", \"{a}\")\n"),
@@ -71,7 +179,7 @@ auto_aliases=no
 listen=udp:{addr}
 listen=tcp:{addr}
 alias="{addr}"
-
+{tls}
 loadmodule "kex.so"
 loadmodule "tm.so"
 loadmodule "sl.so"
@@ -177,7 +285,7 @@ impl Kamailio {
         let dir = dir.join(format!("kamailio-{}", itsp.port));
         std::fs::create_dir_all(&dir).unwrap();
         let cfg = dir.join("kamailio.cfg");
-        std::fs::write(&cfg, itsp.config()).unwrap();
+        std::fs::write(&cfg, itsp.config(&dir)).unwrap();
         let log = dir.join("kamailio.log");
         Self::spawn(dir, cfg, log, itsp)
     }
