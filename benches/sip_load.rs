@@ -10,6 +10,11 @@
 //! at once and hung up after 200 ms, with no RTP; the agent's limits are
 //! raised for the bench (max_calls 64, no per-source cap or rate limit)
 //! because one sipp is one source.
+//!
+//! Then the registrar: REGISTER → 401 → REGISTER with its MD5 digest →
+//! 200 OK (tests/sipp/register_load.xml) from 100 extensions in turn, at
+//! HANDLET_BENCH_RPS=100,300 registrations a second; each 200 is a
+//! binding written to SQLite.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -71,7 +76,18 @@ struct Run {
     threads: (u64, u64, u64),
 }
 
-fn run(repo: &Path, bin: &Path, cps: u32, secs: u32, scenario: &str, ring_ms: u32) -> Run {
+/// Extensions the registrar run registers in turn.
+const EXTENSIONS: u32 = 100;
+
+fn run(
+    repo: &Path,
+    bin: &Path,
+    cps: u32,
+    secs: u32,
+    scenario: &str,
+    ring_ms: u32,
+    registrar: bool,
+) -> Run {
     let dir = std::env::temp_dir().join(format!(
         "handlet-sipload-{}-{cps}-{ring_ms}",
         std::process::id()
@@ -80,10 +96,22 @@ fn run(repo: &Path, bin: &Path, cps: u32, secs: u32, scenario: &str, ring_ms: u3
     std::fs::create_dir_all(&dir).unwrap();
     let port = free_port();
     let cfg = dir.join("bench.toml");
+    let mut extensions = String::new();
+    let mut users = String::from("SEQUENTIAL\n");
+    for n in (0..EXTENSIONS).filter(|_| registrar) {
+        let (number, secret) = (1000 + n, format!("bench-secret-{n}"));
+        extensions.push_str(&format!(
+            "[[extension]]\nnumber = \"{number}\"\nname = \"Bench {n}\"\nsecret = \"{secret}\"\n"
+        ));
+        users.push_str(&format!(
+            "{number};[authentication username={number} password={secret}]\n"
+        ));
+    }
+    std::fs::write(dir.join("users.csv"), users).unwrap();
     std::fs::write(
         &cfg,
         format!(
-            "data_dir = {:?}\nmodels_dir = {:?}\n[sip]\nport = {port}\nanswer_after_ms = {ring_ms}\n[media]\nrtp_port_min = 40000\nrtp_port_max = 49999\n[privacy]\nrecording = false\n[limits]\nmax_calls = 64\nmax_calls_per_source = 64\nsip_requests_per_sec = 100000\n[log]\nfilter = \"warn\"\n",
+            "data_dir = {:?}\nmodels_dir = {:?}\n[sip]\nport = {port}\nanswer_after_ms = {ring_ms}\n[media]\nrtp_port_min = 40000\nrtp_port_max = 49999\n[privacy]\nrecording = false\n[limits]\nmax_calls = 64\nmax_calls_per_source = 64\nsip_requests_per_sec = 100000\n[log]\nfilter = \"warn\"\n{extensions}",
             dir.join("data"),
             repo.join(".models")
         ),
@@ -109,6 +137,11 @@ fn run(repo: &Path, bin: &Path, cps: u32, secs: u32, scenario: &str, ring_ms: u3
         .arg("-sf")
         .arg(repo.join("tests/sipp").join(scenario))
         .args(["-s", "handlet", "-i", "127.0.0.1"])
+        .args(if registrar {
+            vec!["-inf", "users.csv"]
+        } else {
+            vec![]
+        })
         .args(["-p", &free_port().to_string()])
         .args(["-r", &cps.to_string(), "-m", &(cps * secs).to_string()])
         .args(["-l", "2000", "-trace_rtt", "-rtt_freq", "1"])
@@ -174,8 +207,8 @@ fn main() {
     );
     println!("|---|---|---|---|---|---|---|");
     for cps in rates {
-        let mut a = run(&repo, &bin, cps, secs, "uac_load.xml", 0);
-        let mut b = run(&repo, &bin, cps, secs, "uac_load_trying.xml", 300);
+        let mut a = run(&repo, &bin, cps, secs, "uac_load.xml", 0, false);
+        let mut b = run(&repo, &bin, cps, secs, "uac_load_trying.xml", 300, false);
         println!(
             "| {cps} | {} | {} (ringing run: {}) | {:.1} / {:.1} ms | {:.1} / {:.1} ms | {} → {} → {} MiB | {} → {} → {} |",
             cps * secs,
@@ -191,6 +224,29 @@ fn main() {
             a.threads.0,
             a.threads.1,
             a.threads.2,
+        );
+    }
+    let rates: Vec<u32> = std::env::var("HANDLET_BENCH_RPS")
+        .unwrap_or_else(|_| "100,300".into())
+        .split(',')
+        .filter_map(|r| r.trim().parse().ok())
+        .collect();
+    println!();
+    println!(
+        "| REGISTERs/s (digest) | registrations | failed | REGISTER → 401 → REGISTER → 200 p50 / p99 | RSS idle → peak → after |"
+    );
+    println!("|---|---|---|---|---|");
+    for rps in rates {
+        let mut r = run(&repo, &bin, rps, secs, "register_load.xml", 0, true);
+        println!(
+            "| {rps} | {} | {} | {:.1} / {:.1} ms | {} → {} → {} MiB |",
+            rps * secs,
+            r.failed,
+            percentile(&mut r.rtt, 0.5),
+            percentile(&mut r.rtt, 0.99),
+            r.rss.0,
+            r.rss.1,
+            r.rss.2,
         );
     }
 }

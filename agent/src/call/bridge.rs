@@ -120,8 +120,9 @@ struct Fork {
     answer: Option<String>,
     /// The final status it failed with, if it did.
     status: Option<u16>,
-    /// The SRTP profile our offer to it had (keyed with the B leg's key).
-    srtp: Option<sdp::Profile>,
+    /// Our SRTP key and profile in the offer to it: a key of its own, so
+    /// no phone rung learns the key the box uses with another.
+    srtp: Option<(crate::media::srtp::Crypto, sdp::Profile)>,
 }
 
 impl Fork {
@@ -231,9 +232,6 @@ pub(super) async fn ring(ctx: &Arc<CallCtx>, mut caller: Caller<'_>, plan: Plan)
         Some(TELEPHONE_EVENT_PT),
         false,
     );
-    // One key for what the box sends the answering phone; every fork is
-    // offered it (only the one that answers is sent to).
-    let b_key = crate::media::srtp::our_key();
     let (fork_state_tx, mut fork_states) = caller.dialogs.new_dialog_state_channel();
     // The ringer's clock is monotonic: a wall-clock step (NTP at boot)
     // must not fire or stall ring timeouts.
@@ -304,7 +302,7 @@ pub(super) async fn ring(ctx: &Arc<CallCtx>, mut caller: Caller<'_>, plan: Plan)
                 } => {
                     let (number, dests) = &targets[target];
                     let (fork_offer, fork_srtp) =
-                        keyed_offer(ctx, &offer, &b_key, dest_tls(&dests[contact], &plan));
+                        keyed_offer(ctx, &offer, dest_tls(&dests[contact], &plan));
                     let (opt, contact_text) = match (&dests[contact], &plan) {
                         (Dest::Phone(b), _) => (
                             invite_option(ctx, &caller_user, b, &fork_offer),
@@ -414,8 +412,8 @@ pub(super) async fn ring(ctx: &Arc<CallCtx>, mut caller: Caller<'_>, plan: Plan)
                         // the trunk's credentials, on the same Call-ID.
                         f.auth_tried = true;
                         let Plan::Out { trunk, number, cli } = &plan else { unreachable!() };
-                        let retry_offer = match f.srtp {
-                            Some(p) => sdp::keyed(&offer, p, &b_key),
+                        let retry_offer = match &f.srtp {
+                            Some((key, p)) => sdp::keyed(&offer, *p, key),
                             None => offer.clone(),
                         };
                         let retry = trunk_invite(ctx, trunk, number, cli, &retry_offer, Some(&resp), Some(f.call_id.clone())).await;
@@ -507,7 +505,7 @@ pub(super) async fn ring(ctx: &Arc<CallCtx>, mut caller: Caller<'_>, plan: Plan)
                     rtp: b_rtp,
                     rtcp: b_rtcp,
                 },
-                (&offer, &b_key),
+                &offer,
                 (ringing_leg.take(), leg_events_tx, leg_events),
                 (caller_user.clone(), fork_state_tx.clone()),
             )
@@ -592,11 +590,13 @@ fn dest_tls(dest: &Dest, plan: &Plan) -> bool {
 fn keyed_offer(
     ctx: &CallCtx,
     offer: &str,
-    key: &crate::media::srtp::Crypto,
     tls: bool,
-) -> (String, Option<sdp::Profile>) {
+) -> (String, Option<(crate::media::srtp::Crypto, sdp::Profile)>) {
     match crate::media::srtp::offer_profile(ctx.cfg.media.srtp, tls) {
-        Some(p) => (sdp::keyed(offer, p, key), Some(p)),
+        Some(p) => {
+            let key = crate::media::srtp::our_key();
+            (sdp::keyed(offer, p, &key), Some((key, p)))
+        }
         None => (offer.to_string(), None),
     }
 }
@@ -834,7 +834,11 @@ fn notify_refer(
 }
 
 /// Where a transfer's INVITEs go: each contact and its INVITE.
-type Attempts = Vec<(String, Result<InviteOption, String>, Option<sdp::Profile>)>;
+type Attempts = Vec<(
+    String,
+    Result<InviteOption, String>,
+    Option<(crate::media::srtp::Crypto, sdp::Profile)>,
+)>;
 
 /// A fork's INVITE task as it ended. (The large error is rsipstack's own
 /// result type, passed through.)
@@ -887,7 +891,6 @@ async fn place(
         Some(TELEPHONE_EVENT_PT),
         false,
     );
-    let key = crate::media::srtp::our_key();
     let (target, ring_ms, options): (String, u64, Attempts) = match &plan {
         Plan::Extensions {
             numbers, ring_ms, ..
@@ -898,7 +901,7 @@ async fn place(
                 .contacts_of(&n)
                 .iter()
                 .map(|b| {
-                    let (text, profile) = keyed_offer(&ctx, &offer, &key, b.transport == "tls");
+                    let (text, profile) = keyed_offer(&ctx, &offer, b.transport == "tls");
                     (
                         b.contact.clone(),
                         invite_option(&ctx, &caller_user, b, &text),
@@ -910,7 +913,7 @@ async fn place(
         }
         Plan::Out { trunk, number, cli } => {
             let tls = trunk.transport == crate::config::TrunkTransport::Tls;
-            let (text, profile) = keyed_offer(&ctx, &offer, &key, tls);
+            let (text, profile) = keyed_offer(&ctx, &offer, tls);
             (
                 number.clone(),
                 OUT_RING_MS,
@@ -968,7 +971,7 @@ async fn place(
                 }
                 let (contact, d) = dialogs_of.swap_remove(i);
                 return Ok(Placed {
-                    srtp: profiles[i].map(|p| (key.clone(), p)),
+                    srtp: profiles[i].clone(),
                     dialog: d.ok_or(503u16)?,
                     answer: String::from_utf8_lossy(resp.body()).to_string(),
                     call_id: id.call_id.clone(),
@@ -983,8 +986,8 @@ async fn place(
             }
             Ok((id, Some(resp))) if matches!(resp.status_code.code(), 401 | 407) && !auth_tried => {
                 auth_tried = true;
-                let text = match profiles[i] {
-                    Some(p) => sdp::keyed(&offer, p, &key),
+                let text = match &profiles[i] {
+                    Some((key, p)) => sdp::keyed(&offer, *p, key),
                     None => offer.clone(),
                 };
                 if let Plan::Out { trunk, number, cli } = &plan
@@ -1128,7 +1131,7 @@ async fn bridged(
     fork: &mut Fork,
     fork_states: &mut rsipstack::dialog::dialog::DialogStateReceiver,
     b_sockets: leg::Sockets,
-    (offer, b_key): (&str, &crate::media::srtp::Crypto),
+    offer: &str,
     (ringing_leg, leg_events_tx, mut leg_events): (Option<Running>, LegEventsTx, LegEventsRx),
     (caller_user, fork_state_tx): (String, rsipstack::dialog::dialog::DialogStateSender),
 ) {
@@ -1137,7 +1140,7 @@ async fn bridged(
         return;
     };
     let answer = fork.answer.clone().unwrap_or_default();
-    let b_offered = fork.srtp.map(|p| (b_key.clone(), p));
+    let b_offered = fork.srtp.clone();
     let described = AudioDescription::parse(&answer)
         .and_then(|d| {
             let (pt, c) = d.choose()?;

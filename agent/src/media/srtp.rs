@@ -160,13 +160,18 @@ impl Crypto {
     }
 }
 
+/// SRTCP's authentication tag: 80 bits for both suites (RFC 4568 §6.2.1).
+const SRTCP_TAG_LEN: usize = 10;
+
 /// Packets a late or reordered one may trail the newest by (libsrtp's 128).
 const REPLAY_WINDOW: usize = 128;
 
-/// Streams (SSRCs) the receiving context keeps state for at most: it makes
-/// state for a packet's SSRC before the packet authenticates, so a source
-/// spraying SSRCs would grow it without bound. Past this the context
-/// starts over (a real peer has one or two streams per call).
+/// Streams (SSRCs) a receiving context keeps state for at most. rtc-srtp
+/// makes a stream's state before its packet authenticates, so packets of
+/// unknown SSRCs are first tried in a throwaway probe context (started
+/// over past this many); only a stream that authenticated gets state in
+/// the real one, whose replay window and rollover counter a forged packet
+/// therefore cannot touch (a real peer has one or two streams per call).
 const MAX_RX_STREAMS: usize = 8;
 
 /// The two keys of an SDES-keyed leg: ours for what we send, the peer's
@@ -192,8 +197,12 @@ pub struct Session {
     keys: Keys,
     tx: Context,
     rx: Context,
+    /// Streams that authenticated, which `rx` keeps state for.
     rx_streams: Vec<u32>,
-    /// Times the receiving context started over ([`MAX_RX_STREAMS`]).
+    /// Where packets of other streams are checked first.
+    probe: Context,
+    probe_streams: usize,
+    /// Times a context started over ([`MAX_RX_STREAMS`]).
     pub rx_resets: u64,
 }
 
@@ -203,18 +212,35 @@ impl Session {
         Ok(Session {
             tx: keys.local.context().map_err(err)?,
             rx: keys.remote.context().map_err(err)?,
+            probe: keys.remote.context().map_err(err)?,
             keys,
             rx_streams: Vec::new(),
+            probe_streams: 0,
             rx_resets: 0,
         })
     }
 
-    /// Keep the receiving context's streams bounded before it sees `ssrc`.
-    fn admit_stream(&mut self, ssrc: u32) {
+    /// May the real context see `packet` of stream `ssrc`? Yes for a
+    /// stream that authenticated before; else only if `check` passes it
+    /// in the probe context, and then the stream is admitted.
+    fn admit(&mut self, ssrc: u32, packet: &[u8], check: fn(&mut Context, &[u8]) -> bool) -> bool {
         if self.rx_streams.contains(&ssrc) {
-            return;
+            return true;
+        }
+        if self.probe_streams >= MAX_RX_STREAMS {
+            if let Ok(p) = self.keys.remote.context() {
+                self.probe = p;
+            }
+            self.probe_streams = 0;
+            self.rx_resets += 1;
+        }
+        self.probe_streams += 1;
+        if !check(&mut self.probe, packet) {
+            return false;
         }
         if self.rx_streams.len() >= MAX_RX_STREAMS {
+            // Eight streams that authenticated: the peer itself restarts
+            // its stream over and over. Start over.
             if let Ok(rx) = self.keys.remote.context() {
                 self.rx = rx;
             }
@@ -222,6 +248,7 @@ impl Session {
             self.rx_resets += 1;
         }
         self.rx_streams.push(ssrc);
+        true
     }
 
     /// Encrypt and sign an RTP packet of ours in place.
@@ -237,9 +264,10 @@ impl Session {
         if packet.len() < 12 {
             return Err(Reject::Unauthentic);
         }
-        self.admit_stream(u32::from_be_bytes([
-            packet[8], packet[9], packet[10], packet[11],
-        ]));
+        let ssrc = u32::from_be_bytes([packet[8], packet[9], packet[10], packet[11]]);
+        if !self.admit(ssrc, packet, |c, p| c.decrypt_rtp(p).is_ok()) {
+            return Err(Reject::Unauthentic);
+        }
         self.rx
             .decrypt_rtp(packet)
             .map(|b| b.to_vec())
@@ -256,12 +284,19 @@ impl Session {
 
     /// Check and decrypt a received SRTCP packet.
     pub fn unprotect_rtcp(&mut self, packet: &[u8]) -> Result<Vec<u8>, Reject> {
-        if packet.len() < 8 {
+        // rtc-srtp 0.21.1 passes an SRTCP packet whose E flag (the top bit
+        // of the index before the tag) is clear without checking its tag:
+        // anyone could forge RTCP. We never agree to unencrypted SRTCP, so
+        // such a packet is refused here (RFC 3711 §3.4: the tag is
+        // mandatory either way).
+        let index_at = packet.len().checked_sub(SRTCP_TAG_LEN + 4);
+        if packet.len() < 8 + SRTCP_TAG_LEN + 4 || index_at.is_none_or(|i| packet[i] & 0x80 == 0) {
             return Err(Reject::Unauthentic);
         }
-        self.admit_stream(u32::from_be_bytes([
-            packet[4], packet[5], packet[6], packet[7],
-        ]));
+        let ssrc = u32::from_be_bytes([packet[4], packet[5], packet[6], packet[7]]);
+        if !self.admit(ssrc, packet, |c, p| c.decrypt_rtcp(p).is_ok()) {
+            return Err(Reject::Unauthentic);
+        }
         self.rx
             .decrypt_rtcp(packet)
             .map(|b| b.to_vec())
@@ -286,6 +321,8 @@ pub fn answer(
 ) -> Result<Option<(Keys, Profile)>, Refused> {
     let theirs = offer.crypto.first().filter(|_| policy != SrtpPolicy::Off);
     match (theirs, offer.profile, policy) {
+        // RTP/SAVPF, UDP/TLS/RTP/SAVPF (DTLS-SRTP): not ours to answer.
+        (_, Profile::Other, _) => Err(Refused),
         (Some(c), profile, _) => Ok(Some((
             Keys {
                 local: Crypto::answering(c),
@@ -486,6 +523,8 @@ mod tests {
         assert_eq!(answer(&plain, Required), Err(Refused));
         assert_eq!(answer(&strict, Off), Err(Refused));
         assert_eq!(answer(&unusable, Optional), Err(Refused));
+        let browser = described("RTP/SAVPF", &[&format!("1 {KEY}")]);
+        assert_eq!(answer(&browser, Optional), Err(Refused));
     }
 
     #[test]
@@ -535,11 +574,42 @@ mod tests {
     }
 
     #[test]
+    fn forged_packets_never_touch_the_real_stream_state() {
+        let (mut a, mut b) = pair();
+        for seq in 1..=3u16 {
+            let mut p = rtp(seq, 0x1234);
+            a.protect_rtp(&mut p).unwrap();
+            b.unprotect_rtp(&p).unwrap();
+        }
+        let mut old = rtp(4, 0x1234);
+        a.protect_rtp(&mut old).unwrap();
+        assert!(b.unprotect_rtp(&old).is_ok());
+        assert_eq!(b.unprotect_rtp(&old), Err(Reject::Unauthentic), "before");
+        // A storm of forged streams (and forged RTCP) from anyone...
+        for ssrc in 0..100u32 {
+            let _ = b.unprotect_rtp(&rtp(1, ssrc));
+            // An "unencrypted" SRTCP packet (E flag clear) with a junk tag,
+            // which rtc-srtp alone would pass unchecked.
+            let mut forged = vec![0x80, 201, 0, 1, 0, 0, 0, ssrc as u8];
+            forged.extend_from_slice(&[0, 0, 0, 1]);
+            forged.extend_from_slice(&[0; 10]);
+            assert_eq!(b.unprotect_rtcp(&forged), Err(Reject::Unauthentic));
+        }
+        // ...and the real stream's replay window still holds.
+        assert_eq!(b.unprotect_rtp(&old), Err(Reject::Unauthentic));
+        let mut next = rtp(5, 0x1234);
+        a.protect_rtp(&mut next).unwrap();
+        assert!(b.unprotect_rtp(&next).is_ok());
+        assert_eq!(b.rx_streams, vec![0x1234]);
+    }
+
+    #[test]
     fn a_spray_of_streams_keeps_the_state_bounded() {
         let (mut a, mut b) = pair();
         for ssrc in 0..1000u32 {
             let _ = b.unprotect_rtp(&rtp(1, ssrc));
             assert!(b.rx_streams.len() <= MAX_RX_STREAMS);
+            assert!(b.probe_streams <= MAX_RX_STREAMS);
         }
         assert!(b.rx_resets > 100);
         // The real stream still gets through.

@@ -218,8 +218,23 @@ pub async fn bind(cfg: &Config, cancel: CancellationToken) -> Result<SipServer, 
         .iter()
         .filter_map(|t| t.tls_ca.as_deref())
         .collect();
+    // rsipstack dials the resolved address and checks the certificate
+    // for the name given here, else for that address: a provider's
+    // certificate is for its host name. One setting for the whole
+    // transport, so with several TLS trunks only addresses can be checked.
+    let tls_names: Vec<&str> = cfg
+        .trunks
+        .iter()
+        .filter(|t| t.transport == crate::config::TrunkTransport::Tls)
+        .map(|t| t.host.rsplit_once(':').map_or(t.host.as_str(), |(h, _)| h))
+        .filter(|h| h.parse::<std::net::IpAddr>().is_err())
+        .collect();
     layer.set_tls_config(rsipstack::transport::tls::TlsConfig {
         ca_certs: Some(tls::trust_store(&trunk_cas)?),
+        sni_hostname: match tls_names.as_slice() {
+            [one] => Some(one.to_string()),
+            _ => None,
+        },
         ..Default::default()
     });
     let mut tls_listener = None;
@@ -648,7 +663,9 @@ async fn accept_tls(
         };
         let from_self = stream.local_addr().is_ok_and(|l| l.ip() == remote.ip());
         let id = tcp::tls_conn_id(remote);
-        if !guard.admit(id, fd, remote, from_self) {
+        // The same address as a connection whose close is not handled yet
+        // (tcp.rs, `tls_conn_id`): refused, the peer retries.
+        if guard.knows(id) || !guard.admit(id, fd, remote, from_self) {
             continue;
         }
         let (acceptor, guard, endpoint, local) = (

@@ -49,9 +49,8 @@ pub fn conn_id(c: &rsipstack::transport::tcp::TcpConnection) -> ConnId {
 /// connection object, so the peer's address stands for it (with the top
 /// bit set, which no pointer has, so it never equals a TCP id). The kernel
 /// gives no other connection that address while this one is open; a new
-/// one from it after the close but before its Closed event replaces the
-/// entry, and that event then ends the entry early (the connection is
-/// still closed by its own end, only no longer counted or reaped).
+/// one from it after the close but before its Closed event is refused
+/// (`accept_tls`), so every connection is counted.
 pub fn tls_conn_id(remote: SocketAddr) -> ConnId {
     use std::hash::{Hash, Hasher};
     let mut h = std::collections::hash_map::DefaultHasher::new();
@@ -282,6 +281,11 @@ impl TcpGuard {
             t.activity(id, now, invite);
         }
         true
+    }
+
+    /// Is connection `id` still known (its Closed event not handled yet)?
+    pub fn knows(&self, id: ConnId) -> bool {
+        self.table.lock().is_ok_and(|t| t.conns.contains_key(&id))
     }
 
     /// rsipstack reports connection `id` closed.

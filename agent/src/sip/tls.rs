@@ -3,8 +3,8 @@
 //! trunks.
 //!
 //! The certificate and key come from `sip.tls_cert`/`sip.tls_key`, or are
-//! made once at first start (self-signed, ECDSA P-256, for the box's names
-//! and addresses) and kept in `data_dir/tls/` so phones that pinned it keep
+//! made once at first start (self-signed, ECDSA P-256, for `localhost`,
+//! 127.0.0.1 and the host name: phones that check names pin it instead) and kept in `data_dir/tls/` so phones that pinned it keep
 //! trusting it. rustls runs on ring only (DESIGN.md §5).
 //!
 //! Connections are accepted by our own loop (`accept_tls` in `sip/mod.rs`)

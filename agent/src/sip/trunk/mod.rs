@@ -113,14 +113,20 @@ impl Trunk {
     /// The provider's server address, resolved now (and remembered, so a
     /// failed lookup keeps the last good answer).
     pub async fn resolve(&self) -> Result<SocketAddr, String> {
+        // RFC 3261 §19.1.2: 5061 is the default port for SIP over TLS.
+        let port = if self.transport == crate::config::TrunkTransport::Tls {
+            5061
+        } else {
+            5060
+        };
         let with_port = if self.host.parse::<SocketAddr>().is_ok() {
             self.host.clone()
         } else if let Ok(ip) = self.host.parse::<IpAddr>() {
-            SocketAddr::new(ip, 5060).to_string()
+            SocketAddr::new(ip, port).to_string()
         } else if self.host.matches(':').count() == 1 {
             self.host.clone() // name:port
         } else {
-            format!("{}:5060", self.host)
+            format!("{}:{port}", self.host)
         };
         match tokio::net::lookup_host(with_port.as_str()).await {
             Ok(addrs) => {
