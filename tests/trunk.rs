@@ -605,3 +605,85 @@ fn a_trunk_over_tls_registers_checking_the_providers_certificate_and_takes_calls
     });
     assert!(text.to_lowercase().contains("boiler"), "{text}");
 }
+
+#[test]
+fn a_ring_list_rings_a_mobile_through_the_trunk_beside_the_desk_phone() {
+    let dir = TempDir::new("trunk-ring-mobile");
+    let pstn = std::net::SocketAddr::from(([127, 0, 0, 9], free_port()));
+    let mut spec = itsp("MD5");
+    spec.pstn = Some(pstn);
+    let k = Kamailio::start(dir.path(), spec);
+    let extra = format!(
+        "{}[[extension]]\nnumber = \"101\"\nsecret = \"desk-101-secret\"\n\
+         [inbound]\nring = [\"101\", \"07700 900999\"]\nring_secs = 20\n",
+        trunk_config(dir.path(), &k.itsp, "trunk-pass-1", 300)
+    );
+    let agent = Agent::start_in(dir, &extra);
+    wait_state(&agent, &k, "registered", 20);
+    let hello = speech_wav(
+        agent.dir.path(),
+        "mobile",
+        "Good morning, this is the workshop.",
+        8000,
+        0.5,
+        8.0,
+    );
+    // The desk phone rings but nobody picks it up; the mobile answers.
+    let desk = DeskPhone::start(&agent, "101", "desk-101-secret", false, None, 60);
+    let (_mobile, mobile_dir) = mobile(agent.dir.path(), pstn, &hello);
+    let wav = speech_wav(
+        agent.dir.path(),
+        "caller",
+        "Hello, I would like a quote for a new boiler please.",
+        8000,
+        0.3,
+        6.0,
+    );
+    let (_caller, _) = caller(
+        agent.dir.path(),
+        &wav,
+        &format!("sip:{DID}@{}", k.itsp.addr()),
+        20,
+    );
+    let db = Db::open(&agent.database());
+    let id: String = wait_for(60, "the call to end", || {
+        db.0.query_row(
+            "SELECT id FROM calls WHERE ended_at_ms IS NOT NULL AND answered_at_ms IS NOT NULL",
+            [],
+            |r| r.get(0),
+        )
+        .ok()
+    });
+    let legs: Vec<(String, String, String)> = db
+        .0
+        .prepare("SELECT target, contact, outcome FROM call_legs WHERE call_id = ?1 ORDER BY id")
+        .unwrap()
+        .query_map([&id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    let mobile_leg = legs.iter().find(|l| l.0 == "07700 900999");
+    assert!(
+        mobile_leg.is_some_and(|l| l.1 == "trunk itsp" && l.2 == "answered"),
+        "{legs:?}"
+    );
+    assert!(
+        legs.iter()
+            .any(|l| l.0 == "101" && l.2 == "answered elsewhere"),
+        "{legs:?}"
+    );
+    let log = k.log();
+    assert!(
+        log.contains("challenged a call out") && log.contains("call out to +447700900999"),
+        "out through the provider, its 407 answered:\n{log}"
+    );
+    let out = std::fs::read_to_string(mobile_dir.join("baresip.out")).unwrap_or_default();
+    assert!(out.contains("Call established"), "mobile:\n{out}");
+    assert!(desk.output().to_lowercase().contains("incoming call"));
+    wait_words(
+        &db,
+        &id,
+        &[("caller", "boiler"), ("callee", "workshop")],
+        60,
+    );
+}

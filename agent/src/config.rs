@@ -51,7 +51,8 @@ pub enum RingStrategy {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct Inbound {
-    /// Extensions to ring (every phone registered as each); empty: the
+    /// Extensions to ring (every phone registered as each) and outside
+    /// numbers (a mobile, rung through the outbound trunk); empty: the
     /// agent answers every call itself.
     pub ring: Vec<String>,
     pub strategy: RingStrategy,
@@ -728,10 +729,16 @@ impl Config {
         let known: std::collections::HashSet<&str> =
             self.extensions.iter().map(|e| e.number.as_str()).collect();
         for (i, n) in self.inbound.ring.iter().enumerate() {
-            if !known.contains(n.as_str()) {
+            let outside = crate::phone::Phone::parse_in(n, self.site.country).is_ok();
+            if !known.contains(n.as_str()) && !outside {
                 return Err(format!(
-                    "inbound.ring: the {}th entry, {n:?}, is not an [[extension]] number",
+                    "inbound.ring: the {}th entry, {n:?}, is not an [[extension]] number nor a phone number",
                     i + 1
+                ));
+            }
+            if !known.contains(n.as_str()) && self.trunks.is_empty() {
+                return Err(format!(
+                    "inbound.ring: {n:?} is an outside number, which needs a [[trunk]] to ring through"
                 ));
             }
             if self.inbound.ring[..i].contains(n) {
@@ -1139,6 +1146,13 @@ mod tests {
             e.contains("inbound.ring: the 2th entry, \"102\", is not an [[extension]] number"),
             "{e}"
         );
+        // A mobile rings through the trunk: only with one configured.
+        let e = load_str(&format!(
+            "[inbound]\nring = [\"101\", \"07700 900999\"]\n{ext}"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("needs a [[trunk]]"), "{e}");
         let e = load_str(&format!("[inbound]\nring = [\"101\", \"101\"]\n{ext}"))
             .unwrap_err()
             .to_string();

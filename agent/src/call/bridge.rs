@@ -123,6 +123,8 @@ struct Fork {
     /// Our SRTP key and profile in the offer to it: a key of its own, so
     /// no phone rung learns the key the box uses with another.
     srtp: Option<(crate::media::srtp::Crypto, sdp::Profile)>,
+    /// The trunk, number and CLI of a fork out through a trunk.
+    outside: Option<Outside>,
 }
 
 impl Fork {
@@ -162,7 +164,30 @@ fn outcome_of(code: u16) -> String {
 /// Where one fork's INVITE goes.
 enum Dest {
     Phone(Binding),
-    Trunk,
+    /// Out through a trunk to a number (as the provider writes it),
+    /// showing `cli`.
+    Outside(Outside),
+}
+
+/// A call out through a trunk.
+#[derive(Clone)]
+struct Outside {
+    trunk: Arc<crate::sip::trunk::Trunk>,
+    number: String,
+    cli: String,
+}
+
+/// An outside number of a ring list (a mobile), reached through the
+/// outbound trunk if it is up; None: not reachable now.
+fn outside(ctx: &CallCtx, n: &str) -> Option<Outside> {
+    let country = ctx.cfg.site.country;
+    let number = crate::phone::Phone::parse_in(n, country).ok()?;
+    let trunk = super::outbound_trunk(ctx)?;
+    Some(Outside {
+        number: number.cli(trunk.cli_format, country),
+        cli: super::trunk_cli(&trunk, country),
+        trunk,
+    })
 }
 
 /// Ring what `plan` says for the caller; bridge the first that answers
@@ -174,11 +199,25 @@ pub(super) async fn ring(ctx: &Arc<CallCtx>, mut caller: Caller<'_>, plan: Plan)
         Plan::Extensions { numbers, .. } => numbers
             .iter()
             .map(|n| {
-                let c = registrar.contacts_of(n);
-                (n.clone(), c.into_iter().map(Dest::Phone).collect())
+                if registrar.is_extension(n) {
+                    let c = registrar.contacts_of(n);
+                    (n.clone(), c.into_iter().map(Dest::Phone).collect())
+                } else {
+                    (
+                        n.clone(),
+                        outside(ctx, n).map(Dest::Outside).into_iter().collect(),
+                    )
+                }
             })
             .collect(),
-        Plan::Out { number, .. } => vec![(number.clone(), vec![Dest::Trunk])],
+        Plan::Out { trunk, number, cli } => vec![(
+            number.clone(),
+            vec![Dest::Outside(Outside {
+                trunk: trunk.clone(),
+                number: number.clone(),
+                cli: cli.clone(),
+            })],
+        )],
     };
     let (strategy, ring_ms, agent_fallback) = match &plan {
         Plan::Extensions {
@@ -200,10 +239,19 @@ pub(super) async fn ring(ctx: &Arc<CallCtx>, mut caller: Caller<'_>, plan: Plan)
                 auth_tried: false,
                 started_at: now_ms(),
                 answered_at: None,
-                ended: Some((now_ms(), "not registered".into())),
+                ended: Some((
+                    now_ms(),
+                    if registrar.is_extension(n) {
+                        "not registered"
+                    } else {
+                        "no trunk up"
+                    }
+                    .into(),
+                )),
                 answer: None,
                 status: Some(480),
                 srtp: None,
+                outside: None,
             });
         }
     }
@@ -302,17 +350,21 @@ pub(super) async fn ring(ctx: &Arc<CallCtx>, mut caller: Caller<'_>, plan: Plan)
                 } => {
                     let (number, dests) = &targets[target];
                     let (fork_offer, fork_srtp) =
-                        keyed_offer(ctx, &offer, dest_tls(&dests[contact], &plan));
-                    let (opt, contact_text) = match (&dests[contact], &plan) {
-                        (Dest::Phone(b), _) => (
+                        keyed_offer(ctx, &offer, dest_tls(&dests[contact]));
+                    let (opt, contact_text) = match &dests[contact] {
+                        Dest::Phone(b) => (
                             invite_option(ctx, &caller_user, b, &fork_offer),
                             b.contact.clone(),
                         ),
-                        (Dest::Trunk, Plan::Out { trunk, number, cli }) => (
-                            trunk_invite(ctx, trunk, number, cli, &fork_offer, None, None).await,
-                            format!("trunk {}", trunk.name),
+                        Dest::Outside(o) => (
+                            trunk_invite(ctx, &o.trunk, &o.number, &o.cli, &fork_offer, None, None)
+                                .await,
+                            format!("trunk {}", o.trunk.name),
                         ),
-                        (Dest::Trunk, _) => (Err("no trunk".into()), String::new()),
+                    };
+                    let out = match &dests[contact] {
+                        Dest::Outside(o) => Some(o.clone()),
+                        Dest::Phone(_) => None,
                     };
                     let started_at = now_ms();
                     let mut rec = Fork {
@@ -327,6 +379,7 @@ pub(super) async fn ring(ctx: &Arc<CallCtx>, mut caller: Caller<'_>, plan: Plan)
                         answer: None,
                         status: None,
                         srtp: fork_srtp,
+                        outside: out,
                     };
                     match opt.and_then(|o| {
                         caller
@@ -406,17 +459,17 @@ pub(super) async fn ring(ctx: &Arc<CallCtx>, mut caller: Caller<'_>, plan: Plan)
                     Ok((_, Some(resp)))
                         if matches!(resp.status_code.code(), 401 | 407)
                             && !f.auth_tried
-                            && matches!(plan, Plan::Out { .. }) =>
+                            && f.outside.is_some() =>
                     {
                         // The provider challenges calls out: once more, with
                         // the trunk's credentials, on the same Call-ID.
                         f.auth_tried = true;
-                        let Plan::Out { trunk, number, cli } = &plan else { unreachable!() };
+                        let Some(Outside { trunk, number, cli }) = f.outside.clone() else { unreachable!() };
                         let retry_offer = match &f.srtp {
                             Some((key, p)) => sdp::keyed(&offer, *p, key),
                             None => offer.clone(),
                         };
-                        let retry = trunk_invite(ctx, trunk, number, cli, &retry_offer, Some(&resp), Some(f.call_id.clone())).await;
+                        let retry = trunk_invite(ctx, &trunk, &number, &cli, &retry_offer, Some(&resp), Some(f.call_id.clone())).await;
                         match retry.and_then(|o| caller.dialogs.do_invite_async(o, fork_state_tx.clone()).map_err(|e| e.to_string())) {
                             Ok((dialog, handle)) => {
                                 f.dialog = Some(dialog);
@@ -574,13 +627,10 @@ pub(super) async fn ring(ctx: &Arc<CallCtx>, mut caller: Caller<'_>, plan: Plan)
 }
 
 /// Is the signalling to `dest` over TLS (where an SDES key may travel)?
-fn dest_tls(dest: &Dest, plan: &Plan) -> bool {
-    match (dest, plan) {
-        (Dest::Phone(b), _) => b.transport == "tls",
-        (Dest::Trunk, Plan::Out { trunk, .. }) => {
-            trunk.transport == crate::config::TrunkTransport::Tls
-        }
-        _ => false,
+fn dest_tls(dest: &Dest) -> bool {
+    match dest {
+        Dest::Phone(b) => b.transport == "tls",
+        Dest::Outside(o) => o.trunk.transport == crate::config::TrunkTransport::Tls,
     }
 }
 

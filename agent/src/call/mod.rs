@@ -585,12 +585,7 @@ fn phone_plan(ctx: &CallCtx, extension: &str, dialled: &str) -> Result<Option<br
     if !emergency && number.is_err() {
         return Err(404);
     }
-    let trunk = ctx
-        .trunks
-        .iter()
-        .find(|t| cfg.outbound.trunk.is_empty() || t.name == cfg.outbound.trunk)
-        .cloned();
-    let Some(trunk) = trunk.filter(|t| t.is_up()) else {
+    let Some(trunk) = outbound_trunk(ctx) else {
         if emergency {
             tracing::error!(
                 extension,
@@ -605,11 +600,7 @@ fn phone_plan(ctx: &CallCtx, extension: &str, dialled: &str) -> Result<Option<br
         return Err(503);
     };
     let country = cfg.site.country;
-    let cli = trunk
-        .dids
-        .first()
-        .map(|d| d.cli(trunk.cli_format, country))
-        .unwrap_or_else(|| trunk.username.clone());
+    let cli = trunk_cli(&trunk, country);
     let number = match number {
         _ if emergency => dialled.to_string(),
         Ok(n) => n.cli(trunk.cli_format, country),
@@ -621,6 +612,30 @@ fn phone_plan(ctx: &CallCtx, extension: &str, dialled: &str) -> Result<Option<br
         tracing::info!(extension, trunk = %trunk.name, "call out through the trunk");
     }
     Ok(Some(bridge::Plan::Out { trunk, number, cli }))
+}
+
+/// The trunk calls go out through (`outbound.trunk`, else the first), if
+/// it is up.
+pub(super) fn outbound_trunk(ctx: &CallCtx) -> Option<Arc<crate::sip::trunk::Trunk>> {
+    let name = &ctx.cfg.outbound.trunk;
+    ctx.trunks
+        .iter()
+        .find(|t| name.is_empty() || &t.name == name)
+        .filter(|t| t.is_up())
+        .cloned()
+}
+
+/// The caller line identity calls out through `trunk` show: its first
+/// DID, in its format.
+pub(super) fn trunk_cli(
+    trunk: &crate::sip::trunk::Trunk,
+    country: crate::phone::Country,
+) -> String {
+    trunk
+        .dids
+        .first()
+        .map(|d| d.cli(trunk.cli_format, country))
+        .unwrap_or_else(|| trunk.username.clone())
 }
 
 /// How the caller's audio arrived, into `call_media`.
