@@ -687,3 +687,136 @@ fn a_ring_list_rings_a_mobile_through_the_trunk_beside_the_desk_phone() {
         60,
     );
 }
+
+/// Power of `freq` Hz in the mono WAV's samples [from, to) s (Goertzel).
+fn tone_power(wav: &Path, freq: f64, from: f32, to: f32) -> f64 {
+    let mut r = hound::WavReader::open(wav).unwrap();
+    let rate = r.spec().sample_rate as f64;
+    let ch = r.spec().channels as usize;
+    let s: Vec<f64> = r
+        .samples::<i16>()
+        .map(Result::unwrap)
+        .step_by(ch)
+        .map(|x| x as f64)
+        .collect();
+    let (a, b) = (
+        ((from as f64 * rate) as usize).min(s.len()),
+        ((to as f64 * rate) as usize).min(s.len()),
+    );
+    let k = 2.0 * (2.0 * std::f64::consts::PI * freq / rate).cos();
+    let (mut s1, mut s2) = (0.0, 0.0);
+    for &x in &s[a..b] {
+        let s0 = x + k * s1 - s2;
+        s2 = s1;
+        s1 = s0;
+    }
+    (s1 * s1 + s2 * s2 - k * s1 * s2) / ((b - a).max(1) as f64).powi(2)
+}
+
+#[test]
+fn a_targets_early_media_reaches_the_caller_instead_of_our_ringback() {
+    let dir = TempDir::new("trunk-early-media");
+    let pstn = std::net::SocketAddr::from(([127, 0, 0, 9], free_port()));
+    let mut spec = itsp("MD5");
+    spec.pstn = Some(pstn);
+    let k = Kamailio::start(dir.path(), spec);
+    let extra = format!(
+        "{}[inbound]\nring = [\"07700 900999\"]\nring_secs = 20\n",
+        trunk_config(dir.path(), &k.itsp, "trunk-pass-1", 300)
+    );
+    let agent = Agent::start_in(dir, &extra);
+    wait_state(&agent, &k, "registered", 20);
+    // The "mobile network": sipp answering 183 with a 1 kHz announcement.
+    let net = agent.dir.path().join("network");
+    std::fs::create_dir_all(&net).unwrap();
+    let made = Command::new("sox")
+        .args(["-n", "-r", "8000", "-c", "1", "-e", "mu-law", "-t", "raw"])
+        .arg(net.join("tone.ul"))
+        .args(["synth", "10", "sine", "1000", "vol", "0.5"])
+        .status()
+        .expect("sox");
+    assert!(made.success());
+    let media_port = free_port();
+    let _sipp = Reaped(
+        Command::new("sipp")
+            .arg("-sf")
+            .arg(repo().join("tests/sipp/uas_early_media.xml"))
+            .args(["-i", "127.0.0.9", "-p", &pstn.port().to_string()])
+            .args(["-mi", "127.0.0.9", "-mp", &media_port.to_string()])
+            .args(["-m", "1", "-nostdin", "-timeout", "60"])
+            .current_dir(&net)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("sipp (package sip-tester)"),
+    );
+    // The caller records what it hears, early media included.
+    let wav = speech_wav(agent.dir.path(), "caller", "Hello.", 8000, 0.3, 14.0);
+    let cfg = baresip_config(
+        agent.dir.path(),
+        "pstn-caller",
+        Some(&wav),
+        "udp",
+        "<sip:07700900123@127.0.0.1>;regint=0;audio_codecs=PCMU",
+    );
+    let mut c = std::fs::read_to_string(cfg.join("config")).unwrap();
+    c.push_str(&format!("module sndfile.so\nsnd_path {}\n", cfg.display()));
+    std::fs::write(cfg.join("config"), c).unwrap();
+    let out = std::fs::File::create(cfg.join("baresip.out")).unwrap();
+    let mut call = Reaped(
+        Command::new("baresip")
+            .arg("-f")
+            .arg(&cfg)
+            .args([
+                "-e",
+                &format!("/dial sip:{DID}@{}", k.itsp.addr()),
+                "-t",
+                "30",
+            ])
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .spawn()
+            .expect("baresip"),
+    );
+    let db = Db::open(&agent.database());
+    let id: String = wait_for(60, "the call to end", || {
+        db.0.query_row(
+            "SELECT id FROM calls WHERE ended_at_ms IS NOT NULL",
+            [],
+            |r| r.get(0),
+        )
+        .ok()
+    });
+    let _ = call.0.wait();
+    let outcome: String =
+        db.0.query_row(
+            "SELECT outcome FROM call_legs WHERE call_id = ?1",
+            [&id],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(outcome, "no answer", "the mobile's 480");
+    let heard = files(&cfg)
+        .into_iter()
+        .find(|p| p.to_string_lossy().ends_with("-dec.wav"))
+        .unwrap_or_else(|| panic!("no recording of what the caller heard in {}", cfg.display()));
+    // Some 2 s of what it heard is the network's tone, not our ringback
+    // (400 + 450 Hz).
+    let windows: Vec<(f32, f64, f64)> = (0..20)
+        .map(|i| {
+            let t = i as f32 * 0.5;
+            let tone = tone_power(&heard, 1000.0, t, t + 2.0);
+            let ring =
+                tone_power(&heard, 400.0, t, t + 2.0) + tone_power(&heard, 450.0, t, t + 2.0);
+            (t, tone, ring)
+        })
+        .collect();
+    eprintln!("windows (s, 1 kHz, ringback): {windows:?}");
+    assert!(
+        windows
+            .iter()
+            .any(|(_, tone, ring)| *tone > 1e5 && *tone > 100.0 * ring.max(1.0)),
+        "the caller heard the target's early media: {windows:?}"
+    );
+}

@@ -340,7 +340,30 @@ pub(super) async fn ring(ctx: &Arc<CallCtx>, mut caller: Caller<'_>, plan: Plan)
     let mut outcome: Option<Rung> = None;
     let mut ended: Option<EndReason> = None;
 
+    // The B leg's sockets, lent to a target's early media while it plays.
+    let mut b_sockets = Some(leg::Sockets {
+        rtp: b_rtp,
+        rtcp: b_rtcp,
+    });
+    // A target's early media (183 with SDP) relayed to the caller instead
+    // of our ringback: which fork, and its running leg.
+    let mut early: Option<(usize, Running)> = None;
+
     'ringing: loop {
+        // The fork whose early media plays ended (failed, cancelled): back
+        // to our ringback.
+        if let Some((i, _)) = &early
+            && forks[*i].ended.is_some()
+            && let Some((_, r)) = early.take()
+        {
+            b_sockets = r.stop().await;
+            if let Some(caller_leg) = &ringing_leg {
+                let _ = caller_leg.control.send(Control::Unbridge);
+                let _ = caller_leg
+                    .control
+                    .send(Control::Tone(Some(ringback(ctx.cfg.site.country))));
+            }
+        }
         while let Some(a) = ringer.poll_action() {
             match a {
                 ringer::Action::Start {
@@ -501,10 +524,35 @@ pub(super) async fn ring(ctx: &Arc<CallCtx>, mut caller: Caller<'_>, plan: Plan)
                 }
             },
             Some(st) = fork_states.recv() => {
-                // Before the bridge only a fork's end matters; its final
-                // response says how (above).
-                if let DialogState::Terminated(id, _) = st {
-                    caller.dialogs.remove_dialog(&id);
+                // Before the bridge a fork's end matters (its final response
+                // says how, above), and its early media.
+                match st {
+                    DialogState::Terminated(id, _) => caller.dialogs.remove_dialog(&id),
+                    DialogState::Early(id, resp)
+                        if resp.status_code == StatusCode::SessionProgress
+                            && !resp.body().is_empty()
+                            && early.is_none() =>
+                    {
+                        let fork = forks
+                            .iter()
+                            .position(|f| f.call_id == id.call_id && f.ended.is_none());
+                        if let (Some(i), Some(caller_leg)) = (fork, &ringing_leg)
+                            && let Some(sockets) = b_sockets.take()
+                        {
+                            match early_media(ctx, &caller, &forks[i], resp.body(), sockets, &leg_events_tx, ring_ms) {
+                                Ok((running, relay)) => {
+                                    let (to_caller, to_target) = leg::bridge_pair(relay);
+                                    let _ = caller_leg.control.send(Control::Tone(None));
+                                    let _ = caller_leg.control.send(to_caller);
+                                    let _ = running.control.send(to_target);
+                                    tracing::debug!(call = %caller.call_id, "a target's early media is relayed to the caller");
+                                    early = Some((i, running));
+                                }
+                                Err(sockets) => b_sockets = Some(sockets),
+                            }
+                        }
+                    }
+                    _ => {}
                 }
             },
             _ = async { tokio::time::sleep_until(deadline.expect("guarded")).await }, if deadline.is_some() => {
@@ -539,6 +587,13 @@ pub(super) async fn ring(ctx: &Arc<CallCtx>, mut caller: Caller<'_>, plan: Plan)
             }
         }
     });
+    // Early media ends with the ringing: its sockets are the B leg's.
+    if let Some((_, r)) = early.take() {
+        b_sockets = r.stop().await;
+        if let Some(caller_leg) = &ringing_leg {
+            let _ = caller_leg.control.send(Control::Unbridge);
+        }
+    }
     // Not bridged: the ringback stops, and the caller's sockets come back
     // for the agent to answer with.
     if connected.is_none()
@@ -554,10 +609,7 @@ pub(super) async fn ring(ctx: &Arc<CallCtx>, mut caller: Caller<'_>, plan: Plan)
                 &mut caller,
                 &mut forks[i],
                 &mut fork_states,
-                leg::Sockets {
-                    rtp: b_rtp,
-                    rtcp: b_rtcp,
-                },
+                b_sockets,
                 &offer,
                 (ringing_leg.take(), leg_events_tx, leg_events),
                 (caller_user.clone(), fork_state_tx.clone()),
@@ -1136,6 +1188,46 @@ impl Running {
     }
 }
 
+/// The leg that plays a target's early media (its 183's SDP) to the
+/// caller while it rings: it hears the target, never sends to it. The
+/// sockets come back when the answer cannot be used.
+fn early_media(
+    ctx: &CallCtx,
+    caller: &Caller<'_>,
+    fork: &Fork,
+    body: &[u8],
+    sockets: leg::Sockets,
+    events: &LegEventsTx,
+    ring_ms: u64,
+) -> Result<(Running, bool), leg::Sockets> {
+    let Ok(desc) = AudioDescription::parse(&String::from_utf8_lossy(body)) else {
+        return Err(sockets);
+    };
+    let Ok((pt, codec)) = desc.choose() else {
+        return Err(sockets);
+    };
+    let Ok(keys) = crate::media::srtp::from_answer(fork.srtp.as_ref(), &desc, ctx.cfg.media.srtp)
+    else {
+        return Err(sockets);
+    };
+    let mut cfg = leg_config(ctx, codec, pt, &desc, false, keys);
+    cfg.timeout_ms += ring_ms;
+    let Ok(leg) = RtpLeg::new(cfg, 0) else {
+        return Err(sockets);
+    };
+    let relay = codec == caller.codec;
+    Ok((
+        start_leg(
+            sockets,
+            leg,
+            Box::new(leg::Discard),
+            events.clone(),
+            Channel::Callee,
+        ),
+        relay,
+    ))
+}
+
 /// The ringback callers of the site's country expect.
 fn ringback(country: crate::phone::Country) -> handlet_dsp::playout::ToneSpec {
     use crate::phone::Country;
@@ -1180,13 +1272,27 @@ async fn bridged(
     caller: &mut Caller<'_>,
     fork: &mut Fork,
     fork_states: &mut rsipstack::dialog::dialog::DialogStateReceiver,
-    b_sockets: leg::Sockets,
+    b_sockets: Option<leg::Sockets>,
     offer: &str,
     (ringing_leg, leg_events_tx, mut leg_events): (Option<Running>, LegEventsTx, LegEventsRx),
     (caller_user, fork_state_tx): (String, rsipstack::dialog::dialog::DialogStateSender),
 ) {
     let call_id = caller.call_id.to_string();
     let Some(mut dialog) = fork.dialog.clone() else {
+        return;
+    };
+    // Lent to early media and not given back: cannot happen while the
+    // leg's task ends when stopped, but it is no panic if it does.
+    let Some(b_sockets) = b_sockets else {
+        tracing::error!(call = %call_id, "the answering phone's RTP sockets are gone; it is hung up");
+        let _ = dialog.bye().await;
+        caller.dialogs.remove_dialog(&dialog.id());
+        let _ = caller
+            .server
+            .reject(Some(StatusCode::ServiceUnavailable), None);
+        ctx.store
+            .end_call(&call_id, now_ms(), EndReason::AgentError.as_str());
+        ctx.store.transcript_complete(&call_id);
         return;
     };
     let answer = fork.answer.clone().unwrap_or_default();
