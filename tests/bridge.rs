@@ -184,25 +184,7 @@ fn ringall_bridges_the_first_phone_to_answer_records_and_transcribes_both_sides(
     assert!(!callee_text.contains("boiler"), "{callee_text}");
     // The recording is stereo: the phone on the right while it speaks, the
     // caller on the left while the caller speaks.
-    let rec: i64 = wait_for(20, "the recording", || {
-        db.0.query_row(
-            "SELECT id FROM recordings WHERE call_id = ?1 AND state = 'complete'",
-            [&id],
-            |r| r.get(0),
-        )
-        .ok()
-    });
-    let wav = agent.dir.path().join("rec.wav");
-    ok(
-        &agent,
-        &[
-            "recordings",
-            "export",
-            &format!("{rec:016x}"),
-            "--out",
-            wav.to_str().unwrap(),
-        ],
-    );
+    let wav = exported_recording(&agent, &db, &id);
     let (l1, r1) = channel_energy(&wav, 1.2, 4.0);
     assert!(
         r1 > 20.0 * l1.max(1.0),

@@ -167,25 +167,7 @@ fn phones_over_tls_with_srtp_are_bridged_recorded_and_transcribed_with_no_plain_
         &[("caller", "boiler"), ("callee", "workshop")],
         60,
     );
-    let rec: i64 = wait_for(20, "the recording", || {
-        db.0.query_row(
-            "SELECT id FROM recordings WHERE call_id = ?1 AND state = 'complete'",
-            [&id],
-            |r| r.get(0),
-        )
-        .ok()
-    });
-    let wav = agent.dir.path().join("rec.wav");
-    ok(
-        &agent,
-        &[
-            "recordings",
-            "export",
-            &format!("{rec:016x}"),
-            "--out",
-            wav.to_str().unwrap(),
-        ],
-    );
+    let wav = exported_recording(&agent, &db, &id);
     let spec = hound::WavReader::open(&wav).unwrap().spec();
     assert_eq!(spec.channels, 2, "both sides recorded");
     let lengths = sniffer.lengths();

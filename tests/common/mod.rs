@@ -650,6 +650,31 @@ impl DeskPhone {
     }
 }
 
+/// The call's recording, once complete, decrypted by `handlet recordings
+/// export` into a WAV in the agent's dir.
+pub fn exported_recording(agent: &Agent, db: &Db, call: &str) -> PathBuf {
+    let rec: i64 = wait_for(20, "the recording", || {
+        db.0.query_row(
+            "SELECT id FROM recordings WHERE call_id = ?1 AND state = 'complete'",
+            [call],
+            |r| r.get(0),
+        )
+        .ok()
+    });
+    let wav = agent.dir.path().join("rec.wav");
+    ok(
+        agent,
+        &[
+            "recordings",
+            "export",
+            &format!("{rec:016x}"),
+            "--out",
+            wav.to_str().unwrap(),
+        ],
+    );
+    wav
+}
+
 /// A raw INVITE from `from` (127.0.0.x) to the agent, for `to_user`, from
 /// `from_user`, with no credentials; the status code of its final answer.
 pub fn invite_from(from: [u8; 4], agent: &Agent, to_user: &str, from_user: &str) -> u16 {

@@ -1188,6 +1188,22 @@ impl Running {
     }
 }
 
+/// The phone answered but the call cannot be bridged: it is hung up, the
+/// caller refused (503) and the call ended for `reason`.
+async fn abandon(
+    ctx: &CallCtx,
+    (dialogs, server): (&DialogLayer, &InviteDialog),
+    dialog: &InviteDialog,
+    call_id: &str,
+    reason: EndReason,
+) {
+    let _ = dialog.bye().await;
+    dialogs.remove_dialog(&dialog.id());
+    let _ = server.reject(Some(StatusCode::ServiceUnavailable), None);
+    ctx.store.end_call(call_id, now_ms(), reason.as_str());
+    ctx.store.transcript_complete(call_id);
+}
+
 /// The leg that plays a target's early media (its 183's SDP) to the
 /// caller while it rings: it hears the target, never sends to it. The
 /// sockets come back when the answer cannot be used.
@@ -1285,14 +1301,14 @@ async fn bridged(
     // leg's task ends when stopped, but it is no panic if it does.
     let Some(b_sockets) = b_sockets else {
         tracing::error!(call = %call_id, "the answering phone's RTP sockets are gone; it is hung up");
-        let _ = dialog.bye().await;
-        caller.dialogs.remove_dialog(&dialog.id());
-        let _ = caller
-            .server
-            .reject(Some(StatusCode::ServiceUnavailable), None);
-        ctx.store
-            .end_call(&call_id, now_ms(), EndReason::AgentError.as_str());
-        ctx.store.transcript_complete(&call_id);
+        abandon(
+            ctx,
+            (caller.dialogs, caller.server),
+            &dialog,
+            &call_id,
+            EndReason::AgentError,
+        )
+        .await;
         return;
     };
     let answer = fork.answer.clone().unwrap_or_default();
@@ -1314,14 +1330,14 @@ async fn bridged(
         Err(e) => {
             tracing::warn!(call = %call_id, error = %e, "the answering phone's SDP is unusable");
             fork.end("unusable answer");
-            let _ = dialog.bye().await;
-            caller.dialogs.remove_dialog(&dialog.id());
-            let _ = caller
-                .server
-                .reject(Some(StatusCode::ServiceUnavailable), None);
-            ctx.store
-                .end_call(&call_id, now_ms(), EndReason::MediaError.as_str());
-            ctx.store.transcript_complete(&call_id);
+            abandon(
+                ctx,
+                (caller.dialogs, caller.server),
+                &dialog,
+                &call_id,
+                EndReason::MediaError,
+            )
+            .await;
             return;
         }
     };
@@ -1410,14 +1426,14 @@ async fn bridged(
         (Ok(a), Ok(b), Ok(c), Ok(d)) => (a, b, c, d),
         _ => {
             tracing::error!(call = %call_id, "cannot start the bridged call's media");
-            let _ = dialog.bye().await;
-            caller.dialogs.remove_dialog(&dialog.id());
-            let _ = caller
-                .server
-                .reject(Some(StatusCode::ServiceUnavailable), None);
-            ctx.store
-                .end_call(&call_id, now_ms(), EndReason::AgentError.as_str());
-            ctx.store.transcript_complete(&call_id);
+            abandon(
+                ctx,
+                (caller.dialogs, caller.server),
+                &dialog,
+                &call_id,
+                EndReason::AgentError,
+            )
+            .await;
             return;
         }
     };

@@ -584,6 +584,48 @@ fn origin_of(
     Ok(Origin::Direct)
 }
 
+/// A connection just accepted, before anything is made for it.
+struct Accepted {
+    stream: tokio::net::TcpStream,
+    remote: SocketAddr,
+    /// A duplicate of the socket to close it by (tcp.rs says why).
+    fd: std::os::fd::OwnedFd,
+    /// The box calling itself: the agent's own self-check.
+    from_self: bool,
+}
+
+/// The next connection on `listener`; None once `cancel` fires.
+async fn accept(
+    listener: &tokio::net::TcpListener,
+    cancel: &CancellationToken,
+    what: &str,
+) -> Option<Accepted> {
+    loop {
+        let (stream, remote) = tokio::select! {
+            _ = cancel.cancelled() => return None,
+            r = listener.accept() => match r {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of descriptors and the like: wait, do not spin.
+                    tracing::warn!(error = %e, "SIP {what} accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let Ok(fd) = std::os::fd::AsFd::as_fd(&stream).try_clone_to_owned() else {
+            continue;
+        };
+        let from_self = stream.local_addr().is_ok_and(|l| l.ip() == remote.ip());
+        return Some(Accepted {
+            stream,
+            remote,
+            fd,
+            from_self,
+        });
+    }
+}
+
 /// Accept TCP connections for rsipstack, within the guard's limits.
 async fn accept_tcp(
     listener: tokio::net::TcpListener,
@@ -598,26 +640,17 @@ async fn accept_tcp(
         addr: local.into(),
     };
     loop {
-        let (stream, remote) = tokio::select! {
-            _ = cancel.cancelled() => return,
-            r = listener.accept() => match r {
-                Ok(a) => a,
-                Err(e) => {
-                    // Out of descriptors and the like: wait, do not spin.
-                    tracing::warn!(error = %e, "SIP TCP accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
+        let Some(Accepted {
+            stream,
+            remote,
+            fd,
+            from_self,
+        }) = accept(&listener, &cancel, "TCP").await
+        else {
+            return;
         };
-        // A duplicate of the socket to close it by (tcp.rs says why), and
-        // the connection object, which is its identity; rsipstack makes
-        // its buffers only once it serves it, after the guard said yes.
-        let Ok(fd) = std::os::fd::AsFd::as_fd(&stream).try_clone_to_owned() else {
-            continue;
-        };
-        // The box calling itself: the agent's own self-check.
-        let from_self = stream.local_addr().is_ok_and(|l| l.ip() == remote.ip());
+        // The connection object is its identity; rsipstack makes its
+        // buffers only once it serves it, after the guard said yes.
         let Ok(c) = TcpConnection::from_stream(stream, local.clone(), Some(cancel.child_token()))
         else {
             continue;
@@ -647,21 +680,15 @@ async fn accept_tls(
         addr: local.into(),
     };
     loop {
-        let (stream, remote) = tokio::select! {
-            _ = cancel.cancelled() => return,
-            r = listener.accept() => match r {
-                Ok(a) => a,
-                Err(e) => {
-                    tracing::warn!(error = %e, "SIP TLS accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
+        let Some(Accepted {
+            stream,
+            remote,
+            fd,
+            from_self,
+        }) = accept(&listener, &cancel, "TLS").await
+        else {
+            return;
         };
-        let Ok(fd) = std::os::fd::AsFd::as_fd(&stream).try_clone_to_owned() else {
-            continue;
-        };
-        let from_self = stream.local_addr().is_ok_and(|l| l.ip() == remote.ip());
         let id = tcp::tls_conn_id(remote);
         // The same address as a connection whose close is not handled yet
         // (tcp.rs, `tls_conn_id`): refused, the peer retries.
