@@ -196,14 +196,7 @@ fn main() -> ExitCode {
 
 fn init_logging(cfg: &Config) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&cfg.log.filter))
-        // rsipstack's transport logs whole messages at info, SDP with its
-        // SRTP keys included: never below warn, whatever the filter says.
-        .add_directive(
-            "rsipstack::transport=warn"
-                .parse()
-                .expect("a valid directive"),
-        );
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&cfg.log.filter));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(handlet_agent::logging::colour())

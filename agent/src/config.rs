@@ -741,8 +741,26 @@ impl Config {
                     "inbound.ring: {n:?} is an outside number, which needs a [[trunk]] to ring through"
                 ));
             }
-            if self.inbound.ring[..i].contains(n) {
+            let e164 = |x: &str| {
+                crate::phone::Phone::parse_in(x, self.site.country)
+                    .ok()
+                    .map(|p| p.e164())
+            };
+            let same = |m: &String| m == n || (!known.contains(m.as_str()) && e164(m) == e164(n));
+            if self.inbound.ring[..i].iter().any(same) {
                 return Err(format!("inbound.ring: {n:?} is listed twice"));
+            }
+            // One of our own numbers would ring this box again, and again.
+            if !known.contains(n.as_str())
+                && self
+                    .trunks
+                    .iter()
+                    .flat_map(|t| &t.dids)
+                    .any(|d| e164(d).is_some() && e164(d) == e164(n))
+            {
+                return Err(format!(
+                    "inbound.ring: {n:?} is one of the trunks' own dids; it would ring this box in a loop"
+                ));
             }
         }
         let o = &self.outbound;
@@ -1153,6 +1171,23 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(e.contains("needs a [[trunk]]"), "{e}");
+        let trunk = "[[trunk]]\nname = \"t\"\nmode = \"ip\"\nhost = \"192.0.2.1\"\ndids = [\"01632 960001\"]\n";
+        let ok = load_str(&format!(
+            "[inbound]\nring = [\"101\", \"07700 900999\"]\n{ext}{trunk}"
+        ));
+        assert!(ok.is_ok(), "{ok:?}");
+        let e = load_str(&format!(
+            "[inbound]\nring = [\"07700 900999\", \"+447700900999\"]\n{ext}{trunk}"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("listed twice"), "{e}");
+        let e = load_str(&format!(
+            "[inbound]\nring = [\"+441632960001\"]\n{ext}{trunk}"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("in a loop"), "{e}");
         let e = load_str(&format!("[inbound]\nring = [\"101\", \"101\"]\n{ext}"))
             .unwrap_err()
             .to_string();

@@ -36,8 +36,39 @@ pub fn colour() -> bool {
 
 /// One formatted line, as it may be written: lossy UTF-8, redacted if
 /// `redact`. Never panics; if redaction fails the line is [`DROPPED`].
+/// SRTP keys (SDES `inline:` parameters, which rsipstack logs with whole
+/// messages at info) are hidden at every level, debug included: they are
+/// nobody's business, a technician's neither.
 pub fn scrub(line: &[u8], redact: bool) -> Cow<'_, str> {
-    scrub_with(line, redact, pii::redact)
+    let text = scrub_with(line, redact, pii::redact);
+    match hide_keys(&text) {
+        Cow::Borrowed(_) => text,
+        Cow::Owned(s) => Cow::Owned(s),
+    }
+}
+
+/// `inline:<base64 key>` → `inline:<key>`.
+pub fn hide_keys(text: &str) -> Cow<'_, str> {
+    const MARK: &str = "inline:";
+    if !text.contains(MARK) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(i) = rest.find(MARK) {
+        let after = &rest[i + MARK.len()..];
+        let key_len = after
+            .bytes()
+            .take_while(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'='))
+            .count();
+        out.push_str(&rest[..i + MARK.len()]);
+        if key_len > 0 {
+            out.push_str("<key>");
+        }
+        rest = &after[key_len..];
+    }
+    out.push_str(rest);
+    Cow::Owned(out)
 }
 
 fn scrub_with<'a>(
@@ -148,6 +179,23 @@ impl<W: Write> Drop for Scrub<W> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn srtp_keys_are_hidden_at_every_level() {
+        let line = b"a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:PS1uQCVeeCFCanVmcjkpPywjNWhcYD0mXXtxaVBR|2^20\r\na=crypto:2 X inline:abc+/=\n";
+        for redact in [true, false] {
+            let out = scrub(line, redact);
+            assert!(
+                !out.contains("PS1uQCVee") && !out.contains("abc+/="),
+                "{out}"
+            );
+            assert_eq!(out.matches("inline:<key>").count(), 2, "{out}");
+            assert!(out.contains("|2^20"), "{out}");
+        }
+        assert!(matches!(hide_keys("no keys here"), Cow::Borrowed(_)));
+        assert_eq!(hide_keys("inline:"), "inline:");
+    }
+
     use super::*;
     use tracing::Level;
 

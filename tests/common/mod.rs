@@ -76,7 +76,8 @@ pub fn free_port() -> u16 {
 
 /// Write a config file for a test agent and return its path.
 /// `extra` may hold `[sip]` keys; they are merged into the harness's [sip] table.
-/// A `[media]` table in `extra` is merged into the harness's.
+/// A `[media]` table in `extra` is merged into the harness's (with its
+/// own RTP range if it names one).
 pub fn write_config(dir: &Path, port: u16, extra: &str) -> PathBuf {
     let (extra, media_extra) = match extra.split_once("[media]\n") {
         Some((before, after)) => {
@@ -88,6 +89,12 @@ pub fn write_config(dir: &Path, port: u16, extra: &str) -> PathBuf {
         }
         None => (extra.to_string(), String::new()),
     };
+    // Every test's RTP in 20000-29999 unless it asks for its own range.
+    let ports = if media_extra.contains("rtp_port_min") {
+        ""
+    } else {
+        "rtp_port_min = 20000\nrtp_port_max = 29999\n"
+    };
     let sip_extra = extra.strip_prefix("[sip]\n").unwrap_or("");
     let extra = if sip_extra.is_empty() {
         extra.as_str()
@@ -95,7 +102,7 @@ pub fn write_config(dir: &Path, port: u16, extra: &str) -> PathBuf {
         ""
     };
     let cfg = format!(
-        "data_dir = {:?}\nmodels_dir = {:?}\n[sip]\nport = {port}\n{sip_extra}[media]\nrtp_port_min = 20000\nrtp_port_max = 29999\n{media_extra}{extra}",
+        "data_dir = {:?}\nmodels_dir = {:?}\n[sip]\nport = {port}\n{sip_extra}[media]\n{ports}{media_extra}{extra}",
         dir.join("data"),
         models_dir()
     );
@@ -562,7 +569,7 @@ impl DeskPhone {
 
     /// A phone registered over TLS to the agent's `tls_port` that keys
     /// its media with SDES (`mediaenc=srtp`: SRTP offered, and taken when
-    /// offered).
+    /// offered); `extra` lines for its config (`{dir}`: its directory).
     #[allow(clippy::too_many_arguments)]
     pub fn start_secure(
         agent: &Agent,
@@ -573,6 +580,7 @@ impl DeskPhone {
         wav: Option<&Path>,
         dial: Option<&str>,
         secs: u64,
+        extra: &str,
     ) -> DeskPhone {
         let account = format!(
             "<sip:{number}@127.0.0.1:{tls_port};transport=tls>;auth_pass={secret};regint=300;answermode={};audio_codecs=PCMU;mediaenc=srtp",
@@ -586,7 +594,18 @@ impl DeskPhone {
             wav,
             dial,
             secs,
-            "module srtp.so\n",
+            &format!(
+                "module srtp.so\n{}",
+                extra.replace(
+                    "{dir}",
+                    &agent
+                        .dir
+                        .path()
+                        .join(format!("phone-{number}"))
+                        .display()
+                        .to_string()
+                )
+            ),
         )
     }
 

@@ -125,6 +125,10 @@ struct Fork {
     srtp: Option<(crate::media::srtp::Crypto, sdp::Profile)>,
     /// The trunk, number and CLI of a fork out through a trunk.
     outside: Option<Outside>,
+    /// The offer it was sent (again with a 407's answer).
+    offer: String,
+    /// Its own RTP sockets: the B leg's if it answers.
+    sockets: Option<leg::Sockets>,
 }
 
 impl Fork {
@@ -147,6 +151,9 @@ impl Fork {
         if self.ended.is_none() {
             self.ended = Some((now_ms(), outcome.into()));
         }
+        // Its RTP port is free again (early media gives its own back to
+        // an ended fork, and they go here too at the ring's end).
+        self.sockets = None;
     }
 }
 
@@ -252,19 +259,11 @@ pub(super) async fn ring(ctx: &Arc<CallCtx>, mut caller: Caller<'_>, plan: Plan)
                 status: Some(480),
                 srtp: None,
                 outside: None,
+                offer: String::new(),
+                sockets: None,
             });
         }
     }
-    let m = &ctx.cfg.media;
-    let Ok((b_rtp, b_rtcp)) =
-        crate::media::bind_rtp(m.rtp_address, m.rtp_port_min, m.rtp_port_max, true).await
-    else {
-        tracing::error!(call = %caller.call_id, "no RTP port to ring the phones with; the agent answers");
-        return Rung::NobodyAnswered;
-    };
-    let Ok(b_local) = b_rtp.local_addr() else {
-        return Rung::NobodyAnswered;
-    };
     let mut offer_codecs = vec![(
         OFFER
             .iter()
@@ -273,13 +272,6 @@ pub(super) async fn ring(ctx: &Arc<CallCtx>, mut caller: Caller<'_>, plan: Plan)
         caller.codec,
     )];
     offer_codecs.extend(OFFER.iter().filter(|(_, c)| *c != caller.codec));
-    let offer = sdp::write(
-        b_local,
-        rand::random::<u32>() as u64,
-        &offer_codecs,
-        Some(TELEPHONE_EVENT_PT),
-        false,
-    );
     let (fork_state_tx, mut fork_states) = caller.dialogs.new_dialog_state_channel();
     // The ringer's clock is monotonic: a wall-clock step (NTP at boot)
     // must not fire or stall ring timeouts.
@@ -340,30 +332,11 @@ pub(super) async fn ring(ctx: &Arc<CallCtx>, mut caller: Caller<'_>, plan: Plan)
     let mut outcome: Option<Rung> = None;
     let mut ended: Option<EndReason> = None;
 
-    // The B leg's sockets, lent to a target's early media while it plays.
-    let mut b_sockets = Some(leg::Sockets {
-        rtp: b_rtp,
-        rtcp: b_rtcp,
-    });
     // A target's early media (183 with SDP) relayed to the caller instead
-    // of our ringback: which fork, and its running leg.
-    let mut early: Option<(usize, Running)> = None;
+    // of our ringback, on that fork's own sockets.
+    let mut early: Option<EarlyMedia> = None;
 
     'ringing: loop {
-        // The fork whose early media plays ended (failed, cancelled): back
-        // to our ringback.
-        if let Some((i, _)) = &early
-            && forks[*i].ended.is_some()
-            && let Some((_, r)) = early.take()
-        {
-            b_sockets = r.stop().await;
-            if let Some(caller_leg) = &ringing_leg {
-                let _ = caller_leg.control.send(Control::Unbridge);
-                let _ = caller_leg
-                    .control
-                    .send(Control::Tone(Some(ringback(ctx.cfg.site.country))));
-            }
-        }
         while let Some(a) = ringer.poll_action() {
             match a {
                 ringer::Action::Start {
@@ -372,8 +345,13 @@ pub(super) async fn ring(ctx: &Arc<CallCtx>, mut caller: Caller<'_>, plan: Plan)
                     contact,
                 } => {
                     let (number, dests) = &targets[target];
-                    let (fork_offer, fork_srtp) =
-                        keyed_offer(ctx, &offer, dest_tls(&dests[contact]));
+                    // Each fork its own RTP port: a target that sends early
+                    // media (or answers late) never reaches another's leg.
+                    let media = fork_media(ctx, &offer_codecs).await;
+                    let (fork_offer, fork_srtp) = match &media {
+                        Some((_, offer)) => keyed_offer(ctx, offer, dest_tls(&dests[contact])),
+                        None => (String::new(), None),
+                    };
                     let (opt, contact_text) = match &dests[contact] {
                         Dest::Phone(b) => (
                             invite_option(ctx, &caller_user, b, &fork_offer),
@@ -389,6 +367,10 @@ pub(super) async fn ring(ctx: &Arc<CallCtx>, mut caller: Caller<'_>, plan: Plan)
                         Dest::Outside(o) => Some(o.clone()),
                         Dest::Phone(_) => None,
                     };
+                    let opt = match &media {
+                        Some(_) => opt,
+                        None => Err("no free RTP port".to_string()),
+                    };
                     let started_at = now_ms();
                     let mut rec = Fork {
                         target: number.clone(),
@@ -403,6 +385,8 @@ pub(super) async fn ring(ctx: &Arc<CallCtx>, mut caller: Caller<'_>, plan: Plan)
                         status: None,
                         srtp: fork_srtp,
                         outside: out,
+                        offer: fork_offer,
+                        sockets: media.map(|(sockets, _)| sockets),
                     };
                     match opt.and_then(|o| {
                         caller
@@ -444,10 +428,39 @@ pub(super) async fn ring(ctx: &Arc<CallCtx>, mut caller: Caller<'_>, plan: Plan)
         if outcome.is_some() || ended.is_some() {
             break;
         }
+        // The fork whose early media plays ended (failed, cancelled just
+        // now): back to our ringback.
+        if early
+            .as_ref()
+            .is_some_and(|e| forks[e.fork].ended.is_some())
+            && let Some(e) = early.take()
+        {
+            e.stop(
+                &mut forks,
+                ringing_leg.as_ref(),
+                Some(ringback(ctx.cfg.site.country)),
+            )
+            .await;
+        }
         let deadline = ringer
             .poll_timeout()
             .map(|t| origin + Duration::from_millis(t));
         tokio::select! {
+            // The target's early media starts flowing: the caller hears it
+            // from now on instead of our ringback (a 183 that never sends
+            // leaves the ringback on).
+            Some((_, ev)) = async { early.as_mut().expect("guarded").events.recv().await }, if early.as_ref().is_some_and(|e| !e.playing) => {
+                if matches!(ev, LegEvent::FirstPacket { .. })
+                    && let (Some(e), Some(caller_leg)) = (early.as_mut(), &ringing_leg)
+                {
+                    let (to_caller, to_target) = leg::bridge_pair(e.relay);
+                    let _ = caller_leg.control.send(Control::Tone(None));
+                    let _ = caller_leg.control.send(to_caller);
+                    let _ = e.leg.control.send(to_target);
+                    e.playing = true;
+                    tracing::debug!(call = %caller.call_id, "a target's early media is relayed to the caller");
+                }
+            },
             ev = caller.events.recv() => match ev {
                 Some(DialogEvent::Terminated(reason)) => {
                     ringer.caller_gone();
@@ -488,11 +501,7 @@ pub(super) async fn ring(ctx: &Arc<CallCtx>, mut caller: Caller<'_>, plan: Plan)
                         // the trunk's credentials, on the same Call-ID.
                         f.auth_tried = true;
                         let Some(Outside { trunk, number, cli }) = f.outside.clone() else { unreachable!() };
-                        let retry_offer = match &f.srtp {
-                            Some((key, p)) => sdp::keyed(&offer, *p, key),
-                            None => offer.clone(),
-                        };
-                        let retry = trunk_invite(ctx, &trunk, &number, &cli, &retry_offer, Some(&resp), Some(f.call_id.clone())).await;
+                        let retry = trunk_invite(ctx, &trunk, &number, &cli, &f.offer, Some(&resp), Some(f.call_id.clone())).await;
                         match retry.and_then(|o| caller.dialogs.do_invite_async(o, fork_state_tx.clone()).map_err(|e| e.to_string())) {
                             Ok((dialog, handle)) => {
                                 f.dialog = Some(dialog);
@@ -536,19 +545,16 @@ pub(super) async fn ring(ctx: &Arc<CallCtx>, mut caller: Caller<'_>, plan: Plan)
                         let fork = forks
                             .iter()
                             .position(|f| f.call_id == id.call_id && f.ended.is_none());
-                        if let (Some(i), Some(caller_leg)) = (fork, &ringing_leg)
-                            && let Some(sockets) = b_sockets.take()
+                        if let Some(i) = fork
+                            && ringing_leg.is_some()
+                            && let Some(sockets) = forks[i].sockets.take()
                         {
-                            match early_media(ctx, &caller, &forks[i], resp.body(), sockets, &leg_events_tx, ring_ms) {
-                                Ok((running, relay)) => {
-                                    let (to_caller, to_target) = leg::bridge_pair(relay);
-                                    let _ = caller_leg.control.send(Control::Tone(None));
-                                    let _ = caller_leg.control.send(to_caller);
-                                    let _ = running.control.send(to_target);
-                                    tracing::debug!(call = %caller.call_id, "a target's early media is relayed to the caller");
-                                    early = Some((i, running));
+                            match early_media(ctx, &caller, &forks[i], resp.body(), sockets, ring_ms) {
+                                Ok(mut e) => {
+                                    e.fork = i;
+                                    early = Some(e);
                                 }
-                                Err(sockets) => b_sockets = Some(sockets),
+                                Err(sockets) => forks[i].sockets = Some(sockets),
                             }
                         }
                     }
@@ -587,12 +593,10 @@ pub(super) async fn ring(ctx: &Arc<CallCtx>, mut caller: Caller<'_>, plan: Plan)
             }
         }
     });
-    // Early media ends with the ringing: its sockets are the B leg's.
-    if let Some((_, r)) = early.take() {
-        b_sockets = r.stop().await;
-        if let Some(caller_leg) = &ringing_leg {
-            let _ = caller_leg.control.send(Control::Unbridge);
-        }
+    // Early media ends with the ringing: its sockets go back to its fork
+    // (the B leg's, if that fork answered).
+    if let Some(e) = early.take() {
+        e.stop(&mut forks, ringing_leg.as_ref(), None).await;
     }
     // Not bridged: the ringback stops, and the caller's sockets come back
     // for the agent to answer with.
@@ -609,8 +613,6 @@ pub(super) async fn ring(ctx: &Arc<CallCtx>, mut caller: Caller<'_>, plan: Plan)
                 &mut caller,
                 &mut forks[i],
                 &mut fork_states,
-                b_sockets,
-                &offer,
                 (ringing_leg.take(), leg_events_tx, leg_events),
                 (caller_user.clone(), fork_state_tx.clone()),
             )
@@ -822,8 +824,9 @@ struct Session {
     codec: Codec,
     telephone_event: Option<u8>,
     rtcp_mux: bool,
-    /// Our SRTP key and profile on this leg, kept for every description.
-    srtp: Option<(crate::media::srtp::Crypto, sdp::Profile)>,
+    /// The leg's SRTP keys and profile (ours goes into every description
+    /// of it; the peer's tells a re-key from a refresh).
+    srtp: Option<(crate::media::srtp::Keys, sdp::Profile)>,
 }
 
 /// Our answer to a re-offer of `s` whose direction is `offered`.
@@ -841,7 +844,7 @@ fn directed(s: &mut Session, offered: sdp::MediaDirection) -> String {
         offered.answer(),
     );
     match &s.srtp {
-        Some((key, profile)) => sdp::keyed(&text, *profile, key),
+        Some((keys, profile)) => sdp::keyed(&text, *profile, &keys.local),
         None => text,
     }
 }
@@ -852,15 +855,29 @@ fn directed(s: &mut Session, offered: sdp::MediaDirection) -> String {
 async fn reinvite(
     handle: rsipstack::dialog::dialog::TransactionHandle,
     request: &rsipstack::sip::Request,
-    session: &mut Session,
+    (session, policy): (&mut Session, crate::config::SrtpPolicy),
     (holder, held): (&Running, &Running),
     call_id: &str,
     who: &str,
 ) {
     let offer = String::from_utf8_lossy(request.body()).to_string();
-    let _ = match super::re_offer(&offer, session.pt, session.codec) {
-        super::ReOffer::Incompatible => handle.reply(StatusCode::NotAcceptableHere).await,
-        _ => {
+    // Its SRTP: the same keys, the peer's new key, or refused as a first
+    // offer would be (an offerless re-INVITE keeps what there is).
+    let keyed = match AudioDescription::parse(&offer) {
+        Ok(d) => crate::media::srtp::reanswer(session.srtp.as_ref(), &d, policy),
+        Err(_) => Ok(session.srtp.clone()),
+    };
+    let _ = match (super::re_offer(&offer, session.pt, session.codec), keyed) {
+        (super::ReOffer::Incompatible, _) | (_, Err(_)) => {
+            handle.reply(StatusCode::NotAcceptableHere).await
+        }
+        (_, Ok(keys)) => {
+            if keys != session.srtp {
+                let _ = holder
+                    .control
+                    .send(Control::Srtp(keys.as_ref().map(|(k, _)| k.clone())));
+                session.srtp = keys;
+            }
             hold(holder, held, is_hold(&offer), call_id, who);
             let body = directed(session, direction_of(&offer));
             handle
@@ -1192,11 +1209,15 @@ impl Running {
 /// caller refused (503) and the call ended for `reason`.
 async fn abandon(
     ctx: &CallCtx,
-    (dialogs, server): (&DialogLayer, &InviteDialog),
+    (dialogs, server, ringing): (&DialogLayer, &InviteDialog, Option<&Running>),
     dialog: &InviteDialog,
     call_id: &str,
     reason: EndReason,
 ) {
+    // The caller's ringback stops with the call.
+    if let Some(r) = ringing {
+        r.cancel.cancel();
+    }
     let _ = dialog.bye().await;
     dialogs.remove_dialog(&dialog.id());
     let _ = server.reject(Some(StatusCode::ServiceUnavailable), None);
@@ -1213,9 +1234,8 @@ fn early_media(
     fork: &Fork,
     body: &[u8],
     sockets: leg::Sockets,
-    events: &LegEventsTx,
     ring_ms: u64,
-) -> Result<(Running, bool), leg::Sockets> {
+) -> Result<EarlyMedia, leg::Sockets> {
     let Ok(desc) = AudioDescription::parse(&String::from_utf8_lossy(body)) else {
         return Err(sockets);
     };
@@ -1231,17 +1251,73 @@ fn early_media(
     let Ok(leg) = RtpLeg::new(cfg, 0) else {
         return Err(sockets);
     };
-    let relay = codec == caller.codec;
-    Ok((
-        start_leg(
+    // Its own events: it is not the answering party (its keys are not
+    // the call's), and its first packet is what switches the caller over.
+    let (events_tx, events) = mpsc::unbounded_channel();
+    Ok(EarlyMedia {
+        fork: 0,
+        leg: start_leg(
             sockets,
             leg,
             Box::new(leg::Discard),
-            events.clone(),
+            events_tx,
             Channel::Callee,
         ),
-        relay,
-    ))
+        events,
+        relay: codec == caller.codec,
+        playing: false,
+    })
+}
+
+/// A target's early media while the call rings.
+struct EarlyMedia {
+    /// Index of its fork in `forks`.
+    fork: usize,
+    leg: Running,
+    events: LegEventsRx,
+    /// Relayed packet for packet (same codec as the caller's leg).
+    relay: bool,
+    /// The caller hears it (its first packet came).
+    playing: bool,
+}
+
+impl EarlyMedia {
+    /// Stop it: its sockets back to its fork, the caller's leg unbridged
+    /// and given `tone` (our ringback again) if it heard the target.
+    async fn stop(
+        self,
+        forks: &mut [Fork],
+        caller_leg: Option<&Running>,
+        tone: Option<handlet_dsp::playout::ToneSpec>,
+    ) {
+        forks[self.fork].sockets = self.leg.stop().await;
+        if self.playing
+            && let Some(c) = caller_leg
+        {
+            let _ = c.control.send(Control::Unbridge);
+            if tone.is_some() {
+                let _ = c.control.send(Control::Tone(tone));
+            }
+        }
+    }
+}
+
+/// A fork's own RTP (and RTCP) sockets and our offer on them, or None
+/// when no port is free.
+async fn fork_media(ctx: &CallCtx, codecs: &[(u8, Codec)]) -> Option<(leg::Sockets, String)> {
+    let m = &ctx.cfg.media;
+    let (rtp, rtcp) = crate::media::bind_rtp(m.rtp_address, m.rtp_port_min, m.rtp_port_max, true)
+        .await
+        .ok()?;
+    let local = rtp.local_addr().ok()?;
+    let offer = sdp::write(
+        local,
+        rand::random::<u32>() as u64,
+        codecs,
+        Some(TELEPHONE_EVENT_PT),
+        false,
+    );
+    Some((leg::Sockets { rtp, rtcp }, offer))
 }
 
 /// The ringback callers of the site's country expect.
@@ -1288,8 +1364,6 @@ async fn bridged(
     caller: &mut Caller<'_>,
     fork: &mut Fork,
     fork_states: &mut rsipstack::dialog::dialog::DialogStateReceiver,
-    b_sockets: Option<leg::Sockets>,
-    offer: &str,
     (ringing_leg, leg_events_tx, mut leg_events): (Option<Running>, LegEventsTx, LegEventsRx),
     (caller_user, fork_state_tx): (String, rsipstack::dialog::dialog::DialogStateSender),
 ) {
@@ -1297,13 +1371,14 @@ async fn bridged(
     let Some(mut dialog) = fork.dialog.clone() else {
         return;
     };
+    let offer = fork.offer.clone();
     // Lent to early media and not given back: cannot happen while the
     // leg's task ends when stopped, but it is no panic if it does.
-    let Some(b_sockets) = b_sockets else {
+    let Some(b_sockets) = fork.sockets.take() else {
         tracing::error!(call = %call_id, "the answering phone's RTP sockets are gone; it is hung up");
         abandon(
             ctx,
-            (caller.dialogs, caller.server),
+            (caller.dialogs, caller.server, ringing_leg.as_ref()),
             &dialog,
             &call_id,
             EndReason::AgentError,
@@ -1332,7 +1407,7 @@ async fn bridged(
             fork.end("unusable answer");
             abandon(
                 ctx,
-                (caller.dialogs, caller.server),
+                (caller.dialogs, caller.server, ringing_leg.as_ref()),
                 &dialog,
                 &call_id,
                 EndReason::MediaError,
@@ -1341,17 +1416,16 @@ async fn bridged(
             return;
         }
     };
-    let _ = offer;
     // Our side of each session, for re-INVITEs (hold, refresh).
     let mut b_session = Session {
         local: b_sockets.rtp.local_addr().ok(),
-        id: session_of(offer),
-        version: session_of(offer),
+        id: session_of(&offer),
+        version: session_of(&offer),
         pt: b_pt,
         codec: b_codec,
         telephone_event: b_remote.telephone_event,
         rtcp_mux: false,
-        srtp: b_keys.as_ref().and(b_offered.clone()),
+        srtp: b_keys.clone().zip(b_offered.as_ref().map(|(_, p)| *p)),
     };
     let mut caller_session = Session {
         local: caller.local,
@@ -1361,7 +1435,7 @@ async fn bridged(
         codec: caller.codec,
         telephone_event: caller.remote.telephone_event,
         rtcp_mux: caller.rtcp_mux,
-        srtp: caller.srtp.as_ref().map(|(k, p)| (k.local.clone(), *p)),
+        srtp: caller.srtp.clone(),
     };
     let a_sockets = caller.sockets.take();
     if a_sockets.is_none() && ringing_leg.is_none() {
@@ -1428,7 +1502,7 @@ async fn bridged(
             tracing::error!(call = %call_id, "cannot start the bridged call's media");
             abandon(
                 ctx,
-                (caller.dialogs, caller.server),
+                (caller.dialogs, caller.server, ringing_leg.as_ref()),
                 &dialog,
                 &call_id,
                 EndReason::AgentError,
@@ -1512,7 +1586,7 @@ async fn bridged(
                     let _ = a.control.send(Control::StartSending);
                 }
                 Some(DialogEvent::ReInvite { request, handle }) => {
-                    reinvite(handle, &request, &mut caller_session, (&a, &b), &call_id, "caller").await;
+                    reinvite(handle, &request, (&mut caller_session, ctx.cfg.media.srtp), (&a, &b), &call_id, "caller").await;
                 }
                 Some(DialogEvent::Info { handle }) => {
                     let _ = handle.reply(StatusCode::OK).await;
@@ -1545,7 +1619,7 @@ async fn bridged(
                 }
                 Some(DialogState::Terminated(id, _)) => caller.dialogs.remove_dialog(&id),
                 Some(DialogState::Updated(_, request, handle)) => {
-                    reinvite(handle, &request, &mut b_session, (&b, &a), &call_id, "phone").await;
+                    reinvite(handle, &request, (&mut b_session, ctx.cfg.media.srtp), (&b, &a), &call_id, "phone").await;
                 }
                 Some(DialogState::Info(_, _, handle)) | Some(DialogState::Options(_, _, handle)) => {
                     let _ = handle.reply(StatusCode::OK).await;
@@ -1619,9 +1693,9 @@ async fn bridged(
                                 ctx.pool.clone(),
                                 tap::Outputs { store: ctx.store.clone(), after: None, record: None, hold: None, pair: None },
                             ).ok()?;
-                            Some((desc, pt, codec, leg, tap, keys.is_some()))
+                            Some((desc, pt, codec, leg, tap, keys))
                         });
-                        let Some((desc, pt, codec, leg, callee_tap, keyed)) = setup else {
+                        let Some((desc, pt, codec, leg, callee_tap, keys)) = setup else {
                             tracing::warn!(call = %call_id, "the transfer's new party cannot be bridged; it is hung up");
                             let d = p.dialog.clone();
                             let dialogs = caller.dialogs.clone();
@@ -1687,7 +1761,7 @@ async fn bridged(
                             codec,
                             telephone_event: desc.telephone_event,
                             rtcp_mux: false,
-                            srtp: p.srtp.clone().filter(|_| keyed),
+                            srtp: keys.zip(p.srtp.as_ref().map(|(_, profile)| *profile)),
                         };
                         tracing::info!(call = %call_id, target = %Pii(&fork.target), "call transferred");
                     }

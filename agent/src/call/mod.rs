@@ -150,7 +150,7 @@ pub async fn inbound(
     };
     // SRTP when the caller keys its media (SDES), or refused when one side
     // requires it and the other cannot.
-    let srtp = match media::srtp::answer(&remote, ctx.cfg.media.srtp) {
+    let mut srtp = match media::srtp::answer(&remote, ctx.cfg.media.srtp) {
         Ok(s) => s,
         Err(e) => {
             tracing::info!(from = %Pii(&from), error = %e, "rejecting INVITE");
@@ -471,11 +471,35 @@ pub async fn inbound(
                 Some(DialogEvent::Confirmed) => call.handle(Input::Ack, now_ms()),
                 Some(DialogEvent::ReInvite { request, handle }) => {
                     let offer = String::from_utf8_lossy(request.body()).to_string();
-                    reinvite_direction = sdp::AudioDescription::parse(&offer)
+                    let desc = sdp::AudioDescription::parse(&offer);
+                    reinvite_direction = desc
+                        .as_ref()
                         .map(|d| d.direction)
                         .unwrap_or(sdp::MediaDirection::SendRecv);
-                    reinvite = Some(handle);
-                    call.handle(Input::ReInvite(re_offer(&offer, pt, codec)), now_ms());
+                    // Its SRTP: the same keys, the peer's new key, or
+                    // refused as a first offer would be (an offerless
+                    // re-INVITE keeps what there is).
+                    let keyed = match &desc {
+                        Ok(d) => media::srtp::reanswer(srtp.as_ref(), d, ctx.cfg.media.srtp),
+                        Err(_) => Ok(srtp.clone()),
+                    };
+                    match keyed {
+                        Err(_) => {
+                            let _ = handle.reply(StatusCode::NotAcceptableHere).await;
+                        }
+                        Ok(k) => {
+                            let re = re_offer(&offer, pt, codec);
+                            // Keys change only with a re-offer we take.
+                            if k != srtp && !matches!(re, ReOffer::Incompatible) {
+                                if let Some(md) = &media {
+                                    let _ = md.control.send(leg::Control::Srtp(k.as_ref().map(|(k, _)| k.clone())));
+                                }
+                                srtp = k;
+                            }
+                            reinvite = Some(handle);
+                            call.handle(Input::ReInvite(re), now_ms());
+                        }
+                    }
                 }
                 Some(DialogEvent::Info { handle }) => {
                     let _ = handle.reply(StatusCode::OK).await;

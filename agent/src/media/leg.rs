@@ -58,6 +58,8 @@ pub enum Control {
     Sink(Box<dyn FrameSink>),
     /// Time out after this many ms without audio, counted from now.
     Timeout(u64),
+    /// SRTP keys from now on (a re-INVITE re-keyed), or none.
+    Srtp(Option<super::srtp::Keys>),
 }
 
 /// A sink for a leg whose audio is not kept yet (early media while the
@@ -191,6 +193,11 @@ pub async fn run(
                 }
                 Some(Control::Hold(h)) => leg.set_held(h),
                 Some(Control::Timeout(ms)) => leg.set_timeout(now(), ms),
+                Some(Control::Srtp(keys)) => {
+                    if let Err(e) = leg.set_srtp(keys) {
+                        tracing::warn!(error = %e, "cannot re-key the leg's SRTP");
+                    }
+                }
                 Some(Control::Sink(s)) => {
                     sink.end();
                     sink = s;

@@ -373,6 +373,22 @@ impl RtpLeg {
         self.rtcp.peer_address()
     }
 
+    /// The leg's SRTP keys from now on (a re-INVITE changed them): the
+    /// peer's new key is heard; our own sending context goes on while our
+    /// key is the same (a fresh one would repeat its packet indices), and
+    /// None turns SRTP off (the peer dropped it where that is allowed).
+    pub fn set_srtp(&mut self, keys: Option<super::srtp::Keys>) -> Result<(), crate::Error> {
+        self.srtp = match (self.srtp.take(), keys) {
+            (_, None) => None,
+            (Some(mut s), Some(k)) if s.keys().local == k.local => {
+                s.set_remote(k.remote)?;
+                Some(s)
+            }
+            (_, Some(k)) => Some(super::srtp::Session::new(k)?),
+        };
+        Ok(())
+    }
+
     /// A datagram arrived on the leg's RTCP socket.
     pub fn handle_rtcp(&mut self, now_ms: u64, from: SocketAddr, data: &[u8]) {
         match &mut self.srtp {

@@ -207,6 +207,26 @@ pub struct Session {
 }
 
 impl Session {
+    /// The peer's key now (a re-INVITE re-keyed it): only the receiving
+    /// side starts over; ours goes on, so its packet index never repeats.
+    pub fn set_remote(&mut self, remote: Crypto) -> Result<(), crate::Error> {
+        if remote == self.keys.remote {
+            return Ok(());
+        }
+        let err = |e: String| crate::Error::Call(format!("SRTP: {e}"));
+        self.rx = remote.context().map_err(err)?;
+        self.probe = remote.context().map_err(err)?;
+        self.rx_streams.clear();
+        self.probe_streams = 0;
+        self.keys.remote = remote;
+        Ok(())
+    }
+
+    /// Our key and the peer's, as they are now.
+    pub fn keys(&self) -> &Keys {
+        &self.keys
+    }
+
     pub fn new(keys: Keys) -> Result<Session, crate::Error> {
         let err = |e: String| crate::Error::Call(format!("SRTP: {e}"));
         Ok(Session {
@@ -376,6 +396,49 @@ pub fn from_answer(
         })),
         None if *profile == Profile::Savp || policy == SrtpPolicy::Required => Err(Refused),
         None => Ok(None),
+    }
+}
+
+/// How a leg keyed with `current` answers a re-offer (a re-INVITE: hold,
+/// resume, a refresh): the keys and profile it goes on with (the same, or
+/// the peer's new key: our own key stays, so our stream's packet index
+/// and keystream carry on), plain RTP when the peer drops SRTP and that is
+/// allowed, or refused (488) as for a first offer.
+pub fn reanswer(
+    current: Option<&(Keys, Profile)>,
+    reoffer: &AudioDescription,
+    policy: SrtpPolicy,
+) -> Result<Option<(Keys, Profile)>, Refused> {
+    let Some((keys, profile)) = current else {
+        // A plain leg stays plain: what it offered first decided.
+        return match reoffer.profile {
+            Profile::Avp => Ok(None),
+            _ => Err(Refused),
+        };
+    };
+    if reoffer.crypto.contains(&keys.remote) {
+        return Ok(Some((keys.clone(), *profile)));
+    }
+    match answer(reoffer, policy)? {
+        None => Ok(None),
+        Some((fresh, profile)) => {
+            // Our key again when the suite allows, under the peer's tag.
+            let local = if fresh.remote.suite == keys.local.suite {
+                Crypto {
+                    tag: fresh.remote.tag,
+                    ..keys.local.clone()
+                }
+            } else {
+                fresh.local
+            };
+            Ok(Some((
+                Keys {
+                    local,
+                    remote: fresh.remote,
+                },
+                profile,
+            )))
+        }
     }
 }
 
@@ -553,6 +616,38 @@ mod tests {
             Err(Refused)
         );
         assert_eq!(from_answer(None, &keyed, Optional), Ok(None));
+    }
+
+    #[test]
+    fn re_offers_keep_or_change_the_keys() {
+        use SrtpPolicy::*;
+        let first = described("RTP/AVP", &[&format!("1 {KEY}")]);
+        let current = answer(&first, Optional).unwrap().unwrap();
+        // A hold with the same key: nothing changes.
+        let same = reanswer(Some(&current), &first, Optional).unwrap().unwrap();
+        assert_eq!(same, current);
+        // The peer re-keys under another tag: its new key heard, ours kept.
+        let other = Crypto::generate(2, Suite::AesCm128HmacSha1_80);
+        let rekeyed = described(
+            "RTP/AVP",
+            &[other.attribute().strip_prefix("a=crypto:").unwrap()],
+        );
+        let (keys, _) = reanswer(Some(&current), &rekeyed, Optional)
+            .unwrap()
+            .unwrap();
+        assert_eq!(keys.remote, other);
+        assert_eq!(keys.local.tag, 2);
+        assert_eq!(
+            keys.local.key, current.0.local.key,
+            "our stream's key goes on"
+        );
+        // Dropping SRTP: plain if allowed, else refused.
+        let plain = described("RTP/AVP", &[]);
+        assert_eq!(reanswer(Some(&current), &plain, Optional), Ok(None));
+        assert_eq!(reanswer(Some(&current), &plain, Required), Err(Refused));
+        // A plain leg does not turn SRTP mid-call.
+        assert_eq!(reanswer(None, &plain, Optional), Ok(None));
+        assert_eq!(reanswer(None, &rekeyed, Optional), Ok(None));
     }
 
     #[test]
