@@ -142,3 +142,41 @@ fn config_show_prints_the_effective_config() {
         "{s}"
     );
 }
+
+#[test]
+fn bad_tls_certificate_paths_are_one_line_each() {
+    let dir = TempDir::new("badtls");
+    let base = format!(
+        "models_dir = {:?}\ndata_dir = {:?}\n[sip]\nport = {}\ntls = true\ntls_port = {}\n",
+        models_dir(),
+        dir.path().join("data"),
+        free_port(),
+        free_port()
+    );
+    // A certificate that is not there.
+    let e = one_line_error(&run_with(
+        &format!("{base}tls_cert = \"/nowhere/cert.pem\"\ntls_key = \"/nowhere/key.pem\"\n"),
+        &dir,
+        &["run"],
+    ));
+    assert!(
+        e.contains("sip.tls_cert") && e.contains("/nowhere/cert.pem"),
+        "{e}"
+    );
+    // Half a pair.
+    let e = one_line_error(&run_with(
+        &format!("{base}tls_cert = \"/nowhere/cert.pem\"\n"),
+        &dir,
+        &["run"],
+    ));
+    assert!(e.contains("go together"), "{e}");
+    // A file that is no certificate.
+    let junk = dir.path().join("junk.pem");
+    std::fs::write(&junk, "not a certificate").unwrap();
+    let e = one_line_error(&run_with(
+        &format!("{base}tls_cert = {junk:?}\ntls_key = {junk:?}\n"),
+        &dir,
+        &["run"],
+    ));
+    assert!(e.contains("junk.pem"), "{e}");
+}
