@@ -589,3 +589,66 @@ fn silent_phone_102(agent: &Agent) -> (DeskPhone, u16) {
     );
     (phone, ctrl)
 }
+
+#[test]
+fn keys_pressed_on_one_phone_reach_the_other_across_the_bridge() {
+    // RTP ports of its own: the sniffer sees only this call.
+    let rtp = 33000..=33499u16;
+    let agent = Agent::start_with(
+        "bridge-dtmf",
+        &extensions("[media]\nrtp_port_min = 33000\nrtp_port_max = 33499\n"),
+    );
+    let mut sniffer = Sniffer::start(rtp.clone());
+    let quiet = speech_wav(agent.dir.path(), "quiet", ".", 8000, 0.0, 20.0);
+    let _other = DeskPhone::start(&agent, "102", SECRET_102, true, Some(&quiet), 60);
+    let ctrl = free_port();
+    let _desk = DeskPhone::start_with(
+        &agent,
+        "101",
+        SECRET_101,
+        false,
+        Some(&quiet),
+        Some("102"),
+        40,
+        &format!("module_app ctrl_tcp.so\nctrl_tcp_listen 127.0.0.1:{ctrl}\n"),
+    );
+    wait_for(20, "the call to be bridged", || {
+        agent.log().contains("call bridged").then_some(())
+    });
+    // An IVR's "press 1, then 2, then 9" from the desk phone (RFC 4733).
+    for key in ["1", "2", "9"] {
+        assert!(!baresip_command(ctrl, "sndcode", key).is_empty());
+        std::thread::sleep(std::time::Duration::from_millis(400));
+    }
+    let db = Db::open(&agent.database());
+    wait_for(10, "the keys stored on the caller's channel", || {
+        let n: i64 =
+            db.0.query_row(
+                "SELECT count(*) FROM call_events WHERE kind = 'dtmf'",
+                [],
+                |r| r.get(0),
+            )
+            .ok()?;
+        (n == 3).then_some(())
+    });
+    // The telephone-events the box sent out of its RTP ports, to 102: the
+    // three keys, each ended (E bit), on the other leg's stream.
+    let seen = sniffer.stop();
+    let sent: Vec<&Datagram> = seen
+        .iter()
+        .filter(|d| rtp.contains(&d.src) && !rtp.contains(&d.dst) && d.payload_type() == 101)
+        .collect();
+    let ended: Vec<u8> = sent
+        .iter()
+        .filter(|d| d.rtp.len() >= 16 && d.rtp[13] & 0x80 != 0)
+        .map(|d| d.rtp[12])
+        .collect();
+    let mut keys = ended.clone();
+    keys.dedup();
+    assert_eq!(keys, vec![1, 2, 9], "events relayed to 102: {ended:?}");
+    let received_from_101 = seen
+        .iter()
+        .filter(|d| rtp.contains(&d.dst) && d.payload_type() == 101)
+        .count();
+    assert!(received_from_101 > 0 && sent.len() >= received_from_101 / 2);
+}

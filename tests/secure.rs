@@ -6,12 +6,10 @@
 
 mod common;
 use common::*;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 
 const SECRET_101: &str = "desk-101-secret";
 const SECRET_102: &str = "desk-102-secret";
-/// Each test's agent's RTP ports.
+/// Each test's agent's RTP ports (its own, so the sniffer sees only it).
 const RTP_CALL: std::ops::RangeInclusive<u16> = 31000..=31499;
 const RTP_HOLD: std::ops::RangeInclusive<u16> = 31500..=31999;
 
@@ -26,86 +24,6 @@ fn config(tls_port: u16, rtp: std::ops::RangeInclusive<u16>) -> String {
         rtp.start(),
         rtp.end()
     )
-}
-
-/// UDP datagrams to or from a test agent's RTP ports (each test here
-/// gives its agent a range of its own, apart from every other test's
-/// 20000-29999, so other tests running at the same time are not counted)
-/// that carry RTP with PCMU (payload type 0): their lengths. Plain 20 ms
-/// PCMU is 172 bytes (12 + 160); SRTP adds an 80-bit tag.
-struct Sniffer {
-    lengths: Arc<Mutex<Vec<usize>>>,
-    stop: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Sniffer {
-    /// A raw packet socket (AF_PACKET, every protocol; the tests run as
-    /// root) reading loopback's frames on a thread.
-    fn start(ports: std::ops::RangeInclusive<u16>) -> Sniffer {
-        use socket2::{Domain, Protocol, Socket, Type};
-        const AF_PACKET: i32 = 17;
-        const SOCK_RAW: i32 = 3;
-        const ETH_P_ALL_BE: i32 = 0x0300;
-        let sock = Socket::new(
-            Domain::from(AF_PACKET),
-            Type::from(SOCK_RAW),
-            Some(Protocol::from(ETH_P_ALL_BE)),
-        )
-        .expect("a raw packet socket (tests run as root)");
-        sock.set_read_timeout(Some(std::time::Duration::from_millis(200)))
-            .unwrap();
-        let lengths = Arc::new(Mutex::new(Vec::new()));
-        let stop = Arc::new(AtomicBool::new(false));
-        let (l, st) = (lengths.clone(), stop.clone());
-        let thread = std::thread::spawn(move || {
-            let mut buf = vec![std::mem::MaybeUninit::<u8>::uninit(); 65536];
-            while !st.load(Ordering::Relaxed) {
-                let Ok(n) = sock.recv(&mut buf) else { continue };
-                // SAFETY: recv initialised the first n bytes.
-                let frame: Vec<u8> = buf[..n]
-                    .iter()
-                    .map(|b| unsafe { b.assume_init() })
-                    .collect();
-                if let Some(len) = pcmu_rtp_len(&frame, &ports) {
-                    l.lock().unwrap().push(len);
-                }
-            }
-        });
-        Sniffer {
-            lengths,
-            stop,
-            thread: Some(thread),
-        }
-    }
-
-    fn lengths(&mut self) -> Vec<usize> {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            t.join().unwrap();
-        }
-        self.lengths.lock().unwrap().clone()
-    }
-}
-
-/// The UDP payload length of an RTP/PCMU datagram to or from the agent's
-/// RTP range in a loopback frame (14-byte link header, IPv4), else None.
-fn pcmu_rtp_len(frame: &[u8], ports: &std::ops::RangeInclusive<u16>) -> Option<usize> {
-    let ip = frame.get(14..)?;
-    if ip.first()? >> 4 != 4 || *ip.get(9)? != 17 {
-        return None;
-    }
-    let ihl = ((ip[0] & 0x0f) as usize) * 4;
-    let udp = ip.get(ihl..)?;
-    let src = u16::from_be_bytes([*udp.first()?, *udp.get(1)?]);
-    let dst = u16::from_be_bytes([*udp.get(2)?, *udp.get(3)?]);
-    let ours = |p: u16| ports.contains(&p);
-    if !ours(src) && !ours(dst) {
-        return None;
-    }
-    let payload = udp.get(8..)?;
-    let rtp = payload.len() >= 12 && payload[0] >> 6 == 2 && payload[1] & 0x7f == 0;
-    rtp.then_some(payload.len())
 }
 
 #[test]
@@ -187,7 +105,14 @@ fn phones_over_tls_with_srtp_are_bridged_recorded_and_transcribed_with_no_plain_
     let wav = exported_recording(&agent, &db, &id);
     let spec = hound::WavReader::open(&wav).unwrap().spec();
     assert_eq!(spec.channels, 2, "both sides recorded");
-    let lengths = sniffer.lengths();
+    // PCMU datagrams of the call: plain 20 ms is 172 bytes (12 + 160),
+    // SRTP adds an 80-bit tag.
+    let lengths: Vec<usize> = sniffer
+        .stop()
+        .iter()
+        .filter(|d| d.payload_type() == 0)
+        .map(|d| d.rtp.len())
+        .collect();
     let srtp = lengths.iter().filter(|&&l| l == 172 + 10).count();
     let plain = lengths.iter().filter(|&&l| l == 172).count();
     eprintln!(
@@ -292,7 +217,14 @@ fn an_srtp_call_is_held_and_resumed_by_re_invite_and_stays_encrypted() {
     wait_for(30, "the call to end", || {
         agent.log().contains("bridged call ended").then_some(())
     });
-    let lengths = sniffer.lengths();
+    // PCMU datagrams of the call: plain 20 ms is 172 bytes (12 + 160),
+    // SRTP adds an 80-bit tag.
+    let lengths: Vec<usize> = sniffer
+        .stop()
+        .iter()
+        .filter(|d| d.payload_type() == 0)
+        .map(|d| d.rtp.len())
+        .collect();
     let plain = lengths.iter().filter(|&&l| l == 172).count();
     let srtp = lengths.iter().filter(|&&l| l == 182).count();
     assert!(srtp > 300, "SRTP throughout: {srtp}");

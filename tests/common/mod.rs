@@ -768,3 +768,98 @@ pub fn wait_words(db: &Db, id: &str, want: &[(&str, &str)], secs: u64) {
         std::thread::sleep(Duration::from_millis(300));
     }
 }
+
+/// An RTP datagram seen on loopback: its UDP ports and payload.
+pub struct Datagram {
+    pub src: u16,
+    pub dst: u16,
+    pub rtp: Vec<u8>,
+}
+
+impl Datagram {
+    pub fn payload_type(&self) -> u8 {
+        self.rtp[1] & 0x7f
+    }
+}
+
+/// Every RTP datagram (version 2, 12+ bytes) on loopback to or from a port
+/// in `ports`, read by a raw packet socket (AF_PACKET; the tests run as
+/// root) on a thread until [`Sniffer::stop`]. A test gives its agent an
+/// RTP range of its own (not the harness's 20000-29999) so other tests
+/// running at the same time are not seen.
+pub struct Sniffer {
+    seen: std::sync::Arc<std::sync::Mutex<Vec<Datagram>>>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Sniffer {
+    pub fn start(ports: std::ops::RangeInclusive<u16>) -> Sniffer {
+        use socket2::{Domain, Protocol, Socket, Type};
+        use std::sync::atomic::Ordering;
+        const AF_PACKET: i32 = 17;
+        const SOCK_RAW: i32 = 3;
+        const ETH_P_ALL_BE: i32 = 0x0300;
+        let sock = Socket::new(
+            Domain::from(AF_PACKET),
+            Type::from(SOCK_RAW),
+            Some(Protocol::from(ETH_P_ALL_BE)),
+        )
+        .expect("a raw packet socket (tests run as root)");
+        sock.set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (out, st) = (seen.clone(), stop.clone());
+        let thread = std::thread::spawn(move || {
+            let mut buf = vec![std::mem::MaybeUninit::<u8>::uninit(); 65536];
+            while !st.load(Ordering::Relaxed) {
+                let Ok(n) = sock.recv(&mut buf) else { continue };
+                // SAFETY: recv initialised the first n bytes.
+                let frame: Vec<u8> = buf[..n]
+                    .iter()
+                    .map(|b| unsafe { b.assume_init() })
+                    .collect();
+                if let Some(d) = rtp_datagram(&frame, &ports) {
+                    out.lock().unwrap().push(d);
+                }
+            }
+        });
+        Sniffer {
+            seen,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// Stop reading; what was seen.
+    pub fn stop(&mut self) -> Vec<Datagram> {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            t.join().unwrap();
+        }
+        std::mem::take(&mut *self.seen.lock().unwrap())
+    }
+}
+
+/// The RTP datagram in a loopback frame (14-byte link header, IPv4, UDP)
+/// to or from a port in `ports`, else None.
+fn rtp_datagram(frame: &[u8], ports: &std::ops::RangeInclusive<u16>) -> Option<Datagram> {
+    let ip = frame.get(14..)?;
+    if ip.first()? >> 4 != 4 || *ip.get(9)? != 17 {
+        return None;
+    }
+    let ihl = ((ip[0] & 0x0f) as usize) * 4;
+    let udp = ip.get(ihl..)?;
+    let src = u16::from_be_bytes([*udp.first()?, *udp.get(1)?]);
+    let dst = u16::from_be_bytes([*udp.get(2)?, *udp.get(3)?]);
+    if !ports.contains(&src) && !ports.contains(&dst) {
+        return None;
+    }
+    let rtp = udp.get(8..)?;
+    (rtp.len() >= 12 && rtp[0] >> 6 == 2).then(|| Datagram {
+        src,
+        dst,
+        rtp: rtp.to_vec(),
+    })
+}

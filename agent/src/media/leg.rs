@@ -80,6 +80,8 @@ pub enum Feed {
     Pcm(Vec<f32>),
     /// A packet of its stream, to relay as it is.
     Rtp(Relayed),
+    /// A key-press packet of its (RFC 4733), to send with ours.
+    Event(Relayed),
 }
 
 /// Feeds queued between two bridged legs at most (~1 s of 20 ms frames):
@@ -159,6 +161,11 @@ pub async fn run(
             {
                 shell.bridge_dropped += 1;
             }
+            while let Some(e) = leg.poll_forward_event() {
+                if tx.try_send(Feed::Event(e)).is_err() {
+                    shell.bridge_dropped += 1;
+                }
+            }
         }
         if !leg.audio().is_empty() && !sink.frame(leg.audio()) {
             leg.audio().clear();
@@ -206,6 +213,7 @@ pub async fn run(
             f = async { from_peer.as_mut().expect("guarded").recv().await }, if from_peer.is_some() => match f {
                 Some(Feed::Pcm(v)) => leg.feed(&v),
                 Some(Feed::Rtp(p)) => leg.relay(p, now()),
+                Some(Feed::Event(p)) => leg.relay_event(p),
                 // The other leg ended.
                 None => from_peer = None,
             },

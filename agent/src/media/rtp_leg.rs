@@ -173,6 +173,14 @@ pub struct RtpLeg {
     /// On hold: the peer may send nothing, and that is no timeout.
     held: bool,
     forwarded: VecDeque<Relayed>,
+    /// Bridged: the peer's key presses (RFC 4733 packets) are copied for
+    /// the other leg, relaying or transcoding alike.
+    forward_events: bool,
+    forwarded_events: VecDeque<Relayed>,
+    /// The other leg's key presses to send, and the event being sent: its
+    /// timestamp on the other leg's clock and on ours.
+    events_out: VecDeque<Relayed>,
+    event_map: Option<(u32, u32)>,
     packet_buf: Vec<u8>,
     digits: u32,
     events: VecDeque<LegEvent>,
@@ -254,6 +262,10 @@ impl RtpLeg {
             forward: false,
             held: false,
             forwarded: VecDeque::new(),
+            forward_events: false,
+            forwarded_events: VecDeque::new(),
+            events_out: VecDeque::new(),
+            event_map: None,
             send_to: cfg.remote,
             seq: cfg.first_seq,
             ts: cfg.first_ts,
@@ -310,6 +322,9 @@ impl RtpLeg {
         self.out.set_bridged(on);
         self.forward = on && forward;
         self.forwarded.clear();
+        self.forward_events = on;
+        self.forwarded_events.clear();
+        self.events_out.clear();
         self.relay_map = None;
         Ok(())
     }
@@ -339,6 +354,23 @@ impl RtpLeg {
             self.relay_map = None;
         }
         self.out.relay(p, now_ms);
+    }
+
+    /// The next of the peer's key-press packets copied for the other leg.
+    pub fn poll_forward_event(&mut self) -> Option<Relayed> {
+        self.forwarded_events.pop_front()
+    }
+
+    /// A key-press packet of the other leg's (RFC 4733), to send with our
+    /// telephone-event payload type; dropped when the peer has none.
+    pub fn relay_event(&mut self, p: Relayed) {
+        if self.cfg.telephone_event.is_none() || !self.sending {
+            return;
+        }
+        if self.events_out.len() >= FORWARD_MAX {
+            self.events_out.pop_front();
+        }
+        self.events_out.push_back(p);
     }
 
     /// The next of the peer's packets copied for the other leg.
@@ -496,6 +528,16 @@ impl RtpLeg {
             .received_rtp(now_ms, from, h.ssrc, h.sequence, h.timestamp);
         if Some(h.payload_type) == self.cfg.telephone_event {
             self.last_rx_ms = now_ms;
+            if self.forward_events {
+                if self.forwarded_events.len() >= FORWARD_MAX {
+                    self.forwarded_events.pop_front();
+                }
+                self.forwarded_events.push_back(Relayed {
+                    payload: payload.to_vec(),
+                    ts: h.timestamp,
+                    marker: h.marker,
+                });
+            }
             if let Some(d) = self.events_rx.push(h.timestamp, payload) {
                 self.digit(d.digit, self.ms(now_ms), DtmfSource::Rfc4733);
             }
@@ -652,6 +694,31 @@ impl RtpLeg {
     fn poll_transmit_plain(&mut self, now_ms: u64, buf: &mut Vec<u8>) -> Option<SocketAddr> {
         if !self.sending {
             return None;
+        }
+        // The other party's key presses go out as they come: one event's
+        // packets share its start, which is now on our clock.
+        if let (Some(p), Some(pt)) = (self.events_out.pop_front(), self.cfg.telephone_event) {
+            let ts = match self.event_map {
+                Some((theirs, ours)) if theirs == p.ts => ours,
+                _ => {
+                    self.event_map = Some((p.ts, self.ts));
+                    self.ts
+                }
+            };
+            rtp::write(
+                &rtp::Header {
+                    marker: p.marker,
+                    payload_type: pt,
+                    sequence: self.seq,
+                    timestamp: ts,
+                    ssrc: self.cfg.ssrc,
+                },
+                &p.payload,
+                buf,
+            );
+            self.rtcp.sent_rtp(now_ms, ts, p.payload.len());
+            self.seq = self.seq.wrapping_add(1);
+            return Some(self.send_to);
         }
         // Relayed packets go out as they arrive, under our SSRC and
         // sequence, their timestamps moved onto our clock.
@@ -960,6 +1027,73 @@ mod tests {
         if leg.poll_transmit_rtcp(now + 5_000, &mut rtcp).is_some() {
             assert!(peer.unprotect_rtcp(&rtcp).is_ok(), "RTCP goes out as SRTCP");
         }
+    }
+
+    #[test]
+    fn key_presses_cross_a_bridge_as_rfc4733_on_the_other_legs_clock() {
+        let mut a = RtpLeg::new(cfg(true), 0).unwrap();
+        let mut b = RtpLeg::new(cfg(true), 0).unwrap();
+        for leg in [&mut a, &mut b] {
+            leg.set_bridged(true, false).unwrap();
+            leg.start_sending(0);
+        }
+        // Key 5 pressed on A's phone: three packets of one event, the last
+        // with the E bit, all with the event's start timestamp.
+        let event = |seq: u16, dur: u16, end: bool| {
+            let mut out = Vec::new();
+            let payload = [
+                5u8,
+                if end { 0x80 } else { 0 } | 10,
+                (dur >> 8) as u8,
+                dur as u8,
+            ];
+            rtp::write(
+                &rtp::Header {
+                    marker: seq == 1,
+                    payload_type: 101,
+                    sequence: seq,
+                    timestamp: 77_000,
+                    ssrc: 0xabcd,
+                },
+                &payload,
+                &mut out,
+            );
+            out
+        };
+        let mut buf = Vec::new();
+        let mut sent = Vec::new();
+        for (i, (dur, end)) in [(160, false), (320, false), (480, true)]
+            .into_iter()
+            .enumerate()
+        {
+            a.handle_datagram(
+                i as u64 * 20,
+                addr(NAT_PEER),
+                &event(i as u16 + 1, dur, end),
+            );
+            while let Some(e) = a.poll_forward_event() {
+                b.relay_event(e);
+            }
+            while b.poll_transmit(i as u64 * 20, &mut buf).is_some() {
+                let (h, payload) = rtp::parse(&buf).unwrap();
+                if h.payload_type == 101 {
+                    sent.push((h.timestamp, h.marker, payload.to_vec()));
+                }
+            }
+        }
+        assert_eq!(sent.len(), 3, "{sent:?}");
+        assert!(
+            sent.iter().all(|(ts, _, _)| *ts == sent[0].0),
+            "one event, one timestamp"
+        );
+        assert_ne!(sent[0].0, 77_000, "on B's own clock");
+        assert!(sent[0].1 && !sent[1].1, "the marker on the first packet");
+        assert_eq!(sent[2].2, vec![5, 0x80 | 10, 1, 224], "the event as it was");
+        // A's own record of the key is kept too.
+        assert!(
+            std::iter::from_fn(|| a.poll_event())
+                .any(|e| matches!(e, LegEvent::Digit { key: '5', .. }))
+        );
     }
 
     #[test]
