@@ -652,3 +652,72 @@ fn keys_pressed_on_one_phone_reach_the_other_across_the_bridge() {
         .count();
     assert!(received_from_101 > 0 && sent.len() >= received_from_101 / 2);
 }
+
+#[test]
+fn a_caller_switching_codec_by_re_invite_is_followed_and_still_heard() {
+    let agent = Agent::start_with(
+        "bridge-codec-switch",
+        &extensions("[inbound]\nring = [\"102\"]\nring_secs = 20\n"),
+    );
+    let quiet = speech_wav(agent.dir.path(), "quiet", ".", 8000, 0.0, 25.0);
+    let _phone = DeskPhone::start(&agent, "102", SECRET_102, true, Some(&quiet), 60);
+    // The caller's words before the switch (PCMU) and after it (PCMA).
+    let net = agent.dir.path().join("sipp-caller");
+    std::fs::create_dir_all(&net).unwrap();
+    for (name, text, enc) in [
+        (
+            "before.ul",
+            "Hello, I would like a quote for a new boiler please.",
+            "mu-law",
+        ),
+        ("after.al", "Good morning, this is the workshop.", "a-law"),
+    ] {
+        let wav = speech_wav(agent.dir.path(), name, text, 8000, 0.3, 0.5);
+        let ok = Command::new("sox")
+            .arg(&wav)
+            .args(["-r", "8000", "-c", "1", "-e", enc, "-t", "raw"])
+            .arg(net.join(name))
+            .status()
+            .expect("sox");
+        assert!(ok.success());
+    }
+    let out = Command::new("sipp")
+        .arg("-sf")
+        .arg(repo().join("tests/sipp/uac_codec_switch.xml"))
+        .args(["-s", "handlet", "-i", "127.0.0.1"])
+        .args(["-p", &free_port().to_string()])
+        .args(["-mi", "127.0.0.1", "-mp", &free_port().to_string()])
+        .args(["-m", "1", "-nostdin", "-timeout", "60", "-timeout_error"])
+        .arg(format!("127.0.0.1:{}", agent.port))
+        .current_dir(&net)
+        .output()
+        .expect("sipp (package sip-tester)");
+    assert!(
+        out.status.success(),
+        "sipp: the switch answered with PCMA and the call ended cleanly\n{}{}\nagent:\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+        agent.log()
+    );
+    assert!(
+        agent.log().contains("a party switched codec"),
+        "{}",
+        agent.log()
+    );
+    let db = Db::open(&agent.database());
+    let id: String = wait_for(30, "the call to end", || {
+        db.0.query_row(
+            "SELECT id FROM calls WHERE ended_at_ms IS NOT NULL",
+            [],
+            |r| r.get(0),
+        )
+        .ok()
+    });
+    // Heard in both codecs: words from before and after the switch.
+    wait_words(
+        &db,
+        &id,
+        &[("caller", "boiler"), ("caller", "workshop")],
+        60,
+    );
+}

@@ -855,7 +855,7 @@ fn directed(s: &mut Session, offered: sdp::MediaDirection) -> String {
 async fn reinvite(
     handle: rsipstack::dialog::dialog::TransactionHandle,
     request: &rsipstack::sip::Request,
-    (session, policy): (&mut Session, crate::config::SrtpPolicy),
+    (session, other_codec, policy): (&mut Session, Codec, crate::config::SrtpPolicy),
     (holder, held): (&Running, &Running),
     call_id: &str,
     who: &str,
@@ -867,7 +867,22 @@ async fn reinvite(
         Ok(d) => crate::media::srtp::reanswer(session.srtp.as_ref(), &d, policy),
         Err(_) => Ok(session.srtp.clone()),
     };
-    let _ = match (super::re_offer(&offer, session.pt, session.codec), keyed) {
+    let mut re = super::re_offer(&offer, session.pt, session.codec);
+    // A switch to another codec we speak: this leg takes it, and the bridge
+    // relays or transcodes as the two codecs now say.
+    if matches!(re, super::ReOffer::Incompatible)
+        && keyed.is_ok()
+        && let Some((pt, codec, te)) = super::switched_codec(&offer)
+    {
+        let _ = holder.control.send(Control::Codec(codec, pt, te));
+        (session.pt, session.codec, session.telephone_event) = (pt, codec, te);
+        let (to_holder, to_held) = leg::bridge_pair(codec == other_codec);
+        let _ = holder.control.send(to_holder);
+        let _ = held.control.send(to_held);
+        tracing::info!(call = %call_id, who, codec = codec.name(), "a party switched codec");
+        re = super::re_offer(&offer, pt, codec);
+    }
+    let _ = match (re, keyed) {
         (super::ReOffer::Incompatible, _) | (_, Err(_)) => {
             handle.reply(StatusCode::NotAcceptableHere).await
         }
@@ -1586,7 +1601,8 @@ async fn bridged(
                     let _ = a.control.send(Control::StartSending);
                 }
                 Some(DialogEvent::ReInvite { request, handle }) => {
-                    reinvite(handle, &request, (&mut caller_session, ctx.cfg.media.srtp), (&a, &b), &call_id, "caller").await;
+                    let other = b_session.codec;
+                    reinvite(handle, &request, (&mut caller_session, other, ctx.cfg.media.srtp), (&a, &b), &call_id, "caller").await;
                 }
                 Some(DialogEvent::Info { handle }) => {
                     let _ = handle.reply(StatusCode::OK).await;
@@ -1619,7 +1635,8 @@ async fn bridged(
                 }
                 Some(DialogState::Terminated(id, _)) => caller.dialogs.remove_dialog(&id),
                 Some(DialogState::Updated(_, request, handle)) => {
-                    reinvite(handle, &request, (&mut b_session, ctx.cfg.media.srtp), (&b, &a), &call_id, "phone").await;
+                    let other = caller_session.codec;
+                    reinvite(handle, &request, (&mut b_session, other, ctx.cfg.media.srtp), (&b, &a), &call_id, "phone").await;
                 }
                 Some(DialogState::Info(_, _, handle)) | Some(DialogState::Options(_, _, handle)) => {
                     let _ = handle.reply(StatusCode::OK).await;
@@ -1721,7 +1738,7 @@ async fn bridged(
                         ));
                         let _ = old.task.await;
                         let _ = b.control.send(Control::StartSending);
-                        let (to_a, to_c) = leg::bridge_pair(caller.codec == codec);
+                        let (to_a, to_c) = leg::bridge_pair(caller_session.codec == codec);
                         let _ = a.control.send(Control::Hold(false));
                         let _ = a.control.send(Control::Tone(None));
                         let _ = a.control.send(to_a);

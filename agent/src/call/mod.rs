@@ -140,7 +140,7 @@ pub async fn inbound(
             return;
         }
     };
-    let (pt, codec) = match remote.choose() {
+    let (mut pt, mut codec) = match remote.choose() {
         Ok(c) => c,
         Err(e) => {
             tracing::info!(from = %Pii(&from), error = %e, "rejecting INVITE");
@@ -488,7 +488,17 @@ pub async fn inbound(
                             let _ = handle.reply(StatusCode::NotAcceptableHere).await;
                         }
                         Ok(k) => {
-                            let re = re_offer(&offer, pt, codec);
+                            let mut re = re_offer(&offer, pt, codec);
+                            // A switch to another codec we speak: followed.
+                            if matches!(re, ReOffer::Incompatible)
+                                && let Some(md) = &media
+                                && let Some((new_pt, new_codec, te)) = switched_codec(&offer)
+                            {
+                                let _ = md.control.send(leg::Control::Codec(new_codec, new_pt, te));
+                                tracing::info!(call = %call_id, codec = new_codec.name(), "the caller switched codec");
+                                (pt, codec) = (new_pt, new_codec);
+                                re = re_offer(&offer, pt, codec);
+                            }
                             // Keys change only with a re-offer we take.
                             if k != srtp && !matches!(re, ReOffer::Incompatible) {
                                 if let Some(md) = &media {
@@ -708,9 +718,22 @@ fn store_digit(
 }
 
 /// What a re-INVITE's offer means for this call.
+/// A re-offer without the call's codec but with another we speak: the
+/// payload type and codec to switch to, and its telephone-event type.
+pub(crate) fn switched_codec(offer: &str) -> Option<(u8, sdp::Codec, Option<u8>)> {
+    let d = sdp::AudioDescription::parse(offer).ok()?;
+    let (pt, codec) = d.choose().ok()?;
+    Some((pt, codec, d.telephone_event))
+}
+
 pub(crate) fn re_offer(offer: &str, pt: u8, codec: sdp::Codec) -> ReOffer {
     match sdp::AudioDescription::parse(offer) {
-        Ok(d) if d.codec_of(pt) == Some(codec) || d.choose().ok().map(|c| c.1) == Some(codec) => {
+        // Our payload type must still be offered: a static one (0, 8, 9)
+        // names its codec even when the re-offer has left it out.
+        Ok(d)
+            if (d.payload_types.contains(&pt) && d.codec_of(pt) == Some(codec))
+                || d.choose().ok().map(|c| c.1) == Some(codec) =>
+        {
             if d.direction.is_hold() {
                 ReOffer::Hold
             } else {
@@ -723,5 +746,36 @@ pub(crate) fn re_offer(offer: &str, pt: u8, codec: sdp::Codec) -> ReOffer {
         Err(sdp::SdpError::NoAudio) if offer.trim().is_empty() => ReOffer::Hold,
         Err(sdp::SdpError::BadAddress(ip)) if ip.is_unspecified() => ReOffer::Hold,
         Err(_) => ReOffer::Incompatible,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn offer(m: &str, extra: &str) -> String {
+        format!(
+            "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 4000 RTP/AVP {m}\r\n{extra}"
+        )
+    }
+
+    #[test]
+    fn re_offers_keep_switch_or_hold_the_codec() {
+        use sdp::Codec::*;
+        let same = offer("0 101", "a=rtpmap:101 telephone-event/8000\r\n");
+        assert!(matches!(re_offer(&same, 0, Pcmu), ReOffer::Compatible));
+        let held = offer("0", "a=sendonly\r\n");
+        assert!(matches!(re_offer(&held, 0, Pcmu), ReOffer::Hold));
+        // PCMA only: our static 0 is no longer offered, whatever it names.
+        let switch = offer("8", "a=rtpmap:8 PCMA/8000\r\n");
+        assert!(matches!(re_offer(&switch, 0, Pcmu), ReOffer::Incompatible));
+        assert_eq!(
+            switched_codec(&switch).map(|(pt, c, _)| (pt, c)),
+            Some((8, Pcma))
+        );
+        // Nothing we speak: refused, nothing to switch to.
+        let none = offer("18", "a=rtpmap:18 G729/8000\r\n");
+        assert!(matches!(re_offer(&none, 0, Pcmu), ReOffer::Incompatible));
+        assert_eq!(switched_codec(&none), None);
     }
 }

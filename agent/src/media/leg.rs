@@ -60,6 +60,9 @@ pub enum Control {
     Timeout(u64),
     /// SRTP keys from now on (a re-INVITE re-keyed), or none.
     Srtp(Option<super::srtp::Keys>),
+    /// The peer's codec from now on (a re-INVITE switched it): codec,
+    /// payload type, telephone-event payload type.
+    Codec(super::sdp::Codec, u8, Option<u8>),
 }
 
 /// A sink for a leg whose audio is not kept yet (early media while the
@@ -200,6 +203,11 @@ pub async fn run(
                 }
                 Some(Control::Hold(h)) => leg.set_held(h),
                 Some(Control::Timeout(ms)) => leg.set_timeout(now(), ms),
+                Some(Control::Codec(codec, pt, te)) => {
+                    if let Err(e) = leg.set_codec(codec, pt, te) {
+                        tracing::warn!(error = %e, "cannot switch the leg's codec");
+                    }
+                }
                 Some(Control::Srtp(keys)) => {
                     if let Err(e) = leg.set_srtp(keys) {
                         tracing::warn!(error = %e, "cannot re-key the leg's SRTP");

@@ -421,6 +421,38 @@ impl RtpLeg {
         Ok(())
     }
 
+    /// The peer switched codec by re-INVITE (our answer agreed): decode and
+    /// encode the new one from now on. The stream's clock and sequence go
+    /// on; what the old codec had buffered is dropped; bridged, held and a
+    /// tone stay as they were.
+    pub fn set_codec(
+        &mut self,
+        codec: Codec,
+        payload_type: u8,
+        telephone_event: Option<u8>,
+    ) -> Result<(), crate::Error> {
+        let decoder = Decoder::new(codec)?;
+        let silence = silence_packet(codec)?;
+        self.cfg.codec = codec;
+        self.cfg.payload_type = payload_type;
+        self.cfg.telephone_event = telephone_event;
+        self.decoder = decoder;
+        self.silence = silence;
+        let bridged = self.forward_events;
+        let mut out = Outgoing::new(codec);
+        out.set_bridged(bridged);
+        out.set_held(self.held);
+        self.out = out;
+        self.encoder = None;
+        if bridged {
+            self.encoder()?;
+        }
+        self.relay_map = None;
+        self.forwarded.clear();
+        self.restart_stream();
+        Ok(())
+    }
+
     /// A datagram arrived on the leg's RTCP socket.
     pub fn handle_rtcp(&mut self, now_ms: u64, from: SocketAddr, data: &[u8]) {
         match &mut self.srtp {
