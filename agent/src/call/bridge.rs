@@ -855,7 +855,7 @@ fn directed(s: &mut Session, offered: sdp::MediaDirection) -> String {
 async fn reinvite(
     handle: rsipstack::dialog::dialog::TransactionHandle,
     request: &rsipstack::sip::Request,
-    (session, other_codec, policy): (&mut Session, Codec, crate::config::SrtpPolicy),
+    (session, other_codec, policy): (&mut Session, Option<Codec>, crate::config::SrtpPolicy),
     (holder, held): (&Running, &Running),
     call_id: &str,
     who: &str,
@@ -876,9 +876,13 @@ async fn reinvite(
     {
         let _ = holder.control.send(Control::Codec(codec, pt, te));
         (session.pt, session.codec, session.telephone_event) = (pt, codec, te);
-        let (to_holder, to_held) = leg::bridge_pair(codec == other_codec);
-        let _ = holder.control.send(to_holder);
-        let _ = held.control.send(to_held);
+        // Re-paired only while bridged (not while a transfer's new party
+        // is being rung and the caller hears the hold tone).
+        if let Some(other) = other_codec {
+            let (to_holder, to_held) = leg::bridge_pair(codec == other);
+            let _ = holder.control.send(to_holder);
+            let _ = held.control.send(to_held);
+        }
         tracing::info!(call = %call_id, who, codec = codec.name(), "a party switched codec");
         re = super::re_offer(&offer, pt, codec);
     }
@@ -1601,7 +1605,7 @@ async fn bridged(
                     let _ = a.control.send(Control::StartSending);
                 }
                 Some(DialogEvent::ReInvite { request, handle }) => {
-                    let other = b_session.codec;
+                    let other = (!transferor_gone).then_some(b_session.codec);
                     reinvite(handle, &request, (&mut caller_session, other, ctx.cfg.media.srtp), (&a, &b), &call_id, "caller").await;
                 }
                 Some(DialogEvent::Info { handle }) => {
@@ -1635,7 +1639,7 @@ async fn bridged(
                 }
                 Some(DialogState::Terminated(id, _)) => caller.dialogs.remove_dialog(&id),
                 Some(DialogState::Updated(_, request, handle)) => {
-                    let other = caller_session.codec;
+                    let other = Some(caller_session.codec);
                     reinvite(handle, &request, (&mut b_session, other, ctx.cfg.media.srtp), (&b, &a), &call_id, "phone").await;
                 }
                 Some(DialogState::Info(_, _, handle)) | Some(DialogState::Options(_, _, handle)) => {

@@ -150,6 +150,9 @@ pub async fn inbound(
     };
     // SRTP when the caller keys its media (SDES), or refused when one side
     // requires it and the other cannot.
+    // The telephone-event type re-INVITE answers name (a codec switch
+    // may bring another).
+    let mut telephone_event = remote.telephone_event;
     let mut srtp = match media::srtp::answer(&remote, ctx.cfg.media.srtp) {
         Ok(s) => s,
         Err(e) => {
@@ -422,7 +425,7 @@ pub async fn inbound(
                                     local,
                                     (session_id, session_version),
                                     &[(pt, codec)],
-                                    remote.telephone_event,
+                                    telephone_event,
                                     rtcp_mux,
                                     reinvite_direction.answer(),
                                 );
@@ -496,7 +499,7 @@ pub async fn inbound(
                             {
                                 let _ = md.control.send(leg::Control::Codec(new_codec, new_pt, te));
                                 tracing::info!(call = %call_id, codec = new_codec.name(), "the caller switched codec");
-                                (pt, codec) = (new_pt, new_codec);
+                                (pt, codec, telephone_event) = (new_pt, new_codec, te);
                                 re = re_offer(&offer, pt, codec);
                             }
                             // Keys change only with a re-offer we take.
@@ -728,12 +731,10 @@ pub(crate) fn switched_codec(offer: &str) -> Option<(u8, sdp::Codec, Option<u8>)
 
 pub(crate) fn re_offer(offer: &str, pt: u8, codec: sdp::Codec) -> ReOffer {
     match sdp::AudioDescription::parse(offer) {
-        // Our payload type must still be offered: a static one (0, 8, 9)
-        // names its codec even when the re-offer has left it out.
-        Ok(d)
-            if (d.payload_types.contains(&pt) && d.codec_of(pt) == Some(codec))
-                || d.choose().ok().map(|c| c.1) == Some(codec) =>
-        {
+        // Our payload type must still be offered, for our codec: a static
+        // one (0, 8, 9) names its codec even when the re-offer has left it
+        // out, and the same codec under a new dynamic type is a switch.
+        Ok(d) if d.payload_types.contains(&pt) && d.codec_of(pt) == Some(codec) => {
             if d.direction.is_hold() {
                 ReOffer::Hold
             } else {
@@ -772,6 +773,13 @@ mod tests {
         assert_eq!(
             switched_codec(&switch).map(|(pt, c, _)| (pt, c)),
             Some((8, Pcma))
+        );
+        // The same codec under a new dynamic type: a switch to that type.
+        let moved = offer("96", "a=rtpmap:96 opus/48000/2\r\n");
+        assert!(matches!(re_offer(&moved, 111, Opus), ReOffer::Incompatible));
+        assert_eq!(
+            switched_codec(&moved).map(|(pt, c, _)| (pt, c)),
+            Some((96, Opus))
         );
         // Nothing we speak: refused, nothing to switch to.
         let none = offer("18", "a=rtpmap:18 G729/8000\r\n");

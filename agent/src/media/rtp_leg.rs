@@ -181,6 +181,8 @@ pub struct RtpLeg {
     /// timestamp on the other leg's clock and on ours.
     events_out: VecDeque<Relayed>,
     event_map: Option<(u32, u32)>,
+    /// The tone being played, kept across a codec switch.
+    tone: Option<ToneSpec>,
     packet_buf: Vec<u8>,
     digits: u32,
     events: VecDeque<LegEvent>,
@@ -266,6 +268,7 @@ impl RtpLeg {
             forwarded_events: VecDeque::new(),
             events_out: VecDeque::new(),
             event_map: None,
+            tone: None,
             send_to: cfg.remote,
             seq: cfg.first_seq,
             ts: cfg.first_ts,
@@ -308,6 +311,7 @@ impl RtpLeg {
     pub fn set_tone(&mut self, tone: Option<ToneSpec>) -> Result<(), crate::Error> {
         self.encoder()?;
         self.out.set_tone(tone);
+        self.tone = tone;
         Ok(())
     }
 
@@ -433,6 +437,12 @@ impl RtpLeg {
     ) -> Result<(), crate::Error> {
         let decoder = Decoder::new(codec)?;
         let silence = silence_packet(codec)?;
+        // A prompt made for the old codec's rate is cut short: its end is
+        // reported, so what waits for it (the recording after an
+        // announcement) goes on.
+        if self.out.is_playing() {
+            self.events.push_back(LegEvent::PromptDone);
+        }
         self.cfg.codec = codec;
         self.cfg.payload_type = payload_type;
         self.cfg.telephone_event = telephone_event;
@@ -442,9 +452,10 @@ impl RtpLeg {
         let mut out = Outgoing::new(codec);
         out.set_bridged(bridged);
         out.set_held(self.held);
+        out.set_tone(self.tone);
         self.out = out;
         self.encoder = None;
-        if bridged {
+        if bridged || self.tone.is_some() {
             self.encoder()?;
         }
         self.relay_map = None;
@@ -732,7 +743,16 @@ impl RtpLeg {
         if let (Some(p), Some(pt)) = (self.events_out.pop_front(), self.cfg.telephone_event) {
             let ts = match self.event_map {
                 Some((theirs, ours)) if theirs == p.ts => ours,
-                _ => {
+                previous => {
+                    // A new event starts now on our clock, and never on the
+                    // last one's timestamp (our clock may not have moved
+                    // while relayed audio paused): the far end would take
+                    // it for a repeat of that key.
+                    if previous.is_some_and(|(_, ours)| ours == self.ts) {
+                        self.ts = self
+                            .ts
+                            .wrapping_add(self.cfg.codec.rate() / 1000 * SEND_MS as u32);
+                    }
                     self.event_map = Some((p.ts, self.ts));
                     self.ts
                 }
