@@ -734,6 +734,31 @@ impl RtpLeg {
         Some(to)
     }
 
+    /// One packet of another stream (relayed audio, a key press) written
+    /// under our SSRC and next sequence number; where it goes.
+    fn write_packet(
+        &mut self,
+        now_ms: u64,
+        (marker, payload_type, timestamp): (bool, u8, u32),
+        payload: &[u8],
+        buf: &mut Vec<u8>,
+    ) -> SocketAddr {
+        rtp::write(
+            &rtp::Header {
+                marker,
+                payload_type,
+                sequence: self.seq,
+                timestamp,
+                ssrc: self.cfg.ssrc,
+            },
+            payload,
+            buf,
+        );
+        self.rtcp.sent_rtp(now_ms, timestamp, payload.len());
+        self.seq = self.seq.wrapping_add(1);
+        self.send_to
+    }
+
     fn poll_transmit_plain(&mut self, now_ms: u64, buf: &mut Vec<u8>) -> Option<SocketAddr> {
         if !self.sending {
             return None;
@@ -757,20 +782,7 @@ impl RtpLeg {
                     self.ts
                 }
             };
-            rtp::write(
-                &rtp::Header {
-                    marker: p.marker,
-                    payload_type: pt,
-                    sequence: self.seq,
-                    timestamp: ts,
-                    ssrc: self.cfg.ssrc,
-                },
-                &p.payload,
-                buf,
-            );
-            self.rtcp.sent_rtp(now_ms, ts, p.payload.len());
-            self.seq = self.seq.wrapping_add(1);
-            return Some(self.send_to);
+            return Some(self.write_packet(now_ms, (p.marker, pt, ts), &p.payload, buf));
         }
         // Relayed packets go out as they arrive, under our SSRC and
         // sequence, their timestamps moved onto our clock.
@@ -782,21 +794,10 @@ impl RtpLeg {
             let new_run = self.relay_map.is_none_or(|(off, _)| off != offset);
             self.relay_map = Some((offset, p.ts));
             let ts = p.ts.wrapping_add(offset);
-            rtp::write(
-                &rtp::Header {
-                    marker: p.marker || new_run,
-                    payload_type: self.cfg.payload_type,
-                    sequence: self.seq,
-                    timestamp: ts,
-                    ssrc: self.cfg.ssrc,
-                },
-                &p.payload,
-                buf,
-            );
-            self.rtcp.sent_rtp(now_ms, ts, p.payload.len());
-            self.seq = self.seq.wrapping_add(1);
+            let pt = self.cfg.payload_type;
+            let to = self.write_packet(now_ms, (p.marker || new_run, pt, ts), &p.payload, buf);
             self.ts = ts.wrapping_add(self.cfg.codec.rate() / 1000 * SEND_MS as u32);
-            return Some(self.send_to);
+            return Some(to);
         }
         if now_ms < self.next_send_ms {
             return None;

@@ -213,30 +213,36 @@ pub async fn bind(cfg: &Config, cancel: CancellationToken) -> Result<SipServer, 
     // rsipstack's client connections (TLS trunks) take rustls's process
     // default: ring, set before any is made (DESIGN.md §5).
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let trunk_cas: Vec<&std::path::Path> = cfg
-        .trunks
-        .iter()
-        .filter_map(|t| t.tls_ca.as_deref())
-        .collect();
-    // rsipstack dials the resolved address and checks the certificate
-    // for the name given here, else for that address: a provider's
-    // certificate is for its host name. One setting for the whole
-    // transport, so with several TLS trunks only addresses can be checked.
-    let tls_names: Vec<&str> = cfg
+    let tls_trunks: Vec<&crate::config::Trunk> = cfg
         .trunks
         .iter()
         .filter(|t| t.transport == crate::config::TrunkTransport::Tls)
-        .map(|t| t.host.rsplit_once(':').map_or(t.host.as_str(), |(h, _)| h))
-        .filter(|h| h.parse::<std::net::IpAddr>().is_err())
         .collect();
-    layer.set_tls_config(rsipstack::transport::tls::TlsConfig {
-        ca_certs: Some(tls::trust_store(&trunk_cas)?),
-        sni_hostname: match tls_names.as_slice() {
-            [one] => Some(one.to_string()),
-            _ => None,
-        },
-        ..Default::default()
-    });
+    // The system's CA bundle is read only when a trunk connects over TLS.
+    if !tls_trunks.is_empty() {
+        let trunk_cas: Vec<&std::path::Path> = tls_trunks
+            .iter()
+            .filter_map(|t| t.tls_ca.as_deref())
+            .collect();
+        // rsipstack dials the resolved address and checks the certificate
+        // for the name given here, else for that address: a provider's
+        // certificate is for its host name. One setting for the whole
+        // transport, so with several TLS trunks only addresses can be
+        // checked.
+        let tls_names: Vec<&str> = tls_trunks
+            .iter()
+            .map(|t| t.host.rsplit_once(':').map_or(t.host.as_str(), |(h, _)| h))
+            .filter(|h| h.parse::<std::net::IpAddr>().is_err())
+            .collect();
+        layer.set_tls_config(rsipstack::transport::tls::TlsConfig {
+            ca_certs: Some(tls::trust_store(&trunk_cas)?),
+            sni_hostname: match tls_names.as_slice() {
+                [one] => Some(one.to_string()),
+                _ => None,
+            },
+            ..Default::default()
+        });
+    }
     let mut tls_listener = None;
     if cfg.sip.tls {
         let id = tls::identity(
@@ -248,7 +254,6 @@ pub async fn bind(cfg: &Config, cancel: CancellationToken) -> Result<SipServer, 
         let listener = tokio::net::TcpListener::bind(taddr)
             .await
             .map_err(|e| port_error(taddr, "tls", e))?;
-        let server = tls::server_config(&id.cert_pem, &id.key_pem).map_err(Error::Config)?;
         // As for TCP: rsipstack's listener only tells Via and Contact
         // building the address; its own bind fails, ours holds the port.
         let conn = rsipstack::transport::tls::TlsListenerConnection::new(
@@ -265,7 +270,10 @@ pub async fn bind(cfg: &Config, cancel: CancellationToken) -> Result<SipServer, 
         layer.add_transport(conn.into());
         listen.push((Transport::Tls, taddr));
         tracing::info!(port = taddr.port(), cert = %id.cert_path.display(), "SIP over TLS");
-        tls_listener = Some((listener, tokio_rustls::TlsAcceptor::from(Arc::new(server))));
+        tls_listener = Some((
+            listener,
+            tokio_rustls::TlsAcceptor::from(Arc::new(id.server)),
+        ));
     }
     let endpoint = EndpointBuilder::new()
         .with_cancel_token(cancel)

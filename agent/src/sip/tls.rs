@@ -19,10 +19,12 @@ use std::sync::Arc;
 /// A TLS handshake must finish within this, or the connection is closed.
 pub const HANDSHAKE_SECS: u64 = 10;
 
-/// The server side: certificate chain and key, PEM.
+/// The server side: certificate chain and key, PEM, and the rustls
+/// configuration made from them.
 pub struct Identity {
     pub cert_pem: Vec<u8>,
     pub key_pem: Vec<u8>,
+    pub server: rustls::ServerConfig,
     /// Where the certificate is (for the log and for phones to fetch).
     pub cert_path: PathBuf,
 }
@@ -61,8 +63,8 @@ pub fn identity(
         .map_err(io_at(format!("sip.tls_cert {}", cert_path.display())))?;
     let key_pem =
         std::fs::read(&key_path).map_err(io_at(format!("sip.tls_key {}", key_path.display())))?;
-    // Refuse what rustls would refuse later, now, with the file's name.
-    server_config(&cert_pem, &key_pem).map_err(|e| {
+    // Refused now, with the files' names, if rustls cannot use them.
+    let server = server_config(&cert_pem, &key_pem).map_err(|e| {
         crate::Error::Config(format!(
             "sip.tls_cert {} / sip.tls_key {}: {e}",
             cert_path.display(),
@@ -72,6 +74,7 @@ pub fn identity(
     Ok(Identity {
         cert_pem,
         key_pem,
+        server,
         cert_path,
     })
 }
