@@ -82,6 +82,12 @@ enum Command {
         #[command(subcommand)]
         command: PrivacyCommand,
     },
+    /// Where calls go: explain the routing plan offline, or override the
+    /// opening hours while the agent runs.
+    Route {
+        #[command(subcommand)]
+        command: RouteCommand,
+    },
     /// Configuration tools.
     Config {
         #[command(subcommand)]
@@ -159,6 +165,29 @@ enum PrivacyCommand {
 }
 
 #[derive(Subcommand)]
+enum RouteCommand {
+    /// Print the path a call would take through the plan (ringing assumed
+    /// unanswered, so every fallback shows). Offline: no agent needed.
+    Explain {
+        /// The caller's number; leave out for a withheld caller.
+        #[arg(long)]
+        from: Option<String>,
+        /// The number dialled (one of the trunks' DIDs).
+        #[arg(long)]
+        to: Option<String>,
+        /// Local time in routing.timezone, "2026-12-25 10:00"; default now.
+        #[arg(long)]
+        at: Option<String>,
+        /// What the receptionist hears the caller want (an intent name).
+        #[arg(long)]
+        intent: Option<String>,
+    },
+    /// Set the opening state: open, closed, or auto (the hours decide).
+    /// Kept across restarts; without an argument, print it.
+    Override { state: Option<String> },
+}
+
+#[derive(Subcommand)]
 enum ConfigCommand {
     /// Print the effective configuration (defaults plus your file).
     Show,
@@ -181,6 +210,111 @@ enum ModelsCommand {
         #[arg(long)]
         dir: Option<PathBuf>,
     },
+}
+
+fn route(cfg: &Config, command: RouteCommand) -> Result<(), Error> {
+    use handlet_agent::phone::Phone;
+    use handlet_agent::routing::{self, Caller, Override};
+    let country = cfg.site.country;
+    match command {
+        RouteCommand::Explain {
+            from,
+            to,
+            at,
+            intent,
+        } => {
+            let plan = cfg.routing_plan().map_err(Error::Config)?;
+            let plan = stored_override(cfg)
+                .map(|o| plan.with_switch(o))
+                .unwrap_or(plan);
+            let caller = match from {
+                Some(n) => Caller::Number(
+                    Phone::parse_in(&n, country)
+                        .map_err(|e| Error::Config(format!("--from: {e}")))?
+                        .e164(),
+                ),
+                None => Caller::Withheld,
+            };
+            let did = to
+                .map(|n| Phone::parse_in(&n, country).map(|p| p.e164()))
+                .transpose()
+                .map_err(|e| Error::Config(format!("--to: {e}")))?;
+            if let Some(i) = &intent
+                && i != "unknown"
+                && !cfg.intent.intents.iter().any(|d| &d.name == i)
+            {
+                return Err(Error::Config(format!(
+                    "--intent {i:?} is not an intent the receptionist knows ({}, unknown)",
+                    cfg.intent
+                        .intents
+                        .iter()
+                        .map(|d| d.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )));
+            }
+            let now = match at {
+                Some(a) => routing::explain::parse_local(&plan, &a).map_err(Error::Config)?,
+                None => handlet_agent::clock::now_ms(),
+            };
+            let path = routing::explain::path(&plan, caller, did, intent.as_deref(), now);
+            print!("{}", routing::explain::render(&path, intent.as_deref()));
+            Ok(())
+        }
+        RouteCommand::Override { state } => {
+            let set: Option<Override> = state
+                .as_deref()
+                .map(str::parse)
+                .transpose()
+                .map_err(Error::Config)?;
+            match handlet_agent::control::request_with(
+                &cfg.data_dir,
+                "route",
+                set.map(Override::as_str),
+            ) {
+                Ok(v) => {
+                    println!("{}", handlet_agent::control::pretty(&v));
+                    Ok(())
+                }
+                // No agent running: keep it for its next start.
+                Err(_) if !handlet_agent::control::socket_path(&cfg.data_dir).exists() => {
+                    let conn = handlet_agent::store::open_for_tools(&cfg.database_path())?;
+                    if let Some(o) = set {
+                        handlet_agent::store::write_setting(
+                            &conn,
+                            handlet_agent::agent::ROUTE_OVERRIDE,
+                            o.as_str(),
+                            handlet_agent::clock::now_ms(),
+                        )
+                        .map_err(Error::Db)?;
+                    }
+                    let plan = cfg.routing_plan().map_err(Error::Config)?;
+                    let plan = stored_override(cfg)
+                        .map(|o| plan.with_switch(o))
+                        .unwrap_or(plan);
+                    let v =
+                        handlet_agent::agent::route_state(&plan, handlet_agent::clock::now_ms());
+                    println!("{}", handlet_agent::control::pretty(&v));
+                    println!("(no agent is running; it takes this at its next start)");
+                    Ok(())
+                }
+                Err(e) => Err(e),
+            }
+        }
+    }
+}
+
+/// The override kept in the database, if any (for offline commands).
+fn stored_override(cfg: &Config) -> Option<handlet_agent::routing::Override> {
+    if !cfg.database_path().exists() {
+        return None;
+    }
+    let conn = handlet_agent::store::open_for_tools(&cfg.database_path()).ok()?;
+    handlet_agent::store::read_setting(&conn, handlet_agent::agent::ROUTE_OVERRIDE)
+        .ok()
+        .flatten()?
+        .parse()
+        .ok()
 }
 
 fn main() -> ExitCode {
@@ -340,6 +474,7 @@ fn run(cli: Cli) -> Result<(), Error> {
             println!("{}", handlet_agent::control::pretty(&st));
             Ok(())
         }
+        Command::Route { command } => route(&cfg, command),
         Command::Config {
             command: ConfigCommand::Show,
         } => {

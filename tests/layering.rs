@@ -32,6 +32,21 @@ const RULES: &[(&str, &[&str])] = &[
             "agent",
         ],
     ),
+    // Pure: the plan and time in, a decision out.
+    (
+        "routing",
+        &[
+            "call",
+            "calls",
+            "sip",
+            "media",
+            "transcribe",
+            "recording",
+            "store",
+            "config",
+            "agent",
+        ],
+    ),
     ("call", &["calls", "agent"]),
     ("calls", &["agent"]),
 ];

@@ -126,6 +126,7 @@ pub async fn run(cfg: Config) -> Result<(), Error> {
         });
     let registrar =
         Arc::new(sip::registrar::Registrar::new(&cfg).with_store(store.clone(), stored));
+    let plan = Arc::new(routing_plan(&cfg)?);
     let ctx = Arc::new(CallCtx {
         cfg,
         store: store.clone(),
@@ -136,6 +137,7 @@ pub async fn run(cfg: Config) -> Result<(), Error> {
         announcement,
         registrar: registrar.clone(),
         trunks: trunks.clone(),
+        plan: plan.clone(),
     });
     // Keep the SIP endpoint serving until calls have said goodbye.
     let listen = server.listen.clone();
@@ -177,6 +179,8 @@ pub async fn run(cfg: Config) -> Result<(), Error> {
             tcp: tcp_guard,
             registrar,
             trunks: trunks.clone(),
+            plan,
+            store: store.clone(),
         }),
     ));
     // Each trunk registers on its own task: a dead provider is a warning
@@ -279,6 +283,42 @@ struct Status {
     tcp: Option<Arc<sip::tcp::TcpGuard>>,
     registrar: Arc<sip::registrar::Registrar>,
     trunks: Arc<sip::trunk::Trunks>,
+    plan: Arc<crate::routing::LivePlan>,
+    store: Store,
+}
+
+/// The key the routing override is kept under (`settings`).
+pub const ROUTE_OVERRIDE: &str = "route.override";
+
+/// The routing plan, with the override an operator last set (kept in the
+/// database across restarts).
+fn routing_plan(cfg: &Config) -> Result<crate::routing::LivePlan, Error> {
+    let plan = cfg.routing_plan().map_err(Error::Config)?;
+    let conn = crate::store::open_for_tools(&cfg.database_path())?;
+    let switch = match crate::store::read_setting(&conn, ROUTE_OVERRIDE)? {
+        Some(v) => v.parse().unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "ignoring a stored routing override");
+            crate::routing::Override::Auto
+        }),
+        None => crate::routing::Override::Auto,
+    };
+    if switch != crate::routing::Override::Auto {
+        tracing::warn!(
+            "routing override is {}: the opening hours are not consulted (`handlet route override auto` to undo)",
+            switch.as_str()
+        );
+    }
+    Ok(crate::routing::LivePlan::new(plan.with_switch(switch)))
+}
+
+/// What `handlet route override` answers.
+pub fn route_state(plan: &crate::routing::Plan, now_ms: i64) -> serde_json::Value {
+    let (open, why) = plan.state_at(now_ms);
+    serde_json::json!({
+        "override": plan.switch.as_str(),
+        "open": open,
+        "why": why,
+    })
 }
 
 impl crate::control::Operations for Status {
@@ -313,6 +353,25 @@ impl crate::control::Operations for Status {
 
     fn extensions(&self) -> serde_json::Value {
         serde_json::to_value(self.registrar.extensions()).unwrap_or_default()
+    }
+
+    fn route(&self, set: Option<crate::routing::Override>) -> serde_json::Value {
+        let now = crate::clock::now_ms();
+        if let Some(switch) = set {
+            self.plan.set_switch(switch);
+            self.store
+                .set_setting(ROUTE_OVERRIDE, switch.as_str().into(), now);
+            tracing::info!(
+                "routing override set to {}: calls from now on are routed as {}",
+                switch.as_str(),
+                match switch {
+                    crate::routing::Override::Auto => "the hours say",
+                    crate::routing::Override::Open => "open",
+                    crate::routing::Override::Closed => "closed",
+                }
+            );
+        }
+        route_state(&self.plan.current(), now)
     }
 }
 

@@ -33,19 +33,13 @@ pub struct Config {
     pub inbound: Inbound,
     /// How the phones call out.
     pub outbound: Outbound,
+    /// Where each call goes: hours, callers, ring groups, intents, voicemail.
+    pub routing: crate::routing::RoutingConfig,
     pub log: Log,
 }
 
-/// How the phones of a ring list are rung.
-#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum RingStrategy {
-    /// All at once; the first to answer takes the call.
-    #[default]
-    Ringall,
-    /// One after another, each for `ring_secs`.
-    Hunt,
-}
+/// How the phones of a ring list are rung: `ringall`, `hunt` or `memoryhunt`.
+pub use crate::routing::Strategy as RingStrategy;
 
 /// Where a call from outside goes (until the routing engine decides).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -524,6 +518,7 @@ impl Default for Config {
             trunks: Vec::new(),
             inbound: Inbound::default(),
             outbound: Outbound::default(),
+            routing: crate::routing::RoutingConfig::default(),
             log: Log::default(),
         }
     }
@@ -653,6 +648,33 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    /// The routing plan, checked against the rest of the config.
+    pub fn routing_plan(&self) -> Result<crate::routing::Plan, String> {
+        let country = self.site.country;
+        let ctx = crate::routing::Context {
+            country,
+            extensions: self.extensions.iter().map(|e| e.number.as_str()).collect(),
+            dids: self
+                .trunks
+                .iter()
+                .flat_map(|t| &t.dids)
+                .filter_map(|d| crate::phone::Phone::parse_in(d, country).ok())
+                .map(|p| p.e164())
+                .collect(),
+            has_trunk: !self.trunks.is_empty(),
+            intents: self
+                .intent
+                .intents
+                .iter()
+                .map(|i| i.name.as_str())
+                .collect(),
+            inbound_ring: &self.inbound.ring,
+            inbound_strategy: self.inbound.strategy,
+            inbound_ring_secs: self.inbound.ring_secs,
+        };
+        crate::routing::Plan::compile(&self.routing, &ctx)
     }
 
     /// The embedded default.
@@ -1005,6 +1027,8 @@ impl Config {
                 t.max_utterance_ms
             ));
         }
+        // Last: it names extensions, trunks' DIDs and intents checked above.
+        self.routing_plan()?;
         Ok(())
     }
 

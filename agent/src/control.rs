@@ -6,7 +6,8 @@
 //! agent (or the reverse, after a fleet rollback) fail clearly. The later
 //! HTTP API serves the same operations.
 //!
-//! Operations today: `status`. Later: `route override`, `sync status`...
+//! Operations today: `status`, `extensions`, `route` (the routing
+//! override, read or set with `arg`). Later: `sync status`...
 
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -23,6 +24,9 @@ const MAX_REQUEST: usize = 16 * 1024;
 pub struct Request {
     pub v: u32,
     pub op: String,
+    /// The operation's argument, where it takes one.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub arg: Option<String>,
 }
 
 #[derive(Debug, Serialize, Deserialize, PartialEq)]
@@ -40,6 +44,9 @@ pub trait Operations: Send + Sync + 'static {
     fn status(&self) -> serde_json::Value;
     /// Extensions and where each is registered.
     fn extensions(&self) -> serde_json::Value;
+    /// The routing override: set it (`open`, `closed`, `auto`) if given,
+    /// and say what it is and whether the business is open now.
+    fn route(&self, set: Option<crate::routing::Override>) -> serde_json::Value;
 }
 
 pub fn socket_path(data_dir: &Path) -> PathBuf {
@@ -75,6 +82,15 @@ fn answer(ops: &dyn Operations, line: &str) -> Response {
             ok: true,
             error: None,
             result: Some(ops.extensions()),
+        },
+        "route" => match req.arg.as_deref().map(str::parse).transpose() {
+            Ok(set) => Response {
+                v: VERSION,
+                ok: true,
+                error: None,
+                result: Some(ops.route(set)),
+            },
+            Err(e) => err(format!("route: {e}")),
         },
         other => err(format!("unknown operation {other:?}")),
     }
@@ -179,6 +195,15 @@ pub async fn serve(socket: ControlSocket, ops: Arc<dyn Operations>) {
 /// The CLI's side: one request, one response, with a clear error when no
 /// agent is running.
 pub fn request(data_dir: &Path, op: &str) -> Result<serde_json::Value, crate::Error> {
+    request_with(data_dir, op, None)
+}
+
+/// [`request`] with an argument.
+pub fn request_with(
+    data_dir: &Path,
+    op: &str,
+    arg: Option<&str>,
+) -> Result<serde_json::Value, crate::Error> {
     use std::io::{BufRead, Write};
     let path = socket_path(data_dir);
     let mut s = std::os::unix::net::UnixStream::connect(&path).map_err(|e| {
@@ -192,6 +217,7 @@ pub fn request(data_dir: &Path, op: &str) -> Result<serde_json::Value, crate::Er
     let req = serde_json::to_string(&Request {
         v: VERSION,
         op: op.into(),
+        arg: arg.map(str::to_string),
     })
     .map_err(|e| crate::Error::Io(e.to_string()))?;
     s.write_all(format!("{req}\n").as_bytes())
@@ -228,6 +254,9 @@ mod tests {
         fn extensions(&self) -> serde_json::Value {
             serde_json::json!([])
         }
+        fn route(&self, set: Option<crate::routing::Override>) -> serde_json::Value {
+            serde_json::json!({"override": set.unwrap_or_default().as_str()})
+        }
     }
 
     #[test]
@@ -241,5 +270,15 @@ mod tests {
         assert!(!unknown.ok && unknown.error.unwrap().contains("reboot"));
         let junk = answer(&Fixed, "café ☕ {");
         assert!(!junk.ok);
+        let set = answer(&Fixed, r#"{"v":1,"op":"route","arg":"closed"}"#);
+        assert_eq!(set.result.unwrap()["override"], "closed");
+        let bad = answer(&Fixed, r#"{"v":1,"op":"route","arg":"shut"}"#);
+        assert!(
+            !bad.ok
+                && bad
+                    .error
+                    .unwrap()
+                    .contains("\"shut\" is not open, closed or auto")
+        );
     }
 }

@@ -18,6 +18,7 @@ pub mod phone;
 pub mod pii;
 pub mod privacy;
 pub mod recording;
+pub mod routing;
 pub mod selfcheck;
 pub mod sip;
 pub mod store;

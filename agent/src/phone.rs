@@ -61,6 +61,28 @@ impl Country {
         Country::IT,
     ];
 
+    /// A number prefix as dialled in this country ("0800", "+44800",
+    /// "0044800") as an E.164 prefix ("+44800"), for rules that match a
+    /// range of numbers; None if it is neither national nor international.
+    pub fn e164_prefix(self, prefix: &str) -> Option<String> {
+        let digits: String = prefix
+            .chars()
+            .filter(|c| !c.is_whitespace() && !"-.()".contains(*c))
+            .collect();
+        let plan = self.plan();
+        let international = digits
+            .strip_prefix('+')
+            .or_else(|| digits.strip_prefix(plan.intl));
+        if let Some(r) = international {
+            return (!r.is_empty() && r.bytes().all(|b| b.is_ascii_digit()))
+                .then(|| format!("+{r}"));
+        }
+        let rest = digits.strip_prefix(plan.trunk?)?;
+        rest.bytes()
+            .all(|b| b.is_ascii_digit())
+            .then(|| format!("+{}{rest}", plan.cc))
+    }
+
     pub fn code(self) -> &'static str {
         match self {
             Country::GB => "GB",

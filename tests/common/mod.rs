@@ -697,8 +697,21 @@ pub fn exported_recording(agent: &Agent, db: &Db, call: &str) -> PathBuf {
 /// A raw INVITE from `from` (127.0.0.x) to the agent, for `to_user`, from
 /// `from_user`, with no credentials; the status code of its final answer.
 pub fn invite_from(from: [u8; 4], agent: &Agent, to_user: &str, from_user: &str) -> u16 {
+    invite_from_within(from, agent, to_user, from_user, 3)
+}
+
+/// [`invite_from`], waiting up to `secs` between answers (a call that
+/// rings a phone first).
+pub fn invite_from_within(
+    from: [u8; 4],
+    agent: &Agent,
+    to_user: &str,
+    from_user: &str,
+    secs: u64,
+) -> u16 {
     let sock = std::net::UdpSocket::bind((std::net::Ipv4Addr::from(from), 0)).unwrap();
-    sock.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(secs)))
+        .unwrap();
     let local = sock.local_addr().unwrap();
     let sdp = format!(
         "v=0\r\no=- 1 1 IN IP4 {ip}\r\ns=-\r\nc=IN IP4 {ip}\r\nt=0 0\r\nm=audio 40000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n",

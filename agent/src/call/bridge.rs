@@ -101,8 +101,9 @@ pub(super) enum Rung {
     /// The call is over (bridged and hung up, or the caller gave up):
     /// recorded, nothing left to do.
     Done,
-    /// Nobody answered: the agent answers.
-    NobodyAnswered,
+    /// Nobody answered (how: for the next routing decision); the call
+    /// is still ours to route on.
+    NobodyAnswered(crate::routing::Unanswered),
 }
 
 /// One INVITE to one phone.
@@ -421,7 +422,7 @@ pub(super) async fn ring(ctx: &Arc<CallCtx>, mut caller: Caller<'_>, plan: Plan)
                     break 'ringing;
                 }
                 ringer::Action::NoAnswer => {
-                    outcome = Some(Rung::NobodyAnswered);
+                    outcome = Some(Rung::NobodyAnswered(crate::routing::Unanswered::NoAnswer));
                 }
             }
         }
@@ -627,8 +628,22 @@ pub(super) async fn ring(ctx: &Arc<CallCtx>, mut caller: Caller<'_>, plan: Plan)
             Rung::Done
         }
         (None, None) if agent_fallback => {
-            tracing::info!(call = %caller.call_id, "nobody answered; the agent answers");
-            outcome.unwrap_or(Rung::NobodyAnswered)
+            // Busy if every phone that could be rung refused; unreachable
+            // if none could be rung at all.
+            let statuses: Vec<u16> = forks.iter().filter_map(|f| f.status).collect();
+            let how = if forks.is_empty() {
+                crate::routing::Unanswered::Unreachable
+            } else if !statuses.is_empty()
+                && statuses.len() == forks.len()
+                && statuses.iter().all(|s| matches!(s, 486 | 600 | 603))
+            {
+                crate::routing::Unanswered::Busy
+            } else {
+                crate::routing::Unanswered::NoAnswer
+            };
+            tracing::info!(call = %caller.call_id, outcome = %how, "nobody answered");
+            let _ = outcome;
+            Rung::NobodyAnswered(how)
         }
         (None, None) => {
             // Tell the caller how it went: busy if anyone was, the

@@ -49,6 +49,8 @@ pub struct CallCtx {
     pub registrar: Arc<crate::sip::registrar::Registrar>,
     /// The trunks calls go out through.
     pub trunks: Arc<crate::sip::trunk::Trunks>,
+    /// Where calls go (and the operator's override).
+    pub plan: Arc<crate::routing::LivePlan>,
 }
 
 /// What the registry can tell a running call.
@@ -105,8 +107,24 @@ pub async fn inbound(
         .map(|h| h.value().to_string())
         .unwrap_or_default();
 
-    // Whom the call rings (a phone's call out or to another phone, or the
-    // business's ring list), or None: the agent answers.
+    let caller_e164 =
+        crate::phone::Phone::from_uri_in(&from, ctx.cfg.site.country).map(|p| p.e164());
+    // Calls from outside are routed: the plan decides the first step, and
+    // again after each step that does not end the call.
+    let routing = ctx.plan.current();
+    let mut facts = crate::routing::Facts::new(
+        match &caller_e164 {
+            Some(n) => crate::routing::Caller::Number(n.clone()),
+            None => crate::routing::Caller::Withheld,
+        },
+        match &origin {
+            crate::sip::Origin::Trunk { did, .. } => did.clone(),
+            _ => None,
+        },
+    );
+    let mut decisions: Vec<(i64, crate::routing::Decision)> = Vec::new();
+    // Whom the call rings (a phone's call out or to another phone, or
+    // what the routing plan says), or None: the agent answers.
     let plan = match &origin {
         crate::sip::Origin::Phone { extension, dialled } => {
             match phone_plan(&ctx, extension, dialled) {
@@ -117,13 +135,41 @@ pub async fn inbound(
                 }
             }
         }
-        _ if !ctx.cfg.inbound.ring.is_empty() => Some(bridge::Plan::Extensions {
-            numbers: ctx.cfg.inbound.ring.clone(),
-            strategy: ctx.cfg.inbound.strategy,
-            ring_ms: ctx.cfg.inbound.ring_secs * 1000,
-            agent_fallback: true,
-        }),
-        _ => None,
+        _ => {
+            let d = crate::routing::decide(&facts, &routing, started);
+            tracing::info!(step = %d.step, "routed");
+            let p = ring_plan(&d.step, &routing);
+            if d.step == crate::routing::Step::Reject {
+                // Kept, with why: a blocked caller shows in the call list.
+                let call_id = new_call_id();
+                ctx.store.insert_call(NewCall {
+                    id: call_id.clone(),
+                    sip_call_id,
+                    direction: Direction::Inbound.as_str(),
+                    from_uri: from.clone(),
+                    to_uri: to,
+                    transport: transport.to_string().to_lowercase(),
+                    codec: None,
+                    started_at_ms: started,
+                    answered_at_ms: None,
+                    trunk: match &origin {
+                        crate::sip::Origin::Trunk { name, .. } => Some(name.clone()),
+                        _ => None,
+                    },
+                    did: facts.did.clone(),
+                    caller: caller_e164,
+                });
+                ctx.store
+                    .add_event(&call_id, 0, EventKind::Route, d.to_string());
+                ctx.store
+                    .end_call(&call_id, now_ms(), "rejected by the routing plan");
+                ctx.store.transcript_complete(&call_id);
+                let _ = tx.reply(StatusCode::Decline).await;
+                return;
+            }
+            decisions.push((started, d));
+            p
+        }
     };
     let direction = match (&origin, &plan) {
         (crate::sip::Origin::Phone { .. }, Some(bridge::Plan::Out { .. })) => Direction::Outbound,
@@ -212,8 +258,12 @@ pub async fn inbound(
             crate::sip::Origin::Trunk { did, .. } => did.clone(),
             _ => None,
         },
-        caller: crate::phone::Phone::from_uri_in(&from, ctx.cfg.site.country).map(|p| p.e164()),
+        caller: caller_e164,
     });
+    for (at, d) in &decisions {
+        ctx.store
+            .add_event(&call_id, at - started, EventKind::Route, d.to_string());
+    }
     // The INVITE transaction runs on its own task: it sends 100 Trying, our
     // 180/200 when we queue them, and turns a CANCEL into the dialog's end.
     let mut server_for_tx = server.clone();
@@ -236,7 +286,8 @@ pub async fn inbound(
         None => answer,
     };
     let mut socket = Some(sockets);
-    if let Some(plan) = plan {
+    let mut next = plan;
+    while let Some(plan) = next.take() {
         let rung = bridge::ring(
             &ctx,
             bridge::Caller {
@@ -261,7 +312,34 @@ pub async fn inbound(
             plan,
         )
         .await;
-        if let bridge::Rung::Done = rung {
+        let how = match rung {
+            bridge::Rung::Done => {
+                router.unregister(&dialog_id);
+                return;
+            }
+            bridge::Rung::NobodyAnswered(how) => how,
+        };
+        // Nobody answered: where next? (A phone's own call never gets
+        // here: it is told how it went instead.)
+        let Some(dest) = decisions.last().and_then(|(_, d)| rung_dest(&d.step)) else {
+            break;
+        };
+        facts
+            .tried
+            .push(crate::routing::Tried { dest, outcome: how });
+        let at = now_ms();
+        let d = crate::routing::decide(&facts, &routing, at);
+        tracing::info!(call = %call_id, step = %d.step, "routed");
+        ctx.store
+            .add_event(&call_id, at - started, EventKind::Route, d.to_string());
+        next = ring_plan(&d.step, &routing);
+        let reject = d.step == crate::routing::Step::Reject;
+        decisions.push((at, d));
+        if reject {
+            let _ = server.reject(Some(StatusCode::Decline), None);
+            ctx.store
+                .end_call(&call_id, now_ms(), "rejected by the routing plan");
+            ctx.store.transcript_complete(&call_id);
             router.unregister(&dialog_id);
             return;
         }
@@ -596,6 +674,36 @@ pub async fn inbound(
         dropped_frames = shell.dropped_frames,
         "call ended"
     );
+}
+
+/// What a routing step rings, if it rings anyone.
+fn ring_plan(step: &crate::routing::Step, plan: &crate::routing::Plan) -> Option<bridge::Plan> {
+    match step {
+        crate::routing::Step::Ring(r) => Some(bridge::Plan::Extensions {
+            numbers: r.members.clone(),
+            strategy: r.strategy,
+            ring_ms: r.ring_secs * 1000,
+            agent_fallback: true,
+        }),
+        crate::routing::Step::Transfer { number } => Some(bridge::Plan::Extensions {
+            numbers: vec![number.clone()],
+            strategy: crate::routing::Strategy::Ringall,
+            ring_ms: plan.ring_secs * 1000,
+            agent_fallback: true,
+        }),
+        _ => None,
+    }
+}
+
+/// The destination a ringing step rang, for the next decision.
+fn rung_dest(step: &crate::routing::Step) -> Option<crate::routing::Dest> {
+    match step {
+        crate::routing::Step::Ring(r) => Some(r.dest.clone()),
+        crate::routing::Step::Transfer { number } => {
+            Some(crate::routing::Dest::Number(number.clone()))
+        }
+        _ => None,
+    }
 }
 
 /// Where a desk phone's call goes: another extension, out through the

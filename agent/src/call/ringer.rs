@@ -7,6 +7,9 @@
 //! - `hunt`: one target at a time (all of its contacts) for the ring time
 //!   each; a target whose every contact refused (busy, declined) gives way
 //!   at once.
+//! - `memoryhunt`: the first target, then the first two, then the first
+//!   three...: each ring time adds the next target while the earlier ones
+//!   ring on; after the last target's ring time, nobody answered.
 //!
 //! A target with no contact (not registered) is skipped. When nobody
 //! answers, the ringer says so once ([`Action::NoAnswer`]) and the call
@@ -107,7 +110,7 @@ impl Ringer {
                 self.next_target = self.targets.len();
             }
             Strategy::Ringall => {}
-            Strategy::Hunt => {
+            Strategy::Hunt | Strategy::Memoryhunt => {
                 while self.next_target < self.targets.len() {
                     let t = self.next_target;
                     self.next_target += 1;
@@ -191,6 +194,8 @@ impl Ringer {
                 .forks
                 .iter()
                 .any(|(t, s)| *t == target && *s == Fork::Ringing),
+            // The next target joins at once when nothing rings any more.
+            Strategy::Memoryhunt => self.ringing().next().is_none(),
         };
         if round_over {
             self.next_round(now_ms);
@@ -213,7 +218,14 @@ impl Ringer {
     pub fn handle_timeout(&mut self, now_ms: u64) {
         if self.deadline.is_some_and(|d| now_ms >= d) {
             self.deadline = None;
-            self.cancel_ringing(Cancelled::RingTimeout);
+            // Memoryhunt keeps the earlier targets ringing while there is
+            // another to add; at the end everyone's time is up.
+            let more = self.targets[self.next_target.min(self.targets.len())..]
+                .iter()
+                .any(|&c| c > 0);
+            if self.strategy != Strategy::Memoryhunt || !more {
+                self.cancel_ringing(Cancelled::RingTimeout);
+            }
             self.next_round(now_ms);
         }
     }
@@ -373,5 +385,56 @@ mod tests {
         // A fork that answers in the race is hung up, not connected.
         r.answered(0);
         assert!(!drain(&mut r).contains(&Action::Connect { fork: 0 }));
+    }
+
+    #[test]
+    fn memoryhunt_adds_one_target_per_ring_time_and_keeps_the_others_ringing() {
+        // 101 (two phones), 102 (not registered), 103, 104.
+        let mut r = Ringer::new(Strategy::Memoryhunt, 10_000, vec![2, 0, 1, 1], 0);
+        assert_eq!(starts(&drain(&mut r)), [(0, 0), (0, 1)]);
+        assert_eq!(r.poll_timeout(), Some(10_000));
+        // Ring time up: 103 joins (102 has no phone), 101 rings on.
+        r.handle_timeout(10_000);
+        let a = drain(&mut r);
+        assert_eq!(starts(&a), [(2, 0)]);
+        assert!(
+            !a.iter().any(|x| matches!(x, Action::Cancel { .. })),
+            "{a:?}"
+        );
+        assert_eq!(r.poll_timeout(), Some(20_000));
+        // 101's phones both decline: 103 still rings, nothing new yet.
+        r.failed(0, 12_000);
+        r.failed(1, 12_000);
+        assert!(drain(&mut r).is_empty());
+        // 103 declines too: with nothing ringing, 104 joins at once.
+        r.failed(2, 13_000);
+        assert_eq!(starts(&drain(&mut r)), [(3, 0)]);
+        // 104's ring time runs out: everyone is done.
+        r.handle_timeout(23_000);
+        let a = drain(&mut r);
+        assert!(
+            a.contains(&Action::Cancel {
+                fork: 3,
+                why: Cancelled::RingTimeout
+            }),
+            "{a:?}"
+        );
+        assert_eq!(a.last(), Some(&Action::NoAnswer));
+        // An answer on the second round cancels the first round's phones.
+        let mut r = Ringer::new(Strategy::Memoryhunt, 10_000, vec![1, 1], 0);
+        drain(&mut r);
+        r.handle_timeout(10_000);
+        drain(&mut r);
+        r.answered(1);
+        assert_eq!(
+            drain(&mut r),
+            [
+                Action::Connect { fork: 1 },
+                Action::Cancel {
+                    fork: 0,
+                    why: Cancelled::AnsweredElsewhere
+                }
+            ]
+        );
     }
 }

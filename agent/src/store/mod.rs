@@ -8,7 +8,7 @@ mod schema;
 mod writer;
 
 pub use read::Reader;
-pub use schema::{close_interrupted, open_connection, open_for_tools};
+pub use schema::{close_interrupted, open_connection, open_for_tools, read_setting, write_setting};
 
 use crate::Error;
 use handlet_models::summary::Summary;
@@ -101,6 +101,8 @@ pub enum EventKind {
     Announcement,
     /// Keys pressed beyond the per-call limit were not stored (detail: how many).
     DtmfLimit,
+    /// A routing decision (detail: its reasons and the step, in words).
+    Route,
 }
 
 impl EventKind {
@@ -109,6 +111,7 @@ impl EventKind {
             EventKind::Dtmf => "dtmf",
             EventKind::Announcement => "announcement",
             EventKind::DtmfLimit => "dtmf_limit",
+            EventKind::Route => "route",
         }
     }
 }
@@ -338,6 +341,11 @@ impl Store {
             kind,
             detail,
         });
+    }
+
+    /// Set an operator setting (kept across restarts).
+    pub fn set_setting(&self, key: &'static str, value: String, at_ms: i64) {
+        self.send(Cmd::Setting { key, value, at_ms });
     }
 
     pub fn transcript_complete(&self, id: &str) {

@@ -167,7 +167,39 @@ pub(crate) const MIGRATIONS: &[&str] = &[
         outcome TEXT NOT NULL
     );
     CREATE INDEX call_legs_call ON call_legs(call_id);",
+    // 13: switches an operator sets while the agent runs, kept across
+    // restarts (the routing override).
+    "CREATE TABLE settings (
+        key TEXT PRIMARY KEY,
+        value TEXT NOT NULL,
+        updated_at_ms INTEGER NOT NULL
+    );",
 ];
+
+/// Set one operator setting (`settings`), replacing its value.
+pub fn write_setting(
+    conn: &Connection,
+    key: &str,
+    value: &str,
+    at_ms: i64,
+) -> rusqlite::Result<()> {
+    conn.execute(
+        "INSERT INTO settings (key, value, updated_at_ms) VALUES (?1, ?2, ?3)
+         ON CONFLICT(key) DO UPDATE SET value = excluded.value, updated_at_ms = excluded.updated_at_ms",
+        rusqlite::params![key, value, at_ms],
+    )?;
+    Ok(())
+}
+
+/// One operator setting, if it was ever set.
+pub fn read_setting(conn: &Connection, key: &str) -> Result<Option<String>, Error> {
+    use rusqlite::OptionalExtension;
+    Ok(conn
+        .query_row("SELECT value FROM settings WHERE key = ?1", [key], |r| {
+            r.get(0)
+        })
+        .optional()?)
+}
 
 /// Open (creating and migrating) the database at `path`.
 pub fn open_connection(path: &Path) -> Result<Connection, Error> {

@@ -54,6 +54,11 @@ pub(crate) enum Cmd {
         extension: String,
         rows: Vec<super::RegistrationRow>,
     },
+    Setting {
+        key: &'static str,
+        value: String,
+        at_ms: i64,
+    },
     Flush(mpsc::Sender<()>),
 }
 
@@ -292,6 +297,9 @@ fn apply(conn: &Connection, cmd: &Cmd) -> Result<(), rusqlite::Error> {
                 "INSERT INTO call_events (call_id, at_ms, kind, detail) VALUES (?1, ?2, ?3, ?4)",
                 params![call_id, at_ms, kind.as_str(), detail],
             )?;
+        }
+        Cmd::Setting { key, value, at_ms } => {
+            super::schema::write_setting(conn, key, value, *at_ms)?;
         }
         Cmd::Media { call_id, q } => {
             conn.execute(
