@@ -47,6 +47,21 @@ const RULES: &[(&str, &[&str])] = &[
             "agent",
         ],
     ),
+    // The conversation: pure too; it asks routing, nothing else.
+    (
+        "receptionist",
+        &[
+            "call",
+            "calls",
+            "sip",
+            "media",
+            "transcribe",
+            "recording",
+            "store",
+            "config",
+            "agent",
+        ],
+    ),
     ("call", &["calls", "agent"]),
     ("calls", &["agent"]),
 ];

@@ -35,6 +35,8 @@ pub struct Config {
     pub outbound: Outbound,
     /// Where each call goes: hours, callers, ring groups, intents, voicemail.
     pub routing: crate::routing::RoutingConfig,
+    /// What the receptionist says, and how patient it is.
+    pub receptionist: crate::receptionist::ReceptionistConfig,
     pub log: Log,
 }
 
@@ -519,6 +521,7 @@ impl Default for Config {
             inbound: Inbound::default(),
             outbound: Outbound::default(),
             routing: crate::routing::RoutingConfig::default(),
+            receptionist: crate::receptionist::ReceptionistConfig::default(),
             log: Log::default(),
         }
     }
@@ -1027,8 +1030,15 @@ impl Config {
                 t.max_utterance_ms
             ));
         }
-        // Last: it names extensions, trunks' DIDs and intents checked above.
+        // Last: they name extensions, trunks' DIDs and intents checked above.
         self.routing_plan()?;
+        let intents: Vec<&str> = self
+            .intent
+            .intents
+            .iter()
+            .map(|i| i.name.as_str())
+            .collect();
+        self.receptionist.check(&intents)?;
         Ok(())
     }
 

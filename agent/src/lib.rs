@@ -17,6 +17,7 @@ pub mod notify;
 pub mod phone;
 pub mod pii;
 pub mod privacy;
+pub mod receptionist;
 pub mod recording;
 pub mod routing;
 pub mod selfcheck;
