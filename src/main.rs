@@ -276,8 +276,14 @@ fn route(cfg: &Config, command: RouteCommand) -> Result<(), Error> {
                     println!("{}", handlet_agent::control::pretty(&v));
                     Ok(())
                 }
-                // No agent running: keep it for its next start.
-                Err(_) if !handlet_agent::control::socket_path(&cfg.data_dir).exists() => {
+                // No agent running (no socket, or a dead agent's): keep it
+                // for its next start.
+                Err(_)
+                    if std::os::unix::net::UnixStream::connect(
+                        handlet_agent::control::socket_path(&cfg.data_dir),
+                    )
+                    .is_err() =>
+                {
                     let conn = handlet_agent::store::open_for_tools(&cfg.database_path())?;
                     if let Some(o) = set {
                         handlet_agent::store::write_setting(

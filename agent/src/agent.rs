@@ -361,6 +361,8 @@ impl crate::control::Operations for Status {
             self.plan.set_switch(switch);
             self.store
                 .set_setting(ROUTE_OVERRIDE, switch.as_str().into(), now);
+            // On disk before the operator is told it is done.
+            tokio::task::block_in_place(|| self.store.flush());
             tracing::info!(
                 "routing override set to {}: calls from now on are routed as {}",
                 switch.as_str(),

@@ -43,7 +43,8 @@ pub struct Config {
 /// How the phones of a ring list are rung: `ringall`, `hunt` or `memoryhunt`.
 pub use crate::routing::Strategy as RingStrategy;
 
-/// Where a call from outside goes (until the routing engine decides).
+/// The simplest routing plan: whom a call from outside rings, then the
+/// receptionist. `[routing]` builds on it (its default route is this list).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct Inbound {

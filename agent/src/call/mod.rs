@@ -113,10 +113,16 @@ pub async fn inbound(
     // again after each step that does not end the call.
     let routing = ctx.plan.current();
     let mut facts = crate::routing::Facts::new(
-        match &caller_e164 {
-            Some(n) => crate::routing::Caller::Number(n.clone()),
-            None => crate::routing::Caller::Withheld,
-        },
+        crate::routing::Caller::from_user(
+            tx.original
+                .from_header()
+                .ok()
+                .and_then(|h| h.uri().ok())
+                .and_then(|u| u.user().map(|u| u.to_string()))
+                .as_deref()
+                .unwrap_or(""),
+            caller_e164.clone(),
+        ),
         match &origin {
             crate::sip::Origin::Trunk { did, .. } => did.clone(),
             _ => None,
@@ -137,7 +143,7 @@ pub async fn inbound(
         }
         _ => {
             let d = crate::routing::decide(&facts, &routing, started);
-            tracing::info!(step = %d.step, "routed");
+            tracing::info!(step = %d.step.label(), "routed");
             let p = ring_plan(&d.step, &routing);
             if d.step == crate::routing::Step::Reject {
                 // Kept, with why: a blocked caller shows in the call list.
@@ -329,7 +335,7 @@ pub async fn inbound(
             .push(crate::routing::Tried { dest, outcome: how });
         let at = now_ms();
         let d = crate::routing::decide(&facts, &routing, at);
-        tracing::info!(call = %call_id, step = %d.step, "routed");
+        tracing::info!(call = %call_id, step = %d.step.label(), "routed");
         ctx.store
             .add_event(&call_id, at - started, EventKind::Route, d.to_string());
         next = ring_plan(&d.step, &routing);

@@ -503,6 +503,7 @@ impl Receptionist {
             confidence: h.intent.as_ref().map_or(0.0, |u| u.confidence),
         }));
         self.message.intent = self.facts.understood.as_ref().map(|u| u.intent.clone());
+        self.facts.heard_after = self.facts.tried.len();
         self.decide(at);
     }
 
@@ -519,6 +520,7 @@ impl Receptionist {
                     self.actions.push_back(Action::StopSpeaking);
                 }
                 self.facts.keys.push(k);
+                self.facts.heard_after = self.facts.tried.len();
                 self.message.intent = self.plan.keys.get(&k).cloned();
                 self.decide(at);
             }

@@ -34,6 +34,37 @@ pub enum Caller {
     Number(String),
     /// No number given (anonymous, restricted).
     Withheld,
+    /// Something that is not a number we can read (a SIP name, a short
+    /// code): no caller rule matches it, but it is not withheld either.
+    Unknown,
+}
+
+impl Caller {
+    /// From a From URI's user part: withheld when it says so (or is
+    /// empty), a number when it reads as one, else unknown.
+    pub fn from_user(user: &str, number: Option<String>) -> Caller {
+        match number {
+            Some(n) => Caller::Number(n),
+            None => {
+                let u = user.trim().to_ascii_lowercase();
+                if u.is_empty()
+                    || [
+                        "anonymous",
+                        "unavailable",
+                        "restricted",
+                        "private",
+                        "withheld",
+                        "unknown",
+                    ]
+                    .contains(&u.as_str())
+                {
+                    Caller::Withheld
+                } else {
+                    Caller::Unknown
+                }
+            }
+        }
+    }
 }
 
 /// What the receptionist understood the caller wants.
@@ -85,6 +116,10 @@ pub struct Facts {
     pub tried: Vec<Tried>,
     /// The receptionist has already spoken with the caller.
     pub greeted: bool,
+    /// How many destinations had been tried when the caller last said
+    /// or keyed what they want: a no-answer before that is history, one
+    /// after it is the question.
+    pub heard_after: usize,
 }
 
 impl Facts {
@@ -96,6 +131,7 @@ impl Facts {
             keys: String::new(),
             tried: Vec::new(),
             greeted: false,
+            heard_after: 0,
         }
     }
 }
@@ -150,6 +186,21 @@ impl fmt::Display for Step {
     }
 }
 
+impl Step {
+    /// The step without the numbers it rings, for logs at info.
+    pub fn label(&self) -> String {
+        match self {
+            Step::Ring(r) => match &r.dest {
+                Dest::Group(g) => format!("ring group {g} ({})", r.strategy.as_str()),
+                Dest::Extension(e) => format!("ring extension {e}"),
+                _ => "ring".into(),
+            },
+            Step::Transfer { .. } => "transfer to an outside number".into(),
+            s => s.to_string(),
+        }
+    }
+}
+
 /// A step and the reasons for it, in words, first to last.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Decision {
@@ -166,14 +217,21 @@ impl fmt::Display for Decision {
 /// How many destinations a chain of no-answers may pass through before
 /// the call is given to the receptionist for a message (the plan's own
 /// loops are refused when it loads; this bounds what `tried` skips).
+/// A call also rings at most [`MAX_RINGS`] times in all.
 const MAX_HOPS: usize = 16;
+
+/// Ring steps one call may take, whatever the plan: then a message.
+pub const MAX_RINGS: usize = 8;
 
 /// The next step for a call.
 pub fn decide(facts: &Facts, plan: &Plan, now_ms: i64) -> Decision {
     let (open, when) = plan.state_at(now_ms);
     let mut reasons = vec![when];
-    // 1. Someone was rung and did not answer.
-    if let Some(last) = facts.tried.last() {
+    // 1. Someone was rung and did not answer (since the caller said what
+    // they want, if they have).
+    let heard = facts.understood.is_some() || !facts.keys.is_empty();
+    let since_heard = !heard || facts.tried.len() > facts.heard_after;
+    if let Some(last) = facts.tried.last().filter(|_| since_heard) {
         let next = match &last.dest {
             Dest::Group(g) => plan
                 .groups
@@ -221,6 +279,7 @@ pub fn decide(facts: &Facts, plan: &Plan, now_ms: i64) -> Decision {
                 return resolve(dest, facts, plan, reasons);
             }
         }
+        Caller::Unknown => {}
         Caller::Number(n) => {
             if let Some(rule) = plan
                 .callers
@@ -255,6 +314,15 @@ pub fn decide(facts: &Facts, plan: &Plan, now_ms: i64) -> Decision {
 /// answer (on to its own no-answer), and let a receptionist who has
 /// already spoken with the caller take a message rather than start over.
 fn resolve(mut dest: Dest, facts: &Facts, plan: &Plan, mut reasons: Vec<String>) -> Decision {
+    if facts.tried.len() >= MAX_RINGS
+        && matches!(dest, Dest::Group(_) | Dest::Extension(_) | Dest::Number(_))
+    {
+        reasons.push(format!(
+            "{} destinations rung already: take a message",
+            facts.tried.len()
+        ));
+        dest = Dest::Message;
+    }
     for _ in 0..MAX_HOPS {
         let tried = facts.tried.iter().any(|t| t.dest == dest);
         match &dest {
@@ -280,6 +348,14 @@ fn resolve(mut dest: Dest, facts: &Facts, plan: &Plan, mut reasons: Vec<String>)
             _ => break,
         }
     }
+    // Out of hops and still somewhere already rung: a message, never the
+    // same phones again.
+    let rung_already = matches!(dest, Dest::Group(_) | Dest::Extension(_) | Dest::Number(_))
+        && facts.tried.iter().any(|t| t.dest == dest);
+    if rung_already {
+        reasons.push(format!("{dest} was already rung: take a message"));
+        dest = Dest::Message;
+    }
     let step = match dest {
         Dest::Group(g) => match plan.groups.get(&g) {
             Some(grp) => Step::Ring(Ring {
@@ -296,7 +372,6 @@ fn resolve(mut dest: Dest, facts: &Facts, plan: &Plan, mut reasons: Vec<String>)
             strategy: Strategy::Ringall,
             ring_secs: plan.ring_secs,
         }),
-        Dest::Number(_) if facts.tried.iter().any(|t| t.dest == dest) => Step::TakeMessage,
         Dest::Number(number) => Step::Transfer { number },
         Dest::Receptionist if facts.greeted => Step::TakeMessage,
         Dest::Receptionist => Step::Receptionist,

@@ -394,7 +394,7 @@ impl Plan {
         }
         let mut mailboxes: Vec<Mailbox> = Vec::new();
         for (i, v) in cfg.voicemails.iter().enumerate() {
-            let at = format!("routing.voicemail {:?} (the {}th)", v.name, i + 1);
+            let at = format!("routing.voicemail {:?} (the {})", v.name, nth(i + 1));
             name_ok(&v.name).map_err(|e| format!("{at}: {e}"))?;
             if mailboxes.iter().any(|m| m.name == v.name) {
                 return Err(format!("{at}: the name is used twice"));
@@ -407,6 +407,12 @@ impl Plan {
             }
             if !v.greeting.is_empty() && !v.greeting_wav.is_empty() {
                 return Err(format!("{at}: give greeting or greeting_wav, not both"));
+            }
+            if !v.greeting_wav.is_empty() && !std::path::Path::new(&v.greeting_wav).is_file() {
+                return Err(format!(
+                    "{at}: greeting_wav {:?} is not a file",
+                    v.greeting_wav
+                ));
             }
             if v.greeting.chars().count() > 500 {
                 return Err(format!("{at}: greeting is longer than 500 characters"));
@@ -439,7 +445,7 @@ impl Plan {
             first_mailbox: &mailboxes[0].name,
         };
         for (i, g) in raw_groups.iter().enumerate() {
-            let at = format!("routing.group {:?} (the {}th)", g.name, i + 1);
+            let at = format!("routing.group {:?} (the {})", g.name, nth(i + 1));
             name_ok(&g.name).map_err(|e| format!("{at}: {e}"))?;
             if groups.contains_key(&g.name) {
                 return Err(format!("{at}: the name is used twice"));
@@ -456,13 +462,19 @@ impl Plan {
                 ));
             }
             let mut members: Vec<String> = Vec::new();
+            let mut seen: Vec<String> = Vec::new();
             for m in &g.members {
                 let member = resolver
                     .member(m)
                     .map_err(|e| format!("{at}: members: {e}"))?;
-                if members.contains(&member) {
+                let key = Phone::parse_in(&member, ctx.country)
+                    .ok()
+                    .filter(|_| !ctx.extensions.contains(&member.as_str()))
+                    .map_or(member.clone(), |p| p.e164());
+                if seen.contains(&key) {
                     return Err(format!("{at}: members: {m:?} is listed twice"));
                 }
+                seen.push(key);
                 members.push(member);
             }
             let no_answer = resolver
@@ -479,25 +491,6 @@ impl Plan {
                 },
             );
         }
-        // A group whose no-answer leads back to itself would ring forever.
-        for start in groups.keys() {
-            let mut path = vec![start.as_str()];
-            let mut at = start.as_str();
-            while let Some(Dest::Group(next)) = groups.get(at).map(|g| &g.no_answer) {
-                if let Some(i) = path.iter().position(|p| p == next) {
-                    let mut cycle: Vec<&str> = path[i..].to_vec();
-                    cycle.push(next);
-                    return Err(format!(
-                        "routing.group {:?}: no_answer loops: {}",
-                        path[i],
-                        cycle.join(" → ")
-                    ));
-                }
-                path.push(next);
-                at = next;
-            }
-        }
-
         let route = |r: &RouteSpec, field: &str| -> Result<Route, String> {
             match r {
                 RouteSpec::Always(d) => Ok(Route::Always(
@@ -533,7 +526,7 @@ impl Plan {
         let default = pair(&default_open, &cfg.closed, "routing")?;
         let mut dids = BTreeMap::new();
         for (i, d) in cfg.dids.iter().enumerate() {
-            let at = format!("routing.did {:?} (the {}th)", d.number, i + 1);
+            let at = format!("routing.did {:?} (the {})", d.number, nth(i + 1));
             let n = Phone::parse_in(&d.number, ctx.country)
                 .map_err(|e| format!("{at}: number: {e}"))?
                 .e164();
@@ -553,7 +546,7 @@ impl Plan {
         };
         let mut callers = Vec::new();
         for (i, c) in cfg.callers.iter().enumerate() {
-            let at = format!("routing.caller {:?} (the {}th)", c.name, i + 1);
+            let at = format!("routing.caller {:?} (the {})", c.name, nth(i + 1));
             name_ok(&c.name).map_err(|e| format!("{at}: {e}"))?;
             if c.numbers.is_empty() {
                 return Err(format!("{at}: numbers is empty"));
@@ -604,6 +597,35 @@ impl Plan {
         let no_answer = resolver
             .dest(&cfg.no_answer)
             .map_err(|e| format!("routing.no_answer: {e}"))?;
+        // A no-answer chain that comes back to where it started would ring
+        // the same phones forever: groups follow their own no_answer, an
+        // extension or a number given directly follows routing.no_answer.
+        let next = |d: &Dest| -> Option<Dest> {
+            match d {
+                Dest::Group(g) => groups.get(g).map(|g| g.no_answer.clone()),
+                Dest::Extension(_) | Dest::Number(_) => Some(no_answer.clone()),
+                _ => None,
+            }
+        };
+        let mut starts: Vec<Dest> = groups.keys().map(|g| Dest::Group(g.clone())).collect();
+        starts.push(no_answer.clone());
+        for start in starts {
+            let mut path = vec![start.clone()];
+            let mut at = start;
+            while let Some(n) = next(&at) {
+                if let Some(i) = path.iter().position(|p| *p == n) {
+                    let mut cycle: Vec<String> = path[i..].iter().map(Dest::to_string).collect();
+                    cycle.push(n.to_string());
+                    let field = match &path[i] {
+                        Dest::Group(g) => format!("routing.group {g:?}"),
+                        _ => "routing.no_answer".to_string(),
+                    };
+                    return Err(format!("{field}: no_answer loops: {}", cycle.join(" → ")));
+                }
+                path.push(n.clone());
+                at = n;
+            }
+        }
         Ok(Plan {
             timezone,
             timezone_name: cfg.timezone.clone(),
@@ -711,6 +733,18 @@ impl Resolver<'_> {
         }
         Ok(())
     }
+}
+
+/// "1st", "2nd", "3rd", "4th", "11th", "21st"...
+fn nth(n: usize) -> String {
+    let suffix = match (n % 10, n % 100) {
+        (_, 11..=13) => "th",
+        (1, _) => "st",
+        (2, _) => "nd",
+        (3, _) => "rd",
+        _ => "th",
+    };
+    format!("{n}{suffix}")
 }
 
 fn name_ok(name: &str) -> Result<(), String> {

@@ -535,7 +535,23 @@ fn mistakes_are_refused_naming_the_field() {
 name = "office"
 members = ["101"]
 "#;
-    let cases: [(&str, &str); 17] = [
+    let cases: [(&str, &str); 21] = [
+        (
+            "no_answer = \"101\"\n[[did]]\nnumber = \"01632 960001\"\nopen = \"101\"",
+            "routing.no_answer: no_answer loops: extension 101 → extension 101",
+        ),
+        (
+            "no_answer = \"back\"\n[[group]]\nname = \"back\"\nmembers = [\"102\"]\nno_answer = \"101\"",
+            "no_answer loops",
+        ),
+        (
+            "[[group]]\nname = \"x\"\nmembers = [\"07700 900123\", \"+447700900123\"]",
+            "members: \"+447700900123\" is listed twice",
+        ),
+        (
+            "[[voicemail]]\nname = \"night\"\ngreeting_wav = \"/nonexistent/greeting.wav\"",
+            "greeting_wav \"/nonexistent/greeting.wav\" is not a file",
+        ),
         (
             "open = \"offce\"",
             "routing.open: \"offce\" is not a destination",
@@ -558,15 +574,15 @@ members = ["101"]
         ),
         (
             "[[group]]\nname = \"empty\"\nmembers = []",
-            "routing.group \"empty\" (the 2th): members is empty",
+            "routing.group \"empty\" (the 2nd): members is empty",
         ),
         (
             "[[group]]\nname = \"a\"\nmembers = [\"102\"]\nno_answer = \"b\"\n[[group]]\nname = \"b\"\nmembers = [\"103\"]\nno_answer = \"a\"",
-            "no_answer loops: a → b → a",
+            "no_answer loops: group a → group b → group a",
         ),
         (
             "[[group]]\nname = \"self\"\nmembers = [\"102\"]\nno_answer = \"self\"",
-            "routing.group \"self\": no_answer loops: self → self",
+            "routing.group \"self\": no_answer loops: group self → group self",
         ),
         (
             "[[group]]\nname = \"x\"\nmembers = [\"999\"]",
@@ -582,11 +598,11 @@ members = ["101"]
         ),
         (
             "[[did]]\nnumber = \"01632 960555\"\nopen = \"office\"",
-            "routing.did \"01632 960555\" (the 1th): number is not one of the trunks' dids",
+            "routing.did \"01632 960555\" (the 1st): number is not one of the trunks' dids",
         ),
         (
             "[[caller]]\nname = \"vip\"\nnumbers = [\"12ab\"]\nto = \"office\"",
-            "routing.caller \"vip\" (the 1th): numbers:",
+            "routing.caller \"vip\" (the 1st): numbers:",
         ),
         (
             "[[caller]]\nname = \"vip\"\nnumbers = [\"+447700900777\"]\nto = { open = \"office\", closed = \"nobody\" }",
@@ -624,4 +640,65 @@ members = ["101"]
         toml::from_str("[[group]]\nname = \"m\"\nmembers = [\"07700 900123\"]").unwrap();
     let e = Plan::compile(&cfg, &ctx).unwrap_err();
     assert!(e.contains("needs a [[trunk]]"), "{e}");
+}
+
+#[test]
+fn what_the_caller_said_after_a_no_answer_is_the_question() {
+    let p = plumber();
+    let now = at(&p, "2026-12-06 19:40");
+    // The office rang out, then the receptionist heard an emergency.
+    let mut f = facts();
+    f.tried.push(Tried {
+        dest: Dest::Group("office".into()),
+        outcome: Unanswered::NoAnswer,
+    });
+    f.greeted = true;
+    f.understood = Some(Understood {
+        intent: "emergency".into(),
+        confidence: 0.9,
+    });
+    f.heard_after = 1;
+    let d = decide(&f, &p, now);
+    assert!(ring(Dest::Group("oncall".into()))(&d.step), "{d}");
+    // On-call then rings out too: that no-answer is the question now.
+    f.tried.push(Tried {
+        dest: Dest::Group("oncall".into()),
+        outcome: Unanswered::NoAnswer,
+    });
+    let d = decide(&f, &p, now);
+    assert_eq!(d.step, Step::TakeMessage, "{d}");
+    assert!(d.to_string().contains("group oncall did not answer"), "{d}");
+}
+
+#[test]
+fn a_call_rings_a_bounded_number_of_times_and_unknown_callers_are_not_withheld() {
+    let p = plumber();
+    let mut f = facts();
+    for _ in 0..MAX_RINGS {
+        f.tried.push(Tried {
+            dest: Dest::Extension("103".into()),
+            outcome: Unanswered::Busy,
+        });
+    }
+    f.caller = Caller::Number("+447700900777".into());
+    f.tried.push(Tried {
+        dest: Dest::Group("oncall".into()),
+        outcome: Unanswered::NoAnswer,
+    });
+    assert_eq!(decide(&f, &p, 0).step, Step::TakeMessage);
+    // Someone whose From is a SIP name is neither a number nor withheld.
+    assert_eq!(Caller::from_user("alice", None), Caller::Unknown);
+    assert_eq!(Caller::from_user("Anonymous", None), Caller::Withheld);
+    assert_eq!(Caller::from_user("", None), Caller::Withheld);
+    let f = Facts::new(Caller::Unknown, Some(DID.into()));
+    let d = decide(&f, &p, at(&p, "2026-12-02 03:00"));
+    assert_eq!(d.step, Step::Receptionist, "not the withheld route: {d}");
+    // Logs get the step without the numbers it rings.
+    let oncall = Step::Ring(Ring {
+        dest: Dest::Group("oncall".into()),
+        members: vec!["07700 900123".into()],
+        strategy: Strategy::Hunt,
+        ring_secs: 20,
+    });
+    assert_eq!(oncall.label(), "ring group oncall (hunt)");
 }
