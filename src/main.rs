@@ -67,6 +67,22 @@ enum Command {
         #[arg(long)]
         summary: bool,
     },
+    /// The calls on the box: a list with how each ended (the default), or
+    /// one call's timeline (`calls show ID`). Times are UTC; numbers are
+    /// shown (this reads the box's own database; nothing is logged).
+    #[command(args_conflicts_with_subcommands = true)]
+    Calls {
+        #[command(subcommand)]
+        command: Option<CallsCommand>,
+        /// Only calls started at or after this: a UTC date ("2026-12-01"),
+        /// a UTC time ("2026-12-01 10:00"), Unix milliseconds, or an age
+        /// ("90m", "24h", "7d").
+        #[arg(long)]
+        since: Option<String>,
+        /// At most this many calls, newest first.
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+    },
     /// Encrypted call recordings.
     Recordings {
         #[command(subcommand)]
@@ -97,6 +113,19 @@ enum Command {
     Models {
         #[command(subcommand)]
         command: ModelsCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum CallsCommand {
+    /// One call's timeline: each routing decision with its reason, each
+    /// phone rung and how it ended, keys pressed, everything said by either
+    /// side, the end, the summary (intent, urgency, confidence) and the
+    /// outcome; times from the call's start.
+    Show {
+        /// The call's id, or its first characters if no other call's id
+        /// starts with them (as `handlet calls` lists them).
+        id: String,
     },
 }
 
@@ -422,6 +451,11 @@ fn run(cli: Cli) -> Result<(), Error> {
             Ok(())
         }
         Command::Transcribe { file, summary } => transcribe(&cfg, &file, summary),
+        Command::Calls {
+            command,
+            since,
+            limit,
+        } => calls(&cfg, command, since, limit),
         Command::Recordings { command } => recordings(&cfg, command),
         Command::Privacy { command } => privacy(&cfg, command),
         Command::Keys {
@@ -586,6 +620,30 @@ fn privacy(cfg: &Config, command: PrivacyCommand) -> Result<(), Error> {
                     a.detail
                 );
             }
+        }
+    }
+    Ok(())
+}
+
+fn calls(
+    cfg: &Config,
+    command: Option<CallsCommand>,
+    since: Option<String>,
+    limit: usize,
+) -> Result<(), Error> {
+    use handlet_agent::store::timeline;
+    // Parse before opening anything: a typo creates no database.
+    let since = since
+        .map(|s| timeline::parse_since(&s, handlet_agent::clock::now_ms()))
+        .transpose()?;
+    let conn = handlet_agent::store::open_for_tools(&cfg.database_path())?;
+    match command {
+        None => print!(
+            "{}",
+            timeline::render_list(&timeline::list(&conn, since, limit)?)
+        ),
+        Some(CallsCommand::Show { id }) => {
+            print!("{}", timeline::render(&timeline::show(&conn, &id)?))
         }
     }
     Ok(())

@@ -63,6 +63,15 @@ pub enum Control {
     /// The peer's codec from now on (a re-INVITE switched it): codec,
     /// payload type, telephone-event payload type.
     Codec(super::sdp::Codec, u8, Option<u8>),
+    /// The box's voice, streamed: samples at the leg's rate ([`pcm_rate`]),
+    /// `last` on the final piece of one speech ([`LegEvent::PromptDone`]
+    /// reports its end).
+    Speak {
+        samples: Vec<f32>,
+        last: bool,
+    },
+    /// Stop talking at once (the caller barged in).
+    StopSpeaking,
 }
 
 /// A sink for a leg whose audio is not kept yet (early media while the
@@ -189,6 +198,10 @@ pub async fn run(
                 Some(Control::Tone(t)) => {
                     let _ = leg.set_tone(t);
                 }
+                Some(Control::Speak { samples, last }) => {
+                    let _ = leg.speak(&samples, last);
+                }
+                Some(Control::StopSpeaking) => leg.stop_speaking(),
                 Some(Control::Bridge { to_peer: tx, from_peer: rx, relay: r }) => {
                     if leg.set_bridged(true, r).is_ok() {
                         to_peer = Some(tx);

@@ -12,6 +12,9 @@ use std::collections::VecDeque;
 /// Bridged audio held for the leg at most (ms): a party whose clock runs
 /// fast, or a burst after a stall, is trimmed to this, oldest first.
 const FEED_MAX_MS: usize = 200;
+/// Speech held at most (s): far more than one reply; a runaway producer
+/// is cut here rather than allowed to grow the leg without bound.
+const SPEECH_MAX_SECS: usize = 60;
 /// Relayed packets held at most before the oldest is dropped.
 const RELAY_MAX: usize = 16;
 /// Relaying counts as flowing for this long after its last packet; after
@@ -41,11 +44,20 @@ pub enum Frame {
     Skip,
 }
 
+/// Speech being streamed in as it is synthesised.
+struct Speech {
+    buf: VecDeque<f32>,
+    /// No more will come: once `buf` drains, the speech has ended.
+    last: bool,
+}
+
 pub struct Outgoing {
     /// Samples per frame at the leg's encoding rate.
     frame_len: usize,
     frame: Vec<f32>,
     prompt: Option<Prompt>,
+    speech: Option<Speech>,
+    speech_max: usize,
     tone: Option<Tone>,
     /// The bridged party's audio at the leg's rate, oldest first.
     feed: VecDeque<f32>,
@@ -70,6 +82,10 @@ pub struct OutgoingStats {
     pub feed_underruns: u64,
     pub relayed: u64,
     pub relay_dropped: u64,
+    /// Speech samples over the bound, not sent.
+    pub speech_dropped: u64,
+    /// Frames of silence while speech was due but not yet synthesised.
+    pub speech_underruns: u64,
 }
 
 impl Outgoing {
@@ -80,6 +96,8 @@ impl Outgoing {
             frame_len,
             frame: vec![0.0; frame_len],
             prompt: None,
+            speech: None,
+            speech_max: rate * SPEECH_MAX_SECS,
             tone: None,
             feed: VecDeque::with_capacity(rate * FEED_MAX_MS / 1000 + frame_len),
             feed_max: rate * FEED_MAX_MS / 1000,
@@ -102,7 +120,29 @@ impl Outgoing {
     }
 
     pub fn is_playing(&self) -> bool {
-        self.prompt.is_some()
+        self.prompt.is_some() || self.speech.is_some()
+    }
+
+    /// Speech (at the leg's rate) as it is synthesised: each piece is
+    /// queued behind the last; `last` says no more will come, and the
+    /// speech ends ([`Frame::PromptEnded`]) once it has all gone out. A
+    /// producer slower than real time makes gaps of silence, not an end.
+    pub fn speak(&mut self, samples: &[f32], last: bool) {
+        let sp = self.speech.get_or_insert_with(|| Speech {
+            buf: VecDeque::new(),
+            last: false,
+        });
+        let room = self.speech_max.saturating_sub(sp.buf.len());
+        if samples.len() > room {
+            self.stats.speech_dropped += (samples.len() - room) as u64;
+        }
+        sp.buf.extend(samples.iter().take(room));
+        sp.last |= last;
+    }
+
+    /// Stop talking at once (the caller barged in); no end is reported.
+    pub fn stop_speaking(&mut self) {
+        self.speech = None;
     }
 
     /// A tone under everything else (ringback while the call rings, the
@@ -194,6 +234,25 @@ impl Outgoing {
             self.frame.fill(0.0);
             return Frame::PromptEnded;
         }
+        if let Some(sp) = self.speech.as_mut() {
+            let n = self.frame_len.min(sp.buf.len());
+            if n == self.frame_len || (sp.last && n > 0) {
+                for (o, x) in self.frame.iter_mut().zip(sp.buf.drain(..n)) {
+                    *o = x;
+                }
+                self.frame[n..].fill(0.0);
+                return Frame::Audio;
+            }
+            if sp.last {
+                self.speech = None;
+                self.frame.fill(0.0);
+                return Frame::PromptEnded;
+            }
+            // Not synthesised yet: a gap, not the end (bridged audio and
+            // tones wait too: the box is talking).
+            self.stats.speech_underruns += 1;
+            return Frame::Silence;
+        }
         if self.relay_flowing(now_ms) {
             return Frame::Skip;
         }
@@ -252,6 +311,30 @@ mod tests {
         assert_eq!(o.next_frame(20), Frame::Audio, "40 samples and padding");
         assert_eq!(o.next_frame(40), Frame::PromptEnded);
         assert_eq!(o.next_frame(60), Frame::Silence);
+    }
+
+    #[test]
+    fn streamed_speech_waits_for_what_is_not_synthesised_yet_and_ends_once() {
+        let mut o = Outgoing::new(Codec::Pcmu);
+        o.speak(&[0.5; 200], false);
+        assert!(o.is_playing());
+        assert_eq!(o.next_frame(0), Frame::Audio);
+        // 40 samples left, more to come: silence, not the end.
+        assert_eq!(o.next_frame(20), Frame::Silence);
+        assert_eq!(o.stats.speech_underruns, 1);
+        o.speak(&[0.5; 120], true);
+        assert_eq!(o.next_frame(40), Frame::Audio, "the 160 left");
+        assert_eq!(o.next_frame(60), Frame::PromptEnded);
+        assert!(!o.is_playing());
+        assert_eq!(o.next_frame(80), Frame::Silence);
+        // Stopped: nothing more is said and no end is reported.
+        o.speak(&[0.5; 1600], true);
+        assert_eq!(o.next_frame(100), Frame::Audio);
+        o.stop_speaking();
+        assert_eq!(o.next_frame(120), Frame::Silence);
+        // Bounded: a minute at most.
+        o.speak(&vec![0.1; 8000 * 61], false);
+        assert_eq!(o.stats.speech_dropped, 8000);
     }
 
     #[test]

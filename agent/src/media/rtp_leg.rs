@@ -307,6 +307,20 @@ impl RtpLeg {
         Ok(self.encoder.as_mut().expect("just made"))
     }
 
+    /// Say `samples` (at [`pcm_rate`]) as they are synthesised, queued
+    /// behind what is being said; `last`: the end of this speech, reported
+    /// as [`LegEvent::PromptDone`] once it has gone out.
+    pub fn speak(&mut self, samples: &[f32], last: bool) -> Result<(), crate::Error> {
+        self.encoder()?;
+        self.out.speak(samples, last);
+        Ok(())
+    }
+
+    /// Stop talking now (barge-in). No end is reported.
+    pub fn stop_speaking(&mut self) {
+        self.out.stop_speaking();
+    }
+
     /// Play a tone when nothing else is sent (ringback, hold), or none.
     pub fn set_tone(&mut self, tone: Option<ToneSpec>) -> Result<(), crate::Error> {
         self.encoder()?;

@@ -210,7 +210,9 @@ pub struct Decision {
 
 impl fmt::Display for Decision {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} → {}", self.reasons.join("; "), self.step)
+        // The last reason ends with the destination; the step says what
+        // happens there.
+        write!(f, "{}: {}", self.reasons.join("; "), self.step)
     }
 }
 

@@ -3,8 +3,10 @@
 //! writes while the disk is full), readers on their own connections
 //! ([`read`]). docs/DESIGN.md says where else the database is written and why.
 
+pub mod followups;
 mod read;
 mod schema;
+pub mod timeline;
 mod writer;
 
 pub use read::Reader;
@@ -340,6 +342,27 @@ impl Store {
             at_ms,
             kind,
             detail,
+        });
+    }
+
+    /// A follow-up for the business: a message taken, a voicemail left.
+    pub fn add_followup(&self, f: followups::NewFollowUp) {
+        self.send(Cmd::FollowUp(Box::new(f)));
+    }
+
+    /// A voicemail began (`duration_ms` None) or ended.
+    pub fn voicemail(
+        &self,
+        call_id: &str,
+        mailbox: &str,
+        started_at_ms: i64,
+        duration_ms: Option<i64>,
+    ) {
+        self.send(Cmd::Voicemail {
+            call_id: call_id.into(),
+            mailbox: mailbox.into(),
+            started_at_ms,
+            duration_ms,
         });
     }
 

@@ -174,6 +174,34 @@ pub(crate) const MIGRATIONS: &[&str] = &[
         value TEXT NOT NULL,
         updated_at_ms INTEGER NOT NULL
     );",
+    // 14: what the business must do after a call: every message the
+    // receptionist took and every voicemail left is a follow-up (who to
+    // call back, on what number, about what, by when, how urgent); and the
+    // voicemails themselves (their audio is the call's recording).
+    "CREATE TABLE followups (
+        id INTEGER PRIMARY KEY,
+        call_id TEXT NOT NULL REFERENCES calls(id) ON DELETE CASCADE,
+        kind TEXT NOT NULL,
+        name TEXT,
+        number TEXT,
+        number_confirmed INTEGER NOT NULL DEFAULT 0,
+        about TEXT,
+        address TEXT,
+        intent TEXT,
+        urgency TEXT NOT NULL,
+        complete INTEGER NOT NULL DEFAULT 1,
+        created_at_ms INTEGER NOT NULL,
+        due_by_ms INTEGER NOT NULL,
+        done_at_ms INTEGER
+    );
+    CREATE INDEX followups_call ON followups(call_id);
+    CREATE TABLE voicemails (
+        call_id TEXT PRIMARY KEY REFERENCES calls(id) ON DELETE CASCADE,
+        mailbox TEXT NOT NULL,
+        started_at_ms INTEGER NOT NULL,
+        duration_ms INTEGER,
+        heard_at_ms INTEGER
+    );",
 ];
 
 /// Set one operator setting (`settings`), replacing its value.
@@ -262,7 +290,7 @@ pub fn close_interrupted(conn: &Connection) -> Result<usize, Error> {
                 COALESCE(answered_at_ms, started_at_ms)
                     + COALESCE((SELECT MAX(end_ms) FROM transcript_segments s WHERE s.call_id = calls.id), 0),
                 COALESCE(answered_at_ms, started_at_ms)
-                    + COALESCE((SELECT MAX(at_ms) FROM call_events e WHERE e.call_id = calls.id), 0),
+                    + COALESCE((SELECT MAX(at_ms) FROM call_events e WHERE e.call_id = calls.id AND e.kind != 'route'), 0),
                 COALESCE((SELECT MAX(r.started_at_ms + r.duration_ms) FROM recordings r WHERE r.call_id = calls.id), 0)
             ),
             end_reason = 'interrupted: agent stopped during the call',

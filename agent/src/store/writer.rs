@@ -54,6 +54,13 @@ pub(crate) enum Cmd {
         extension: String,
         rows: Vec<super::RegistrationRow>,
     },
+    FollowUp(Box<super::followups::NewFollowUp>),
+    Voicemail {
+        call_id: String,
+        mailbox: String,
+        started_at_ms: i64,
+        duration_ms: Option<i64>,
+    },
     Setting {
         key: &'static str,
         value: String,
@@ -296,6 +303,19 @@ fn apply(conn: &Connection, cmd: &Cmd) -> Result<(), rusqlite::Error> {
             conn.execute(
                 "INSERT INTO call_events (call_id, at_ms, kind, detail) VALUES (?1, ?2, ?3, ?4)",
                 params![call_id, at_ms, kind.as_str(), detail],
+            )?;
+        }
+        Cmd::FollowUp(f) => super::followups::insert(conn, f)?,
+        Cmd::Voicemail {
+            call_id,
+            mailbox,
+            started_at_ms,
+            duration_ms,
+        } => {
+            conn.execute(
+                "INSERT INTO voicemails (call_id, mailbox, started_at_ms, duration_ms) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT(call_id) DO UPDATE SET duration_ms = excluded.duration_ms",
+                params![call_id, mailbox, started_at_ms, duration_ms],
             )?;
         }
         Cmd::Setting { key, value, at_ms } => {
