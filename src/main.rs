@@ -83,6 +83,21 @@ enum Command {
         #[arg(long, default_value_t = 50)]
         limit: usize,
     },
+    /// What the business must do after calls: messages taken and
+    /// voicemails left, most urgent first.
+    #[command(args_conflicts_with_subcommands = true)]
+    Followups {
+        #[command(subcommand)]
+        command: Option<FollowupsCommand>,
+        /// Only those not done yet.
+        #[arg(long)]
+        open: bool,
+    },
+    /// Voicemails: list them, play one (decrypted to a WAV), mark one heard.
+    Voicemail {
+        #[command(subcommand)]
+        command: VoicemailCommand,
+    },
     /// Encrypted call recordings.
     Recordings {
         #[command(subcommand)]
@@ -127,6 +142,27 @@ enum CallsCommand {
         /// starts with them (as `handlet calls` lists them).
         id: String,
     },
+}
+
+#[derive(Subcommand)]
+enum FollowupsCommand {
+    /// Mark follow-up ID done (someone called back).
+    Done { id: i64 },
+}
+
+#[derive(Subcommand)]
+enum VoicemailCommand {
+    /// Every voicemail, new ones first.
+    List,
+    /// Decrypt voicemail ID (its call id, or a unique prefix) to a WAV, and
+    /// mark it heard.
+    Play {
+        id: String,
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Mark voicemail ID heard without playing it.
+    MarkHeard { id: String },
 }
 
 #[derive(Subcommand)]
@@ -456,6 +492,8 @@ fn run(cli: Cli) -> Result<(), Error> {
             since,
             limit,
         } => calls(&cfg, command, since, limit),
+        Command::Followups { command, open } => followups(&cfg, command, open),
+        Command::Voicemail { command } => voicemail(&cfg, command),
         Command::Recordings { command } => recordings(&cfg, command),
         Command::Privacy { command } => privacy(&cfg, command),
         Command::Keys {
@@ -698,6 +736,116 @@ fn recordings(cfg: &Config, command: RecordingsCommand) -> Result<(), Error> {
                     )
                 }
             );
+            Ok(())
+        }
+    }
+}
+
+fn followups(cfg: &Config, command: Option<FollowupsCommand>, open: bool) -> Result<(), Error> {
+    use handlet_agent::store::followups;
+    let conn = handlet_agent::store::open_for_tools(&cfg.database_path())?;
+    match command {
+        Some(FollowupsCommand::Done { id }) => {
+            if followups::done(&conn, id, handlet_agent::clock::now_ms())? {
+                println!("follow-up {id} done");
+            } else {
+                println!("follow-up {id} was already done");
+            }
+            Ok(())
+        }
+        None => {
+            let all = followups::list(&conn, open)?;
+            if all.is_empty() {
+                println!("no follow-ups{}", if open { " open" } else { "" });
+            }
+            for f in all {
+                let dash = |o: &Option<String>| {
+                    o.clone()
+                        .filter(|s| !s.is_empty())
+                        .unwrap_or_else(|| "-".into())
+                };
+                println!(
+                    "{:>4}  {:<9} {:<6} due {}  {}  call back {} on {}{}  about: {}{}{}  (call {})",
+                    f.id,
+                    f.kind,
+                    f.urgency,
+                    utc(f.due_by_ms),
+                    match f.done_at_ms {
+                        Some(t) => format!("done {}", utc(t)),
+                        None => "OPEN".into(),
+                    },
+                    dash(&f.name),
+                    dash(&f.number),
+                    if f.number_confirmed {
+                        " (confirmed)"
+                    } else {
+                        ""
+                    },
+                    dash(&f.about),
+                    f.address
+                        .as_ref()
+                        .map(|a| format!("; address: {a}"))
+                        .unwrap_or_default(),
+                    if f.complete {
+                        ""
+                    } else {
+                        "; the caller left before the end"
+                    },
+                    &f.call_id[..f.call_id.len().min(16)],
+                );
+            }
+            Ok(())
+        }
+    }
+}
+
+fn voicemail(cfg: &Config, command: VoicemailCommand) -> Result<(), Error> {
+    use handlet_agent::recording;
+    use handlet_agent::store::followups;
+    let conn = handlet_agent::store::open_for_tools(&cfg.database_path())?;
+    match command {
+        VoicemailCommand::List => {
+            let all = followups::voicemails(&conn)?;
+            if all.is_empty() {
+                println!("no voicemails");
+            }
+            for v in all {
+                println!(
+                    "{}  {:<5} {}  {:<8} from {}  {}",
+                    &v.call_id[..v.call_id.len().min(16)],
+                    if v.heard_at_ms.is_some() {
+                        "heard"
+                    } else {
+                        "NEW"
+                    },
+                    utc(v.started_at_ms),
+                    v.duration_ms
+                        .map(|d| ms(d as u64))
+                        .unwrap_or_else(|| "-".into()),
+                    v.caller.as_deref().unwrap_or("withheld"),
+                    v.mailbox,
+                );
+            }
+            Ok(())
+        }
+        VoicemailCommand::Play { id, out } => {
+            let v = followups::voicemail(&conn, &id)?;
+            let rec = v.recording.ok_or_else(|| {
+                Error::Recording(format!(
+                    "voicemail {} has no recording (recording is off, or it was deleted)",
+                    v.call_id
+                ))
+            })?;
+            let keys = recording::keys::DeviceKeys::load(&recording::keys_dir(&cfg.data_dir))?;
+            let d = recording::export_wav(&conn, &cfg.data_dir, &keys, rec as u64, &out)?;
+            followups::mark_heard(&conn, &v.call_id, handlet_agent::clock::now_ms())?;
+            println!("wrote {} ({})", out.display(), ms(d.duration_ms()));
+            Ok(())
+        }
+        VoicemailCommand::MarkHeard { id } => {
+            let v = followups::voicemail(&conn, &id)?;
+            followups::mark_heard(&conn, &v.call_id, handlet_agent::clock::now_ms())?;
+            println!("voicemail {} marked heard", v.call_id);
             Ok(())
         }
     }

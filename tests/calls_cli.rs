@@ -143,3 +143,64 @@ fn calls_lists_the_call_and_shows_its_timeline_in_order() {
     assert!(!good);
     assert!(err.contains("--since \"last tuesday\""), "{err}");
 }
+
+/// `handlet followups` and `handlet voicemail` over what the store holds
+/// (the receptionist and voicemail fill these tables; here a row is put
+/// in by hand to check the commands themselves).
+#[test]
+fn followups_are_listed_and_closed_and_voicemail_commands_explain_themselves() {
+    let agent = Agent::start("followups-cli");
+    let out = ok(&agent, &["followups"]);
+    assert!(out.contains("no follow-ups"), "{out}");
+    let db = Db::open(&agent.database());
+    db.0.execute_batch(
+        "INSERT INTO calls (id, sip_call_id, direction, from_uri, to_uri, transport, started_at_ms, caller)
+           VALUES ('f00dcafe00000000aaaa', 's', 'inbound', 'sip:a', 'sip:b', 'udp', 1000, '+447700900123');
+         INSERT INTO followups (call_id, kind, name, number, number_confirmed, about, intent, urgency,
+             complete, created_at_ms, due_by_ms)
+           VALUES ('f00dcafe00000000aaaa', 'message', 'John Smith', '07700900124', 1,
+             'a quote for a bathroom', 'quote', 'normal', 1, 1000, 86401000);",
+    )
+    .unwrap();
+    let out = ok(&agent, &["followups", "--open"]);
+    assert!(
+        out.contains("call back John Smith on 07700900124 (confirmed)"),
+        "{out}"
+    );
+    assert!(out.contains("about: a quote for a bathroom"), "{out}");
+    assert!(out.contains("OPEN"), "{out}");
+    let id: i64 =
+        db.0.query_row("SELECT id FROM followups", [], |r| r.get(0))
+            .unwrap();
+    let out = ok(&agent, &["followups", "done", &id.to_string()]);
+    assert!(out.contains(&format!("follow-up {id} done")), "{out}");
+    assert!(ok(&agent, &["followups", "--open"]).contains("no follow-ups open"));
+    assert!(ok(&agent, &["followups"]).contains("done "));
+    let (good, _, err) = handlet(&agent, &["followups", "done", "999"]);
+    assert!(!good && err.contains("no follow-up 999"), "{err}");
+
+    assert!(ok(&agent, &["voicemail", "list"]).contains("no voicemails"));
+    let (good, _, err) = handlet(
+        &agent,
+        &["voicemail", "play", "nosuch", "--out", "/tmp/x.wav"],
+    );
+    assert!(!good && err.contains("no voicemail \"nosuch\""), "{err}");
+    // A voicemail whose audio is not recorded says so.
+    db.0.execute(
+        "INSERT INTO voicemails (call_id, mailbox, started_at_ms, duration_ms) VALUES ('f00dcafe00000000aaaa', 'main', 1000, 4000)",
+        [],
+    )
+    .unwrap();
+    let out = ok(&agent, &["voicemail", "list"]);
+    assert!(
+        out.contains("NEW") && out.contains("+447700900123"),
+        "{out}"
+    );
+    let (good, _, err) = handlet(
+        &agent,
+        &["voicemail", "play", "f00d", "--out", "/tmp/x.wav"],
+    );
+    assert!(!good && err.contains("has no recording"), "{err}");
+    ok(&agent, &["voicemail", "mark-heard", "f00d"]);
+    assert!(ok(&agent, &["voicemail", "list"]).contains("heard"));
+}
