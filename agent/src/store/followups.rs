@@ -23,42 +23,19 @@ impl Kind {
     }
 }
 
-/// How soon someone should call back.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Urgency {
-    Low,
-    Normal,
-    High,
-}
+/// How soon someone should call back: the intent's urgency.
+pub use crate::config::Urgency;
 
-impl Urgency {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Urgency::Low => "low",
-            Urgency::Normal => "normal",
-            Urgency::High => "high",
+/// The call-back deadline from `at_ms`: within the hour for urgent calls,
+/// a day for normal ones, three days for the rest.
+pub fn due_by(urgency: Urgency, at_ms: i64) -> i64 {
+    const HOUR: i64 = 3_600_000;
+    at_ms
+        + match urgency {
+            Urgency::High => HOUR,
+            Urgency::Normal => 24 * HOUR,
+            Urgency::Low => 72 * HOUR,
         }
-    }
-
-    pub fn parse(s: &str) -> Urgency {
-        match s {
-            "high" => Urgency::High,
-            "low" => Urgency::Low,
-            _ => Urgency::Normal,
-        }
-    }
-
-    /// The call-back deadline from `at_ms`: within the hour for urgent
-    /// calls, a day for normal ones, three days for the rest.
-    pub fn due_by(self, at_ms: i64) -> i64 {
-        const HOUR: i64 = 3_600_000;
-        at_ms
-            + match self {
-                Urgency::High => HOUR,
-                Urgency::Normal => 24 * HOUR,
-                Urgency::Low => 72 * HOUR,
-            }
-    }
 }
 
 /// A new follow-up.
@@ -95,7 +72,7 @@ pub(crate) fn insert(conn: &Connection, f: &NewFollowUp) -> rusqlite::Result<()>
             f.urgency.as_str(),
             f.complete,
             f.created_at_ms,
-            f.urgency.due_by(f.created_at_ms)
+            due_by(f.urgency, f.created_at_ms)
         ],
     )?;
     Ok(())
