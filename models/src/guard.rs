@@ -5,8 +5,9 @@
 //!   dropped when whisper itself is unsure (no-speech probability or low token
 //!   confidence); a caller who says "thank you" clearly is kept.
 //! - Non-speech annotations ("[BLANK_AUDIO]", "(music)", "♪") are removed.
-//! - Greedy decoding can fall into a loop repeating one phrase; runs of the
-//!   same phrase are collapsed to one.
+//! - Greedy decoding can fall into a loop repeating one phrase; long runs of
+//!   the same phrase are collapsed (see [`collapse_repeats`]), while the short
+//!   repetitions people say ("no, no", "five five", "zero zero zero") stay.
 
 /// What whisper returned for one segment.
 #[derive(Debug, Clone, Copy)]
@@ -122,9 +123,24 @@ pub fn strip_annotations(text: &str) -> String {
     out.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
-/// Collapse a phrase of 1–8 words repeated three or more times in a row
-/// ("I'm sorry. I'm sorry. I'm sorry.") to a single occurrence. Two in a row
-/// is left alone: people do say "no, no".
+/// A word repeated this many times in a row is a loop, not speech. People
+/// say a word two or three times ("no, no, no", "zero zero zero" in a phone
+/// number), rarely five; a decoding loop runs to the token bound
+/// ([`crate::stt::max_tokens_for`]), a dozen copies or more of one word.
+const WORD_LOOP_RUN: usize = 5;
+/// A word loop keeps this many copies. Whisper loops on a word it heard
+/// repeated ("five, five" became "5, 5, 5, ..."; said once, it is not seen
+/// to loop), so one copy would lose a word that was said.
+const WORD_LOOP_KEEP: usize = 2;
+/// A phrase of 2-8 words repeated this many times in a row is a loop, cut to
+/// one copy: whisper repeats a sentence heard once ("I'm sorry. I'm sorry.
+/// I'm sorry.") and people seldom say one twice.
+const PHRASE_LOOP_RUN: usize = 3;
+
+/// Collapse decoding loops: one word repeated [`WORD_LOOP_RUN`] or more
+/// times in a row to [`WORD_LOOP_KEEP`] copies, a phrase of 2–8 words
+/// repeated [`PHRASE_LOOP_RUN`] or more times to one. Shorter runs are
+/// speech and stay: "no, no", "five five", "no, no, no".
 pub fn collapse_repeats(text: &str) -> String {
     let words: Vec<&str> = text.split_whitespace().collect();
     let keys: Vec<String> = words.iter().map(|w| normalise(w)).collect();
@@ -132,7 +148,16 @@ pub fn collapse_repeats(text: &str) -> String {
     let mut i = 0;
     'outer: while i < words.len() {
         for n in 1..=8usize {
-            if i + 3 * n > words.len() {
+            let (run, keep_copies) = if n == 1 {
+                (WORD_LOOP_RUN, WORD_LOOP_KEEP)
+            } else {
+                (PHRASE_LOOP_RUN, 1)
+            };
+            if i + run * n > words.len() {
+                // A longer phrase may still repeat often enough.
+                if n == 1 {
+                    continue;
+                }
                 break;
             }
             let unit = &keys[i..i + n];
@@ -142,8 +167,10 @@ pub fn collapse_repeats(text: &str) -> String {
             {
                 reps += 1;
             }
-            if reps >= 3 {
-                // Keep the last copy: it carries the sentence's punctuation.
+            if reps >= run {
+                // The first copies as said, then the last: it carries the
+                // sentence's punctuation.
+                keep.extend_from_slice(&words[i..i + (keep_copies - 1) * n]);
                 keep.extend_from_slice(&words[i + (reps - 1) * n..i + reps * n]);
                 i += reps * n;
                 continue 'outer;
@@ -204,6 +231,68 @@ mod tests {
             "call me back please"
         );
         assert_eq!(collapse_repeats("a b c d"), "a b c d");
+    }
+
+    #[test]
+    fn short_repetitions_people_say_are_kept() {
+        for said in [
+            "5 5",
+            "five five",
+            "No, no.",
+            "No, no, no.",
+            "no no no no",
+            "seven seven zero zero zero, nine zero zero",
+            "0, 0, 0, 0",
+            "Okay, okay.",
+            "bye bye",
+        ] {
+            assert_eq!(collapse_repeats(said), said);
+        }
+        // Through the whole guard too: "No, no, no." used to come out "no.".
+        assert_eq!(
+            heard(" No, no, no.", 0.05, 0.9).as_deref(),
+            Some("No, no, no.")
+        );
+        assert_eq!(heard(" 5 5", 0.05, 0.9).as_deref(), Some("5 5"));
+    }
+
+    #[test]
+    fn a_word_loop_keeps_the_repetition_that_started_it() {
+        // What whisper made of "five, five" (1.3 s) before decoding was
+        // bounded: the loop collapsed to one copy and a word was lost.
+        let looped = vec!["5,"; 110].join(" ");
+        assert_eq!(collapse_repeats(&looped), "5, 5,");
+        // The same loop cut by the token bound (24 tokens for 1.3 s).
+        assert_eq!(
+            collapse_repeats("5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5,"),
+            "5, 5,"
+        );
+        assert_eq!(collapse_repeats(&vec!["No"; 24].join(" ")), "No No");
+        assert_eq!(
+            heard(&vec!["No"; 24].join(" "), 0.05, 0.9).as_deref(),
+            Some("No No")
+        );
+        // Five in a row is a loop; a loop inside a sentence keeps its ends.
+        assert_eq!(collapse_repeats("no no no no no"), "no no");
+        assert_eq!(
+            collapse_repeats("My number is 07 7, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 2, 3"),
+            "My number is 07 7, 0, 0, 1, 2, 3"
+        );
+    }
+
+    #[test]
+    fn phrase_loops_collapse_to_one_copy() {
+        let looped = vec!["Thank you."; 40].join(" ");
+        assert_eq!(collapse_repeats(&looped), "Thank you.");
+        assert_eq!(
+            collapse_repeats("please call me please call me please call me back"),
+            "please call me back"
+        );
+        // Said twice, a phrase stays.
+        assert_eq!(
+            collapse_repeats("call me back, call me back"),
+            "call me back, call me back"
+        );
     }
 
     #[test]

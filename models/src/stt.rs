@@ -75,6 +75,53 @@ pub fn audio_ctx_for(samples: usize) -> i32 {
     rounded.clamp(384, 1500) as i32
 }
 
+/// Tokens whisper may decode per second of audio, and on top of that for
+/// any utterance (see [`max_tokens_for`]).
+const TOKENS_PER_SEC: usize = 8;
+const TOKENS_BASE: usize = 16;
+
+/// The most tokens (text, punctuation and timestamps) whisper may decode for
+/// `samples` of audio.
+///
+/// Without a bound, greedy decoding that falls into a loop ("5, 5, 5, ...")
+/// runs on to whisper.cpp's own cap of 220 tokens per 30 s window whatever
+/// the audio's length: a 1.3 s "five, five" on the phone path took 3.3 s of
+/// compute (0.7 s bounded; 0.4 s for a clean decode that long) and came out
+/// as one segment timed to the window's end.
+///
+/// Fast speech is ~4 words a second at ~1.3 tokens a word, plus punctuation
+/// and a pair of timestamps every few seconds: espeak-ng at 240 words a
+/// minute decodes to 6-6.5 tokens a second, digit strings to ~4. 8 a second
+/// is 6 words a second at 1.3 tokens a word, the rate above which
+/// [`crate::guard`] calls text invented anyway, and the constant covers the
+/// initial timestamp, a short utterance's punctuation and closing timestamps.
+/// The bound is whisper.cpp's `max_tokens`, which counts per decoding pass
+/// (one seek through the window), not per output segment. A pass cut by it
+/// keeps its text up to its last timestamp and whisper decodes the rest of
+/// the audio from there in a new pass (it times speech every few seconds),
+/// so a bound too tight for some speech costs an extra pass, not words; a
+/// loop emits no timestamps, so the decode ends at the bound.
+pub fn max_tokens_for(samples: usize) -> usize {
+    (samples * TOKENS_PER_SEC).div_ceil(SAMPLE_RATE as usize) + TOKENS_BASE
+}
+
+/// One transcription and what whisper decoded to produce it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Transcript {
+    /// The segments kept, as [`SttWorker::transcribe_with`] returns them.
+    pub segments: Vec<Segment>,
+    /// Every segment whisper returned, its text as decoded, before
+    /// [`crate::guard`] drops or cleans it.
+    pub decoded: Vec<Segment>,
+    /// Tokens in the decoded segments: text, punctuation and timestamps
+    /// (a pass whisper.cpp itself drops as no speech is not counted).
+    pub tokens: usize,
+    /// Of those, text and punctuation tokens (no timestamps).
+    pub text_tokens: usize,
+    /// The bound on tokens decoded per pass this ran with (0: none).
+    pub max_tokens: usize,
+}
+
 /// Per-worker decoding state.
 pub struct SttWorker {
     state: WhisperState,
@@ -96,6 +143,19 @@ impl SttWorker {
         samples: &[f32],
         opts: Options,
     ) -> Result<Vec<Segment>, Error> {
+        Ok(self.transcribe_detailed(samples, opts, None)?.segments)
+    }
+
+    /// [`Self::transcribe_with`], also returning what whisper decoded.
+    /// `max_tokens` bounds the tokens decoded: `None` by the audio's length
+    /// ([`max_tokens_for`], what [`Self::transcribe_with`] does), `Some(0)`
+    /// not at all (whisper.cpp's own 220 per pass), `Some(n)` to n.
+    pub fn transcribe_detailed(
+        &mut self,
+        samples: &[f32],
+        opts: Options,
+        max_tokens: Option<usize>,
+    ) -> Result<Transcript, Error> {
         if samples.len() > MAX_SAMPLES {
             return Err(Error::TooLong(samples.len(), MAX_SAMPLES));
         }
@@ -132,12 +192,29 @@ impl SttWorker {
         if opts.sized_ctx {
             p.set_audio_ctx(audio_ctx_for(audio.len()));
         }
+        let max_tokens = max_tokens.unwrap_or_else(|| max_tokens_for(audio.len()));
+        p.set_max_tokens(max_tokens.min(i32::MAX as usize) as i32);
         self.state.full(p, audio)?;
         let mut out = Vec::new();
+        let mut decoded = Vec::new();
+        let (mut tokens, mut text_tokens) = (0, 0);
         let secs = audio.len() as f32 / SAMPLE_RATE as f32;
+        // Whisper's times can run past the audio: a segment it did not close
+        // with a timestamp (a loop cut by the bound) ends at the window's end,
+        // and tiny.en often rounds an end up to a whole second. Nothing was
+        // said after the audio.
+        let audio_ms = (samples.len() as u64 * 1000).div_ceil(SAMPLE_RATE as u64);
         for seg in self.state.as_iter() {
             let raw = seg.to_str_lossy()?;
+            let start_ms = (seg.start_timestamp().max(0) as u64 * 10).min(audio_ms);
+            let end_ms = (seg.end_timestamp().max(0) as u64 * 10).min(audio_ms);
+            decoded.push(Segment {
+                start_ms,
+                end_ms,
+                text: raw.to_string(),
+            });
             let n = seg.n_tokens();
+            tokens += n.max(0) as usize;
             let mut prob_sum = 0.0f32;
             let mut counted = 0u32;
             for i in 0..n {
@@ -150,6 +227,7 @@ impl SttWorker {
                     }
                 }
             }
+            text_tokens += counted as usize;
             let confidence = if counted > 0 {
                 prob_sum / counted as f32
             } else {
@@ -164,11 +242,17 @@ impl SttWorker {
                 continue;
             };
             out.push(Segment {
-                start_ms: seg.start_timestamp().max(0) as u64 * 10,
-                end_ms: seg.end_timestamp().max(0) as u64 * 10,
+                start_ms,
+                end_ms,
                 text,
             });
         }
-        Ok(out)
+        Ok(Transcript {
+            segments: out,
+            decoded,
+            tokens,
+            text_tokens,
+            max_tokens,
+        })
     }
 }
