@@ -5,6 +5,20 @@
 mod common;
 use common::repo;
 
+/// What the pure policy modules (routing, the receptionist) must not name:
+/// every module with I/O, and the config they are handed compiled.
+const PURE: &[&str] = &[
+    "call",
+    "calls",
+    "sip",
+    "media",
+    "transcribe",
+    "recording",
+    "store",
+    "config",
+    "agent",
+];
+
 /// Each module and the modules above it, which it must not name.
 const RULES: &[(&str, &[&str])] = &[
     (
@@ -33,35 +47,9 @@ const RULES: &[(&str, &[&str])] = &[
         ],
     ),
     // Pure: the plan and time in, a decision out.
-    (
-        "routing",
-        &[
-            "call",
-            "calls",
-            "sip",
-            "media",
-            "transcribe",
-            "recording",
-            "store",
-            "config",
-            "agent",
-        ],
-    ),
+    ("routing", PURE),
     // The conversation: pure too; it asks routing, nothing else.
-    (
-        "receptionist",
-        &[
-            "call",
-            "calls",
-            "sip",
-            "media",
-            "transcribe",
-            "recording",
-            "store",
-            "config",
-            "agent",
-        ],
-    ),
+    ("receptionist", PURE),
     ("call", &["calls", "agent"]),
     ("calls", &["agent"]),
 ];
