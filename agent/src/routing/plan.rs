@@ -6,7 +6,7 @@
 //! groups, inverted or overlapping hours, an unknown timezone, an empty
 //! group, a DID that is not a trunk's, a caller rule's bad number.
 
-use super::hours::{DAYS, Week};
+use super::hours::Week;
 use crate::phone::{Country, Phone};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
@@ -223,13 +223,6 @@ impl Route {
             Route::Always(d) => d,
             Route::ByHours { open: o, .. } if open => o,
             Route::ByHours { closed, .. } => closed,
-        }
-    }
-
-    fn dests(&self) -> Vec<&Dest> {
-        match self {
-            Route::Always(d) => vec![d],
-            Route::ByHours { open, closed } => vec![open, closed],
         }
     }
 }
@@ -649,16 +642,6 @@ impl Plan {
     pub fn mailbox(&self, name: &str) -> Option<&Mailbox> {
         self.mailboxes.iter().find(|m| m.name == name)
     }
-
-    /// Every destination the plan can send to, for tests and `explain`.
-    pub fn routes(&self) -> Vec<&Dest> {
-        let mut out: Vec<&Dest> = self.default.dests();
-        out.extend(self.dids.values().flat_map(Route::dests));
-        out.extend(self.callers.iter().flat_map(|c| c.to.dests()));
-        out.extend(self.intents.values().flat_map(Route::dests));
-        out.extend(self.unknown.dests());
-        out
-    }
 }
 
 struct Resolver<'a> {
@@ -776,9 +759,4 @@ fn number_match(s: &str, country: Country) -> Result<NumberMatch, String> {
     Phone::parse_in(t, country)
         .map(|p| NumberMatch::Exact(p.e164()))
         .map_err(|e| format!("{t:?}: {e}"))
-}
-
-/// The weekday names, re-exported for the explainer.
-pub fn day_name(i: usize) -> &'static str {
-    DAYS[i]
 }
