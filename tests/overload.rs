@@ -76,6 +76,7 @@ fn every_call_finishes_when_whisper_is_far_behind() {
             tap_cfg,
             pool.clone(),
             tap::Outputs {
+                events: None,
                 store: store.clone(),
                 after: None,
                 record: None,

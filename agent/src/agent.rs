@@ -127,6 +127,12 @@ pub async fn run(cfg: Config) -> Result<(), Error> {
     let registrar =
         Arc::new(sip::registrar::Registrar::new(&cfg).with_store(store.clone(), stored));
     let plan = Arc::new(routing_plan(&cfg)?);
+    let voice = match cfg.receptionist.mode {
+        crate::receptionist::Mode::Listen => None,
+        crate::receptionist::Mode::Converse => Some(Arc::new(tokio::task::block_in_place(|| {
+            start_voice(&cfg, &models, &plan.current())
+        })?)),
+    };
     let ctx = Arc::new(CallCtx {
         cfg,
         store: store.clone(),
@@ -138,6 +144,7 @@ pub async fn run(cfg: Config) -> Result<(), Error> {
         registrar: registrar.clone(),
         trunks: trunks.clone(),
         plan: plan.clone(),
+        voice,
     });
     // Keep the SIP endpoint serving until calls have said goodbye.
     let listen = server.listen.clone();
@@ -292,6 +299,48 @@ pub const ROUTE_OVERRIDE: &str = "route.override";
 
 /// The routing plan, with the override an operator last set (kept in the
 /// database across restarts).
+/// Load the box's voice and have its fixed sentences rendered (in the
+/// background: a call that comes first has them synthesised as it goes).
+fn start_voice(
+    cfg: &Config,
+    models: &ModelPaths,
+    plan: &crate::routing::Plan,
+) -> Result<crate::voice::VoiceService, Error> {
+    let r = &cfg.receptionist;
+    let mut prompts = r.fixed_sentences();
+    let mut recorded: Vec<(String, std::path::PathBuf)> = Vec::new();
+    for m in &plan.mailboxes {
+        match &m.greeting_wav {
+            Some(wav) => recorded.push((crate::call::recorded_greeting_key(&m.name), wav.clone())),
+            None => prompts.push(m.greeting.clone()),
+        }
+    }
+    let text_of = |field: &str| match field {
+        "greeting" => r.greeting_text(),
+        "notice" => r.notice.clone(),
+        "ask" => r.ask.clone(),
+        "clarify" => r.clarify.clone(),
+        "menu" => r.menu.clone(),
+        _ => r.connecting.clone(),
+    };
+    for (field, path) in cfg.voice.recorded.files() {
+        recorded.push((text_of(field), path.into()));
+    }
+    // The recording announcement, if there is one, is the notice.
+    if cfg.voice.recorded.notice.is_empty() && !cfg.privacy.announcement.is_empty() {
+        recorded.push((r.notice.clone(), cfg.privacy.announcement.clone().into()));
+    }
+    let t0 = Instant::now();
+    let v = crate::voice::VoiceService::start(
+        &cfg.voice,
+        (&models.voice, &models.voice_config),
+        prompts,
+        recorded,
+    )?;
+    tracing::debug!(ms = t0.elapsed().as_millis() as u64, "voice loaded");
+    Ok(v)
+}
+
 fn routing_plan(cfg: &Config) -> Result<crate::routing::LivePlan, Error> {
     let plan = cfg.routing_plan().map_err(Error::Config)?;
     let conn = crate::store::open_for_tools(&cfg.database_path())?;

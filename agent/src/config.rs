@@ -37,6 +37,8 @@ pub struct Config {
     pub routing: crate::routing::RoutingConfig,
     /// What the receptionist says, and how patient it is.
     pub receptionist: crate::receptionist::ReceptionistConfig,
+    /// The box's voice.
+    pub voice: crate::voice::VoiceConfig,
     pub log: Log,
 }
 
@@ -523,6 +525,7 @@ impl Default for Config {
             outbound: Outbound::default(),
             routing: crate::routing::RoutingConfig::default(),
             receptionist: crate::receptionist::ReceptionistConfig::default(),
+            voice: crate::voice::VoiceConfig::default(),
             log: Log::default(),
         }
     }
@@ -1040,6 +1043,7 @@ impl Config {
             .map(|i| i.name.as_str())
             .collect();
         self.receptionist.check(&intents)?;
+        self.voice.check()?;
         Ok(())
     }
 

@@ -25,6 +25,7 @@ pub mod sip;
 pub mod store;
 pub mod transcribe;
 pub mod understand;
+pub mod voice;
 
 /// Errors from the agent; each is one line a user can act on. Errors from
 /// the libraries underneath keep them as their `source()`, so a caller

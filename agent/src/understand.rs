@@ -68,6 +68,32 @@ impl Understanding {
     }
 }
 
+impl Understanding {
+    /// What one utterance means, while the call runs: its intent and how
+    /// sure, and the entities in it (a few ms of MiniLM: call it off the
+    /// async runtime).
+    pub fn hear(
+        &self,
+        text: &str,
+        at_ms: i64,
+    ) -> Result<(crate::routing::Understood, entities::Entities), crate::Error> {
+        let mut emb = self
+            .emb
+            .lock()
+            .map_err(|_| crate::Error::Io("embedder poisoned".into()))?;
+        let c = self.intents.classify(&mut emb, text)?;
+        drop(emb);
+        let found = entities::extract(text, at_ms.div_euclid(86_400_000));
+        Ok((
+            crate::routing::Understood {
+                intent: c.label,
+                confidence: c.confidence,
+            },
+            found,
+        ))
+    }
+}
+
 /// The number in a SIP URI's user part, if it is one ("sip:+447700900123@.."),
 /// written as it is dialled in `country`.
 pub fn caller_number(uri: &str, country: crate::phone::Country) -> Option<String> {

@@ -101,8 +101,15 @@ pub fn write_config(dir: &Path, port: u16, extra: &str) -> PathBuf {
     } else {
         ""
     };
+    // Tests of what the box hears have it answer in silence; those of the
+    // conversation write their own [receptionist].
+    let listen = if extra.contains("[receptionist]") {
+        ""
+    } else {
+        "[receptionist]\nmode = \"listen\"\n"
+    };
     let cfg = format!(
-        "data_dir = {:?}\nmodels_dir = {:?}\n[sip]\nport = {port}\n{sip_extra}[media]\n{ports}{media_extra}{extra}",
+        "data_dir = {:?}\nmodels_dir = {:?}\n[sip]\nport = {port}\n{sip_extra}[media]\n{ports}{media_extra}{extra}\n{listen}",
         dir.join("data"),
         models_dir()
     );

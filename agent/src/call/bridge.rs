@@ -1486,6 +1486,7 @@ async fn bridged(
         crate::transcribe::tap_config(&ctx.cfg),
         ctx.pool.clone(),
         tap::Outputs {
+            events: None,
             store: ctx.store.clone(),
             after: Some(tap::AfterCall {
                 understanding: ctx.understanding.clone(),
@@ -1508,6 +1509,7 @@ async fn bridged(
         crate::transcribe::tap_config(&ctx.cfg),
         ctx.pool.clone(),
         tap::Outputs {
+            events: None,
             store: ctx.store.clone(),
             after: None,
             record: None,
@@ -1727,7 +1729,7 @@ async fn bridged(
                                 ctx.vads.clone(),
                                 crate::transcribe::tap_config(&ctx.cfg),
                                 ctx.pool.clone(),
-                                tap::Outputs { store: ctx.store.clone(), after: None, record: None, hold: None, pair: None },
+                                tap::Outputs { events: None, store: ctx.store.clone(), after: None, record: None, hold: None, pair: None },
                             ).ok()?;
                             Some((desc, pt, codec, leg, tap, keys))
                         });

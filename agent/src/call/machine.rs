@@ -31,6 +31,8 @@ pub enum EndReason {
     NoAck,
     SignallingTimeout,
     AgentError,
+    /// The box ended the conversation (message taken, goodbye said).
+    AgentHungUp,
     /// The dialog ended some other way (a proxy error, a rejection).
     DialogEnded,
 }
@@ -53,6 +55,7 @@ impl EndReason {
             EndReason::NoAck => "no ACK for the answer",
             EndReason::SignallingTimeout => "signalling timeout",
             EndReason::AgentError => "agent error",
+            EndReason::AgentHungUp => "agent hung up",
             EndReason::DialogEnded => "dialog ended",
         }
     }
@@ -121,6 +124,8 @@ pub enum Input {
     Shutdown,
     /// The agent cannot run the call (no RTP port, no transcription).
     Failure,
+    /// The box's conversation is over (goodbye said): hang up.
+    Hangup,
 }
 
 /// What the call's task should do.
@@ -296,6 +301,11 @@ impl Call {
             (Answered { .. } | Established, Input::Shutdown) => {
                 self.end(now_ms, EndReason::AgentShutdown, true)
             }
+            (Answered { .. } | Established, Input::Hangup) => {
+                self.end(now_ms, EndReason::AgentHungUp, true)
+            }
+            // Nothing has been said while it rings.
+            (Ringing { .. }, Input::Hangup) => {}
             (Ringing { .. }, Input::Ack | Input::MediaTimeout | Input::MediaFailed) => {}
         }
     }
@@ -391,6 +401,29 @@ mod tests {
         c.handle(Input::Bye, 20_001);
         c.handle(Input::Shutdown, 20_002);
         assert!(drain(&mut c).is_empty());
+    }
+
+    #[test]
+    fn the_conversation_ending_hangs_up() {
+        let mut ringing = Call::inbound(CFG, 0);
+        drain(&mut ringing);
+        ringing.handle(Input::Hangup, 1);
+        assert!(drain(&mut ringing).is_empty(), "nothing said yet");
+        let mut c = Call::inbound(CallConfig { ring_ms: 0, ..CFG }, 0);
+        c.handle(Input::Ack, 10);
+        drain(&mut c);
+        c.handle(Input::Hangup, 9_000);
+        assert_eq!(
+            drain(&mut c),
+            vec![
+                Action::StopMedia,
+                Action::Bye,
+                Action::RecordEnded {
+                    at_ms: 9_000,
+                    reason: EndReason::AgentHungUp
+                }
+            ]
+        );
     }
 
     #[test]

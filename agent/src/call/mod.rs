@@ -6,10 +6,12 @@
 
 pub mod announcement;
 pub mod bridge;
+mod conversation;
 pub mod machine;
 pub mod ringer;
 
 pub use announcement::Announcement;
+pub use conversation::recorded_greeting_key;
 pub use machine::{Action, CallConfig, Direction, EndReason, Input, ReOffer};
 
 use crate::config::Config;
@@ -51,6 +53,9 @@ pub struct CallCtx {
     pub trunks: Arc<crate::sip::trunk::Trunks>,
     /// Where calls go (and the operator's override).
     pub plan: Arc<crate::routing::LivePlan>,
+    /// The box's voice; None when it answers in silence
+    /// (`receptionist.mode = "listen"`).
+    pub voice: Option<Arc<crate::voice::VoiceService>>,
 }
 
 /// What the registry can tell a running call.
@@ -350,6 +355,21 @@ pub async fn inbound(
             return;
         }
     }
+    // What the box does with a call it answers itself: talks with the
+    // caller (greets and listens, takes a message, or takes a voicemail),
+    // or, with no voice, answers in silence and transcribes.
+    let mut start = match decisions.last().map(|(_, d)| &d.step) {
+        _ if ctx.voice.is_none() => None,
+        Some(crate::routing::Step::TakeMessage) => Some(conversation::Start::Message),
+        Some(crate::routing::Step::Voicemail { mailbox }) => {
+            Some(conversation::Start::Voicemail(mailbox.clone()))
+        }
+        _ => Some(conversation::Start::Greet),
+    };
+    let voicemail_first = matches!(start, Some(conversation::Start::Voicemail(_)));
+    let mut conv: Option<conversation::Conversation> = None;
+    let mut tap_events: Option<mpsc::Receiver<tap::TapEvent>> = None;
+    let mut notice_done: Option<Arc<AtomicBool>> = None;
     let mut call = Call::inbound(
         CallConfig {
             ring_ms: ctx.cfg.sip.answer_after_ms,
@@ -369,6 +389,25 @@ pub async fn inbound(
     let mut prompt_done: Option<Arc<AtomicBool>> = None;
 
     loop {
+        // The conversation is over, or wants someone rung.
+        if let Some(n) = conv.as_mut().and_then(|c| c.take_next()) {
+            match n {
+                conversation::Next::Hangup => call.handle(Input::Hangup, now_ms()),
+                conversation::Next::Connect(step) => {
+                    // Not built yet: ringing out of a call the box has
+                    // answered (README says so). The receptionist is told
+                    // nobody could be reached, and takes a message.
+                    tracing::warn!(call = %call_id, step = %step.label(), "connecting a call the receptionist answered is not supported yet; taking a message instead");
+                    if let (Some(c), Some(dest)) = (conv.as_mut(), rung_dest(&step)) {
+                        c.nobody_answered(crate::routing::Tried {
+                            dest,
+                            outcome: crate::routing::Unanswered::Unreachable,
+                        });
+                    }
+                }
+            }
+            continue;
+        }
         while let Some(action) = call.poll_action() {
             match action {
                 Action::Ring => {
@@ -377,11 +416,24 @@ pub async fn inbound(
                 Action::Answer => {
                     // Transcription first, so no audio is missed; then the
                     // leg (sending waits for the ACK); then the 200.
+                    let converse = start.is_some();
                     let announced = ctx
                         .announcement
                         .as_ref()
-                        .filter(|_| ctx.cfg.privacy.recording)
+                        .filter(|_| ctx.cfg.privacy.recording && !converse)
                         .map(|a| (a.for_codec(codec), Arc::new(AtomicBool::new(false)), a));
+                    // A conversation says the notice itself; recording
+                    // starts once it has been said.
+                    notice_done = (converse
+                        && ctx.cfg.privacy.recording
+                        && !voicemail_first
+                        && !ctx.cfg.receptionist.notice.trim().is_empty())
+                    .then(|| Arc::new(AtomicBool::new(false)));
+                    let events = converse.then(|| {
+                        let (tx, rx) = mpsc::channel(tap::EVENTS_MAX);
+                        tap_events = Some(rx);
+                        tx
+                    });
                     let t = tap::start(
                         call_id.clone(),
                         Channel::Caller,
@@ -389,6 +441,7 @@ pub async fn inbound(
                         crate::transcribe::tap_config(&ctx.cfg),
                         ctx.pool.clone(),
                         tap::Outputs {
+                            events,
                             store: ctx.store.clone(),
                             after: Some(tap::AfterCall {
                                 understanding: ctx.understanding.clone(),
@@ -397,17 +450,27 @@ pub async fn inbound(
                                     ctx.cfg.site.country,
                                 ),
                             }),
-                            record: ctx.cfg.privacy.recording.then(|| tap::RecordPlan {
-                                data_dir: ctx.cfg.data_dir.clone(),
-                                retention_days: ctx.cfg.privacy.recording_retention_days,
-                                announcement: announced.as_ref().map(|(_, done, a)| {
-                                    tap::Announced {
-                                        done: done.clone(),
-                                        text: a.text.clone(),
-                                        duration_ms: a.duration_ms(),
-                                    }
-                                }),
-                                callee: None,
+                            // A voicemail is recorded even where calls are not.
+                            record: (ctx.cfg.privacy.recording || voicemail_first).then(|| {
+                                tap::RecordPlan {
+                                    data_dir: ctx.cfg.data_dir.clone(),
+                                    retention_days: ctx.cfg.privacy.recording_retention_days,
+                                    announcement: match &notice_done {
+                                        Some(done) => Some(tap::Announced {
+                                            done: done.clone(),
+                                            text: String::new(),
+                                            duration_ms: 0,
+                                        }),
+                                        None => {
+                                            announced.as_ref().map(|(_, done, a)| tap::Announced {
+                                                done: done.clone(),
+                                                text: a.text.clone(),
+                                                duration_ms: a.duration_ms(),
+                                            })
+                                        }
+                                    },
+                                    callee: None,
+                                }
                             }),
                             // The call's place is given back when its
                             // transcription is done, not when its dialog
@@ -493,6 +556,19 @@ pub async fn inbound(
                 Action::Established => {
                     if let Some(md) = &media {
                         let _ = md.control.send(leg::Control::StartSending);
+                        // The caller can hear us now: the conversation begins.
+                        if let (Some(st), Some(voice)) = (start.take(), &ctx.voice) {
+                            conv = Some(converse(
+                                &ctx,
+                                st,
+                                voice.clone(),
+                                md.control.clone(),
+                                leg::pcm_rate(codec),
+                                (&call_id, &from, &facts),
+                                (started, answered_at.unwrap_or_else(now_ms)),
+                                notice_done.clone(),
+                            ));
+                        }
                     }
                 }
                 Action::Reject(code) => {
@@ -553,6 +629,7 @@ pub async fn inbound(
         let deadline = call.poll_timeout().map(|t| {
             tokio::time::Instant::now() + Duration::from_millis((t - now_ms()).max(0) as u64)
         });
+        let conv_deadline = conv.as_ref().and_then(|c| c.deadline());
         tokio::select! {
             ev = events.recv() => match ev {
                 Some(DialogEvent::Confirmed) => call.handle(Input::Ack, now_ms()),
@@ -613,10 +690,18 @@ pub async fn inbound(
                 Some(Command::Shutdown) | None => call.handle(Input::Shutdown, now_ms()),
             },
             Some(ev) = leg_events.recv() => match ev {
-                LegEvent::Digit { key, at_ms, how } => store_digit(&ctx.store, &call_id, key, at_ms, how),
+                LegEvent::Digit { key, at_ms, how } => {
+                    store_digit(&ctx.store, &call_id, key, at_ms, how);
+                    if let Some(c) = conv.as_mut() {
+                        c.key(key);
+                    }
+                }
                 LegEvent::PromptDone => {
                     if let Some(d) = &prompt_done {
                         d.store(true, Ordering::Release);
+                    }
+                    if let Some(c) = conv.as_mut() {
+                        c.prompt_done();
                     }
                 }
                 LegEvent::FirstPacket { .. } => call.handle(Input::MediaFirstPacket, now_ms()),
@@ -634,7 +719,26 @@ pub async fn inbound(
             _ = async { tokio::time::sleep_until(deadline.expect("guarded")).await }, if deadline.is_some() => {
                 call.handle_timeout(now_ms())
             },
+            Some(ev) = async { tap_events.as_mut().expect("guarded").recv().await }, if tap_events.is_some() => {
+                if let Some(c) = conv.as_mut() {
+                    c.tap_event(ev);
+                }
+            },
+            piece = async { conv.as_mut().expect("guarded").audio().await }, if conv.as_ref().is_some_and(|c| c.wants_audio()) => {
+                if let Some(c) = conv.as_mut() {
+                    c.chunk(piece);
+                }
+            },
+            _ = async { tokio::time::sleep_until(conv_deadline.expect("guarded")).await }, if conv_deadline.is_some() => {
+                if let Some(c) = conv.as_mut() {
+                    c.timeout();
+                }
+            },
         }
+    }
+    // Whatever was half said or half taken is kept.
+    if let Some(c) = conv.as_mut() {
+        c.caller_gone();
     }
     router.unregister(&dialog_id);
     // Keys the leg reported as it finished.
@@ -680,6 +784,68 @@ pub async fn inbound(
         dropped_frames = shell.dropped_frames,
         "call ended"
     );
+}
+
+/// Start the box's conversation with an answered caller.
+#[allow(clippy::too_many_arguments)]
+fn converse(
+    ctx: &Arc<CallCtx>,
+    start: conversation::Start,
+    voice: Arc<crate::voice::VoiceService>,
+    control: mpsc::UnboundedSender<leg::Control>,
+    rate: u32,
+    (call_id, from, facts): (&str, &str, &crate::routing::Facts),
+    (started_ms, answered_ms): (i64, i64),
+    notice_done: Option<Arc<AtomicBool>>,
+) -> conversation::Conversation {
+    use crate::receptionist::Receptionist;
+    let rcfg = Arc::new(ctx.cfg.receptionist.clone());
+    let plan = ctx.plan.current();
+    let caller_id = crate::understand::caller_number(from, ctx.cfg.site.country);
+    let recording = ctx.cfg.privacy.recording;
+    let origin = tokio::time::Instant::now();
+    let at = conversation::Conversation::at(origin);
+    let f = facts.clone();
+    let r = match &start {
+        conversation::Start::Greet => {
+            Receptionist::new(rcfg, plan, f, caller_id.clone(), recording, at)
+        }
+        conversation::Start::Message => {
+            Receptionist::for_message(rcfg, plan, f, caller_id.clone(), recording, at)
+        }
+        conversation::Start::Voicemail(_) => {
+            Receptionist::silent(rcfg, plan, f, caller_id.clone(), recording)
+        }
+    };
+    let c2 = ctx.clone();
+    let mut c = conversation::Conversation::start(
+        r,
+        origin,
+        conversation::Setup {
+            voice,
+            control,
+            rate,
+            store: ctx.store.clone(),
+            call_id: call_id.to_string(),
+            started_ms,
+            answered_ms,
+            notice_done,
+            urgency: Arc::new(move |intent: &str| {
+                c2.cfg
+                    .intent
+                    .intents
+                    .iter()
+                    .find(|d| d.name == intent)
+                    .map_or(crate::config::Urgency::Normal, |d| d.urgency)
+            }),
+            caller_id,
+        },
+        ctx.cfg.receptionist.notice.clone(),
+    );
+    if let conversation::Start::Voicemail(mailbox) = start {
+        c.start_voicemail(mailbox);
+    }
+    c
 }
 
 /// What a routing step rings, if it rings anyone.

@@ -148,6 +148,26 @@ pub struct Receptionist {
     pending: Option<Heard>,
 }
 
+/// The receptionist's own sentences that never change (the config's are
+/// [`super::ReceptionistConfig::fixed_sentences`]): rendered ahead.
+pub const FIXED: &[&str] = &[
+    "Are you still there?",
+    "I'll let you go now. Goodbye.",
+    "Thank you, I have what I need. Goodbye.",
+    "Sorry, I didn't catch your name. What is it?",
+    "Sorry, I didn't get that. Could you say the number again, digit by digit?",
+    "Sorry about that. Please say the number again, digit by digit.",
+    "Sorry, that number looks too short. Please say it, or type it and press hash.",
+    "I'm sorry, nobody could take your call just now.",
+    "I'll put you through to voicemail.",
+    "I'm sorry, we can't help with this call. Goodbye.",
+    "I'll take a message and we'll call you back.",
+    "Can I take your name, please?",
+    "What's the best number to call you back on?",
+    "And what is it about?",
+    "What's the address, with the postcode?",
+];
+
 /// Digits a callback number has at least (national, without the +).
 const MIN_NUMBER: usize = 10;
 const MAX_NUMBER: usize = 15;
@@ -163,13 +183,64 @@ impl Receptionist {
         recording: bool,
         at: At,
     ) -> Receptionist {
-        let mut r = Receptionist {
+        let mut r = Receptionist::greet(cfg, plan, facts, caller_id, recording);
+        let ask = r.cfg.ask.clone();
+        r.say(&ask, true);
+        r.then(After::Listen(Question::Opening), at);
+        r
+    }
+
+    /// Answer the call to take a message (the plan said "message"): greet,
+    /// then ask for what a message needs.
+    pub fn for_message(
+        cfg: Arc<ReceptionistConfig>,
+        plan: Arc<Plan>,
+        facts: Facts,
+        caller_id: Option<String>,
+        recording: bool,
+        at: At,
+    ) -> Receptionist {
+        let mut r = Receptionist::greet(cfg, plan, facts, caller_id, recording);
+        r.start_message(at);
+        r
+    }
+
+    /// The greeting and the recording notice, queued.
+    fn greet(
+        cfg: Arc<ReceptionistConfig>,
+        plan: Arc<Plan>,
+        facts: Facts,
+        caller_id: Option<String>,
+        recording: bool,
+    ) -> Receptionist {
+        let mut r = Receptionist::silent(cfg, plan, facts, caller_id, recording);
+        r.state = State::Speaking;
+        let greeting = r.cfg.greeting_text();
+        r.say(&greeting, true);
+        if r.recording && !r.cfg.notice.trim().is_empty() {
+            let notice = r.cfg.notice.clone();
+            r.say(&notice, false);
+        }
+        r.facts.greeted = true;
+        r
+    }
+
+    /// One that says nothing and is done (the call goes straight to
+    /// voicemail: the mailbox's greeting is all the caller hears).
+    pub fn silent(
+        cfg: Arc<ReceptionistConfig>,
+        plan: Arc<Plan>,
+        facts: Facts,
+        caller_id: Option<String>,
+        recording: bool,
+    ) -> Receptionist {
+        Receptionist {
             cfg,
             plan,
             facts,
             caller_id,
             recording,
-            state: State::Speaking,
+            state: State::Done,
             queue: VecDeque::new(),
             speaking: None,
             after: None,
@@ -183,18 +254,7 @@ impl Receptionist {
             message: Message::default(),
             taking: false,
             pending: None,
-        };
-        let greeting = r.cfg.greeting_text();
-        r.say(&greeting, true);
-        if r.recording && !r.cfg.notice.trim().is_empty() {
-            let notice = r.cfg.notice.clone();
-            r.say(&notice, false);
         }
-        let ask = r.cfg.ask.clone();
-        r.say(&ask, true);
-        r.then(After::Listen(Question::Opening), at);
-        r.facts.greeted = true;
-        r
     }
 
     /// Start taking a message at once (the plan said "message").
@@ -212,6 +272,11 @@ impl Receptionist {
 
     pub fn is_done(&self) -> bool {
         self.state == State::Done
+    }
+
+    /// The routing plan it decides with.
+    pub fn plan(&self) -> &Arc<Plan> {
+        &self.plan
     }
 
     /// What the conversation has learnt (for the summary and the timeline).

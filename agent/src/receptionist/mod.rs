@@ -18,7 +18,7 @@
 mod machine;
 mod words;
 
-pub use machine::{Action, At, Heard, Input, Message, Receptionist, Speech};
+pub use machine::{Action, At, FIXED, Heard, Input, Message, Receptionist, Speech};
 pub use words::{Answer, name_from, read_back, spoken_digits, yes_no};
 
 use serde::{Deserialize, Serialize};
@@ -27,6 +27,9 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct ReceptionistConfig {
+    /// `converse`: the box talks with the caller; `listen`: it answers in
+    /// silence and only transcribes (and records) what the caller says.
+    pub mode: Mode,
     /// The business's name, as the greeting says it.
     pub business: String,
     /// `{business}` is replaced by the name.
@@ -52,9 +55,19 @@ pub struct ReceptionistConfig {
     pub address_for: Vec<String>,
 }
 
+/// What the box does with a call it answers itself.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    #[default]
+    Converse,
+    Listen,
+}
+
 impl Default for ReceptionistConfig {
     fn default() -> Self {
         ReceptionistConfig {
+            mode: Mode::Converse,
             business: "us".into(),
             greeting: "Thank you for calling {business}.".into(),
             notice: "This call is recorded.".into(),
@@ -126,6 +139,23 @@ impl ReceptionistConfig {
             }
         }
         Ok(())
+    }
+
+    /// Every sentence the receptionist may say that does not change from
+    /// call to call: rendered once, when the config loads.
+    pub fn fixed_sentences(&self) -> Vec<String> {
+        let mut v = vec![
+            self.greeting_text(),
+            self.notice.clone(),
+            self.ask.clone(),
+            self.clarify.clone(),
+            self.menu.clone(),
+            self.connecting.clone(),
+        ];
+        v.extend(FIXED.iter().map(|s| s.to_string()));
+        v.retain(|s| !s.trim().is_empty());
+        v.dedup();
+        v
     }
 
     /// The greeting with the business's name in it.

@@ -121,7 +121,9 @@ pub fn spoken_digits(text: &str) -> String {
 }
 
 /// Digits read out as words in groups, the way a number is read back on
-/// the phone: "oh seven seven oh oh, nine oh oh, one two three". Eleven
+/// the phone: "zero seven seven zero zero, nine zero zero, one two three"
+/// ("zero", not "oh": over a phone line "nine oh oh one" was heard as
+/// "9101" by whisper, and can be by a person). Eleven
 /// digits (a UK number) go 5-3-3; others in threes with the last four
 /// together.
 pub fn read_back(digits: &str) -> String {
@@ -141,7 +143,7 @@ pub fn read_back(digits: &str) -> String {
         g
     };
     let word = |c: &char| match c {
-        '0' => "oh",
+        '0' => "zero",
         '1' => "one",
         '2' => "two",
         '3' => "three",
@@ -267,9 +269,9 @@ mod tests {
     fn read_back_groups_like_a_person() {
         assert_eq!(
             read_back("07700900123"),
-            "oh seven seven oh oh, nine oh oh, one two three"
+            "zero seven seven zero zero, nine zero zero, one two three"
         );
-        assert_eq!(read_back("+4420"), "four four two oh");
+        assert_eq!(read_back("+4420"), "four four two zero");
         assert_eq!(read_back("1234567"), "one two three, four five six seven");
         // The words come back as the same digits.
         assert_eq!(spoken_digits(&read_back("01632960001")), "01632960001");

@@ -23,7 +23,10 @@ pub mod plan;
 #[cfg(test)]
 mod tests;
 
-pub use plan::{Context, Dest, Override, Plan, Route, RoutingConfig, Strategy};
+pub use plan::{
+    Context, DEFAULT_GREETING, DEFAULT_MAILBOX, Dest, Override, Plan, Route, RoutingConfig,
+    Strategy,
+};
 use std::fmt;
 use std::sync::{Arc, RwLock};
 

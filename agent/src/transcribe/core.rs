@@ -60,6 +60,11 @@ pub enum Output {
     Partial(PartialRow),
     /// The leg ended and every final is in: the whole text, in order.
     Complete { text: String },
+    /// Voice activity began (for barge-in: the box stops talking).
+    SpeechStarted,
+    /// An utterance is done: all its final text (empty when whisper heard
+    /// nothing or failed), for a conversation to answer once per turn.
+    Utterance { text: String },
 }
 
 /// Counts for the leg's log line and tests.
@@ -130,6 +135,8 @@ pub struct Transcriber {
     speculation: Option<Speculation>,
     ended: bool,
     complete: bool,
+    /// An utterance was in progress after the last frame.
+    speaking: bool,
     /// Final text so far, by utterance start, for the whole-call text.
     heard: Vec<(u64, String)>,
     out: VecDeque<Output>,
@@ -151,6 +158,7 @@ impl Transcriber {
             speculation: None,
             ended: false,
             complete: false,
+            speaking: false,
             heard: Vec::new(),
             out: VecDeque::new(),
             stats: TapStats::default(),
@@ -172,6 +180,11 @@ impl Transcriber {
         if let Some(u) = self.ep.push(frame, prob) {
             self.utterance_done(u, now_ms);
         }
+        let speaking = self.ep.in_speech();
+        if speaking && !self.speaking {
+            self.out.push_back(Output::SpeechStarted);
+        }
+        self.speaking = speaking;
         self.maybe_speculate();
         self.maybe_partial();
     }
@@ -375,6 +388,12 @@ impl Transcriber {
                     received_at_ms: now_ms,
                     speech_ended_at_ms,
                 };
+                let said = segs
+                    .iter()
+                    .map(|s| s.text.trim())
+                    .filter(|t| !t.is_empty())
+                    .collect::<Vec<_>>()
+                    .join(" ");
                 for s in segs {
                     self.heard.push((start_ms + s.start_ms, s.text.clone()));
                     self.stats.finals_stored += 1;
@@ -388,10 +407,14 @@ impl Transcriber {
                         origin,
                     ));
                 }
+                self.out.push_back(Output::Utterance { text: said });
             }
             Err(e) => {
                 self.stats.finals_failed += 1;
                 tracing::warn!(error = ?e, "transcription of an utterance failed");
+                self.out.push_back(Output::Utterance {
+                    text: String::new(),
+                });
             }
         }
     }

@@ -127,8 +127,23 @@ pub struct Announced {
     pub duration_ms: i64,
 }
 
+/// What a conversation needs to hear from the caller's tap as it happens.
+#[derive(Debug)]
+pub enum TapEvent {
+    /// The caller began to speak.
+    SpeechStarted,
+    /// An utterance's final text, and what it means.
+    Heard(Box<crate::receptionist::Heard>),
+}
+
+/// Events a conversation has not read yet; beyond this they are dropped
+/// (a conversation reads them as they come: a few a second at most).
+pub const EVENTS_MAX: usize = 64;
+
 /// Where what the tap hears goes.
 pub struct Outputs {
+    /// Live events for the receptionist (None: nobody converses).
+    pub events: Option<tokio::sync::mpsc::Sender<TapEvent>>,
     pub store: Store,
     /// Summarise the call when its transcript is complete.
     pub after: Option<AfterCall>,
@@ -380,6 +395,16 @@ impl Shell {
                     );
                     self.out.store.add_final(&self.call_id, seg, origin);
                 }
+                Output::Utterance { text } => {
+                    if self.out.events.is_some() {
+                        self.heard(&text);
+                    }
+                }
+                Output::SpeechStarted => {
+                    if let Some(tx) = &self.out.events {
+                        let _ = tx.try_send(TapEvent::SpeechStarted);
+                    }
+                }
                 Output::Partial(p) => self.out.store.add_partial(&self.call_id, p),
                 Output::Complete { text } => {
                     match self.out.pair.take() {
@@ -413,6 +438,27 @@ impl Shell {
             }
         }
         false
+    }
+
+    /// Tell the conversation what the caller said and what it means (on
+    /// this thread: MiniLM is a few ms, and must not run on the runtime).
+    fn heard(&mut self, text: &str) {
+        let Some(tx) = &self.out.events else { return };
+        let (intent, entities) = match self.out.after.as_ref().filter(|_| !text.is_empty()) {
+            Some(after) => match after.understanding.hear(text, crate::clock::now_ms()) {
+                Ok((i, e)) => (Some(i), e),
+                Err(e) => {
+                    tracing::warn!(call = %self.call_id, error = %e, "cannot classify an utterance");
+                    (None, Default::default())
+                }
+            },
+            None => (None, Default::default()),
+        };
+        let _ = tx.try_send(TapEvent::Heard(Box::new(crate::receptionist::Heard {
+            text: text.to_string(),
+            intent,
+            entities,
+        })));
     }
 
     /// Held finals go to the pool oldest first, as room appears.
@@ -472,15 +518,18 @@ impl Shell {
                     crate::store::EventKind::Announcement,
                     "played to the caller; recording starts here".into(),
                 );
-                store.add_segment(
-                    &self.call_id,
-                    SegmentRow {
-                        channel: Channel::Agent.as_str().into(),
-                        start_ms: 0,
-                        end_ms: a.duration_ms,
-                        text: a.text.clone(),
-                    },
-                );
+                // (A conversation stores what it says itself.)
+                if !a.text.is_empty() {
+                    store.add_segment(
+                        &self.call_id,
+                        SegmentRow {
+                            channel: Channel::Agent.as_str().into(),
+                            start_ms: 0,
+                            end_ms: a.duration_ms,
+                            text: a.text.clone(),
+                        },
+                    );
+                }
             }
             // The call row must be in before the recording row refers to it.
             store.flush();

@@ -34,6 +34,8 @@ enum Seen {
     Final(String, i64),
     Partial(String),
     Complete(String),
+    SpeechStarted,
+    Utterance(String),
 }
 
 impl Sim {
@@ -85,6 +87,8 @@ impl Sim {
                 Output::Final(seg, _) => Seen::Final(seg.text, seg.start_ms),
                 Output::Partial(p) => Seen::Partial(p.text),
                 Output::Complete { text } => Seen::Complete(text),
+                Output::SpeechStarted => Seen::SpeechStarted,
+                Output::Utterance { text } => Seen::Utterance(text),
             });
         }
     }
@@ -124,7 +128,16 @@ impl Sim {
 fn an_utterance_is_transcribed_once_it_ends_and_the_leg_completes() {
     let mut s = Sim::new(cfg(0, 0));
     s.audio(320, 0.0);
+    assert!(
+        !s.seen.contains(&Seen::SpeechStarted),
+        "silence is not speech"
+    );
     s.audio(1600, 0.9);
+    // Said once, as the voice begins (the receptionist's barge-in).
+    assert_eq!(
+        s.seen.iter().filter(|x| **x == Seen::SpeechStarted).count(),
+        1
+    );
     assert!(s.submitted(Priority::Final).is_empty(), "still speaking");
     s.audio(1000, 0.0);
     let f = s.submitted(Priority::Final);
@@ -133,6 +146,8 @@ fn an_utterance_is_transcribed_once_it_ends_and_the_leg_completes() {
     assert!(s.completes().is_empty(), "waits for the final");
     s.answer(f[0], Ok("hello there"));
     assert_eq!(s.finals(), vec!["hello there"]);
+    // One turn for a conversation, after its text.
+    assert!(s.seen.contains(&Seen::Utterance("hello there".into())));
     assert_eq!(s.completes(), vec!["hello there"]);
     assert_eq!(s.t.stats.utterances, 1);
 }

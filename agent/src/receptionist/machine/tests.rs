@@ -199,14 +199,14 @@ fn a_quote_becomes_a_message_with_the_number_read_back_and_corrected() {
     let (said, _) = play(&mut r, 12_000);
     assert_eq!(
         said,
-        ["I have oh seven seven oh oh, nine oh oh, one two three. Is that right?"]
+        ["I have zero seven seven zero zero, nine zero zero, one two three. Is that right?"]
     );
     // Wrong: corrected in the same breath, read back again.
     r.handle(heard("No, it's 07700 900124.", None), at(16_000));
     let (said, _) = play(&mut r, 16_000);
     assert_eq!(
         said,
-        ["I have oh seven seven oh oh, nine oh oh, one two four. Is that right?"]
+        ["I have zero seven seven zero zero, nine zero zero, one two four. Is that right?"]
     );
     r.handle(heard("Yes, that's right.", None), at(20_000));
     let (said, _) = play(&mut r, 20_000);
@@ -228,7 +228,7 @@ fn a_quote_becomes_a_message_with_the_number_read_back_and_corrected() {
     assert_eq!(
         said,
         [
-            "Thank you, John Smith. We'll call you back on oh seven seven oh oh, nine oh oh, one two four as soon as we can. Goodbye."
+            "Thank you, John Smith. We'll call you back on zero seven seven zero zero, nine zero zero, one two four as soon as we can. Goodbye."
         ]
     );
     assert_eq!(other.last(), Some(&Action::Hangup));
@@ -252,7 +252,7 @@ fn the_callers_own_number_is_offered_and_a_no_asks_for_another() {
     assert_eq!(
         said,
         [
-            "Is the number you're calling from, oh seven seven oh oh, nine oh oh, five five five, the best one to call you back on?"
+            "Is the number you're calling from, zero seven seven zero zero, nine zero zero, five five five, the best one to call you back on?"
         ]
     );
     r.handle(heard("no", None), at(9_000));
@@ -268,7 +268,7 @@ fn the_callers_own_number_is_offered_and_a_no_asks_for_another() {
     let (said, _) = play(&mut r, 12_000);
     assert_eq!(
         said,
-        ["I have oh one one three four, nine six oh, oh oh oh. Is that right?"]
+        ["I have zero one one three four, nine six zero, zero zero zero. Is that right?"]
     );
 }
 

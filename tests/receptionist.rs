@@ -1,0 +1,278 @@
+//! The receptionist on real calls: baresip calls the agent and answers the
+//! box's questions from a recording of a caller (espeak-ng), with pauses
+//! where the box talks. What the box stored (the message, the follow-up,
+//! the timeline, what it said) is checked, and so is what baresip heard,
+//! by transcribing its recording of the call.
+
+mod common;
+use common::*;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// A caller's side of a conversation at 8 kHz: each line said after
+/// `gap` seconds of silence (the first after `lead`).
+fn caller_wav(dir: &Path, name: &str, lines: &[&str], lead: f32, gap: f32) -> PathBuf {
+    let out = dir.join(format!("{name}.wav"));
+    let spec = hound::WavSpec {
+        channels: 1,
+        sample_rate: 8000,
+        bits_per_sample: 16,
+        sample_format: hound::SampleFormat::Int,
+    };
+    let mut w = hound::WavWriter::create(&out, spec).unwrap();
+    for (i, line) in lines.iter().enumerate() {
+        let pause = if i == 0 { lead } else { gap };
+        for _ in 0..(pause * 8000.0) as usize {
+            w.write_sample(0i16).unwrap();
+        }
+        let part = speech_wav(dir, &format!("{name}-{i}"), line, 8000, 0.0, 0.0);
+        let mut r = hound::WavReader::open(&part).unwrap();
+        for s in r.samples::<i16>() {
+            w.write_sample(s.unwrap()).unwrap();
+        }
+    }
+    // The box's goodbye is heard before the file (and the call) ends.
+    for _ in 0..(gap * 2.0 * 8000.0) as usize {
+        w.write_sample(0i16).unwrap();
+    }
+    w.finalize().unwrap();
+    out
+}
+
+fn secs_of(wav: &Path) -> f64 {
+    let r = hound::WavReader::open(wav).unwrap();
+    r.duration() as f64 / r.spec().sample_rate as f64
+}
+
+/// baresip as `user` calls the agent, playing `wav`; returns its log and
+/// the file it recorded of what the box said.
+fn baresip_call(agent: &Agent, user: &str, wav: &Path, name: &str) -> (String, PathBuf) {
+    let quit_after = (secs_of(wav).ceil() as u64 + 8).to_string();
+    let cfg_dir = agent.dir.path().join(format!("baresip-{name}"));
+    std::fs::create_dir_all(&cfg_dir).unwrap();
+    std::fs::write(
+        cfg_dir.join("config"),
+        format!(
+            "poll_method epoll\nsip_listen 127.0.0.1:0\nnet_interface 127.0.0.1\n\
+             audio_source aufile,{wav}\naudio_alert aufile,/dev/null\nsnd_path {heard}\n\
+             module_path /usr/lib/baresip/modules\nmodule g711.so\nmodule aufile.so\nmodule sndfile.so\nmodule_app account.so\nmodule_app menu.so\n",
+            heard = cfg_dir.display(),
+            wav = wav.display()
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        cfg_dir.join("accounts"),
+        format!("<sip:{user}@127.0.0.1>;regint=0;audio_codecs=PCMU\n"),
+    )
+    .unwrap();
+    let out = Command::new("timeout")
+        .args(["150", "baresip", "-f"])
+        .arg(&cfg_dir)
+        .args(["-e", &format!("/dial {}", agent.uri()), "-t", &quit_after])
+        .output()
+        .expect("baresip is installed (make test installs it)");
+    let log =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    let heard = std::fs::read_dir(&cfg_dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.to_string_lossy().ends_with("-dec.wav"))
+        .unwrap_or_else(|| panic!("baresip recorded nothing:\n{log}"));
+    (log, heard)
+}
+
+fn transcribe(agent: &Agent, wav: &Path) -> String {
+    let out = Command::new(bin())
+        .args(["transcribe", "--config"])
+        .arg(&agent.config)
+        .arg(wav)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).to_lowercase()
+}
+
+fn only_call(db: &Db) -> String {
+    let calls = db.calls();
+    assert_eq!(calls.len(), 1, "{calls:?}");
+    calls[0].id.clone()
+}
+
+#[test]
+fn a_quote_caller_leaves_name_and_number_by_voice() {
+    let agent = Agent::start_with(
+        "reception-quote",
+        "[receptionist]\nbusiness = \"Smith Plumbing\"\naddress_for = []\n[routing.intents]\nquote = \"message\"\n",
+    );
+    let wav = caller_wav(
+        agent.dir.path(),
+        "quote-caller",
+        &[
+            "Hello, I would like a quote for a new bathroom please.",
+            "My name is David Brown.",
+            "Zero seven seven zero zero, nine zero zero, one two three.",
+            "Yes, that is right.",
+        ],
+        7.0,
+        7.0,
+    );
+    let (log, heard) = baresip_call(&agent, "tester", &wav, "quote");
+    assert!(log.contains("Call established"), "baresip:\n{log}");
+    let db = Db::open(&agent.database());
+    let id = wait_for(60, "the call to end", || {
+        db.calls()
+            .into_iter()
+            .find(|c| c.ended.is_some())
+            .map(|c| c.id)
+    });
+    assert_eq!(only_call(&db), id);
+    // The message, as a follow-up with the number the caller confirmed.
+    let (name, number, confirmed, intent, kind): (
+        Option<String>,
+        Option<String>,
+        bool,
+        Option<String>,
+        String,
+    ) = wait_for(30, "the follow-up", || {
+        db.0.query_row(
+            "SELECT name, number, number_confirmed, intent, kind FROM followups WHERE call_id = ?1",
+            [&id],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+        )
+        .ok()
+    });
+    let said = db.channel_transcript(&id, "agent");
+    let caller = db.channel_transcript(&id, "caller");
+    let ctx = format!(
+        "box said: {said}\ncaller said: {caller}\nlog:\n{}",
+        agent.log()
+    );
+    assert_eq!(kind, "message", "{ctx}");
+    assert_eq!(number.as_deref(), Some("07700900123"), "{ctx}");
+    assert!(confirmed, "{ctx}");
+    assert_eq!(intent.as_deref(), Some("quote"), "{ctx}");
+    let name = name.unwrap_or_default().to_lowercase();
+    assert!(name.contains("brown"), "name {name:?}: {ctx}");
+    // What the box said is the agent's side of the transcript, in order.
+    let said_l = said.to_lowercase();
+    let greet = said_l
+        .find("smith plumbing")
+        .unwrap_or_else(|| panic!("{ctx}"));
+    let take = said_l
+        .find("take a message")
+        .unwrap_or_else(|| panic!("{ctx}"));
+    let read = said_l.find("i have").unwrap_or_else(|| panic!("{ctx}"));
+    assert!(greet < take && take < read, "{ctx}");
+    // The box hung up after its goodbye; the decision is on the timeline.
+    let end = db.calls()[0].reason.clone();
+    assert_eq!(end.as_deref(), Some("agent hung up"), "{ctx}");
+    let (ok, shown, _) = handlet(&agent, &["calls", "show", &id]);
+    assert!(ok && shown.contains("message"), "{shown}");
+    let (ok, list, _) = handlet(&agent, &["followups", "--open"]);
+    assert!(ok && list.contains("07700"), "{list}");
+    // What the caller heard: the greeting with the business's name, and
+    // the number read back.
+    let text = transcribe(&agent, &heard);
+    let w = words(&text);
+    assert!(
+        w.iter().any(|x| x == "plumbing") && w.iter().any(|x| x == "message"),
+        "baresip heard: {text}"
+    );
+    assert!(
+        text.contains("07700") && text.contains("900"),
+        "the read-back, as baresip heard it: {text}"
+    );
+}
+
+#[test]
+fn a_withheld_caller_at_night_gets_voicemail() {
+    let agent = Agent::start_with(
+        "reception-voicemail",
+        "[routing]\nwithheld = { open = \"receptionist\", closed = \"voicemail\" }\n\
+         [routing.hours]\nmon = [\"08:00-17:30\"]\ntue = [\"08:00-17:30\"]\n\
+         [receptionist]\nbusiness = \"Smith Plumbing\"\n",
+    );
+    // Night, whatever the clock says: the operator's switch.
+    let (ok, out, err) = handlet(&agent, &["route", "override", "closed"]);
+    assert!(ok, "{out}{err}");
+    let wav = caller_wav(
+        agent.dir.path(),
+        "vm-caller",
+        &["Hi, this is Sarah. Please call me back about the boiler service on Friday."],
+        14.0,
+        3.0,
+    );
+    let (log, heard) = baresip_call(&agent, "anonymous", &wav, "vm");
+    assert!(log.contains("Call established"), "baresip:\n{log}");
+    let db = Db::open(&agent.database());
+    let id = wait_for(60, "the call to end", || {
+        db.calls()
+            .into_iter()
+            .find(|c| c.ended.is_some())
+            .map(|c| c.id)
+    });
+    let (mailbox, duration): (String, Option<i64>) = wait_for(30, "the voicemail", || {
+        db.0.query_row(
+            "SELECT mailbox, duration_ms FROM voicemails WHERE call_id = ?1",
+            [&id],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .ok()
+        .filter(|(_, d): &(String, Option<i64>)| d.is_some())
+    });
+    let ctx = format!(
+        "box said: {}\nlog:\n{}",
+        db.channel_transcript(&id, "agent"),
+        agent.log()
+    );
+    assert_eq!(mailbox, "main", "{ctx}");
+    assert!(duration.unwrap() > 2_000, "{ctx}");
+    let kind: String = wait_for(30, "the follow-up", || {
+        db.0.query_row(
+            "SELECT kind FROM followups WHERE call_id = ?1",
+            [&id],
+            |r| r.get(0),
+        )
+        .ok()
+    });
+    assert_eq!(kind, "voicemail");
+    // Listed as new, played back (and transcribed), then marked heard.
+    let (ok, list, err) = handlet(&agent, &["voicemail", "list"]);
+    assert!(ok && list.contains("main"), "{list}{err}");
+    let out = agent.dir.path().join("vm-played.wav");
+    let (ok, _, err) = handlet(
+        &agent,
+        &[
+            "voicemail",
+            "play",
+            &id[..8],
+            "--out",
+            out.to_str().unwrap(),
+        ],
+    );
+    assert!(ok, "{err}");
+    let text = transcribe(&agent, &out);
+    assert!(
+        words(&text).iter().any(|w| w == "boiler"),
+        "played back: {text}"
+    );
+    // Encrypted on disk: no file under the data dir holds a WAV header.
+    for f in files(&agent.dir.path().join("data")) {
+        let bytes = std::fs::read(&f).unwrap();
+        assert!(
+            !bytes.windows(4).any(|w| w == b"RIFF"),
+            "{} holds plaintext audio",
+            f.display()
+        );
+    }
+    let (ok, _, err) = handlet(&agent, &["voicemail", "mark-heard", &id[..8]]);
+    assert!(ok, "{err}");
+    // The caller heard the mailbox's greeting.
+    let text = transcribe(&agent, &heard);
+    assert!(text.contains("message"), "baresip heard: {text}");
+}
