@@ -276,3 +276,131 @@ fn a_withheld_caller_at_night_gets_voicemail() {
     let text = transcribe(&agent, &heard);
     assert!(text.contains("message"), "baresip heard: {text}");
 }
+
+#[test]
+fn an_emergency_after_hours_is_put_through_to_the_on_call_phone() {
+    let agent = Agent::start_with(
+        "reception-emergency",
+        r#"[[extension]]
+number = "201"
+secret = "oncall-201-secret"
+
+[routing]
+closed = "receptionist"
+
+[routing.hours]
+mon = ["08:00-17:30"]
+
+[[routing.group]]
+name = "oncall"
+members = ["201"]
+ring_secs = 20
+no_answer = "message"
+
+[routing.intents]
+emergency = { open = "oncall", closed = "oncall" }
+
+[receptionist]
+business = "Smith Plumbing"
+"#,
+    );
+    let (ok, out, err) = handlet(&agent, &["route", "override", "closed"]);
+    assert!(ok, "{out}{err}");
+    let engineer = speech_wav(
+        agent.dir.path(),
+        "engineer",
+        "Hello, this is the engineer on call. I am on my way to you now.",
+        8000,
+        1.0,
+        20.0,
+    );
+    let phone = DeskPhone::start(
+        &agent,
+        "201",
+        "oncall-201-secret",
+        true,
+        Some(&engineer),
+        120,
+    );
+    let wav = caller_wav(
+        agent.dir.path(),
+        "emergency-caller",
+        &[
+            "Help, my boiler is leaking water all over the kitchen floor.",
+            "Thank you so much.",
+        ],
+        7.0,
+        16.0,
+    );
+    let (log, _heard) = baresip_call(&agent, "tester", &wav, "emergency");
+    assert!(log.contains("Call established"), "baresip:\n{log}");
+    let db = Db::open(&agent.database());
+    let id = wait_for(60, "the call to end", || {
+        db.calls()
+            .into_iter()
+            .find(|c| c.ended.is_some())
+            .map(|c| c.id)
+    });
+    let ctx = || {
+        format!(
+            "box said: {}\ncaller: {}\nphone: {}\nlog:\n{}\nphone:\n{}",
+            db.channel_transcript(&id, "agent"),
+            db.channel_transcript(&id, "caller"),
+            db.channel_transcript(&id, "callee"),
+            agent.log(),
+            phone.output()
+        )
+    };
+    // Routed twice: to the receptionist (closed), then on what it heard.
+    let routes: Vec<String> = db
+        .0
+        .prepare("SELECT detail FROM call_events WHERE call_id = ?1 AND kind = 'route' ORDER BY id")
+        .unwrap()
+        .query_map([&id], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(routes.len(), 2, "{routes:?}\n{}", ctx());
+    assert!(routes[0].contains("receptionist"), "{routes:?}");
+    assert!(
+        routes[1].contains("emergency") && routes[1].contains("oncall"),
+        "{routes:?}"
+    );
+    // The on-call phone rang and answered; the call was bridged to it.
+    let legs: Vec<(String, Option<i64>)> = wait_for(30, "the legs rung", || {
+        let legs: Vec<(String, Option<i64>)> =
+            db.0.prepare("SELECT target, answered_at_ms FROM call_legs WHERE call_id = ?1")
+                .unwrap()
+                .query_map([&id], |r| Ok((r.get(0)?, r.get(1)?)))
+                .unwrap()
+                .map(Result::unwrap)
+                .collect();
+        (!legs.is_empty()).then_some(legs)
+    });
+    assert_eq!(legs.len(), 1, "{legs:?}");
+    assert_eq!(legs[0].0, "201");
+    assert!(legs[0].1.is_some(), "the phone answered: {}", ctx());
+    // One transcript for the whole call: the box, the caller, the phone.
+    wait_for(60, "the transcript", || {
+        db.calls()
+            .into_iter()
+            .find(|c| c.id == id && c.complete)
+            .map(|_| ())
+    });
+    let said = db.channel_transcript(&id, "agent").to_lowercase();
+    assert!(said.contains("put you through"), "{}", ctx());
+    let phone_said = words(&db.channel_transcript(&id, "callee"));
+    assert!(
+        phone_said.iter().any(|w| w == "engineer" || w == "way"),
+        "{}",
+        ctx()
+    );
+    let recordings: i64 =
+        db.0.query_row(
+            "SELECT COUNT(*) FROM recordings WHERE call_id = ?1",
+            [&id],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(recordings, 1, "one recording for the whole call");
+}

@@ -70,6 +70,21 @@ pub(super) struct Caller<'a> {
     pub early_media: bool,
     /// The caller's SRTP keys and profile, when its media is encrypted.
     pub srtp: Option<(crate::media::srtp::Keys, sdp::Profile)>,
+    /// The box has answered already (the receptionist rings someone):
+    /// its running leg and tap go on; given back if nobody answers.
+    pub answered: &'a mut Option<Answered>,
+}
+
+/// A caller the box has answered: its leg (whose tap transcribes and
+/// records the whole call, both sides once bridged) and what the
+/// answering phone's side needs to join that recording and transcript.
+pub(super) struct Answered {
+    pub leg: Running,
+    /// Copies of the answering phone's audio: the recording's right channel.
+    pub callee_copy: crossbeam_channel::Sender<Vec<f32>>,
+    /// The answering phone's tap's half of the pair: the caller's tap
+    /// summarises once that one is done too.
+    pub pair: Option<tap::Pair>,
 }
 
 /// Whom a call rings.
@@ -299,7 +314,16 @@ pub(super) async fn ring(ctx: &Arc<CallCtx>, mut caller: Caller<'_>, plan: Plan)
         caller_keys,
     );
     ringing_cfg.timeout_ms += ring_ms.saturating_mul(targets.len().max(1) as u64);
-    if caller.early_media
+    // A caller the box answered hears ringback on its running leg.
+    let mut answered: Option<(crossbeam_channel::Sender<Vec<f32>>, Option<tap::Pair>)> = None;
+    if let Some(a) = caller.answered.take() {
+        let _ = a
+            .leg
+            .control
+            .send(Control::Tone(Some(ringback(ctx.cfg.site.country))));
+        ringing_leg = Some(a.leg);
+        answered = Some((a.callee_copy, a.pair));
+    } else if caller.early_media
         && let Ok(leg) = RtpLeg::new(ringing_cfg, 0)
         && let Some(sockets) = caller.sockets.take()
     {
@@ -322,6 +346,7 @@ pub(super) async fn ring(ctx: &Arc<CallCtx>, mut caller: Caller<'_>, plan: Plan)
     } else {
         let _ = caller.server.ringing(None, None);
     }
+    let was_answered = answered.is_some();
     // Fork index → its record; results of the INVITEs as they finish.
     let mut forks: Vec<Fork> = Vec::new();
     let mut fork_of_ringer: Vec<usize> = Vec::new();
@@ -466,6 +491,7 @@ pub(super) async fn ring(ctx: &Arc<CallCtx>, mut caller: Caller<'_>, plan: Plan)
                 Some(DialogEvent::Terminated(reason)) => {
                     ringer.caller_gone();
                     ended = Some(match reason {
+                        TerminatedReason::UacBye if answered.is_some() => EndReason::CallerHungUp,
                         TerminatedReason::UacCancel | TerminatedReason::UacBye => EndReason::CallerCancelled,
                         TerminatedReason::Timeout => EndReason::SignallingTimeout,
                         _ => EndReason::DialogEnded,
@@ -604,7 +630,24 @@ pub(super) async fn ring(ctx: &Arc<CallCtx>, mut caller: Caller<'_>, plan: Plan)
     if connected.is_none()
         && let Some(r) = ringing_leg.take()
     {
-        *caller.sockets = r.stop().await;
+        match answered.take() {
+            // Back to the box's conversation, or (the caller gone) its
+            // leg ends and its tap finishes the call's transcript.
+            Some((callee_copy, pair)) => {
+                let _ = r.control.send(Control::Tone(None));
+                if ended.is_some() {
+                    r.cancel.cancel();
+                    let _ = r.task.await;
+                } else {
+                    *caller.answered = Some(Answered {
+                        leg: r,
+                        callee_copy,
+                        pair,
+                    });
+                }
+            }
+            None => *caller.sockets = r.stop().await,
+        }
     }
     let result = match (connected, ended) {
         (Some(fork), None) => {
@@ -616,8 +659,17 @@ pub(super) async fn ring(ctx: &Arc<CallCtx>, mut caller: Caller<'_>, plan: Plan)
                 &mut fork_states,
                 (ringing_leg.take(), leg_events_tx, leg_events),
                 (caller_user.clone(), fork_state_tx.clone()),
+                answered.take(),
             )
             .await;
+            Rung::Done
+        }
+        (_, Some(reason)) if was_answered => {
+            // Gone while the receptionist rang someone: its tap completes
+            // the transcript.
+            ctx.store
+                .end_call(caller.call_id, now_ms(), reason.as_str());
+            tracing::info!(call = %caller.call_id, reason = reason.as_str(), "the caller left while phones rang");
             Rung::Done
         }
         (_, Some(reason)) => {
@@ -1184,12 +1236,12 @@ type LegEventsTx = mpsc::UnboundedSender<(Channel, LegEvent)>;
 type LegEventsRx = mpsc::UnboundedReceiver<(Channel, LegEvent)>;
 
 /// A leg's task and how to steer it.
-struct Running {
-    control: mpsc::UnboundedSender<Control>,
-    cancel: CancellationToken,
-    task: tokio::task::JoinHandle<(LegEnd, LegStats, ShellStats)>,
+pub(super) struct Running {
+    pub control: mpsc::UnboundedSender<Control>,
+    pub cancel: CancellationToken,
+    pub task: tokio::task::JoinHandle<(LegEnd, LegStats, ShellStats)>,
     /// Shared with the task while it runs.
-    sockets: Arc<leg::Sockets>,
+    pub sockets: Arc<leg::Sockets>,
 }
 
 fn start_leg(
@@ -1400,6 +1452,7 @@ async fn bridged(
     fork_states: &mut rsipstack::dialog::dialog::DialogStateReceiver,
     (ringing_leg, leg_events_tx, mut leg_events): (Option<Running>, LegEventsTx, LegEventsRx),
     (caller_user, fork_state_tx): (String, rsipstack::dialog::dialog::DialogStateSender),
+    answered: Option<(crossbeam_channel::Sender<Vec<f32>>, Option<tap::Pair>)>,
 ) {
     let call_id = caller.call_id.to_string();
     let Some(mut dialog) = fork.dialog.clone() else {
@@ -1477,31 +1530,47 @@ async fn bridged(
     }
     // Taps first, so no audio is missed: the caller's records the call
     // (with the phone's audio on the right) and summarises it.
-    let (copy_tx, copy_rx) = crossbeam_channel::bounded(256);
-    let (lead, other) = tap::pair();
-    let caller_tap = tap::start(
-        call_id.clone(),
-        Channel::Caller,
-        ctx.vads.clone(),
-        crate::transcribe::tap_config(&ctx.cfg),
-        ctx.pool.clone(),
-        tap::Outputs {
-            events: None,
-            store: ctx.store.clone(),
-            after: Some(tap::AfterCall {
-                understanding: ctx.understanding.clone(),
-                caller_id: crate::understand::caller_number(caller.from, ctx.cfg.site.country),
-            }),
-            record: ctx.cfg.privacy.recording.then(|| tap::RecordPlan {
-                data_dir: ctx.cfg.data_dir.clone(),
-                retention_days: ctx.cfg.privacy.recording_retention_days,
-                announcement: None,
-                callee: Some(copy_rx),
-            }),
-            hold: caller.hold.take(),
-            pair: Some(lead),
-        },
-    );
+    // A caller the box answered keeps its own tap (it has transcribed and
+    // recorded the call from the start): the phone's side joins it.
+    let was_answered = answered.is_some();
+    let (copy_tx, copy_rx, lead, other) = match answered {
+        Some((copy, pair)) => (copy, None, None, pair),
+        None => {
+            let (copy_tx, copy_rx) = crossbeam_channel::bounded(256);
+            let (lead, other) = tap::pair();
+            (copy_tx, Some(copy_rx), Some(lead), Some(other))
+        }
+    };
+    let caller_tap = lead
+        .map(|lead| {
+            tap::start(
+                call_id.clone(),
+                Channel::Caller,
+                ctx.vads.clone(),
+                crate::transcribe::tap_config(&ctx.cfg),
+                ctx.pool.clone(),
+                tap::Outputs {
+                    events: None,
+                    store: ctx.store.clone(),
+                    after: Some(tap::AfterCall {
+                        understanding: ctx.understanding.clone(),
+                        caller_id: crate::understand::caller_number(
+                            caller.from,
+                            ctx.cfg.site.country,
+                        ),
+                    }),
+                    record: ctx.cfg.privacy.recording.then(|| tap::RecordPlan {
+                        data_dir: ctx.cfg.data_dir.clone(),
+                        retention_days: ctx.cfg.privacy.recording_retention_days,
+                        announcement: None,
+                        callee: copy_rx,
+                    }),
+                    hold: caller.hold.take(),
+                    pair: Some(lead),
+                },
+            )
+        })
+        .transpose();
     let callee_tap = tap::start(
         call_id.clone(),
         Channel::Callee,
@@ -1514,7 +1583,7 @@ async fn bridged(
             after: None,
             record: None,
             hold: None,
-            pair: Some(other),
+            pair: other,
         },
     );
     let a_leg = RtpLeg::new(
@@ -1555,16 +1624,21 @@ async fn bridged(
                 .control
                 .send(Control::Timeout(ctx.cfg.media.rtp_timeout_secs * 1000));
             let _ = r.control.send(Control::Tone(None));
-            let _ = r.control.send(Control::Sink(Box::new(caller_tap.sink)));
+            if let Some(t) = caller_tap {
+                let _ = r.control.send(Control::Sink(Box::new(t.sink)));
+            }
             r
         }
-        (None, Some(sockets)) => start_leg(
-            sockets,
-            a_leg,
-            Box::new(caller_tap.sink),
-            leg_events_tx.clone(),
-            Channel::Caller,
-        ),
+        (None, Some(sockets)) => {
+            let Some(t) = caller_tap else { return };
+            start_leg(
+                sockets,
+                a_leg,
+                Box::new(t.sink),
+                leg_events_tx.clone(),
+                Channel::Caller,
+            )
+        }
         (None, None) => return,
     };
     let mut b = start_leg(
@@ -1584,15 +1658,17 @@ async fn bridged(
     let (to_a, to_b) = leg::bridge_pair(relay);
     let _ = a.control.send(to_a);
     let _ = b.control.send(to_b);
-    let headers = vec![Header::ContentType("application/sdp".into())];
-    if let Err(e) = caller
-        .server
-        .accept(Some(headers), Some(caller.answer.as_bytes().to_vec()))
-    {
-        tracing::warn!(call = %call_id, error = %e, "answering the caller failed");
-    }
     let answered_at = now_ms();
-    ctx.store.answered(&call_id, answered_at);
+    if !was_answered {
+        let headers = vec![Header::ContentType("application/sdp".into())];
+        if let Err(e) = caller
+            .server
+            .accept(Some(headers), Some(caller.answer.as_bytes().to_vec()))
+        {
+            tracing::warn!(call = %call_id, error = %e, "answering the caller failed");
+        }
+        ctx.store.answered(&call_id, answered_at);
+    }
     tracing::info!(
         call = %call_id,
         from = %Pii(caller.from),

@@ -77,13 +77,9 @@ fn header_uri(h: Option<rsipstack::sip::Uri>) -> String {
     h.map(|u| u.to_string()).unwrap_or_default()
 }
 
-/// The caller's media while the call is answered: its leg task and tap.
-struct Media {
-    cancel: CancellationToken,
-    /// Steers the leg (tells it the call is established).
-    control: mpsc::UnboundedSender<leg::Control>,
-    task: tokio::task::JoinHandle<(LegEnd, LegStats, ShellStats)>,
-}
+/// The caller's media while the call is answered: its leg's task (whose
+/// sink is the call's tap) and how to steer it.
+type Media = bridge::Running;
 
 /// Run one inbound call to its end. Refusals that need no call (an offer
 /// we cannot take, no RTP port) are answered here before anything is kept.
@@ -297,6 +293,7 @@ pub async fn inbound(
         None => answer,
     };
     let mut socket = Some(sockets);
+    let mut not_answered: Option<bridge::Answered> = None;
     let mut next = plan;
     while let Some(plan) = next.take() {
         let rung = bridge::ring(
@@ -319,6 +316,7 @@ pub async fn inbound(
                 dialogs: &dialogs,
                 early_media: matches!(origin, crate::sip::Origin::Trunk { .. }),
                 srtp: srtp.clone(),
+                answered: &mut not_answered,
             },
             plan,
         )
@@ -370,6 +368,10 @@ pub async fn inbound(
     let mut conv: Option<conversation::Conversation> = None;
     let mut tap_events: Option<mpsc::Receiver<tap::TapEvent>> = None;
     let mut notice_done: Option<Arc<AtomicBool>> = None;
+    // For a phone the receptionist rings: its audio joins the call's
+    // recording (right channel) and its tap the call's transcript.
+    let mut callee_copy: Option<crossbeam_channel::Sender<Vec<f32>>> = None;
+    let mut pair_other: Option<tap::Pair> = None;
     let mut call = Call::inbound(
         CallConfig {
             ring_ms: ctx.cfg.sip.answer_after_ms,
@@ -394,15 +396,64 @@ pub async fn inbound(
             match n {
                 conversation::Next::Hangup => call.handle(Input::Hangup, now_ms()),
                 conversation::Next::Connect(step) => {
-                    // Not built yet: ringing out of a call the box has
-                    // answered (README says so). The receptionist is told
-                    // nobody could be reached, and takes a message.
-                    tracing::warn!(call = %call_id, step = %step.label(), "connecting a call the receptionist answered is not supported yet; taking a message instead");
+                    // Ring whom the receptionist routed to, the caller
+                    // hearing ringback on the leg it talked on; bridged
+                    // to whoever answers, else back to the conversation.
+                    let how = match (
+                        ring_plan(&step, &routing),
+                        media.take(),
+                        callee_copy.clone(),
+                    ) {
+                        (Some(plan), Some(leg), Some(copy)) => {
+                            let mut answered = Some(bridge::Answered {
+                                leg,
+                                callee_copy: copy,
+                                pair: pair_other.take(),
+                            });
+                            let rung = bridge::ring(
+                                &ctx,
+                                bridge::Caller {
+                                    call_id: &call_id,
+                                    from: &from,
+                                    server: &server,
+                                    events: &mut events,
+                                    commands: &mut commands,
+                                    sockets: &mut socket,
+                                    hold: &mut hold,
+                                    remote: &remote,
+                                    pt,
+                                    codec,
+                                    rtcp_mux,
+                                    answer: &answer,
+                                    session_id,
+                                    local: Some(local),
+                                    dialogs: &dialogs,
+                                    early_media: false,
+                                    srtp: srtp.clone(),
+                                    answered: &mut answered,
+                                },
+                                plan,
+                            )
+                            .await;
+                            if let Some(a) = answered.take() {
+                                media = Some(a.leg);
+                                pair_other = a.pair;
+                            }
+                            match rung {
+                                bridge::Rung::Done => {
+                                    router.unregister(&dialog_id);
+                                    return;
+                                }
+                                bridge::Rung::NobodyAnswered(how) => how,
+                            }
+                        }
+                        (_, leg, _) => {
+                            media = leg;
+                            crate::routing::Unanswered::Unreachable
+                        }
+                    };
                     if let (Some(c), Some(dest)) = (conv.as_mut(), rung_dest(&step)) {
-                        c.nobody_answered(crate::routing::Tried {
-                            dest,
-                            outcome: crate::routing::Unanswered::Unreachable,
-                        });
+                        c.nobody_answered(crate::routing::Tried { dest, outcome: how });
                     }
                 }
             }
@@ -434,6 +485,15 @@ pub async fn inbound(
                         tap_events = Some(rx);
                         tx
                     });
+                    let (lead, copy_rx) = if converse {
+                        let (lead, other) = tap::pair();
+                        let (copy_tx, copy_rx) = crossbeam_channel::bounded(256);
+                        pair_other = Some(other);
+                        callee_copy = Some(copy_tx);
+                        (Some(lead), Some(copy_rx))
+                    } else {
+                        (None, None)
+                    };
                     let t = tap::start(
                         call_id.clone(),
                         Channel::Caller,
@@ -469,7 +529,7 @@ pub async fn inbound(
                                             })
                                         }
                                     },
-                                    callee: None,
+                                    callee: copy_rx,
                                 }
                             }),
                             // The call's place is given back when its
@@ -477,7 +537,7 @@ pub async fn inbound(
                             // ends: a flood of short calls must not leave
                             // more taps running than `max_calls`.
                             hold: hold.take(),
-                            pair: None,
+                            pair: lead,
                         },
                     );
                     let leg = RtpLeg::new(
@@ -521,14 +581,16 @@ pub async fn inbound(
                     let cancel = CancellationToken::new();
                     let (control, control_rx) = mpsc::unbounded_channel();
                     let events_tx = leg_events_tx.clone();
+                    let sockets = Arc::new(leg.1);
                     let task = tokio::spawn({
                         let cancel = cancel.clone();
+                        let sockets = sockets.clone();
                         async move {
                             let mut on_event = move |e: LegEvent| {
                                 let _ = events_tx.send(e);
                             };
                             leg::run(
-                                &leg.1,
+                                &sockets,
                                 leg.0,
                                 tokio::time::Instant::now(),
                                 Box::new(tap_sink),
@@ -543,6 +605,7 @@ pub async fn inbound(
                         cancel,
                         control,
                         task,
+                        sockets,
                     });
                     let headers = vec![Header::ContentType("application/sdp".into())];
                     if let Err(e) = server.accept(Some(headers), Some(answer.clone().into_bytes()))
@@ -740,6 +803,8 @@ pub async fn inbound(
     if let Some(c) = conv.as_mut() {
         c.caller_gone();
     }
+    // Nobody else's transcript to wait for.
+    drop(pair_other.take());
     router.unregister(&dialog_id);
     // Keys the leg reported as it finished.
     while let Ok(ev) = leg_events.try_recv() {
