@@ -283,3 +283,51 @@ fn several_calls_can_speak_at_once() {
         assert_eq!(h.join().unwrap(), alone);
     }
 }
+
+/// The agent's voice service: a call's sentence is said before the
+/// prompts still waiting to be rendered ahead (a call that arrives just
+/// after start must not wait for all of them), then the prompts are
+/// rendered and said from the cache.
+#[test]
+fn a_callers_sentence_goes_before_prompts_rendered_ahead() {
+    use handlet_agent::voice::{Chunk, VoiceConfig, VoiceService};
+    let p = paths();
+    let prompts: Vec<String> = (0..12)
+        .map(|i| {
+            format!("This is prompt number {i}, rendered when the agent starts, before any call.")
+        })
+        .collect();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let svc = VoiceService::start(
+        &VoiceConfig::default(),
+        (&p.voice, &p.voice_config),
+        prompts.clone(),
+        Vec::new(),
+    )
+    .unwrap();
+    let mut rx = svc.say("Your number is zero seven seven zero zero.", 8000);
+    let first = rt.block_on(rx.recv());
+    assert!(
+        matches!(first, Some(Chunk::Audio(ref a)) if !a.is_empty()),
+        "{first:?}"
+    );
+    let texts: Vec<&str> = prompts.iter().map(String::as_str).collect();
+    assert!(
+        !svc.rendered(&texts),
+        "the call's sentence waited for every prompt"
+    );
+    let deadline = Instant::now() + std::time::Duration::from_secs(120);
+    while !svc.rendered(&texts) {
+        assert!(Instant::now() < deadline, "prompts never rendered");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    // A rendered prompt comes whole, at once, at the rate asked for.
+    let mut rx = svc.say(&prompts[3], 16000);
+    match rt.block_on(rx.recv()) {
+        Some(Chunk::Audio(a)) => assert!(a.len() > 16000, "{} samples", a.len()),
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(rt.block_on(rx.recv()), Some(Chunk::End)));
+}

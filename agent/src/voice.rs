@@ -119,19 +119,18 @@ impl Rendered {
     }
 }
 
-enum Job {
-    /// Synthesise `text` and keep it in the cache.
-    Render(String),
-    Say {
-        text: String,
-        rate: u32,
-        out: mpsc::UnboundedSender<Chunk>,
-    },
+/// A sentence a call is waiting to say.
+struct Job {
+    text: String,
+    rate: u32,
+    out: mpsc::UnboundedSender<Chunk>,
 }
 
 /// The voice, its threads and its cache of rendered sentences.
 pub struct VoiceService {
     jobs: crossbeam_channel::Sender<Job>,
+    /// Sentences to render ahead, taken only when no call is waiting.
+    renders: crossbeam_channel::Sender<String>,
     cache: Arc<RwLock<HashMap<String, Arc<Rendered>>>>,
 }
 
@@ -169,24 +168,46 @@ impl VoiceService {
                 .unwrap_or_else(|e| e.into_inner())
                 .insert(text, Arc::new(r));
         }
-        let (jobs, rx) = crossbeam_channel::bounded(QUEUE);
+        let (jobs, rx) = crossbeam_channel::bounded::<Job>(QUEUE);
+        let (renders, render_rx) = crossbeam_channel::unbounded::<String>();
         for _ in 0..sessions {
-            let rx: crossbeam_channel::Receiver<Job> = rx.clone();
+            let rx = rx.clone();
+            let render_rx = render_rx.clone();
             let voice = voice.clone();
             let cache = cache.clone();
             std::thread::Builder::new()
                 .name("voice".into())
                 .spawn(move || {
-                    while let Ok(job) = rx.recv() {
-                        run(&voice, &cache, job);
+                    loop {
+                        // A caller waiting comes before rendering ahead:
+                        // a call that arrives at start must not wait for
+                        // every prompt to be rendered first.
+                        if let Ok(job) = rx.try_recv() {
+                            say(&voice, &cache, job);
+                            continue;
+                        }
+                        crossbeam_channel::select! {
+                            recv(rx) -> job => match job {
+                                Ok(job) => say(&voice, &cache, job),
+                                Err(_) => return,
+                            },
+                            recv(render_rx) -> text => match text {
+                                Ok(text) => render(&voice, &cache, text),
+                                Err(_) => return,
+                            },
+                        }
                     }
                 })
                 .map_err(|e| crate::Error::Io(format!("voice thread: {e}")))?;
         }
-        let svc = VoiceService { jobs, cache };
+        let svc = VoiceService {
+            jobs,
+            renders,
+            cache,
+        };
         for p in prompts {
             if !p.trim().is_empty() && !svc.is_cached(&p) {
-                let _ = svc.jobs.try_send(Job::Render(p));
+                let _ = svc.renders.send(p);
             }
         }
         Ok(svc)
@@ -220,15 +241,13 @@ impl VoiceService {
                 let _ = tx.send(Chunk::End);
             }
             None => {
-                if let Err(e) = self.jobs.try_send(Job::Say {
+                if let Err(e) = self.jobs.try_send(Job {
                     text: text.to_string(),
                     rate,
                     out: tx,
                 }) {
                     tracing::warn!("the voice is behind: a sentence is skipped");
-                    if let crossbeam_channel::TrySendError::Full(Job::Say { out, .. }) = e {
-                        let _ = out.send(Chunk::Failed);
-                    }
+                    let _ = e.into_inner().out.send(Chunk::Failed);
                 }
             }
         }
@@ -236,71 +255,82 @@ impl VoiceService {
     }
 }
 
-fn run(voice: &tts::Voice, cache: &RwLock<HashMap<String, Arc<Rendered>>>, job: Job) {
+fn resample(a: &[f32], from: u32, to: u32) -> Result<Vec<f32>, crate::Error> {
+    Ok(handlet_dsp::resample::Resampler::clip(a, from, to)?)
+}
+
+/// Render `text` into the cache (unless it is there already).
+fn render(voice: &tts::Voice, cache: &RwLock<HashMap<String, Arc<Rendered>>>, text: String) {
+    if cache
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .contains_key(&text)
+    {
+        return;
+    }
     let from = voice.sample_rate();
-    let resample = |a: &[f32], to: u32| handlet_dsp::resample::Resampler::clip(a, from, to);
-    match job {
-        Job::Render(text) => {
-            let t0 = std::time::Instant::now();
-            let r = voice
-                .synthesize_all(&text)
-                .map_err(crate::Error::from)
-                .and_then(|a| {
-                    Ok(Rendered {
-                        at_8k: resample(&a, 8_000)?,
-                        at_16k: resample(&a, 16_000)?,
-                    })
-                });
-            match r {
-                Ok(r) => {
-                    tracing::debug!(ms = t0.elapsed().as_millis() as u64, "prompt rendered");
-                    cache
-                        .write()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .insert(text, Arc::new(r));
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "a prompt could not be rendered; it is synthesised when said")
-                }
-            }
+    let t0 = std::time::Instant::now();
+    let r = voice
+        .synthesize_all(&text)
+        .map_err(crate::Error::from)
+        .and_then(|a| {
+            Ok(Rendered {
+                at_8k: resample(&a, from, 8_000)?,
+                at_16k: resample(&a, from, 16_000)?,
+            })
+        });
+    match r {
+        Ok(r) => {
+            tracing::debug!(ms = t0.elapsed().as_millis() as u64, "prompt rendered");
+            cache
+                .write()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(text, Arc::new(r));
         }
-        Job::Say { text, rate, out } => {
-            if out.is_closed() {
-                return;
-            }
-            // Rendered meanwhile (a prompt asked for before its turn).
-            if let Some(r) = cache.read().unwrap_or_else(|e| e.into_inner()).get(&text) {
-                let _ = out.send(Chunk::Audio(r.at(rate).to_vec()));
-                let _ = out.send(Chunk::End);
-                return;
-            }
-            let speech = match voice.stream(&text) {
-                Ok(s) => s,
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot say a sentence");
-                    let _ = out.send(Chunk::Failed);
-                    return;
-                }
-            };
-            for piece in speech {
-                let audio = piece
-                    .map_err(crate::Error::from)
-                    .and_then(|a| Ok(resample(&a, rate)?));
-                match audio {
-                    Ok(a) => {
-                        if out.send(Chunk::Audio(a)).is_err() {
-                            // Nobody listens: the caller barged in or left.
-                            return;
-                        }
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "cannot say a sentence");
-                        let _ = out.send(Chunk::Failed);
-                        return;
-                    }
-                }
-            }
-            let _ = out.send(Chunk::End);
+        Err(e) => {
+            tracing::warn!(error = %e, "a prompt could not be rendered; it is synthesised when said")
         }
     }
+}
+
+/// Say a sentence for a call: from the cache if it was rendered meanwhile,
+/// else synthesised and streamed a sentence at a time.
+fn say(voice: &tts::Voice, cache: &RwLock<HashMap<String, Arc<Rendered>>>, job: Job) {
+    let Job { text, rate, out } = job;
+    if out.is_closed() {
+        return;
+    }
+    if let Some(r) = cache.read().unwrap_or_else(|e| e.into_inner()).get(&text) {
+        let _ = out.send(Chunk::Audio(r.at(rate).to_vec()));
+        let _ = out.send(Chunk::End);
+        return;
+    }
+    let speech = match voice.stream(&text) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot say a sentence");
+            let _ = out.send(Chunk::Failed);
+            return;
+        }
+    };
+    let from = voice.sample_rate();
+    for piece in speech {
+        match piece
+            .map_err(crate::Error::from)
+            .and_then(|a| resample(&a, from, rate))
+        {
+            Ok(a) => {
+                if out.send(Chunk::Audio(a)).is_err() {
+                    // Nobody listens: the caller barged in or left.
+                    return;
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot say a sentence");
+                let _ = out.send(Chunk::Failed);
+                return;
+            }
+        }
+    }
+    let _ = out.send(Chunk::End);
 }
