@@ -837,9 +837,18 @@ fn voicemail(cfg: &Config, command: VoicemailCommand) -> Result<(), Error> {
                 ))
             })?;
             let keys = recording::keys::DeviceKeys::load(&recording::keys_dir(&cfg.data_dir))?;
-            let d = recording::export_wav(&conn, &cfg.data_dir, &keys, rec as u64, &out)?;
+            // The caller's words from the beep on (the box's greeting is
+            // the other channel, before it).
+            let d = recording::export_caller_wav(
+                &conn,
+                &cfg.data_dir,
+                &keys,
+                rec as u64,
+                v.started_at_ms,
+                &out,
+            )?;
             followups::mark_heard(&conn, &v.call_id, handlet_agent::clock::now_ms())?;
-            println!("wrote {} ({})", out.display(), ms(d.duration_ms()));
+            println!("wrote {} ({})", out.display(), ms(d as u64));
             Ok(())
         }
         VoicemailCommand::MarkHeard { id } => {

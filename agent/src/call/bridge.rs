@@ -1624,8 +1624,15 @@ async fn bridged(
                 .control
                 .send(Control::Timeout(ctx.cfg.media.rtp_timeout_secs * 1000));
             let _ = r.control.send(Control::Tone(None));
-            if let Some(t) = caller_tap {
-                let _ = r.control.send(Control::Sink(Box::new(t.sink)));
+            match caller_tap {
+                Some(t) => {
+                    let _ = r.control.send(Control::Sink(Box::new(t.sink)));
+                }
+                // The phone's audio is the right channel from now on, not
+                // what the box sends.
+                None => {
+                    let _ = r.control.send(Control::Monitor(None));
+                }
             }
             r
         }

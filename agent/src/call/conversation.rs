@@ -412,7 +412,7 @@ impl Conversation {
                 tracing::info!(call = %self.s.call_id, mailbox = %v.mailbox, "voicemail: listening");
                 self.s
                     .store
-                    .voicemail(&self.s.call_id, &v.mailbox, now - self.s.started_ms, None);
+                    .voicemail(&self.s.call_id, &v.mailbox, now, None);
             }
             Phase::Listening(_) => {}
         }
@@ -426,12 +426,9 @@ impl Conversation {
             return;
         };
         let now = crate::clock::now_ms();
-        self.s.store.voicemail(
-            &self.s.call_id,
-            &v.mailbox,
-            started - self.s.started_ms,
-            Some(now - started),
-        );
+        self.s
+            .store
+            .voicemail(&self.s.call_id, &v.mailbox, started, Some(now - started));
         self.s.store.add_followup(NewFollowUp {
             call_id: self.s.call_id.clone(),
             kind: Kind::Voicemail,

@@ -601,6 +601,10 @@ pub async fn inbound(
                             .await
                         }
                     });
+                    // The box's side of the conversation, for the recording.
+                    if let Some(copy) = &callee_copy {
+                        let _ = control.send(leg::Control::Monitor(Some(copy.clone())));
+                    }
                     media = Some(Media {
                         cancel,
                         control,

@@ -72,6 +72,9 @@ pub enum Control {
     },
     /// Stop talking at once (the caller barged in).
     StopSpeaking,
+    /// Copy everything the leg sends (16 kHz, silence included) here: the
+    /// box's side of a recording. None: stop.
+    Monitor(Option<crossbeam_channel::Sender<Vec<f32>>>),
 }
 
 /// A sink for a leg whose audio is not kept yet (early media while the
@@ -148,11 +151,18 @@ pub async fn run(
     let mut to_peer: Option<mpsc::Sender<Feed>> = None;
     let mut from_peer: Option<mpsc::Receiver<Feed>> = None;
     let mut relay = false;
+    let mut monitor: Option<crossbeam_channel::Sender<Vec<f32>>> = None;
     let end = 'run: loop {
         while let Some(to) = leg.poll_transmit(now(), &mut send_buf) {
             // A send error (ICMP from a peer not listening yet) is not the
             // end of the call: the RTP timeout is.
             let _ = socket.send_to(&send_buf, to).await;
+        }
+        if let (Some(tx), Some(sent)) = (&monitor, leg.sent_audio())
+            && !sent.is_empty()
+        {
+            // A recorder that is behind loses the box's audio, never waits.
+            let _ = tx.try_send(std::mem::take(sent));
         }
         send_rtcp(
             &mut leg,
@@ -202,6 +212,11 @@ pub async fn run(
                     let _ = leg.speak(&samples, last);
                 }
                 Some(Control::StopSpeaking) => leg.stop_speaking(),
+                Some(Control::Monitor(tx)) => {
+                    if leg.monitor_sent(tx.is_some()).is_ok() {
+                        monitor = tx;
+                    }
+                }
                 Some(Control::Bridge { to_peer: tx, from_peer: rx, relay: r }) => {
                     if leg.set_bridged(true, r).is_ok() {
                         to_peer = Some(tx);

@@ -164,6 +164,9 @@ pub struct RtpLeg {
     silence: Vec<u8>,
     /// What we send: prompt, bridged audio, tone or silence.
     out: Outgoing,
+    /// A copy of every frame we send, at 16 kHz (silence included, so it
+    /// keeps time), while someone records the box's side of the call.
+    sent: Option<Sent>,
     /// Made when there is first something to encode.
     encoder: Option<FrameEncoder>,
     /// Relaying: our timestamp minus the relayed stream's, and its last.
@@ -193,6 +196,13 @@ pub struct RtpLeg {
 
 /// The rate a leg's outgoing audio is encoded from: 8 kHz for G.711, 16 kHz
 /// for G.722 and Opus (sent wideband mono).
+/// The copy of what a leg sends ([`RtpLeg::monitor_sent`]).
+struct Sent {
+    resampler: handlet_dsp::resample::Resampler,
+    audio: Vec<f32>,
+    silence: Vec<f32>,
+}
+
 pub fn pcm_rate(c: Codec) -> u32 {
     match c {
         Codec::Opus | Codec::G722 => 16_000,
@@ -278,6 +288,7 @@ impl RtpLeg {
             last_seq_ts: None,
             events_rx: telephone_event::Receiver::default(),
             audio: Vec::with_capacity(MAX_SAMPLES * 2),
+            sent: None,
             next_play_ms: None,
             last_rx_ms: now_ms,
             timed_out: false,
@@ -330,6 +341,31 @@ impl RtpLeg {
     }
 
     /// Bridge this leg to another: from now on it sends what
+    /// Keep a copy of what is sent ([`RtpLeg::sent_audio`]), or stop.
+    pub fn monitor_sent(&mut self, on: bool) -> Result<(), crate::Error> {
+        self.sent = match on {
+            true => {
+                let rate = pcm_rate(self.cfg.codec);
+                Some(Sent {
+                    resampler: handlet_dsp::resample::Resampler::new(
+                        rate,
+                        16_000,
+                        (rate / 50) as usize,
+                    )?,
+                    audio: Vec::with_capacity(640),
+                    silence: vec![0.0; (rate / 50) as usize],
+                })
+            }
+            false => None,
+        };
+        Ok(())
+    }
+
+    /// What was sent since the last call (16 kHz), for the caller to take.
+    pub fn sent_audio(&mut self) -> Option<&mut Vec<f32>> {
+        self.sent.as_mut().map(|s| &mut s.audio)
+    }
+
     /// [`RtpLeg::feed`] and [`RtpLeg::relay`] give it, and with `forward`
     /// copies its peer's packets for the other leg to relay
     /// ([`RtpLeg::poll_forward`]); false: back to prompts and silence.
@@ -823,7 +859,20 @@ impl RtpLeg {
             self.next_send_ms = now_ms + SEND_MS;
         }
         let mut encoded = None;
-        match self.out.next_frame(now_ms) {
+        let frame = self.out.next_frame(now_ms);
+        if let Some(s) = self.sent.as_mut()
+            && frame != Frame::Skip
+        {
+            let pcm = match frame {
+                Frame::Silence => &s.silence[..],
+                _ => self.out.frame(),
+            };
+            // Bounded: the shell takes it every packet.
+            if s.audio.len() < 16_000 {
+                let _ = s.resampler.process(pcm, &mut s.audio);
+            }
+        }
+        match frame {
             // Relaying carries the stream; its clock is the other leg's.
             Frame::Skip => return None,
             Frame::Silence => {}

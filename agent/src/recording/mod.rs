@@ -391,6 +391,38 @@ pub fn export_wav(
     Ok(decoded)
 }
 
+/// The caller's side (the left channel) of recording `id` from wall time
+/// `from_ms` on, as a mono WAV: a voicemail without the box's greeting.
+/// Returns the length written, in ms.
+pub fn export_caller_wav(
+    conn: &Connection,
+    data_dir: &Path,
+    keys: &DeviceKeys,
+    id: u64,
+    from_ms: i64,
+    out: &Path,
+) -> Result<i64, Error> {
+    let rec = get(conn, id)?.ok_or_else(|| err(format!("no recording {id}")))?;
+    let key = data_key(conn, keys, id)?;
+    let decoded = decode_file(&dir(data_dir).join(&rec.file), id, &key)?;
+    let skip = ((from_ms - rec.started_at_ms).max(0) as usize) * RATE as usize / 1000;
+    let pcm: Vec<i16> = decoded
+        .samples
+        .iter()
+        .step_by(2)
+        .skip(skip)
+        .map(|&s| handlet_dsp::wav::to_i16(s))
+        .collect();
+    let tmp = out.with_extension("wav.part");
+    handlet_dsp::wav::write_interleaved(&tmp, RATE, 1, &pcm)
+        .map_err(|e| err(format!("cannot write {}: {e}", out.display())))?;
+    std::fs::rename(&tmp, out).map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        err(format!("cannot write {}: {e}", out.display()))
+    })?;
+    Ok((pcm.len() * 1000 / RATE as usize) as i64)
+}
+
 /// After a crash: recordings still marked `recording` were cut off. Cut the
 /// unfinished chunk off each file, count what is left, mark them
 /// `truncated`. Run at start, before any call. Returns how many.

@@ -507,6 +507,11 @@ impl Shell {
         }
         if let Some(mut plan) = self.out.record.take() {
             self.callee = plan.callee.take();
+            // The other side's audio from before the recording began
+            // (while the notice was said) is not paired with anything.
+            if let Some(rx) = &self.callee {
+                while rx.try_recv().is_ok() {}
+            }
             let store = &self.out.store;
             if let Some(a) = &plan.announcement {
                 // Evidence the caller was told before anything was kept:
