@@ -321,6 +321,12 @@ pub(super) async fn ring(ctx: &Arc<CallCtx>, mut caller: Caller<'_>, plan: Plan)
             .leg
             .control
             .send(Control::Tone(Some(ringback(ctx.cfg.site.country))));
+        // A caller that sends nothing while it hears ringback (DTX) is not
+        // gone before every phone has rung out.
+        let _ = a.leg.control.send(Control::Timeout(
+            ctx.cfg.media.rtp_timeout_secs * 1000
+                + ring_ms.saturating_mul(targets.len().max(1) as u64),
+        ));
         ringing_leg = Some(a.leg);
         answered = Some((a.callee_copy, a.pair));
     } else if caller.early_media
@@ -501,13 +507,26 @@ pub(super) async fn ring(ctx: &Arc<CallCtx>, mut caller: Caller<'_>, plan: Plan)
                     ringer.caller_gone();
                     ended = Some(EndReason::DialogEnded);
                 }
+                // An answered caller's re-INVITE waits for the phones
+                // (491: try again later); INFO is acknowledged.
+                Some(DialogEvent::ReInvite { handle, .. }) => {
+                    let _ = handle.reply(StatusCode::RequestPending).await;
+                }
+                Some(DialogEvent::Info { handle }) => {
+                    let _ = handle.reply(StatusCode::OK).await;
+                }
                 // Nothing else comes before our answer.
                 Some(_) => {}
             },
             cmd = caller.commands.recv() => {
                 let _ = cmd;
                 ringer.caller_gone();
-                let _ = caller.server.reject(Some(StatusCode::ServiceUnavailable), None);
+                // An answered caller is hung up; one still ringing refused.
+                if answered.is_some() {
+                    let _ = caller.server.bye().await;
+                } else {
+                    let _ = caller.server.reject(Some(StatusCode::ServiceUnavailable), None);
+                }
                 ended = Some(EndReason::AgentShutdown);
             },
             Some(r) = finals.join_next() => {
@@ -1297,7 +1316,7 @@ async fn abandon(
     ctx: &CallCtx,
     (dialogs, server, ringing): (&DialogLayer, &InviteDialog, Option<&Running>),
     dialog: &InviteDialog,
-    call_id: &str,
+    (call_id, answered): (&str, bool),
     reason: EndReason,
 ) {
     // The caller's ringback stops with the call.
@@ -1306,9 +1325,14 @@ async fn abandon(
     }
     let _ = dialog.bye().await;
     dialogs.remove_dialog(&dialog.id());
-    let _ = server.reject(Some(StatusCode::ServiceUnavailable), None);
     ctx.store.end_call(call_id, now_ms(), reason.as_str());
-    ctx.store.transcript_complete(call_id);
+    if answered {
+        // Its own tap completes the transcript when its leg ends.
+        let _ = server.bye().await;
+    } else {
+        let _ = server.reject(Some(StatusCode::ServiceUnavailable), None);
+        ctx.store.transcript_complete(call_id);
+    }
 }
 
 /// The leg that plays a target's early media (its 183's SDP) to the
@@ -1454,6 +1478,7 @@ async fn bridged(
     (caller_user, fork_state_tx): (String, rsipstack::dialog::dialog::DialogStateSender),
     answered: Option<(crossbeam_channel::Sender<Vec<f32>>, Option<tap::Pair>)>,
 ) {
+    let was_answered = answered.is_some();
     let call_id = caller.call_id.to_string();
     let Some(mut dialog) = fork.dialog.clone() else {
         return;
@@ -1467,7 +1492,7 @@ async fn bridged(
             ctx,
             (caller.dialogs, caller.server, ringing_leg.as_ref()),
             &dialog,
-            &call_id,
+            (&call_id, was_answered),
             EndReason::AgentError,
         )
         .await;
@@ -1496,7 +1521,7 @@ async fn bridged(
                 ctx,
                 (caller.dialogs, caller.server, ringing_leg.as_ref()),
                 &dialog,
-                &call_id,
+                (&call_id, was_answered),
                 EndReason::MediaError,
             )
             .await;
@@ -1532,7 +1557,6 @@ async fn bridged(
     // (with the phone's audio on the right) and summarises it.
     // A caller the box answered keeps its own tap (it has transcribed and
     // recorded the call from the start): the phone's side joins it.
-    let was_answered = answered.is_some();
     let (copy_tx, copy_rx, lead, other) = match answered {
         Some((copy, pair)) => (copy, None, None, pair),
         None => {
@@ -1609,7 +1633,7 @@ async fn bridged(
                 ctx,
                 (caller.dialogs, caller.server, ringing_leg.as_ref()),
                 &dialog,
-                &call_id,
+                (&call_id, was_answered),
                 EndReason::AgentError,
             )
             .await;

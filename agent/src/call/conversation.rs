@@ -67,6 +67,8 @@ struct Saying {
     started_ms: i64,
     /// The leg has it all (the voice said End).
     sent: bool,
+    /// The voice could not say it (it counts as said, but not as heard).
+    failed: bool,
 }
 
 /// A voicemail being left.
@@ -177,7 +179,13 @@ impl Conversation {
         let Some(s) = self.saying.take_if(|s| s.sent) else {
             return;
         };
-        self.said(&s.text, s.started_ms, false);
+        if s.failed {
+            // Not in the transcript, and a notice not said starts no
+            // recording.
+            tracing::warn!(call = %self.s.call_id, "a sentence could not be said");
+        } else {
+            self.said(&s.text, s.started_ms, false);
+        }
         if self.voicemail.is_some() {
             return self.voicemail_speech_done();
         }
@@ -223,6 +231,7 @@ impl Conversation {
                 // Nothing (more) can be said: go on as if it had been.
                 s.rx = None;
                 s.sent = true;
+                s.failed = true;
                 let _ = self.s.control.send(leg::Control::Speak {
                     samples: Vec::new(),
                     last: true,
@@ -314,6 +323,7 @@ impl Conversation {
             rx: Some(rx),
             started_ms: crate::clock::now_ms(),
             sent: false,
+            failed: false,
         });
     }
 
@@ -402,6 +412,7 @@ impl Conversation {
                     rx: None,
                     started_ms: crate::clock::now_ms(),
                     sent: true,
+                    failed: false,
                 });
             }
             Phase::Beep => {

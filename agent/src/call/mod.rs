@@ -392,7 +392,11 @@ pub async fn inbound(
 
     loop {
         // The conversation is over, or wants someone rung.
-        if let Some(n) = conv.as_mut().and_then(|c| c.take_next()) {
+        if let Some(n) = conv
+            .as_mut()
+            .filter(|_| ended.is_none())
+            .and_then(|c| c.take_next())
+        {
             match n {
                 conversation::Next::Hangup => call.handle(Input::Hangup, now_ms()),
                 conversation::Next::Connect(step) => {
@@ -452,6 +456,17 @@ pub async fn inbound(
                             crate::routing::Unanswered::Unreachable
                         }
                     };
+                    // What the caller said into the ringback ("hello?") is
+                    // not an answer to what the box asks next; keys are
+                    // kept, as always.
+                    if let Some(rx) = tap_events.as_mut() {
+                        while rx.try_recv().is_ok() {}
+                    }
+                    while let Ok(ev) = leg_events.try_recv() {
+                        if let LegEvent::Digit { key, at_ms, how } = ev {
+                            store_digit(&ctx.store, &call_id, key, at_ms, how);
+                        }
+                    }
                     if let (Some(c), Some(dest)) = (conv.as_mut(), rung_dest(&step)) {
                         c.nobody_answered(crate::routing::Tried { dest, outcome: how });
                     }

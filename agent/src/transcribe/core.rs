@@ -177,12 +177,21 @@ impl Transcriber {
             return;
         }
         self.stats.frames += 1;
-        if let Some(u) = self.ep.push(frame, prob) {
+        let done = self.ep.push(frame, prob);
+        let finished = done.is_some();
+        if let Some(u) = done {
             self.utterance_done(u, now_ms);
         }
         let speaking = self.ep.in_speech();
         if speaking && !self.speaking {
             self.out.push_back(Output::SpeechStarted);
+        }
+        // Voice too short to be an utterance (a cough, a click): nothing
+        // was said, and a conversation waiting on it must hear so.
+        if self.speaking && !speaking && !finished {
+            self.out.push_back(Output::Utterance {
+                text: String::new(),
+            });
         }
         self.speaking = speaking;
         self.maybe_speculate();

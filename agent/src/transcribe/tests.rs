@@ -357,3 +357,23 @@ proptest! {
         prop_assert_eq!(s.t.outstanding(), 0);
     }
 }
+
+#[test]
+fn a_click_too_short_to_be_speech_still_ends_as_an_empty_utterance() {
+    let mut s = Sim::new(cfg(0, 0));
+    s.audio(320, 0.0);
+    s.audio(64, 0.9);
+    s.audio(1000, 0.0);
+    assert!(s.submitted(Priority::Final).is_empty(), "{:?}", s.seen);
+    // A conversation that stopped its silence timer hears "nothing said".
+    let start = s.seen.iter().position(|x| *x == Seen::SpeechStarted);
+    let end = s
+        .seen
+        .iter()
+        .position(|x| *x == Seen::Utterance(String::new()));
+    assert!(
+        matches!((start, end), (Some(a), Some(b)) if a < b),
+        "{:?}",
+        s.seen
+    );
+}

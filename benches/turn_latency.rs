@@ -1,0 +1,178 @@
+//! The receptionist's turn latency: the caller stops speaking → the box's
+//! reply starts playing, with 1 and 4 receptionist calls at once.
+//!
+//! Starts the agent as users do (the receptionist converses; a quote is
+//! taken as a message), places N concurrent `handlet call`s, each the same
+//! scripted caller (espeak-ng at 8 kHz, G.711 μ-law over real RTP: a quote
+//! request, a name, a number, "yes"), and measures every turn on the call's
+//! own recording, where the caller is the left channel and what the box
+//! sent the right, on one clock: from the end of each caller utterance (the
+//! last voiced 20 ms before 600 ms of quiet) to the first voiced 20 ms of
+//! the box after it, counted only where the box was quiet when the caller
+//! stopped. That includes the end-pointer's silence wait (600 ms by
+//! default), whisper, the intent model and the voice's first audio.
+//!
+//! `cargo bench --bench turn_latency` (needs `make models`, espeak-ng, sox;
+//! `make bench` installs them). `HANDLET_BENCH_CALLS=1,4` picks the counts.
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use common::{Agent, Db, TempDir, bin, exported_recording, speech_wav, wait_for};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+const LINES: [&str; 4] = [
+    "Hello, I would like a quote for a new bathroom please.",
+    "My name is David Brown.",
+    "Zero seven seven zero zero, nine zero zero, one two three.",
+    "Yes, that is right.",
+];
+
+fn caller_wav(dir: &TempDir) -> PathBuf {
+    let mut parts = Vec::new();
+    for (i, line) in LINES.iter().enumerate() {
+        // Room for the box's question before each line.
+        parts.push(speech_wav(
+            dir.path(),
+            &format!("l{i}"),
+            line,
+            8000,
+            7.0,
+            0.0,
+        ));
+    }
+    parts.push(speech_wav(dir.path(), "end", "Bye.", 8000, 10.0, 1.0));
+    let out = dir.path().join("caller.wav");
+    let ok = Command::new("sox")
+        .args(&parts)
+        .arg(&out)
+        .status()
+        .expect("sox");
+    assert!(ok.success());
+    out
+}
+
+/// RMS of each 20 ms of one channel.
+fn windows(wav: &Path, channel: usize) -> Vec<f32> {
+    let mut r = hound::WavReader::open(wav).unwrap();
+    let spec = r.spec();
+    let ch = spec.channels as usize;
+    let s: Vec<f32> = r
+        .samples::<i16>()
+        .map(|x| x.unwrap() as f32 / 32768.0)
+        .skip(channel)
+        .step_by(ch)
+        .collect();
+    let n = spec.sample_rate as usize / 50;
+    s.chunks(n)
+        .map(|c| (c.iter().map(|x| x * x).sum::<f32>() / c.len() as f32).sqrt())
+        .collect()
+}
+
+/// Every turn in a recording: caller's end → box's next start, in ms.
+fn turns(rec: &Path) -> Vec<i64> {
+    let caller = windows(rec, 0);
+    let agent = windows(rec, 1);
+    let voiced = |w: f32| w > 0.01;
+    let mut out = Vec::new();
+    let mut k = 0;
+    while k < caller.len() {
+        // The end of an utterance: voiced, then 30 quiet windows.
+        if voiced(caller[k])
+            && k + 31 < caller.len()
+            && !caller[k + 1..k + 31].iter().any(|w| voiced(*w))
+        {
+            let quiet_box = !agent[k.saturating_sub(5)..=k.min(agent.len() - 1)]
+                .iter()
+                .any(|w| voiced(*w));
+            if quiet_box && let Some(s) = (k + 1..agent.len()).find(|&j| voiced(agent[j])) {
+                // A reply, not the caller's next line talked over.
+                let next_caller = (k + 1..caller.len()).find(|&j| voiced(caller[j]));
+                if next_caller.is_none_or(|c| c > s) {
+                    out.push((s - k) as i64 * 20);
+                }
+            }
+            k += 31;
+        } else {
+            k += 1;
+        }
+    }
+    out
+}
+
+fn percentile(sorted: &[i64], p: f64) -> i64 {
+    if sorted.is_empty() {
+        return -1;
+    }
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+fn run(calls: usize, wav: &Path) -> Vec<i64> {
+    let agent = Agent::start_with(
+        "turns",
+        &format!(
+            "[limits]\nmax_calls = {m}\nmax_calls_per_source = {m}\n\
+             [routing.intents]\nquote = \"message\"\n\
+             [receptionist]\nbusiness = \"Smith Plumbing\"\naddress_for = []\n",
+            m = calls.max(8)
+        ),
+    );
+    // Let the fixed sentences render first, as on a box that has been up.
+    std::thread::sleep(Duration::from_secs(15));
+    let children: Vec<_> = (0..calls)
+        .map(|i| {
+            std::thread::sleep(Duration::from_millis(if i == 0 { 0 } else { 700 }));
+            Command::new(bin())
+                .args(["call", "--config"])
+                .arg(&agent.config)
+                .arg("--wav")
+                .arg(wav)
+                .args(["--wait", "5"])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for mut c in children {
+        let _ = c.wait();
+    }
+    let db = Db::open(&agent.database());
+    wait_for(120, "every call to complete", || {
+        let c = db.calls();
+        (c.len() == calls && c.iter().all(|c| c.complete)).then_some(())
+    });
+    let mut all = Vec::new();
+    for c in db.calls() {
+        let rec = exported_recording(&agent, &db, &c.id);
+        all.extend(turns(&rec));
+    }
+    all
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    let counts: Vec<usize> = std::env::var("HANDLET_BENCH_CALLS")
+        .unwrap_or_else(|_| "1,4".into())
+        .split(',')
+        .filter_map(|s| s.trim().parse().ok())
+        .collect();
+    let dir = TempDir::new("turn-latency-wav");
+    let wav = caller_wav(&dir);
+    println!("calls  turns  p50_ms  p95_ms  max_ms");
+    for n in counts {
+        let mut t = run(n, &wav);
+        t.sort_unstable();
+        println!(
+            "{n:>5}  {:>5}  {:>6}  {:>6}  {:>6}",
+            t.len(),
+            percentile(&t, 0.5),
+            percentile(&t, 0.95),
+            t.last().copied().unwrap_or(-1)
+        );
+    }
+}
