@@ -18,7 +18,7 @@
 #[path = "../tests/common/mod.rs"]
 mod common;
 
-use common::{Agent, Db, TempDir, bin, exported_recording, speech_wav, wait_for};
+use common::{Agent, Db, TempDir, bin, exported_recording, speech_wav, wait_for, windows_rms};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -54,27 +54,10 @@ fn caller_wav(dir: &TempDir) -> PathBuf {
     out
 }
 
-/// RMS of each 20 ms of one channel.
-fn windows(wav: &Path, channel: usize) -> Vec<f32> {
-    let mut r = hound::WavReader::open(wav).unwrap();
-    let spec = r.spec();
-    let ch = spec.channels as usize;
-    let s: Vec<f32> = r
-        .samples::<i16>()
-        .map(|x| x.unwrap() as f32 / 32768.0)
-        .skip(channel)
-        .step_by(ch)
-        .collect();
-    let n = spec.sample_rate as usize / 50;
-    s.chunks(n)
-        .map(|c| (c.iter().map(|x| x * x).sum::<f32>() / c.len() as f32).sqrt())
-        .collect()
-}
-
 /// Every turn in a recording: caller's end → box's next start, in ms.
 fn turns(rec: &Path) -> Vec<i64> {
-    let caller = windows(rec, 0);
-    let agent = windows(rec, 1);
+    let caller = windows_rms(rec, 0);
+    let agent = windows_rms(rec, 1);
     let voiced = |w: f32| w > 0.01;
     let mut out = Vec::new();
     let mut k = 0;

@@ -97,6 +97,16 @@ fn transcribe(agent: &Agent, wav: &Path) -> String {
     String::from_utf8_lossy(&out.stdout).to_lowercase()
 }
 
+/// The id of the first call to have ended (waiting for it).
+fn ended_call(db: &Db) -> String {
+    wait_for(60, "the call to end", || {
+        db.calls()
+            .into_iter()
+            .find(|c| c.ended.is_some())
+            .map(|c| c.id)
+    })
+}
+
 fn only_call(db: &Db) -> String {
     let calls = db.calls();
     assert_eq!(calls.len(), 1, "{calls:?}");
@@ -124,12 +134,7 @@ fn a_quote_caller_leaves_name_and_number_by_voice() {
     let (log, heard) = baresip_call(&agent, "tester", &wav, "quote");
     assert!(log.contains("Call established"), "baresip:\n{log}");
     let db = Db::open(&agent.database());
-    let id = wait_for(60, "the call to end", || {
-        db.calls()
-            .into_iter()
-            .find(|c| c.ended.is_some())
-            .map(|c| c.id)
-    });
+    let id = ended_call(&db);
     assert_eq!(only_call(&db), id);
     // The message, as a follow-up with the number the caller confirmed.
     let (name, number, confirmed, intent, kind): (
@@ -210,12 +215,7 @@ fn a_withheld_caller_at_night_gets_voicemail() {
     let (log, heard) = baresip_call(&agent, "anonymous", &wav, "vm");
     assert!(log.contains("Call established"), "baresip:\n{log}");
     let db = Db::open(&agent.database());
-    let id = wait_for(60, "the call to end", || {
-        db.calls()
-            .into_iter()
-            .find(|c| c.ended.is_some())
-            .map(|c| c.id)
-    });
+    let id = ended_call(&db);
     let (mailbox, duration): (String, Option<i64>) = wait_for(30, "the voicemail", || {
         db.0.query_row(
             "SELECT mailbox, duration_ms FROM voicemails WHERE call_id = ?1",
@@ -339,12 +339,7 @@ business = "Smith Plumbing"
     let (log, _heard) = baresip_call(&agent, "tester", &wav, "emergency");
     assert!(log.contains("Call established"), "baresip:\n{log}");
     let db = Db::open(&agent.database());
-    let id = wait_for(60, "the call to end", || {
-        db.calls()
-            .into_iter()
-            .find(|c| c.ended.is_some())
-            .map(|c| c.id)
-    });
+    let id = ended_call(&db);
     let ctx = || {
         format!(
             "box said: {}\ncaller: {}\nphone: {}\nlog:\n{}\nphone:\n{}",
@@ -409,23 +404,6 @@ business = "Smith Plumbing"
     assert_eq!(recordings, 1, "one recording for the whole call");
 }
 
-/// RMS of each 20 ms of one channel of a WAV.
-fn windows_rms(wav: &Path, channel: usize) -> Vec<f32> {
-    let mut r = hound::WavReader::open(wav).unwrap();
-    let spec = r.spec();
-    let ch = spec.channels as usize;
-    let s: Vec<f32> = r
-        .samples::<i16>()
-        .map(|x| x.unwrap() as f32 / 32768.0)
-        .skip(channel)
-        .step_by(ch)
-        .collect();
-    let n = spec.sample_rate as usize / 50;
-    s.chunks(n)
-        .map(|c| (c.iter().map(|x| x * x).sum::<f32>() / c.len() as f32).sqrt())
-        .collect()
-}
-
 /// The caller talks over the greeting: the box stops, marks what it cut
 /// short, and answers. Measured on the call's own recording, where the
 /// caller is the left channel and the box's voice the right, one clock.
@@ -446,12 +424,7 @@ fn the_caller_talking_over_the_greeting_stops_the_box() {
     let (log, _heard) = baresip_call(&agent, "tester", &wav, "barge");
     assert!(log.contains("Call established"), "baresip:\n{log}");
     let db = Db::open(&agent.database());
-    let id = wait_for(60, "the call to end", || {
-        db.calls()
-            .into_iter()
-            .find(|c| c.ended.is_some())
-            .map(|c| c.id)
-    });
+    let id = ended_call(&db);
     let said = db.channel_transcript(&id, "agent");
     assert!(said.contains("[interrupted]"), "box said: {said}");
     // And it answered what the caller said.

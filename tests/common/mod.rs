@@ -883,3 +883,20 @@ fn rtp_datagram(frame: &[u8], ports: &std::ops::RangeInclusive<u16>) -> Option<D
         rtp: rtp.to_vec(),
     })
 }
+
+/// RMS of each 20 ms of one channel of a 16-bit WAV (0 = left).
+pub fn windows_rms(wav: &Path, channel: usize) -> Vec<f32> {
+    let mut r = hound::WavReader::open(wav).unwrap();
+    let spec = r.spec();
+    let ch = spec.channels as usize;
+    let s: Vec<f32> = r
+        .samples::<i16>()
+        .map(|x| x.unwrap() as f32 / 32768.0)
+        .skip(channel)
+        .step_by(ch)
+        .collect();
+    let n = spec.sample_rate as usize / 50;
+    s.chunks(n)
+        .map(|c| (c.iter().map(|x| x * x).sum::<f32>() / c.len() as f32).sqrt())
+        .collect()
+}
