@@ -188,8 +188,14 @@ fn a_quote_caller_leaves_name_and_number_by_voice() {
         w.iter().any(|x| x == "plumbing") && w.iter().any(|x| x == "message"),
         "baresip heard: {text}"
     );
+    // Whisper writes read-out digits its own way ("07700 900123",
+    // "0770090123"): the digits after "i have" are checked loosely.
+    let back: String = text
+        .split_once("i have")
+        .map(|(_, r)| r.chars().take(40).filter(char::is_ascii_digit).collect())
+        .unwrap_or_default();
     assert!(
-        text.contains("07700") && text.contains("900"),
+        back.starts_with("077") && back.contains("123"),
         "the read-back, as baresip heard it: {text}"
     );
 }
@@ -200,8 +206,10 @@ fn a_withheld_caller_at_night_gets_voicemail() {
         "reception-voicemail",
         "[routing]\nwithheld = { open = \"receptionist\", closed = \"voicemail\" }\n\
          [routing.hours]\nmon = [\"08:00-17:30\"]\ntue = [\"08:00-17:30\"]\n\
-         [receptionist]\nbusiness = \"Smith Plumbing\"\n",
+         [receptionist]\nbusiness = \"Smith Plumbing\"\n\
+         [privacy]\nrecording = false\n",
     );
+    // Calls are not recorded here; a voicemail is, from its beep.
     // Night, whatever the clock says: the operator's switch.
     let (ok, out, err) = handlet(&agent, &["route", "override", "closed"]);
     assert!(ok, "{out}{err}");
@@ -258,7 +266,9 @@ fn a_withheld_caller_at_night_gets_voicemail() {
     assert!(ok, "{err}");
     let text = transcribe(&agent, &out);
     assert!(
-        words(&text).iter().any(|w| w == "boiler"),
+        words(&text)
+            .iter()
+            .any(|w| ["boiler", "service", "friday"].contains(&w.as_str())),
         "played back: {text}"
     );
     assert!(

@@ -40,6 +40,15 @@ pub(super) enum Start {
     Voicemail(String),
 }
 
+/// What opens a conversation's recording.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum RecordGate {
+    /// The recording notice has been said in full.
+    AfterNotice,
+    /// Calls are not recorded: only a voicemail, from its beep.
+    AtVoicemail,
+}
+
 /// What the call gives a conversation.
 pub(super) struct Setup {
     pub voice: Arc<VoiceService>,
@@ -52,8 +61,8 @@ pub(super) struct Setup {
     /// segment times.
     pub started_ms: i64,
     pub answered_ms: i64,
-    /// Raised once the recording notice has been said (recording starts).
-    pub notice_done: Option<Arc<AtomicBool>>,
+    /// Raised when the recording may start, and on what.
+    pub record_gate: Option<(RecordGate, Arc<AtomicBool>)>,
     pub urgency: Arc<dyn Fn(&str) -> crate::config::Urgency + Send + Sync>,
     /// The caller's number (national digits), for a voicemail's follow-up.
     pub caller_id: Option<String>,
@@ -134,6 +143,12 @@ impl Conversation {
 
     fn now(&self) -> At {
         Conversation::at(self.origin)
+    }
+
+    /// The leg's codec changed (a re-INVITE): speak at its rate from the
+    /// next sentence on.
+    pub fn set_rate(&mut self, rate: u32) {
+        self.s.rate = rate;
     }
 
     /// Where the call goes now that the conversation is over, once.
@@ -335,9 +350,9 @@ impl Conversation {
         let now = crate::clock::now_ms();
         if text == self.notice
             && !cut
-            && let Some(done) = &self.s.notice_done
+            && let Some((RecordGate::AfterNotice, open)) = &self.s.record_gate
         {
-            done.store(true, Ordering::Release);
+            open.store(true, Ordering::Release);
         }
         self.s.store.add_segment(
             &self.s.call_id,
@@ -421,6 +436,9 @@ impl Conversation {
                 v.until = Some(Instant::now() + secs(v.max_secs));
                 v.quiet_until = Some(Instant::now() + secs(2 * VOICEMAIL_QUIET_SECS));
                 tracing::info!(call = %self.s.call_id, mailbox = %v.mailbox, "voicemail: listening");
+                if let Some((RecordGate::AtVoicemail, open)) = &self.s.record_gate {
+                    open.store(true, Ordering::Release);
+                }
                 self.s
                     .store
                     .voicemail(&self.s.call_id, &v.mailbox, now, None);

@@ -367,7 +367,7 @@ pub async fn inbound(
     let voicemail_first = matches!(start, Some(conversation::Start::Voicemail(_)));
     let mut conv: Option<conversation::Conversation> = None;
     let mut tap_events: Option<mpsc::Receiver<tap::TapEvent>> = None;
-    let mut notice_done: Option<Arc<AtomicBool>> = None;
+    let mut record_gate: Option<(conversation::RecordGate, Arc<AtomicBool>)> = None;
     // For a phone the receptionist rings: its audio joins the call's
     // recording (right channel) and its tap the call's transcript.
     let mut callee_copy: Option<crossbeam_channel::Sender<Vec<f32>>> = None;
@@ -445,6 +445,12 @@ pub async fn inbound(
                             }
                             match rung {
                                 bridge::Rung::Done => {
+                                    // Keys the caller pressed while bridged.
+                                    while let Ok(ev) = leg_events.try_recv() {
+                                        if let LegEvent::Digit { key, at_ms, how } = ev {
+                                            store_digit(&ctx.store, &call_id, key, at_ms, how);
+                                        }
+                                    }
                                     router.unregister(&dialog_id);
                                     return;
                                 }
@@ -488,13 +494,18 @@ pub async fn inbound(
                         .as_ref()
                         .filter(|_| ctx.cfg.privacy.recording && !converse)
                         .map(|a| (a.for_codec(codec), Arc::new(AtomicBool::new(false)), a));
-                    // A conversation says the notice itself; recording
-                    // starts once it has been said.
-                    notice_done = (converse
-                        && ctx.cfg.privacy.recording
-                        && !voicemail_first
-                        && !ctx.cfg.receptionist.notice.trim().is_empty())
-                    .then(|| Arc::new(AtomicBool::new(false)));
+                    // When a conversation's recording starts: once the
+                    // box has said the notice (calls are recorded), at a
+                    // voicemail's beep (they are not), or at once.
+                    let gate = if !converse {
+                        None
+                    } else if ctx.cfg.privacy.recording {
+                        (!voicemail_first && !ctx.cfg.receptionist.notice.trim().is_empty())
+                            .then_some(conversation::RecordGate::AfterNotice)
+                    } else {
+                        Some(conversation::RecordGate::AtVoicemail)
+                    };
+                    record_gate = gate.map(|g| (g, Arc::new(AtomicBool::new(false))));
                     let events = converse.then(|| {
                         let (tx, rx) = mpsc::channel(tap::EVENTS_MAX);
                         tap_events = Some(rx);
@@ -526,21 +537,23 @@ pub async fn inbound(
                                 ),
                             }),
                             // A voicemail is recorded even where calls are not.
-                            record: (ctx.cfg.privacy.recording || voicemail_first).then(|| {
+                            record: (ctx.cfg.privacy.recording || converse).then(|| {
                                 tap::RecordPlan {
                                     data_dir: ctx.cfg.data_dir.clone(),
                                     retention_days: ctx.cfg.privacy.recording_retention_days,
-                                    announcement: match &notice_done {
-                                        Some(done) => Some(tap::Announced {
+                                    announcement: match &record_gate {
+                                        Some((gate, done)) => Some(tap::Announced {
                                             done: done.clone(),
                                             text: String::new(),
                                             duration_ms: 0,
+                                            noted: *gate == conversation::RecordGate::AfterNotice,
                                         }),
                                         None => {
                                             announced.as_ref().map(|(_, done, a)| tap::Announced {
                                                 done: done.clone(),
                                                 text: a.text.clone(),
                                                 duration_ms: a.duration_ms(),
+                                                noted: true,
                                             })
                                         }
                                     },
@@ -648,7 +661,7 @@ pub async fn inbound(
                                 leg::pcm_rate(codec),
                                 (&call_id, &from, &facts),
                                 (started, answered_at.unwrap_or_else(now_ms)),
-                                notice_done.clone(),
+                                record_gate.clone(),
                             ));
                         }
                     }
@@ -741,6 +754,10 @@ pub async fn inbound(
                                 && let Some((new_pt, new_codec, te)) = switched_codec(&offer)
                             {
                                 let _ = md.control.send(leg::Control::Codec(new_codec, new_pt, te));
+                                // The box's voice at the new codec's rate.
+                                if let Some(c) = conv.as_mut() {
+                                    c.set_rate(leg::pcm_rate(new_codec));
+                                }
                                 tracing::info!(call = %call_id, codec = new_codec.name(), "the caller switched codec");
                                 (pt, codec, telephone_event) = (new_pt, new_codec, te);
                                 re = re_offer(&offer, pt, codec);
@@ -880,7 +897,7 @@ fn converse(
     rate: u32,
     (call_id, from, facts): (&str, &str, &crate::routing::Facts),
     (started_ms, answered_ms): (i64, i64),
-    notice_done: Option<Arc<AtomicBool>>,
+    record_gate: Option<(conversation::RecordGate, Arc<AtomicBool>)>,
 ) -> conversation::Conversation {
     use crate::receptionist::Receptionist;
     let rcfg = Arc::new(ctx.cfg.receptionist.clone());
@@ -913,7 +930,7 @@ fn converse(
             call_id: call_id.to_string(),
             started_ms,
             answered_ms,
-            notice_done,
+            record_gate,
             urgency: Arc::new(move |intent: &str| {
                 c2.cfg
                     .intent

@@ -511,6 +511,10 @@ impl RtpLeg {
         self.relay_map = None;
         self.forwarded.clear();
         self.restart_stream();
+        // The copy of what is sent, at the new rate.
+        if self.sent.is_some() {
+            self.monitor_sent(true)?;
+        }
         Ok(())
     }
 

@@ -125,6 +125,9 @@ pub struct Announced {
     /// What it says (transcribed once at start), for the agent's transcript.
     pub text: String,
     pub duration_ms: i64,
+    /// Note on the call's timeline that it played (false: the gate is a
+    /// voicemail's beep, not an announcement).
+    pub noted: bool,
 }
 
 /// What a conversation needs to hear from the caller's tap as it happens.
@@ -513,7 +516,7 @@ impl Shell {
                 while rx.try_recv().is_ok() {}
             }
             let store = &self.out.store;
-            if let Some(a) = &plan.announcement {
+            if let Some(a) = plan.announcement.as_ref().filter(|a| a.noted) {
                 // Evidence the caller was told before anything was kept:
                 // when, in the call's audio, the announcement had played;
                 // and what the agent's leg said, in its own channel.
