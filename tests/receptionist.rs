@@ -265,12 +265,13 @@ fn a_withheld_caller_at_night_gets_voicemail() {
     );
     assert!(ok, "{err}");
     let text = transcribe(&agent, &out);
-    assert!(
-        words(&text)
-            .iter()
-            .any(|w| ["boiler", "service", "friday"].contains(&w.as_str())),
-        "played back: {text}"
-    );
+    // Whisper tiny on a synthetic voice through μ-law and Opus hears
+    // "moiler" for "boiler" at times: the message is recognised by most
+    // of its words, not one.
+    let said = words("Hi, this is Sarah. Please call me back about the boiler service on Friday.");
+    let heard = words(&text);
+    let found = said.iter().filter(|w| heard.contains(w)).count();
+    assert!(found * 2 >= said.len(), "played back: {text}");
     assert!(
         !text.contains("nobody can take"),
         "the box's greeting is not part of the message: {text}"
