@@ -269,8 +269,8 @@ fn a_withheld_caller_at_night_gets_voicemail() {
     // "moiler" for "boiler" at times: the message is recognised by most
     // of its words, not one.
     let said = words("Hi, this is Sarah. Please call me back about the boiler service on Friday.");
-    let heard = words(&text);
-    let found = said.iter().filter(|w| heard.contains(w)).count();
+    let played = words(&text);
+    let found = said.iter().filter(|w| played.contains(w)).count();
     assert!(found * 2 >= said.len(), "played back: {text}");
     assert!(
         !text.contains("nobody can take"),
