@@ -110,6 +110,20 @@ struct Rendered {
 }
 
 impl Rendered {
+    /// `samples` at `rate`, resampled for both kinds of leg.
+    fn new(samples: &[f32], rate: u32) -> Result<Rendered, crate::Error> {
+        Ok(Rendered {
+            at_8k: resample(samples, rate, 8_000)?,
+            at_16k: resample(samples, rate, 16_000)?,
+        })
+    }
+
+    /// Send it whole to a sentence's receiver.
+    fn send(&self, rate: u32, out: &mpsc::UnboundedSender<Chunk>) {
+        let _ = out.send(Chunk::Audio(self.at(rate).to_vec()));
+        let _ = out.send(Chunk::End);
+    }
+
     fn at(&self, rate: u32) -> &[f32] {
         if rate == 8_000 {
             &self.at_8k
@@ -159,10 +173,7 @@ impl VoiceService {
         let cache: Arc<RwLock<HashMap<String, Arc<Rendered>>>> = Arc::default();
         for (text, path) in recorded {
             let a = handlet_dsp::wav::read(&path)?;
-            let r = Rendered {
-                at_8k: handlet_dsp::resample::Resampler::clip(&a.samples, a.rate, 8_000)?,
-                at_16k: handlet_dsp::resample::Resampler::clip(&a.samples, a.rate, 16_000)?,
-            };
+            let r = Rendered::new(&a.samples, a.rate)?;
             cache
                 .write()
                 .unwrap_or_else(|e| e.into_inner())
@@ -236,10 +247,7 @@ impl VoiceService {
             .get(text)
             .cloned();
         match cached {
-            Some(r) => {
-                let _ = tx.send(Chunk::Audio(r.at(rate).to_vec()));
-                let _ = tx.send(Chunk::End);
-            }
+            Some(r) => r.send(rate, &tx),
             None => {
                 if let Err(e) = self.jobs.try_send(Job {
                     text: text.to_string(),
@@ -273,12 +281,7 @@ fn render(voice: &tts::Voice, cache: &RwLock<HashMap<String, Arc<Rendered>>>, te
     let r = voice
         .synthesize_all(&text)
         .map_err(crate::Error::from)
-        .and_then(|a| {
-            Ok(Rendered {
-                at_8k: resample(&a, from, 8_000)?,
-                at_16k: resample(&a, from, 16_000)?,
-            })
-        });
+        .and_then(|a| Rendered::new(&a, from));
     match r {
         Ok(r) => {
             tracing::debug!(ms = t0.elapsed().as_millis() as u64, "prompt rendered");
@@ -301,8 +304,7 @@ fn say(voice: &tts::Voice, cache: &RwLock<HashMap<String, Arc<Rendered>>>, job: 
         return;
     }
     if let Some(r) = cache.read().unwrap_or_else(|e| e.into_inner()).get(&text) {
-        let _ = out.send(Chunk::Audio(r.at(rate).to_vec()));
-        let _ = out.send(Chunk::End);
+        r.send(rate, &out);
         return;
     }
     let speech = match voice.stream(&text) {

@@ -234,19 +234,12 @@ impl Conversation {
                     last: false,
                 });
             }
-            Some(Chunk::End) | None => {
+            // The end, or nothing (more) can be said: go on as if it had
+            // been (a failure is not counted as heard).
+            end => {
                 s.rx = None;
                 s.sent = true;
-                let _ = self.s.control.send(leg::Control::Speak {
-                    samples: Vec::new(),
-                    last: true,
-                });
-            }
-            Some(Chunk::Failed) => {
-                // Nothing (more) can be said: go on as if it had been.
-                s.rx = None;
-                s.sent = true;
-                s.failed = true;
+                s.failed = matches!(end, Some(Chunk::Failed));
                 let _ = self.s.control.send(leg::Control::Speak {
                     samples: Vec::new(),
                     last: true,
