@@ -50,7 +50,9 @@ fn held_out_callers_are_classified_above_the_floor() {
         );
     }
     let mut labels: Vec<String> = clf.names().to_vec();
-    labels.push(UNKNOWN.into());
+    if !labels.iter().any(|l| l == UNKNOWN) {
+        labels.push(UNKNOWN.into());
+    }
     let idx = |l: &str| labels.iter().position(|x| x == l).unwrap();
     let mut confusion = vec![vec![0u32; labels.len()]; labels.len()];
     let mut right = 0;
@@ -84,7 +86,8 @@ fn held_out_callers_are_classified_above_the_floor() {
         set.len(),
         acc * 100.0
     );
-    assert!(acc >= 0.75, "intent accuracy {acc:.3} below the 75% floor");
+    // 97.2 % with the built-in examples and the trained head (2026-12-02).
+    assert!(acc >= 0.92, "intent accuracy {acc:.3} below the 92% floor");
 }
 
 #[test]
@@ -132,7 +135,9 @@ fn business_examples_change_the_answer_without_retraining() {
 #[test]
 fn sentiment_is_negative_neutral_or_positive() {
     let mut emb = embedder();
-    let clf = Classifier::build(&mut emb, &sentiment_examples(), 0.0).unwrap();
+    let clf = Classifier::build(&mut emb, &sentiment_examples(), 0.0)
+        .unwrap()
+        .nearest_only();
     for (text, want) in [
         ("I am absolutely livid, nobody turned up again", "negative"),
         ("what time do you close on Fridays", "neutral"),
@@ -149,4 +154,62 @@ fn sentiment_is_negative_neutral_or_positive() {
         let got = sentiment(&clf, &mut emb, text).unwrap();
         assert_eq!(got, want, "{text:?}");
     }
+}
+
+#[test]
+fn example_embeddings_are_cached_and_a_bad_cache_is_rebuilt() {
+    use handlet_models::embed::embed_all;
+    let mut emb = embedder();
+    let dir = TempDir::new("embed-cache");
+    let path = dir.path().join("cache/intent-examples.emb");
+    let texts: Vec<String> = Config::default().intent.intents[0].examples.clone();
+    let others = vec!["do you sell dog food".to_string()];
+    let n = texts.len();
+
+    let (first, r) = embed_all(&mut emb, None, 1, &texts, Some(&path)).unwrap();
+    assert_eq!(
+        (r.cached, r.computed, r.cache_problem.clone()),
+        (0, n, None)
+    );
+    let (again, r) = embed_all(&mut emb, None, 1, &texts, Some(&path)).unwrap();
+    assert_eq!((r.cached, r.computed), (n, 0), "{r:?}");
+    assert_eq!(again, first, "cached vectors differ from computed ones");
+
+    // Another configuration's sentences join the cache; the first set's stay.
+    let (_, r) = embed_all(&mut emb, None, 1, &others, Some(&path)).unwrap();
+    assert_eq!((r.cached, r.computed), (0, 1));
+    let (_, r) = embed_all(&mut emb, None, 1, &texts, Some(&path)).unwrap();
+    assert_eq!((r.cached, r.computed), (n, 0), "{r:?}");
+
+    // Cut short (a full disk, a crash without the rename): said, recomputed,
+    // rewritten whole.
+    let bytes = std::fs::read(&path).unwrap();
+    std::fs::write(&path, &bytes[..bytes.len() - 100]).unwrap();
+    let (fixed, r) = embed_all(&mut emb, None, 1, &texts, Some(&path)).unwrap();
+    let problem = r.cache_problem.expect("a truncated cache is reported");
+    assert!(problem.contains("truncated"), "{problem}");
+    assert_eq!((r.cached, r.computed), (0, n));
+    assert_eq!(fixed, first);
+    let (_, r) = embed_all(&mut emb, None, 1, &texts, Some(&path)).unwrap();
+    assert_eq!((r.cached, r.computed, r.cache_problem), (n, 0, None));
+
+    // Not a cache of this model: never used.
+    std::fs::write(&path, b"HLEMB\x001\nsomething else entirely").unwrap();
+    let (_, r) = embed_all(&mut emb, None, 1, &texts, Some(&path)).unwrap();
+    assert!(r.cache_problem.unwrap().contains("another model"));
+    assert_eq!(r.computed, n);
+
+    // A second embedder shares a long list and gives the same vectors.
+    let paths = ModelPaths::verify(&models_dir()).unwrap();
+    let more = || Embedder::load(&paths.minilm, &paths.minilm_vocab);
+    let long: Vec<String> = Config::default()
+        .intent
+        .intents
+        .iter()
+        .flat_map(|d| d.examples.clone())
+        .collect();
+    let (alone, _) = embed_all(&mut emb, None, 1, &long, None).unwrap();
+    let (shared, r) = embed_all(&mut emb, Some(&more), 2, &long, None).unwrap();
+    assert_eq!(r.computed, long.len());
+    assert_eq!(shared, alone);
 }

@@ -364,6 +364,11 @@ impl Default for Privacy {
 pub struct Intent {
     pub unknown_below: f32,
     pub intents: Vec<IntentDef>,
+    /// Where the examples' embeddings are kept between starts (default
+    /// `{data_dir}/cache/intent-examples.emb`): derived data, rebuilt when
+    /// missing, damaged or made by another model.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cache: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -427,10 +432,12 @@ impl Default for Intent {
             .map(|f| Intent {
                 unknown_below: f.intent.unknown_below,
                 intents: f.intent.intents,
+                cache: None,
             })
             .unwrap_or(Intent {
                 unknown_below: 0.3,
                 intents: Vec::new(),
+                cache: None,
             })
     }
 }
@@ -983,7 +990,9 @@ impl Config {
         }
         let mut seen = std::collections::BTreeSet::new();
         for d in &i.intents {
-            if d.name.trim().is_empty() || d.name == "unknown" {
+            // "unknown" may have examples: calls the business does not
+            // handle, answered as unknown (handlet_models::intent).
+            if d.name.trim().is_empty() {
                 return Err(format!(
                     "intent.intents: {:?} is not a usable intent name",
                     d.name
@@ -1101,8 +1110,11 @@ mod tests {
     #[test]
     fn built_in_intents_parse_and_a_config_can_replace_them() {
         let c = Config::default_config();
-        assert_eq!(c.intent.intents.len(), 10, "{:?}", c.intent);
-        assert!(c.intent.intents.iter().all(|i| i.examples.len() >= 5));
+        // Ten intents and the reserved "unknown" class of calls the
+        // business does not handle.
+        assert_eq!(c.intent.intents.len(), 11, "{:?}", c.intent);
+        assert!(c.intent.intents.iter().any(|i| i.name == "unknown"));
+        assert!(c.intent.intents.iter().all(|i| i.examples.len() >= 30));
         let own = load_str(
             "[intent]\nunknown_below = 0.4\n[[intent.intents]]\nname = \"walk_in\"\nexamples = [\"can I just turn up\", \"do I need an appointment\"]\n",
         )

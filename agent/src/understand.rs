@@ -23,9 +23,32 @@ impl Understanding {
     /// initialised).
     pub fn load(paths: &ModelPaths, cfg: &Config) -> Result<Understanding, crate::Error> {
         let mut emb = Embedder::load(&paths.minilm, &paths.minilm_vocab)?;
-        let intents =
-            Classifier::build(&mut emb, &cfg.intent.examples(), cfg.intent.unknown_below)?;
-        let sentiment = Classifier::build(&mut emb, &sentiment_examples(), 0.0)?;
+        let examples = cfg.intent.examples();
+        let texts: Vec<String> = examples.iter().flat_map(|i| i.examples.clone()).collect();
+        let cache = cfg
+            .intent
+            .cache
+            .clone()
+            .unwrap_or_else(|| cfg.data_dir.join("cache/intent-examples.emb"));
+        let started = std::time::Instant::now();
+        // Hundreds of examples to embed on a cold cache: a session per core
+        // for the while.
+        let more = || Embedder::load(&paths.minilm, &paths.minilm_vocab);
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
+        let (vectors, report) =
+            handlet_models::embed::embed_all(&mut emb, Some(&more), threads, &texts, Some(&cache))?;
+        if let Some(problem) = &report.cache_problem {
+            tracing::warn!(%problem, "intent example cache not used; embedded the examples instead");
+        }
+        let intents = Classifier::from_embedded(&examples, vectors, cfg.intent.unknown_below)?;
+        tracing::info!(
+            examples = texts.len(),
+            cached = report.cached,
+            computed = report.computed,
+            ms = started.elapsed().as_millis() as u64,
+            "intent classifier ready"
+        );
+        let sentiment = Classifier::build(&mut emb, &sentiment_examples(), 0.0)?.nearest_only();
         let urgency = cfg
             .intent
             .intents

@@ -78,6 +78,11 @@ pub fn free_port() -> u16 {
 /// `extra` may hold `[sip]` keys; they are merged into the harness's [sip] table.
 /// A `[media]` table in `extra` is merged into the harness's (with its
 /// own RTP range if it names one).
+/// The intent-example embedding cache the tests' agents share.
+pub fn intent_cache() -> PathBuf {
+    Path::new(env!("CARGO_TARGET_TMPDIR")).join("intent-examples.emb")
+}
+
 pub fn write_config(dir: &Path, port: u16, extra: &str) -> PathBuf {
     let (extra, media_extra) = match extra.split_once("[media]\n") {
         Some((before, after)) => {
@@ -108,8 +113,15 @@ pub fn write_config(dir: &Path, port: u16, extra: &str) -> PathBuf {
     } else {
         "[receptionist]\nmode = \"listen\"\n"
     };
+    // One cache of the intent examples' embeddings for every agent of the
+    // run, as a box keeps one across restarts (seconds per start without).
+    let intent = if extra.contains("[intent]") {
+        String::new()
+    } else {
+        format!("[intent]\ncache = {:?}\n", intent_cache())
+    };
     let cfg = format!(
-        "data_dir = {:?}\nmodels_dir = {:?}\n[sip]\nport = {port}\n{sip_extra}[media]\n{ports}{media_extra}{extra}\n{listen}",
+        "data_dir = {:?}\nmodels_dir = {:?}\n[sip]\nport = {port}\n{sip_extra}[media]\n{ports}{media_extra}{extra}\n{listen}{intent}",
         dir.join("data"),
         models_dir()
     );
