@@ -110,6 +110,9 @@ fn classification_reports_confidence_runner_up_and_unknown() {
         .classify(&mut emb, "the quick brown fox jumps over the lazy dog")
         .unwrap();
     assert_eq!(u.label, UNKNOWN, "{u:?}");
+    // The runner-up is the best real intent, never "unknown" again.
+    let (second, _) = u.runner_up.clone().unwrap();
+    assert_ne!(second, UNKNOWN, "{u:?}");
 }
 
 #[test]
@@ -193,11 +196,24 @@ fn example_embeddings_are_cached_and_a_bad_cache_is_rebuilt() {
     let (_, r) = embed_all(&mut emb, None, 1, &texts, Some(&path)).unwrap();
     assert_eq!((r.cached, r.computed, r.cache_problem), (n, 0, None));
 
+    // Someone else's file where the cache should be: reported, left alone.
+    let theirs = dir.path().join("notes.txt");
+    std::fs::write(&theirs, b"my notes").unwrap();
+    let (_, r) = embed_all(&mut emb, None, 1, &texts, Some(&theirs)).unwrap();
+    assert!(r.cache_problem.unwrap().contains("not overwritten"));
+    assert_eq!(std::fs::read(&theirs).unwrap(), b"my notes");
+
     // Not a cache of this model: never used.
     std::fs::write(&path, b"HLEMB\x001\nsomething else entirely").unwrap();
     let (_, r) = embed_all(&mut emb, None, 1, &texts, Some(&path)).unwrap();
     assert!(r.cache_problem.unwrap().contains("another model"));
     assert_eq!(r.computed, n);
+    // No temporary files left behind.
+    let left: Vec<_> = std::fs::read_dir(path.parent().unwrap())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(left, [std::ffi::OsString::from("intent-examples.emb")]);
 
     // A second embedder shares a long list and gives the same vectors.
     let paths = ModelPaths::verify(&models_dir()).unwrap();

@@ -2,13 +2,16 @@
 //!
 //! The frozen held-out set `tests/data/intent_spoken_set.tsv` (275 caller
 //! sentences, 50 of them emergencies, written before any tuning) is spoken
-//! by several espeak-ng voices and rates, band-limited like a phone line,
+//! by five voices (Piper at three pitches and speeds, two of flite's),
+//! band-limited like a phone line,
 //! given line noise and a level from a seeded generator (two seeds, so the
 //! figure is not one lucky dither), encoded to 8 kHz μ-law with the agent's
 //! own G.711, decoded and resampled to 16 kHz as a call leg does, then run
 //! through the agent's transcription core (energy gate, Silero VAD, the
 //! end-pointer, whisper with the agent's options) and classified by the
-//! agent's `Understanding::hear`, as the receptionist hears a turn.
+//! agent's `Understanding::hear`, as the receptionist hears a turn; how
+//! many turns it would act on (confidence at or above `unsure_below`) and
+//! how many of those are wrong is printed too.
 //!
 //! Prints the confusion table, every miss with what whisper heard, accuracy
 //! per voice and seed, and the classifier's accuracy on the written lines
@@ -21,7 +24,7 @@ use common::*;
 use handlet_agent::config::Config;
 use handlet_agent::transcribe::core::{Output, Transcriber};
 use handlet_agent::understand::Understanding;
-use handlet_dsp::gate::{Gate, GateConfig};
+use handlet_dsp::gate::Gate;
 use handlet_dsp::resample::Resampler;
 use handlet_models::intent::UNKNOWN;
 use handlet_models::manifest::ModelPaths;
@@ -155,7 +158,7 @@ fn speak(dir: &Path, name: &str, text: &str, caller: Caller, piper: &Voice) -> V
 }
 
 /// What a call leg hands the tap: the caller's speech at a level between
-/// -6 and 0 dB of espeak's, with 0.6 s of line before and 1.5 s after,
+/// -6 and 0 dB of the synthesiser's, with 0.6 s of line before and 1.5 s after,
 /// line noise at about -50 dBFS, through μ-law and back, at 16 kHz.
 fn phone_line(speech: &[f32], seed: u64) -> Vec<f32> {
     let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ seed.wrapping_mul(0xD6E8_FEB8_6659_FD93));
@@ -195,12 +198,7 @@ fn hear(
     tap.partial_interval_ms = 0;
     tap.early_final_ms = 0;
     let mut core = Transcriber::new(handlet_agent::store::Channel::Caller, tap);
-    // The tap's own gate (transcribe/tap.rs).
-    let mut gate = Gate::new(GateConfig {
-        open_dbfs: -55.0,
-        close_dbfs: -60.0,
-        hangover_frames: 10,
-    });
+    let mut gate = Gate::new(handlet_agent::transcribe::tap::GATE);
     let mut utterances = Vec::new();
     let mut now = 0i64;
     let mut drain = |core: &mut Transcriber, now: i64, utterances: &mut Vec<String>| {
@@ -325,19 +323,29 @@ fn spoken_callers_are_understood_well_enough_to_route_on() {
     let mut by_seed = [[0u32; 2]; SEEDS.len()];
     let (mut right, mut total, mut emergencies, mut emergencies_caught) = (0u32, 0u32, 0u32, 0u32);
     let (mut audio_s, mut decode_s, mut split) = (0f64, 0f64, 0u32);
+    // [wrong, right] among the turns acted on and those asked again.
+    let (mut acted, mut asked) = ([0u32; 2], [0u32; 2]);
     let mut dump = String::from("label\tgot\tvoice\tseed\tsaid\theard\n");
     for h in &heard {
         let (want, said) = &set[h.sentence];
         audio_s += h.audio_s;
         decode_s += h.decode_s;
         split += u32::from(h.utterances > 1);
-        let got = if h.text.trim().is_empty() {
-            UNKNOWN.to_string()
+        let (got, confidence) = if h.text.trim().is_empty() {
+            (UNKNOWN.to_string(), 0.0)
         } else {
-            understanding.hear(&h.text, 0).unwrap().0.intent
+            let u = understanding.hear(&h.text, 0).unwrap().0;
+            (u.intent, u.confidence)
         };
         confusion[idx(want)][idx(&got)] += 1;
         let ok = &got == want;
+        // What the receptionist does with it: acts when sure, else asks
+        // the caller once more (receptionist.unsure_below).
+        if got != UNKNOWN && confidence >= cfg.receptionist.unsure_below {
+            acted[usize::from(ok)] += 1;
+        } else {
+            asked[usize::from(ok)] += 1;
+        }
         total += 1;
         right += u32::from(ok);
         by_voice[h.voice][0] += u32::from(ok);
@@ -390,6 +398,15 @@ fn spoken_callers_are_understood_well_enough_to_route_on() {
         eprintln!("seed {seed}: {a}/{b} = {:.1}%", pct(a, b));
     }
     let n = sentences.len() as u32;
+    eprintln!(
+        "at unsure_below {}: acted on {} turns ({} of them wrong), asked again on {} \
+         ({} of them had been right)",
+        cfg.receptionist.unsure_below,
+        acted[0] + acted[1],
+        acted[0],
+        asked[0] + asked[1],
+        asked[1]
+    );
     eprintln!(
         "written lines: {written_right}/{n} = {:.1}%\n\
          spoken intent accuracy: {right}/{total} = {:.1}%\n\

@@ -34,7 +34,7 @@ impl Understanding {
         // Hundreds of examples to embed on a cold cache: a session per core
         // for the while.
         let more = || Embedder::load(&paths.minilm, &paths.minilm_vocab);
-        let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(2));
         let (vectors, report) =
             handlet_models::embed::embed_all(&mut emb, Some(&more), threads, &texts, Some(&cache))?;
         if let Some(problem) = &report.cache_problem {

@@ -71,8 +71,13 @@ pub struct Embedded {
 }
 
 /// First bytes of a cache file, then the model's and vocabulary's pinned
-/// hashes: a cache from another model is never used.
+/// hashes: a cache from another model is never used. The digit is the
+/// format's version: raise it when the text → vector path changes in code
+/// (the tokenizer, `MAX_TOKENS`).
 const CACHE_MAGIC: &[u8; 8] = b"HLEMB\x001\n";
+/// What every cache file starts with, whatever its version: a file that
+/// does not is not ours and is never overwritten.
+const CACHE_FAMILY: &[u8] = b"HLEMB\x00";
 /// A cache never holds more than this many sentences (a config's examples).
 const CACHE_MAX: usize = 20_000;
 
@@ -117,7 +122,14 @@ pub fn embed_all(
             && missing.len() > SHARE_ABOVE
         {
             for _ in 1..threads.max(1) {
-                extra.push(more()?);
+                // Only to go faster: without it, the one session does it all.
+                match more() {
+                    Ok(e) => extra.push(e),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "no second embedding session; embedding on one");
+                        break;
+                    }
+                }
             }
         }
         let mut embedders: Vec<&mut Embedder> = vec![first];
@@ -157,7 +169,8 @@ pub fn embed_all(
         && (report.computed > 0 || report.cache_problem.is_some())
     {
         // Keep what other configurations cached (a test suite's agents, a
-        // business trying examples back and forth), up to the bound.
+        // business trying examples back and forth), up to the bound; best
+        // effort: of two agents writing at once, the last rename wins.
         let mut all: Vec<(&str, &[f32])> = texts
             .iter()
             .zip(&out)
@@ -181,6 +194,11 @@ fn cache_header() -> Vec<u8> {
 fn read_cache(path: &Path) -> std::io::Result<std::collections::HashMap<String, Vec<f32>>> {
     use std::io::{Error as IoError, ErrorKind};
     let bad = |why: &str| IoError::new(ErrorKind::InvalidData, why.to_string());
+    // The largest cache we write: every entry a long sentence.
+    let most = cache_header().len() + 4 + CACHE_MAX * (4 + 4096 + DIM * 4);
+    if std::fs::metadata(path)?.len() > most as u64 {
+        return Err(bad("larger than any cache"));
+    }
     let bytes = std::fs::read(path)?;
     let header = cache_header();
     let Some(mut rest) = bytes.strip_prefix(&header[..]) else {
@@ -240,9 +258,37 @@ fn write_cache(path: &Path, entries: &[(&str, &[f32])]) -> std::io::Result<()> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
-    let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
-    std::fs::write(&tmp, &buf)?;
-    std::fs::rename(&tmp, path).inspect_err(|_| {
-        let _ = std::fs::remove_file(&tmp);
-    })
+    // A file there that is not a cache (a mistyped `[intent] cache`) stays.
+    match std::fs::File::open(path) {
+        Ok(mut f) => {
+            use std::io::Read;
+            let mut head = [0u8; CACHE_FAMILY.len()];
+            if f.read_exact(&mut head).is_err() || head != CACHE_FAMILY {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::AlreadyExists,
+                    "a file that is not an embedding cache is in the way; not overwritten",
+                ));
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    // Unique per process and call, created new: two writers never share a
+    // temporary file. Whoever renames last wins, which is all a cache needs.
+    static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = path.with_extension(format!("tmp.{}.{n}", std::process::id()));
+    let written = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&tmp)
+        .and_then(|mut f| {
+            use std::io::Write;
+            f.write_all(&buf)
+        });
+    written
+        .and_then(|()| std::fs::rename(&tmp, path))
+        .inspect_err(|_| {
+            let _ = std::fs::remove_file(&tmp);
+        })
 }

@@ -74,15 +74,15 @@ pub fn free_port() -> u16 {
     }
 }
 
-/// Write a config file for a test agent and return its path.
-/// `extra` may hold `[sip]` keys; they are merged into the harness's [sip] table.
-/// A `[media]` table in `extra` is merged into the harness's (with its
-/// own RTP range if it names one).
 /// The intent-example embedding cache the tests' agents share.
 pub fn intent_cache() -> PathBuf {
     Path::new(env!("CARGO_TARGET_TMPDIR")).join("intent-examples.emb")
 }
 
+/// Write a config file for a test agent and return its path.
+/// `extra` may hold `[sip]` keys; they are merged into the harness's [sip] table.
+/// A `[media]` table in `extra` is merged into the harness's (with its
+/// own RTP range if it names one).
 pub fn write_config(dir: &Path, port: u16, extra: &str) -> PathBuf {
     let (extra, media_extra) = match extra.split_once("[media]\n") {
         Some((before, after)) => {

@@ -20,6 +20,14 @@ use crate::store::{Channel, SegmentRow, Store};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
 use handlet_dsp::gate::{Gate, GateConfig};
 use handlet_models::vad::FRAME;
+
+/// The energy gate in front of the VAD: frames below it are silence
+/// without asking the model.
+pub const GATE: GateConfig = GateConfig {
+    open_dbfs: -55.0,
+    close_dbfs: -60.0,
+    hangover_frames: 10,
+};
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -274,11 +282,7 @@ impl Shell {
         // call (a line on hold, the caller listening). Its thresholds sit
         // well below quiet speech on a phone line (-30 dBFS and up) and its
         // hang-over keeps word endings; a closed gate counts as p = 0.
-        let mut gate = Gate::new(GateConfig {
-            open_dbfs: -55.0,
-            close_dbfs: -60.0,
-            hangover_frames: 10,
-        });
+        let mut gate = Gate::new(GATE);
         loop {
             let reading = !self.core.is_ended() && self.held.len() < HELD_FINALS_MAX;
             let msg = if reading {

@@ -11,7 +11,8 @@
 //! the head leans. An intent named "unknown"
 //! in the examples is the reserved class of calls the business does not
 //! handle (wrong numbers, other companies), and is answered as "unknown".
-//! Sentiment works the same way on built-in examples.
+//! Sentiment uses the nearest examples alone, on built-in examples
+//! ([`Classifier::nearest_only`]).
 
 use crate::Error;
 use crate::embed::{Embedder, cosine};
@@ -30,10 +31,11 @@ pub struct IntentExamples {
 pub struct Classification {
     /// The intent, or "unknown".
     pub label: String,
-    /// The head's probability of the winning intent, 0..1.
+    /// The winning intent's share of the vote (head and nearest examples,
+    /// half each), 0..1.
     pub confidence: f32,
-    /// How like the nearest examples the sentence is (the best intent's
-    /// mean of its two closest), before the `unknown_below` threshold.
+    /// How like the nearest examples the sentence is (the best mean of an
+    /// intent's two closest, over all intents), before `unknown_below`.
     pub score: f32,
     /// The second-best intent and its confidence.
     pub runner_up: Option<(String, f32)>,
@@ -160,12 +162,16 @@ impl Classifier {
         let mut order: Vec<usize> = (0..p.len()).collect();
         order.sort_by(|a, b| p[*b].total_cmp(&p[*a]));
         let top = order[0];
-        let runner_up = order.get(1).map(|&i| (self.names[i].clone(), p[i]));
         let label = if near < self.unknown_below {
             UNKNOWN.to_string()
         } else {
             self.names[top].clone()
         };
+        // The best other real intent: not the answer, not the "unknown" class.
+        let runner_up = order
+            .iter()
+            .find(|&&i| self.names[i] != label && self.names[i] != UNKNOWN)
+            .map(|&i| (self.names[i].clone(), p[i]));
         Classification {
             label,
             confidence: p[top],
