@@ -21,15 +21,7 @@ fn classifier(emb: &mut Embedder, cfg: &Config) -> Classifier {
 }
 
 fn test_set() -> Vec<(String, String)> {
-    std::fs::read_to_string(repo().join("tests/data/intent_test_set.tsv"))
-        .unwrap()
-        .lines()
-        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
-        .map(|l| {
-            let (label, text) = l.split_once('\t').expect("label<TAB>text");
-            (label.to_string(), text.to_string())
-        })
-        .collect()
+    labelled_set("intent_test_set.tsv")
 }
 
 #[test]
@@ -70,17 +62,7 @@ fn held_out_callers_are_classified_above_the_floor() {
     }
     let acc = right as f64 / set.len() as f64;
     // The table: rows are the truth, columns what the classifier said.
-    let short = |l: &str| l.chars().take(6).collect::<String>();
-    let mut table = format!("{:>22}", "");
-    for l in &labels {
-        table += &format!("{:>7}", short(l));
-    }
-    for (i, row) in confusion.iter().enumerate() {
-        table += &format!("\n{:>22}", labels[i]);
-        for n in row {
-            table += &format!("{n:>7}");
-        }
-    }
+    let table = confusion_table(&labels, &confusion);
     eprintln!(
         "{table}\nintent accuracy: {right}/{} = {:.1}%",
         set.len(),

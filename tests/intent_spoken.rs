@@ -81,15 +81,7 @@ const VOICES: [Caller; 5] = [
 const SEEDS: [u64; 2] = [1, 2];
 
 fn spoken_set() -> Vec<(String, String)> {
-    std::fs::read_to_string(repo().join("tests/data/intent_spoken_set.tsv"))
-        .unwrap()
-        .lines()
-        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
-        .map(|l| {
-            let (label, text) = l.split_once('\t').expect("label<TAB>text");
-            (label.to_string(), text.to_string())
-        })
-        .collect()
+    labelled_set("intent_spoken_set.tsv")
 }
 
 /// xorshift64*: repeatable noise from a seed.
@@ -376,17 +368,7 @@ fn spoken_callers_are_understood_well_enough_to_route_on() {
         written_right += u32::from(&understanding.hear(text, 0).unwrap().0.intent == want);
     }
 
-    let short = |l: &str| l.chars().take(6).collect::<String>();
-    let mut table = format!("{:>22}", "");
-    for l in &labels {
-        table += &format!("{:>7}", short(l));
-    }
-    for (i, row) in confusion.iter().enumerate() {
-        table += &format!("\n{:>22}", labels[i]);
-        for n in row {
-            table += &format!("{n:>7}");
-        }
-    }
+    let table = confusion_table(&labels, &confusion);
     let pct = |a: u32, b: u32| 100.0 * a as f64 / b.max(1) as f64;
     eprintln!("{table}");
     for (v, voice) in VOICES.iter().enumerate() {

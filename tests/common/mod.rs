@@ -912,3 +912,33 @@ pub fn windows_rms(wav: &Path, channel: usize) -> Vec<f32> {
         .map(|c| (c.iter().map(|x| x * x).sum::<f32>() / c.len() as f32).sqrt())
         .collect()
 }
+
+/// A labelled sentence set under tests/data: `label<TAB>text` lines, `#`
+/// comments.
+pub fn labelled_set(file: &str) -> Vec<(String, String)> {
+    std::fs::read_to_string(repo().join("tests/data").join(file))
+        .unwrap()
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .map(|l| {
+            let (label, text) = l.split_once('\t').expect("label<TAB>text");
+            (label.to_string(), text.to_string())
+        })
+        .collect()
+}
+
+/// A confusion table: rows are the truth, columns what was said.
+pub fn confusion_table(labels: &[String], confusion: &[Vec<u32>]) -> String {
+    let short = |l: &str| l.chars().take(6).collect::<String>();
+    let mut table = format!("{:>22}", "");
+    for l in labels {
+        table += &format!("{:>7}", short(l));
+    }
+    for (i, row) in confusion.iter().enumerate() {
+        table += &format!("\n{:>22}", labels[i]);
+        for n in row {
+            table += &format!("{n:>7}");
+        }
+    }
+    table
+}
