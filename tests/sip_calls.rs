@@ -322,13 +322,15 @@ fn caller_cancel_while_ringing_is_recorded_as_missed() {
         String::from_utf8_lossy(&out.stdout)
     );
     let db = Db::open(&agent.database());
-    let call = wait_for(10, "missed call row", || {
-        db.calls().into_iter().find(|c| c.ended.is_some())
+    // The end and "nothing more to transcribe" are two writes: wait for both.
+    let call = wait_for(10, "missed call row, ended and complete", || {
+        db.calls()
+            .into_iter()
+            .find(|c| c.ended.is_some() && c.complete)
     });
     assert_eq!(call.reason.as_deref(), Some("caller cancelled"));
     assert_eq!(call.answered, None);
     assert_eq!(call.duration, Some(0));
-    assert!(call.complete);
 }
 
 #[test]
