@@ -51,9 +51,8 @@ pub struct Classifier {
     names: Vec<String>,
     /// (intent index, embedding)
     examples: Vec<(usize, Vec<f32>)>,
-    head: Head,
-    /// The head's share of the answer (the nearest examples have the rest).
-    head_weight: f32,
+    /// None: the nearest examples alone ([`Classifier::nearest_only`]).
+    head: Option<Head>,
     unknown_below: f32,
 }
 
@@ -99,8 +98,7 @@ impl Classifier {
         Ok(Classifier {
             names: intents.iter().map(|i| i.name.clone()).collect(),
             examples,
-            head,
-            head_weight: 0.5,
+            head: Some(head),
             unknown_below,
         })
     }
@@ -109,7 +107,7 @@ impl Classifier {
     /// class (sentiment's built-in few), where a trained head has too
     /// little to learn from.
     pub fn nearest_only(mut self) -> Classifier {
-        self.head_weight = 0.0;
+        self.head = None;
         self
     }
 
@@ -152,13 +150,15 @@ impl Classifier {
             .map(|s| ((s - near) / TEMPERATURE).exp())
             .collect();
         let knn_total: f32 = knn.iter().sum();
-        let p: Vec<f32> = self
-            .head
-            .probs(v)
-            .iter()
-            .zip(&knn)
-            .map(|(h, k)| self.head_weight * h + (1.0 - self.head_weight) * k / knn_total)
-            .collect();
+        let p: Vec<f32> = match &self.head {
+            Some(head) => head
+                .probs(v)
+                .iter()
+                .zip(&knn)
+                .map(|(h, k)| 0.5 * h + 0.5 * k / knn_total)
+                .collect(),
+            None => knn.iter().map(|k| k / knn_total).collect(),
+        };
         let mut order: Vec<usize> = (0..p.len()).collect();
         order.sort_by(|a, b| p[*b].total_cmp(&p[*a]));
         let top = order[0];
