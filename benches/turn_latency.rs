@@ -12,6 +12,9 @@
 //! stopped. That includes the end-pointer's silence wait (600 ms by
 //! default), whisper, the intent model and the voice's first audio.
 //!
+//! Beside each, the caller's finals' wait after the end of speech (the
+//! end-pointer's silence and whisper), from the transcript's own times.
+//!
 //! `cargo bench --bench turn_latency` (needs `make models`, espeak-ng, sox;
 //! `make bench` installs them). `HANDLET_BENCH_CALLS=1,4` picks the counts.
 
@@ -92,7 +95,9 @@ fn percentile(sorted: &[i64], p: f64) -> i64 {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
 
-fn run(calls: usize, wav: &Path) -> Vec<i64> {
+/// Turns on the recordings, and how long each of the caller's finals came
+/// after the end of its speech (the end-pointer's silence and whisper).
+fn run(calls: usize, wav: &Path) -> (Vec<i64>, Vec<i64>) {
     let agent = Agent::start_with(
         "turns",
         &format!(
@@ -130,9 +135,22 @@ fn run(calls: usize, wav: &Path) -> Vec<i64> {
     let mut all = Vec::new();
     for c in db.calls() {
         let rec = exported_recording(&agent, &db, &c.id);
-        all.extend(turns(&rec));
+        let t = turns(&rec);
+        eprintln!("call {}: turns {t:?} ms", c.id);
+        all.extend(t);
     }
-    all
+    let mut q =
+        db.0.prepare(
+            "SELECT received_at_ms - speech_ended_at_ms FROM transcript_segments \
+             WHERE channel = 'caller' AND speech_ended_at_ms IS NOT NULL",
+        )
+        .unwrap();
+    let finals = q
+        .query_map([], |r| r.get::<_, i64>(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    (all, finals)
 }
 
 fn main() {
@@ -146,16 +164,19 @@ fn main() {
         .collect();
     let dir = TempDir::new("turn-latency-wav");
     let wav = caller_wav(&dir);
-    println!("calls  turns  p50_ms  p95_ms  max_ms");
+    println!("calls  turns  p50_ms  p95_ms  max_ms  final_p50_ms  final_p95_ms");
     for n in counts {
-        let mut t = run(n, &wav);
+        let (mut t, mut f) = run(n, &wav);
         t.sort_unstable();
+        f.sort_unstable();
         println!(
-            "{n:>5}  {:>5}  {:>6}  {:>6}  {:>6}",
+            "{n:>5}  {:>5}  {:>6}  {:>6}  {:>6}  {:>12}  {:>12}",
             t.len(),
             percentile(&t, 0.5),
             percentile(&t, 0.95),
-            t.last().copied().unwrap_or(-1)
+            t.last().copied().unwrap_or(-1),
+            percentile(&f, 0.5),
+            percentile(&f, 0.95),
         );
     }
 }

@@ -211,3 +211,54 @@ fn example_embeddings_are_cached_and_a_bad_cache_is_rebuilt() {
     assert_eq!(r.computed, long.len());
     assert_eq!(shared, alone);
 }
+
+/// A tool for tuning, not a check: scores the classifier on the development
+/// set (tests/data/intent_dev_set.tsv) as written, and on what whisper heard
+/// of it (the dump of `HANDLET_SPOKEN_SET=intent_dev_set.tsv cargo test
+/// --release --test intent_spoken`), in seconds instead of minutes. Tune
+/// examples and the head here, then measure once on the frozen spoken set.
+/// `cargo test --release --test intent -- --ignored --nocapture tune`
+#[test]
+#[ignore]
+fn tune_on_the_development_set() {
+    let cfg = Config::default();
+    let mut emb = embedder();
+    let clf = classifier(&mut emb, &cfg);
+    let heard = std::env::var("HANDLET_HEARD")
+        .unwrap_or_else(|_| format!("{}/intent-dev-set-heard.tsv", env!("CARGO_TARGET_TMPDIR")));
+    let written = labelled_set("intent_dev_set.tsv");
+    let spoken: Vec<(String, String)> = std::fs::read_to_string(&heard)
+        .map(|s| {
+            s.lines()
+                .skip(1)
+                .filter_map(|l| {
+                    let f: Vec<&str> = l.split('\t').collect();
+                    (f.len() == 6).then(|| (f[0].to_string(), f[5].to_string()))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    for (name, set) in [("written", &written), ("heard", &spoken)] {
+        let (mut right, mut em, mut em_right) = (0, 0, 0);
+        for (want, text) in set.iter() {
+            let got = if text.trim().is_empty() {
+                UNKNOWN.to_string()
+            } else {
+                clf.classify(&mut emb, text).unwrap().label
+            };
+            right += u32::from(&got == want);
+            if want == "emergency" {
+                em += 1;
+                em_right += u32::from(&got == want);
+            }
+            if &got != want && std::env::var_os("HANDLET_MISSES").is_some() {
+                eprintln!("miss {name}: {want:>20} -> {got:<20} {text:?}");
+            }
+        }
+        eprintln!(
+            "{name}: {right}/{} = {:.1}%, emergency {em_right}/{em}",
+            set.len(),
+            100.0 * right as f64 / set.len().max(1) as f64
+        );
+    }
+}

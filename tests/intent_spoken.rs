@@ -80,8 +80,15 @@ const VOICES: [Caller; 5] = [
 /// voice meets both seeds.
 const SEEDS: [u64; 2] = [1, 2];
 
+/// The frozen set, or for tuning another file of tests/data named by
+/// `HANDLET_SPOKEN_SET` (tests/data/intent_dev_set.tsv: tune on that, never
+/// on the frozen set).
+fn spoken_set_file() -> String {
+    std::env::var("HANDLET_SPOKEN_SET").unwrap_or_else(|_| "intent_spoken_set.tsv".into())
+}
+
 fn spoken_set() -> Vec<(String, String)> {
-    labelled_set("intent_spoken_set.tsv")
+    labelled_set(&spoken_set_file())
 }
 
 /// xorshift64*: repeatable noise from a seed.
@@ -359,7 +366,8 @@ fn spoken_callers_are_understood_well_enough_to_route_on() {
         dump += &format!("{want}\t{got}\t{voice}\t{seed}\t{said}\t{}\n", h.text);
     }
     // What was heard, for working on the classifier without whisper.
-    let tsv = Path::new(env!("CARGO_TARGET_TMPDIR")).join("intent-spoken-heard.tsv");
+    let stem = spoken_set_file().trim_end_matches(".tsv").replace('_', "-");
+    let tsv = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("{stem}-heard.tsv"));
     std::fs::write(&tsv, dump).unwrap();
     let mut written_right = 0u32;
     let sentences: Vec<usize> = (0..set.len()).step_by(every).collect();

@@ -331,3 +331,65 @@ fn a_callers_sentence_goes_before_prompts_rendered_ahead() {
     }
     assert!(matches!(rt.block_on(rx.recv()), Some(Chunk::End)));
 }
+
+/// Two calls speaking at once on one voice session take turns phrase by
+/// phrase: the second call's first words do not wait for the whole of the
+/// first call's long sentence. And a sentence prepared ahead is said whole
+/// at once.
+#[test]
+fn calls_take_turns_by_phrase_and_a_prepared_sentence_is_said_at_once() {
+    use handlet_agent::voice::{Chunk, VoiceConfig, VoiceService};
+    let p = paths();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let svc = VoiceService::start(
+        &VoiceConfig::default(),
+        (&p.voice, &p.voice_config),
+        Vec::new(),
+        Vec::new(),
+    )
+    .unwrap();
+    let long = "I have zero seven seven zero zero, nine zero zero, one two three. \
+                We will call you back on that number as soon as we can. \
+                Thank you for calling, and have a lovely day. Goodbye for now.";
+    let mut a = svc.say(long, 8000);
+    let mut b = svc.say("Thank you, David.", 8000);
+    // Both streams, in the order their pieces arrive.
+    let mut order = Vec::new();
+    let (mut a_done, mut b_done) = (false, false);
+    rt.block_on(async {
+        while !(a_done && b_done) {
+            tokio::select! {
+                c = a.recv(), if !a_done => {
+                    a_done = !matches!(c, Some(Chunk::Audio(_)));
+                    order.push(if a_done { "a end" } else { "a" });
+                }
+                c = b.recv(), if !b_done => {
+                    b_done = !matches!(c, Some(Chunk::Audio(_)));
+                    order.push(if b_done { "b end" } else { "b" });
+                }
+            }
+        }
+    });
+    let b_end = order.iter().position(|o| *o == "b end").unwrap();
+    let a_end = order.iter().position(|o| *o == "a end").unwrap();
+    assert!(b_end < a_end, "the short sentence waited: {order:?}");
+    assert_eq!(order.first(), Some(&"a"), "{order:?}");
+
+    let next = "Thank you, David. We'll call you back as soon as we can. Goodbye.";
+    assert!(!svc.is_prepared(next));
+    svc.prepare(next);
+    let deadline = Instant::now() + std::time::Duration::from_secs(60);
+    while !svc.is_prepared(next) {
+        assert!(Instant::now() < deadline, "never prepared");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let mut rx = svc.say(next, 16000);
+    match rt.block_on(rx.recv()) {
+        // All three sentences in one piece.
+        Some(Chunk::Audio(a)) => assert!(a.len() > 3 * 16000, "{} samples", a.len()),
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(rt.block_on(rx.recv()), Some(Chunk::End)));
+}

@@ -577,7 +577,7 @@ impl Default for Transcription {
             workers: 2,
             queue: 32,
             partial_interval_ms: 1000,
-            early_final_ms: 300,
+            early_final_ms: 200,
             vad_start_threshold: 0.5,
             vad_stop_threshold: 0.35,
             min_silence_ms: 600,

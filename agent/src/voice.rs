@@ -7,12 +7,19 @@
 //! A call asks [`VoiceService::say`] for a sentence and gets a channel of
 //! [`Chunk`]s; dropping the receiver (the caller barged in) stops the
 //! synthesis at the next sentence.
+//!
+//! A call may also ask for a sentence it will probably say soon to be
+//! rendered ahead ([`VoiceService::prepare`]): the reply to a "yes" is known
+//! while the caller is still saying it, and synthesising a read-back of a
+//! number costs about as long as the caller waits for the end of their turn
+//! to be noticed. Those are kept apart from the fixed sentences, few
+//! (they hold callers' names and numbers) and only in memory.
 
 use handlet_models::tts;
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use tokio::sync::mpsc;
 
 /// `[voice]`: which Piper voice speaks, and recorded prompts instead of it.
@@ -140,13 +147,25 @@ struct Job {
     out: mpsc::UnboundedSender<Chunk>,
 }
 
-/// The voice, its threads and its cache of rendered sentences.
+type Cache = RwLock<HashMap<String, Arc<Rendered>>>;
+
+/// Sentences calls asked to have ready, newest last: at most [`PREPARED`].
+type Prepared = Mutex<VecDeque<(String, Arc<Rendered>)>>;
+
+/// The voice, its threads and its caches of rendered sentences.
 pub struct VoiceService {
     jobs: crossbeam_channel::Sender<Job>,
     /// Sentences to render ahead, taken only when no call is waiting.
     renders: crossbeam_channel::Sender<String>,
-    cache: Arc<RwLock<HashMap<String, Arc<Rendered>>>>,
+    /// Calls' sentences to render ahead ([`VoiceService::prepare`]).
+    prepares: crossbeam_channel::Sender<String>,
+    cache: Arc<Cache>,
+    prepared: Arc<Prepared>,
 }
+
+/// Calls' sentences kept rendered ahead: a few per call at once, enough
+/// for the calls a box takes together; the oldest goes first.
+const PREPARED: usize = 16;
 
 /// Jobs that may wait for a voice thread: a burst of calls each asking
 /// for a sentence; beyond this a sentence fails at once rather than
@@ -170,7 +189,8 @@ impl VoiceService {
         };
         let sessions = cfg.sessions.max(1);
         let voice = tts::Voice::load_sessions(&model, &json, sessions)?;
-        let cache: Arc<RwLock<HashMap<String, Arc<Rendered>>>> = Arc::default();
+        let cache: Arc<Cache> = Arc::default();
+        let prepared: Arc<Prepared> = Arc::default();
         for (text, path) in recorded {
             let a = handlet_dsp::wav::read(&path)?;
             let r = Rendered::new(&a.samples, a.rate)?;
@@ -181,40 +201,33 @@ impl VoiceService {
         }
         let (jobs, rx) = crossbeam_channel::bounded::<Job>(QUEUE);
         let (renders, render_rx) = crossbeam_channel::unbounded::<String>();
+        // Bounded: a hint that finds the queue full is dropped.
+        let (prepares, prepare_rx) = crossbeam_channel::bounded::<String>(PREPARED);
         for _ in 0..sessions {
             let rx = rx.clone();
             let render_rx = render_rx.clone();
+            let prepare_rx = prepare_rx.clone();
             let voice = voice.clone();
             let cache = cache.clone();
+            let prepared = prepared.clone();
             std::thread::Builder::new()
                 .name("voice".into())
                 .spawn(move || {
-                    loop {
-                        // A caller waiting comes before rendering ahead:
-                        // a call that arrives at start must not wait for
-                        // every prompt to be rendered first.
-                        if let Ok(job) = rx.try_recv() {
-                            say(&voice, &cache, job);
-                            continue;
-                        }
-                        crossbeam_channel::select! {
-                            recv(rx) -> job => match job {
-                                Ok(job) => say(&voice, &cache, job),
-                                Err(_) => return,
-                            },
-                            recv(render_rx) -> text => match text {
-                                Ok(text) => render(&voice, &cache, text),
-                                Err(_) => return,
-                            },
-                        }
+                    Worker {
+                        voice,
+                        cache,
+                        prepared,
                     }
+                    .run(rx, prepare_rx, render_rx)
                 })
                 .map_err(|e| crate::Error::Io(format!("voice thread: {e}")))?;
         }
         let svc = VoiceService {
             jobs,
             renders,
+            prepares,
             cache,
+            prepared,
         };
         for p in prompts {
             if !p.trim().is_empty() && !svc.is_cached(&p) {
@@ -236,8 +249,25 @@ impl VoiceService {
         texts.iter().all(|t| self.is_cached(t))
     }
 
+    /// Render `text` ahead, when no call is waiting for the voice: a call
+    /// will probably say it soon. A no-op for a sentence already rendered;
+    /// dropped when too many are waiting.
+    pub fn prepare(&self, text: &str) {
+        if text.trim().is_empty() || self.is_cached(text) || ready(&self.prepared, text).is_some() {
+            return;
+        }
+        if self.prepares.try_send(text.to_string()).is_err() {
+            tracing::debug!("the voice is busy: a sentence is not rendered ahead");
+        }
+    }
+
+    /// Whether `text` has been rendered ahead by [`Self::prepare`] (for tests).
+    pub fn is_prepared(&self, text: &str) -> bool {
+        ready(&self.prepared, text).is_some()
+    }
+
     /// Say `text` at `rate` Hz: rendered audio at once if it is a fixed
-    /// sentence, else streamed as it is synthesised.
+    /// sentence or was prepared, else streamed as it is synthesised.
     pub fn say(&self, text: &str, rate: u32) -> mpsc::UnboundedReceiver<Chunk> {
         let (tx, rx) = mpsc::unbounded_channel();
         let cached = self
@@ -245,7 +275,8 @@ impl VoiceService {
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .get(text)
-            .cloned();
+            .cloned()
+            .or_else(|| ready(&self.prepared, text));
         match cached {
             Some(r) => r.send(rate, &tx),
             None => {
@@ -267,72 +298,242 @@ fn resample(a: &[f32], from: u32, to: u32) -> Result<Vec<f32>, crate::Error> {
     Ok(handlet_dsp::resample::Resampler::clip(a, from, to)?)
 }
 
-/// Render `text` into the cache (unless it is there already).
-fn render(voice: &tts::Voice, cache: &RwLock<HashMap<String, Arc<Rendered>>>, text: String) {
-    if cache
-        .read()
+/// `text` as rendered ahead for a call, if it was.
+fn ready(prepared: &Prepared, text: &str) -> Option<Arc<Rendered>> {
+    prepared
+        .lock()
         .unwrap_or_else(|e| e.into_inner())
-        .contains_key(&text)
-    {
-        return;
-    }
-    let from = voice.sample_rate();
-    let t0 = std::time::Instant::now();
-    let r = voice
-        .synthesize_all(&text)
-        .map_err(crate::Error::from)
-        .and_then(|a| Rendered::new(&a, from));
-    match r {
-        Ok(r) => {
-            tracing::debug!(ms = t0.elapsed().as_millis() as u64, "prompt rendered");
-            cache
-                .write()
-                .unwrap_or_else(|e| e.into_inner())
-                .insert(text, Arc::new(r));
-        }
-        Err(e) => {
-            tracing::warn!(error = %e, "a prompt could not be rendered; it is synthesised when said")
-        }
-    }
+        .iter()
+        .find(|(t, _)| t == text)
+        .map(|(_, r)| r.clone())
 }
 
-/// Say a sentence for a call: from the cache if it was rendered meanwhile,
-/// else synthesised and streamed a sentence at a time.
-fn say(voice: &tts::Voice, cache: &RwLock<HashMap<String, Arc<Rendered>>>, job: Job) {
-    let Job { text, rate, out } = job;
-    if out.is_closed() {
-        return;
-    }
-    if let Some(r) = cache.read().unwrap_or_else(|e| e.into_inner()).get(&text) {
-        r.send(rate, &out);
-        return;
-    }
-    let speech = match voice.stream(&text) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot say a sentence");
-            let _ = out.send(Chunk::Failed);
-            return;
-        }
-    };
-    let from = voice.sample_rate();
-    for piece in speech {
-        match piece
-            .map_err(crate::Error::from)
-            .and_then(|a| resample(&a, from, rate))
-        {
-            Ok(a) => {
-                if out.send(Chunk::Audio(a)).is_err() {
-                    // Nobody listens: the caller barged in or left.
-                    return;
-                }
+/// One voice thread: the sentences it is making, a phrase (one model run)
+/// at a time, so that one call's long read-back never holds up another
+/// call's first words.
+struct Worker {
+    voice: tts::Voice,
+    cache: Arc<Cache>,
+    prepared: Arc<Prepared>,
+}
+
+/// A sentence being made.
+struct Making {
+    speech: tts::Speech,
+    to: To,
+}
+
+enum To {
+    /// A call waits for it: each phrase goes out as soon as it is made.
+    Call {
+        rate: u32,
+        out: mpsc::UnboundedSender<Chunk>,
+        begun: bool,
+    },
+    /// Rendered ahead, kept whole once made: a fixed sentence into the
+    /// cache, a call's likely next one into `prepared`.
+    Ahead {
+        text: String,
+        fixed: bool,
+        audio: Vec<f32>,
+        t0: std::time::Instant,
+    },
+}
+
+impl Worker {
+    fn run(
+        self,
+        jobs: crossbeam_channel::Receiver<Job>,
+        prepares: crossbeam_channel::Receiver<String>,
+        renders: crossbeam_channel::Receiver<String>,
+    ) {
+        let mut calls: VecDeque<Making> = VecDeque::new();
+        let mut ahead: Option<Making> = None;
+        loop {
+            while let Ok(job) = jobs.try_recv() {
+                calls.extend(self.start_call(job));
             }
+            // A call still waiting for its first words goes first; the
+            // others have a phrase playing, seconds long, and take turns.
+            let next = match calls
+                .iter()
+                .position(|m| matches!(m.to, To::Call { begun: false, .. }))
+            {
+                Some(i) => calls.remove(i),
+                None => calls.pop_front(),
+            };
+            if let Some(mut m) = next {
+                if self.step(&mut m) {
+                    calls.push_back(m);
+                }
+                continue;
+            }
+            // No call waits: render ahead, a call's sentence before a
+            // fixed one (a call asked for it because it is due soon).
+            if ahead.is_none() {
+                ahead = match prepares.try_recv() {
+                    Ok(text) => self.start_ahead(text, false),
+                    Err(_) => match renders.try_recv() {
+                        Ok(text) => self.start_ahead(text, true),
+                        Err(_) => None,
+                    },
+                };
+            }
+            if let Some(mut m) = ahead.take() {
+                if self.step(&mut m) {
+                    ahead = Some(m);
+                }
+                continue;
+            }
+            crossbeam_channel::select! {
+                recv(jobs) -> job => match job {
+                    Ok(job) => calls.extend(self.start_call(job)),
+                    Err(_) => return,
+                },
+                recv(prepares) -> text => match text {
+                    Ok(text) => ahead = self.start_ahead(text, false),
+                    Err(_) => return,
+                },
+                recv(renders) -> text => match text {
+                    Ok(text) => ahead = self.start_ahead(text, true),
+                    Err(_) => return,
+                },
+            }
+        }
+    }
+
+    /// What is already rendered of `text`, fixed or prepared.
+    fn rendered(&self, text: &str) -> Option<Arc<Rendered>> {
+        self.cache
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(text)
+            .cloned()
+            .or_else(|| ready(&self.prepared, text))
+    }
+
+    /// A call's sentence: sent whole if it was rendered meanwhile, else to
+    /// be made.
+    fn start_call(&self, job: Job) -> Option<Making> {
+        let Job { text, rate, out } = job;
+        if out.is_closed() {
+            return None;
+        }
+        if let Some(r) = self.rendered(&text) {
+            r.send(rate, &out);
+            return None;
+        }
+        match self.voice.stream_soon(&text) {
+            Ok(speech) => Some(Making {
+                speech,
+                to: To::Call {
+                    rate,
+                    out,
+                    begun: false,
+                },
+            }),
             Err(e) => {
                 tracing::warn!(error = %e, "cannot say a sentence");
                 let _ = out.send(Chunk::Failed);
-                return;
+                None
             }
         }
     }
-    let _ = out.send(Chunk::End);
+
+    fn start_ahead(&self, text: String, fixed: bool) -> Option<Making> {
+        if self.rendered(&text).is_some() {
+            return None;
+        }
+        match self.voice.stream(&text) {
+            Ok(speech) => Some(Making {
+                speech,
+                to: To::Ahead {
+                    text,
+                    fixed,
+                    audio: Vec::new(),
+                    t0: std::time::Instant::now(),
+                },
+            }),
+            Err(e) => {
+                tracing::warn!(error = %e, "a sentence could not be rendered ahead; it is synthesised when said");
+                None
+            }
+        }
+    }
+
+    /// Make the next phrase; false when the sentence is done (or nobody
+    /// listens any more: the caller barged in or left).
+    fn step(&self, m: &mut Making) -> bool {
+        let from = self.voice.sample_rate();
+        let piece = m.speech.next();
+        match &mut m.to {
+            To::Call { rate, out, begun } => {
+                if out.is_closed() {
+                    return false;
+                }
+                match piece.map(|p| {
+                    p.map_err(crate::Error::from)
+                        .and_then(|a| resample(&a, from, *rate))
+                }) {
+                    Some(Ok(a)) => {
+                        *begun = true;
+                        out.send(Chunk::Audio(a)).is_ok()
+                    }
+                    Some(Err(e)) => {
+                        tracing::warn!(error = %e, "cannot say a sentence");
+                        let _ = out.send(Chunk::Failed);
+                        false
+                    }
+                    None => {
+                        let _ = out.send(Chunk::End);
+                        false
+                    }
+                }
+            }
+            To::Ahead {
+                text,
+                fixed,
+                audio,
+                t0,
+            } => match piece {
+                Some(Ok(a)) => {
+                    audio.extend_from_slice(&a);
+                    true
+                }
+                Some(Err(e)) => {
+                    tracing::warn!(error = %e, "a sentence could not be rendered ahead; it is synthesised when said");
+                    false
+                }
+                None => {
+                    match Rendered::new(audio, from) {
+                        Ok(r) => {
+                            let r = Arc::new(r);
+                            let text = std::mem::take(text);
+                            tracing::debug!(
+                                ms = t0.elapsed().as_millis() as u64,
+                                fixed = *fixed,
+                                "sentence rendered ahead"
+                            );
+                            if *fixed {
+                                self.cache
+                                    .write()
+                                    .unwrap_or_else(|e| e.into_inner())
+                                    .insert(text, r);
+                            } else {
+                                let mut p = self.prepared.lock().unwrap_or_else(|e| e.into_inner());
+                                while p.len() >= PREPARED {
+                                    p.pop_front();
+                                }
+                                p.push_back((text, r));
+                            }
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "a sentence could not be rendered ahead")
+                        }
+                    }
+                    false
+                }
+            },
+        }
+    }
 }

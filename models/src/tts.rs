@@ -423,6 +423,43 @@ fn push_clause(out: &mut Vec<Clause>, cur: &mut String, stop: Stop) {
     }
 }
 
+/// A first phrase at least this long (in phonemes, about 1.2 s of speech)
+/// is cut at its first clause by [`first_clause_apart`].
+pub const FIRST_PHRASE_SPLIT_AT: usize = 24;
+
+/// A first clause shorter than this stays with the rest ("So, ..."): a run
+/// that short sounds clipped.
+const FIRST_CLAUSE_MIN: usize = 6;
+
+/// Cut the first phrase after its first clause (`,` `:` `;`) when it is
+/// long, so the first model run is short. The clause keeps its punctuation
+/// phoneme, so it ends with the clause's own fall and pause; no extra
+/// silence is added between the two.
+pub fn first_clause_apart(phrases: &mut Vec<Phrase>) {
+    let Some(first) = phrases.first() else { return };
+    if first.phonemes.chars().count() < FIRST_PHRASE_SPLIT_AT {
+        return;
+    }
+    let chars: Vec<char> = first.phonemes.chars().collect();
+    let cut = (FIRST_CLAUSE_MIN..chars.len().saturating_sub(FIRST_CLAUSE_MIN))
+        .find(|&i| matches!(chars[i], ',' | ':' | ';') && chars.get(i + 1) == Some(&' '));
+    let Some(i) = cut else { return };
+    let head: String = chars[..=i].iter().collect();
+    let tail: String = chars[i + 2..].iter().collect();
+    let ends_sentence = first.ends_sentence;
+    phrases[0] = Phrase {
+        phonemes: tail,
+        ends_sentence,
+    };
+    phrases.insert(
+        0,
+        Phrase {
+            phonemes: head,
+            ends_sentence: false,
+        },
+    );
+}
+
 /// One model run's worth of speech.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Phrase {
@@ -818,6 +855,20 @@ impl Voice {
         })
     }
 
+    /// As [`Voice::stream`], but a long first sentence is cut at its first
+    /// clause ([`first_clause_apart`]): for a caller waiting on a reply, the
+    /// time to first audio is the first phrase's synthesis (0.16 s per
+    /// second of speech on the 2-core box), and "I have zero seven seven
+    /// zero zero," is ready in half the time of the whole read-back.
+    pub fn stream_soon(&self, text: &str) -> Result<Speech, Error> {
+        let mut phrases = self.phonemize(text)?;
+        first_clause_apart(&mut phrases);
+        Ok(Speech {
+            voice: self.clone(),
+            phrases: phrases.into_iter(),
+        })
+    }
+
     /// Speak `text`, calling `on_chunk` with each sentence's audio as soon
     /// as it is made, at [`Voice::sample_rate`].
     pub fn synthesize(&self, text: &str, mut on_chunk: impl FnMut(&[f32])) -> Result<(), Error> {
@@ -906,6 +957,38 @@ mod tests {
 
     fn texts(cs: &[Clause]) -> Vec<(&str, Stop)> {
         cs.iter().map(|c| (c.text.as_str(), c.stop)).collect()
+    }
+
+    #[test]
+    fn a_long_first_sentence_is_cut_at_its_first_clause() {
+        let p = |s: &str, e: bool| Phrase {
+            phonemes: s.into(),
+            ends_sentence: e,
+        };
+        let mut v = vec![
+            p("aɪ hæv zˈiəɹoʊ sˈɛvən, nˈaɪn zˈiəɹoʊ, wˈʌn.", true),
+            p("ɪz ðæt ɹˈaɪt?", true),
+        ];
+        first_clause_apart(&mut v);
+        assert_eq!(
+            v,
+            vec![
+                p("aɪ hæv zˈiəɹoʊ sˈɛvən,", false),
+                p("nˈaɪn zˈiəɹoʊ, wˈʌn.", true),
+                p("ɪz ðæt ɹˈaɪt?", true),
+            ]
+        );
+        // Short, clause-less, or a clause too short to stand alone: as is.
+        for s in [
+            "θæŋk juː, dˈeɪvɪd.",
+            "wˈiːl kˈɔːl juː bˈæk æz sˈuːn æz wiː kæn.",
+            "soʊ, wˈiːl kˈɔːl juː bˈæk æz sˈuːn æz wiː kæn.",
+        ] {
+            let mut v = vec![p(s, true)];
+            first_clause_apart(&mut v);
+            assert_eq!(v, vec![p(s, true)], "{s}");
+        }
+        first_clause_apart(&mut Vec::new());
     }
 
     #[test]

@@ -322,6 +322,9 @@ impl Conversation {
                 Action::Hangup => self.next = Some(Next::Hangup),
             }
         }
+        while let Some(text) = self.r.poll_prepare() {
+            self.s.voice.prepare(&text);
+        }
     }
 
     fn say(&mut self, text: String) {

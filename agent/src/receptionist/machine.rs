@@ -119,6 +119,7 @@ enum State {
     Done,
 }
 
+#[derive(Clone)]
 pub struct Receptionist {
     cfg: Arc<ReceptionistConfig>,
     plan: Arc<Plan>,
@@ -146,6 +147,12 @@ pub struct Receptionist {
     /// Words the caller said while the box could not be interrupted: the
     /// answer to the question the box is leading to.
     pending: Option<Heard>,
+    /// Sentences the box will probably say soon, for the voice to render
+    /// ahead ([`Receptionist::poll_prepare`]).
+    prepare: VecDeque<String>,
+    /// This is a copy run ahead to see what a "yes" would bring: it
+    /// prepares nothing itself.
+    probing: bool,
 }
 
 /// The receptionist's own sentences that never change (the config's are
@@ -254,6 +261,8 @@ impl Receptionist {
             message: Message::default(),
             taking: false,
             pending: None,
+            prepare: VecDeque::new(),
+            probing: false,
         }
     }
 
@@ -358,6 +367,16 @@ impl Receptionist {
                 self.state = State::Speaking;
                 self.speaking = Some(s.clone());
                 self.actions.push_back(Action::Say(s));
+                if !self.probing {
+                    // What follows is known now: render it while this plays.
+                    let queued: Vec<String> = self.queue.iter().map(|q| q.text.clone()).collect();
+                    self.prepare.extend(queued);
+                    if self.queue.is_empty()
+                        && matches!(self.after, Some(After::Listen(Question::ConfirmNumber(_))))
+                    {
+                        self.prepare_for_yes(at);
+                    }
+                }
             }
             None => {
                 self.speaking = None;
@@ -383,6 +402,37 @@ impl Receptionist {
                 }
             }
         }
+    }
+
+    /// The reply to "yes" to the number just read back (most callers say
+    /// it) is known before they say it: the rest of the message, or the
+    /// goodbye that reads the number once more. Found by running a copy of
+    /// this machine on a "yes", so it is exactly what would be said.
+    fn prepare_for_yes(&mut self, at: At) {
+        let mut probe = self.clone();
+        probe.probing = true;
+        probe.actions.clear();
+        while probe.speaking.is_some() {
+            probe.said_done(at);
+        }
+        probe.heard(
+            Heard {
+                text: "yes".into(),
+                intent: None,
+                entities: Default::default(),
+            },
+            at,
+        );
+        for a in probe.actions {
+            if let Action::Say(s) = a {
+                self.prepare.push_back(s.text);
+            }
+        }
+    }
+
+    /// A sentence to render ahead: it may be said soon, or never.
+    pub fn poll_prepare(&mut self) -> Option<String> {
+        self.prepare.pop_front()
     }
 
     fn said_done(&mut self, at: At) {

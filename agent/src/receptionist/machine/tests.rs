@@ -453,3 +453,53 @@ fn turns_are_bounded_and_a_hang_up_keeps_what_was_said() {
     assert_eq!(m.about.as_deref(), Some("quote for a fence please"));
     assert!(!m.complete);
 }
+
+fn prepared(r: &mut Receptionist) -> Vec<String> {
+    std::iter::from_fn(|| r.poll_prepare()).collect()
+}
+
+#[test]
+fn what_will_probably_be_said_next_is_offered_for_rendering_ahead() {
+    let mut r = start(Some("07700900555"));
+    // The greeting starts; what is queued behind it is known already.
+    let Some(Action::Say(s)) = r.poll_action() else {
+        panic!()
+    };
+    assert!(s.text.starts_with("Thank you for calling"));
+    assert_eq!(
+        prepared(&mut r),
+        ["This call is recorded.", "How can I help you today?"]
+    );
+    r.handle(Input::SaidDone, at(1_000));
+    play(&mut r, 1_000);
+    prepared(&mut r);
+    r.handle(
+        heard("I'd like a quote for a new boiler", Some(("quote", 0.9))),
+        at(4_000),
+    );
+    r.handle(heard("Jane Doe", None), at(8_000));
+    play(&mut r, 8_000);
+    // Asked whether the caller's own number will do: the reply to a yes
+    // is ready, and nothing in the machine moved for working it out.
+    let ahead = prepared(&mut r);
+    assert!(
+        ahead.contains(&"What's the address, with the postcode?".to_string()),
+        "{ahead:?}"
+    );
+    assert_eq!(r.poll_action(), None);
+    r.handle(heard("yes please", None), at(12_000));
+    let (said, _) = play(&mut r, 12_000);
+    assert_eq!(said, ["What's the address, with the postcode?"]);
+    // A "no" still does what it did: ask for the number.
+    let mut r = start(Some("07700900555"));
+    play(&mut r, 0);
+    r.handle(heard("a quote please", Some(("quote", 0.9))), at(4_000));
+    r.handle(heard("Jane Doe", None), at(8_000));
+    play(&mut r, 8_000);
+    r.handle(heard("no, use my mobile", None), at(12_000));
+    let (said, _) = play(&mut r, 12_000);
+    assert_eq!(
+        said,
+        ["Sorry about that. Please say the number again, digit by digit."]
+    );
+}
