@@ -410,16 +410,20 @@ fn spoken_callers_are_understood_well_enough_to_route_on() {
         tsv.display()
     );
     // The bar is 90 % overall and 95 % emergency recall; measured
-    // 77.6 % and 92 % (2026-12-02, docs/PERFORMANCE.md). Until it is met
-    // these floors keep what was reached from slipping back.
+    // 81.1 % and 96 % (2026-12-02, docs/PERFORMANCE.md). Until it is met
+    // these floors keep what was reached from slipping back. They hold for
+    // the frozen set only: another file is for tuning.
+    if spoken_set_file() != "intent_spoken_set.tsv" {
+        return;
+    }
     assert!(
-        pct(right, total) >= 75.0,
-        "spoken intent accuracy {:.1}% below the 75% floor",
+        pct(right, total) >= 79.0,
+        "spoken intent accuracy {:.1}% below the 79% floor",
         pct(right, total)
     );
     assert!(
-        pct(emergencies_caught, emergencies) >= 89.0,
-        "spoken emergency recall {:.1}% below the 89% floor",
+        pct(emergencies_caught, emergencies) >= 94.0,
+        "spoken emergency recall {:.1}% below the 94% floor",
         pct(emergencies_caught, emergencies)
     );
 }

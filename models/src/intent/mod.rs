@@ -2,8 +2,9 @@
 //!
 //! Each intent is a list of example sentences a business can edit in its
 //! config. When a classifier is built, the examples are embedded and a
-//! linear softmax head is trained on them ([`head`], a few hundred ms, no
-//! separate training step). An utterance is embedded; the head's
+//! linear softmax head is trained on them and on their words and word
+//! pairs ([`head`], [`lexical`]; a few hundred ms, no separate training
+//! step). An utterance is embedded; the head's
 //! probabilities and a softmax over each intent's nearest examples (the mean
 //! of its two closest), half each, name the intent, and the winner's share
 //! is the confidence. When nothing the caller said is like any example (the
@@ -18,6 +19,7 @@ use crate::Error;
 use crate::embed::{Embedder, cosine};
 
 mod head;
+mod lexical;
 use head::Head;
 
 /// One intent and the sentences that say it.
@@ -94,7 +96,20 @@ impl Classifier {
                 examples.push((i, vectors.next().expect("counted")));
             }
         }
-        let head = Head::train(&examples, intents.len());
+        let words: Vec<Vec<(u32, f32)>> = intents
+            .iter()
+            .flat_map(|i| i.examples.iter().map(|e| lexical::features(e)))
+            .collect();
+        let training: Vec<head::Example> = examples
+            .iter()
+            .zip(&words)
+            .map(|((class, embedding), words)| head::Example {
+                class: *class,
+                embedding,
+                words,
+            })
+            .collect();
+        let head = Head::train(&training, intents.len());
         Ok(Classifier {
             names: intents.iter().map(|i| i.name.clone()).collect(),
             examples,
@@ -113,10 +128,11 @@ impl Classifier {
 
     pub fn classify(&self, emb: &mut Embedder, text: &str) -> Result<Classification, Error> {
         let v = emb.embed(text)?;
-        Ok(self.classify_embedding(&v))
+        Ok(self.classify_embedding(&v, text))
     }
 
-    pub fn classify_embedding(&self, v: &[f32]) -> Classification {
+    /// `text` and its embedding `v`.
+    pub fn classify_embedding(&self, v: &[f32], text: &str) -> Classification {
         // Two best similarities per intent: one lucky match counts less
         // than two good ones.
         let mut best = vec![[f32::MIN; 2]; self.names.len()];
@@ -152,7 +168,7 @@ impl Classifier {
         let knn_total: f32 = knn.iter().sum();
         let p: Vec<f32> = match &self.head {
             Some(head) => head
-                .probs(v)
+                .probs(v, &lexical::features(text))
                 .iter()
                 .zip(&knn)
                 .map(|(h, k)| 0.5 * h + 0.5 * k / knn_total)
