@@ -284,29 +284,40 @@ fn several_calls_can_speak_at_once() {
     }
 }
 
-/// The agent's voice service: a call's sentence is said before the
-/// prompts still waiting to be rendered ahead (a call that arrives just
-/// after start must not wait for all of them), then the prompts are
-/// rendered and said from the cache.
-#[test]
-fn a_callers_sentence_goes_before_prompts_rendered_ahead() {
-    use handlet_agent::voice::{Chunk, VoiceConfig, VoiceService};
-    let p = paths();
-    let prompts: Vec<String> = (0..12)
-        .map(|i| {
-            format!("This is prompt number {i}, rendered when the agent starts, before any call.")
-        })
-        .collect();
+/// The agent's voice service with the default voice, and a runtime to
+/// read its channels on.
+fn voice_service(
+    p: &ModelPaths,
+    prompts: Vec<String>,
+) -> (tokio::runtime::Runtime, handlet_agent::voice::VoiceService) {
+    use handlet_agent::voice::{VoiceConfig, VoiceService};
     let rt = tokio::runtime::Builder::new_current_thread()
         .build()
         .unwrap();
     let svc = VoiceService::start(
         &VoiceConfig::default(),
         (&p.voice, &p.voice_config),
-        prompts.clone(),
+        prompts,
         Vec::new(),
     )
     .unwrap();
+    (rt, svc)
+}
+
+/// The agent's voice service: a call's sentence is said before the
+/// prompts still waiting to be rendered ahead (a call that arrives just
+/// after start must not wait for all of them), then the prompts are
+/// rendered and said from the cache.
+#[test]
+fn a_callers_sentence_goes_before_prompts_rendered_ahead() {
+    use handlet_agent::voice::Chunk;
+    let p = paths();
+    let prompts: Vec<String> = (0..12)
+        .map(|i| {
+            format!("This is prompt number {i}, rendered when the agent starts, before any call.")
+        })
+        .collect();
+    let (rt, svc) = voice_service(&p, prompts.clone());
     let mut rx = svc.say("Your number is zero seven seven zero zero.", 8000);
     let first = rt.block_on(rx.recv());
     assert!(
@@ -338,18 +349,9 @@ fn a_callers_sentence_goes_before_prompts_rendered_ahead() {
 /// at once.
 #[test]
 fn calls_take_turns_by_phrase_and_a_prepared_sentence_is_said_at_once() {
-    use handlet_agent::voice::{Chunk, VoiceConfig, VoiceService};
+    use handlet_agent::voice::Chunk;
     let p = paths();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .build()
-        .unwrap();
-    let svc = VoiceService::start(
-        &VoiceConfig::default(),
-        (&p.voice, &p.voice_config),
-        Vec::new(),
-        Vec::new(),
-    )
-    .unwrap();
+    let (rt, svc) = voice_service(&p, Vec::new());
     let long = "I have zero seven seven zero zero, nine zero zero, one two three. \
                 We will call you back on that number as soon as we can. \
                 Thank you for calling, and have a lovely day. Goodbye for now.";
