@@ -350,7 +350,11 @@ impl Worker {
         let mut calls: VecDeque<Making> = VecDeque::new();
         let mut ahead: Option<Making> = None;
         loop {
-            while let Ok(job) = jobs.try_recv() {
+            // At most QUEUE sentences in the making, as many more waiting in
+            // the channel: beyond that a sentence fails at once (`say`).
+            while calls.len() < QUEUE
+                && let Ok(job) = jobs.try_recv()
+            {
                 calls.extend(self.start_call(job));
             }
             // A call still waiting for its first words goes first; the
