@@ -253,7 +253,7 @@ impl VoiceService {
     /// will probably say it soon. A no-op for a sentence already rendered;
     /// dropped when too many are waiting.
     pub fn prepare(&self, text: &str) {
-        if text.trim().is_empty() || self.is_cached(text) || ready(&self.prepared, text).is_some() {
+        if text.trim().is_empty() || lookup(&self.cache, &self.prepared, text).is_some() {
             return;
         }
         if self.prepares.try_send(text.to_string()).is_err() {
@@ -270,14 +270,7 @@ impl VoiceService {
     /// sentence or was prepared, else streamed as it is synthesised.
     pub fn say(&self, text: &str, rate: u32) -> mpsc::UnboundedReceiver<Chunk> {
         let (tx, rx) = mpsc::unbounded_channel();
-        let cached = self
-            .cache
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(text)
-            .cloned()
-            .or_else(|| ready(&self.prepared, text));
-        match cached {
+        match lookup(&self.cache, &self.prepared, text) {
             Some(r) => r.send(rate, &tx),
             None => {
                 if let Err(e) = self.jobs.try_send(Job {
@@ -306,6 +299,16 @@ fn ready(prepared: &Prepared, text: &str) -> Option<Arc<Rendered>> {
         .iter()
         .find(|(t, _)| t == text)
         .map(|(_, r)| r.clone())
+}
+
+/// What is already rendered of `text`, fixed or prepared.
+fn lookup(cache: &Cache, prepared: &Prepared, text: &str) -> Option<Arc<Rendered>> {
+    cache
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(text)
+        .cloned()
+        .or_else(|| ready(prepared, text))
 }
 
 /// One voice thread: the sentences it is making, a phrase (one model run)
@@ -406,16 +409,6 @@ impl Worker {
         }
     }
 
-    /// What is already rendered of `text`, fixed or prepared.
-    fn rendered(&self, text: &str) -> Option<Arc<Rendered>> {
-        self.cache
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(text)
-            .cloned()
-            .or_else(|| ready(&self.prepared, text))
-    }
-
     /// A call's sentence: sent whole if it was rendered meanwhile, else to
     /// be made.
     fn start_call(&self, job: Job) -> Option<Making> {
@@ -423,7 +416,7 @@ impl Worker {
         if out.is_closed() {
             return None;
         }
-        if let Some(r) = self.rendered(&text) {
+        if let Some(r) = lookup(&self.cache, &self.prepared, &text) {
             r.send(rate, &out);
             return None;
         }
@@ -445,7 +438,7 @@ impl Worker {
     }
 
     fn start_ahead(&self, text: String, fixed: bool) -> Option<Making> {
-        if self.rendered(&text).is_some() {
+        if lookup(&self.cache, &self.prepared, &text).is_some() {
             return None;
         }
         match self.voice.stream(&text) {

@@ -369,8 +369,8 @@ impl Receptionist {
                 self.actions.push_back(Action::Say(s));
                 if !self.probing {
                     // What follows is known now: render it while this plays.
-                    let queued: Vec<String> = self.queue.iter().map(|q| q.text.clone()).collect();
-                    self.prepare.extend(queued);
+                    self.prepare
+                        .extend(self.queue.iter().map(|q| q.text.clone()));
                     if self.queue.is_empty()
                         && matches!(self.after, Some(After::Listen(Question::ConfirmNumber(_))))
                     {
