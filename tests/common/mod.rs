@@ -280,7 +280,10 @@ pub fn speech_wav(dir: &Path, name: &str, text: &str, rate: u32, lead: f32, tail
         .status()
         .expect("espeak-ng is installed (make test installs it)");
     assert!(ok.success());
+    // -R: sox dithers with fresh random noise on every run otherwise, and
+    // whisper tiny flips words on that difference (DESIGN.md §7).
     let ok = Command::new("sox")
+        .arg("-R")
         .arg(&raw)
         .args(["-r", &rate.to_string(), "-c", "1", "-b", "16"])
         .arg(&out)
