@@ -147,6 +147,9 @@ pub struct Receptionist {
     /// Words the caller said while the box could not be interrupted: the
     /// answer to the question the box is leading to.
     pending: Option<Heard>,
+    /// A menu key pressed while the box could not be interrupted: acted on
+    /// once what cannot be cut has been said.
+    pending_key: Option<char>,
     /// Sentences the box will probably say soon, for the voice to render
     /// ahead ([`Receptionist::poll_prepare`]).
     prepare: VecDeque<String>,
@@ -158,6 +161,7 @@ pub struct Receptionist {
 /// The receptionist's own sentences that never change (the config's are
 /// [`super::ReceptionistConfig::fixed_sentences`]): rendered ahead.
 pub const FIXED: &[&str] = &[
+    READ_BACK_LEAD,
     "Are you still there?",
     "I'll let you go now. Goodbye.",
     "Thank you, I have what I need. Goodbye.",
@@ -174,6 +178,9 @@ pub const FIXED: &[&str] = &[
     "And what is it about?",
     "What's the address, with the postcode?",
 ];
+
+/// Said before a number is read back (see `read_back`).
+const READ_BACK_LEAD: &str = "Let me read that back.";
 
 /// Digits a callback number has at least (national, without the +).
 const MIN_NUMBER: usize = 10;
@@ -261,6 +268,7 @@ impl Receptionist {
             message: Message::default(),
             taking: false,
             pending: None,
+            pending_key: None,
             prepare: VecDeque::new(),
             probing: false,
         }
@@ -438,6 +446,17 @@ impl Receptionist {
     fn said_done(&mut self, at: At) {
         if self.speaking.is_some() {
             self.speaking = None;
+            if self.pending_key.is_some() && self.queue.iter().all(|q| q.interruptible) {
+                let k = self.pending_key.take().unwrap_or_default();
+                if matches!(
+                    self.after,
+                    Some(After::Listen(Question::Opening | Question::Clarify))
+                ) {
+                    self.queue.clear();
+                    self.after = None;
+                    return self.menu_key(k, at);
+                }
+            }
             self.next_speech(at);
         }
     }
@@ -628,16 +647,21 @@ impl Receptionist {
                 if !self.taking && self.plan.keys.contains_key(&k) =>
             {
                 if self.state == State::Speaking {
+                    let cuttable = self.speaking.as_ref().is_none_or(|s| s.interruptible)
+                        && self.queue.iter().all(|q| q.interruptible);
+                    if !cuttable {
+                        // The recording notice must be heard: the key acts
+                        // as soon as it has been.
+                        self.pending_key = Some(k);
+                        return;
+                    }
                     // A key is a barge-in too.
                     self.queue.clear();
                     self.speaking = None;
                     self.after = None;
                     self.actions.push_back(Action::StopSpeaking);
                 }
-                self.facts.keys.push(k);
-                self.facts.heard_after = self.facts.tried.len();
-                self.message.intent = self.plan.keys.get(&k).cloned();
-                self.decide(at);
+                self.menu_key(k, at);
             }
             State::Listening(Question::Number) => {
                 if k == '#' {
@@ -658,6 +682,14 @@ impl Receptionist {
             }
             _ => {}
         }
+    }
+
+    /// A menu key chosen: the plan decides with it.
+    fn menu_key(&mut self, k: char, at: At) {
+        self.facts.keys.push(k);
+        self.facts.heard_after = self.facts.tried.len();
+        self.message.intent = self.plan.keys.get(&k).cloned();
+        self.decide(at);
     }
 
     // --- acting ---------------------------------------------------------
@@ -747,6 +779,11 @@ impl Receptionist {
     }
 
     fn read_back(&mut self, digits: String, at: At) {
+        // The digits are new each time, so their sentence is synthesised
+        // during the call; the fixed lead plays at once from the cache and
+        // the digits are rendered while it does, so the caller hears the
+        // box answer without waiting for the voice.
+        self.say(READ_BACK_LEAD, true);
         let text = format!("I have {}. Is that right?", words::read_back(&digits));
         self.say(&text, true);
         self.then(After::Listen(Question::ConfirmNumber(digits)), at);

@@ -199,14 +199,20 @@ fn a_quote_becomes_a_message_with_the_number_read_back_and_corrected() {
     let (said, _) = play(&mut r, 12_000);
     assert_eq!(
         said,
-        ["I have zero seven seven zero zero, nine zero zero, one two three. Is that right?"]
+        [
+            "Let me read that back.",
+            "I have zero seven seven zero zero, nine zero zero, one two three. Is that right?"
+        ]
     );
     // Wrong: corrected in the same breath, read back again.
     r.handle(heard("No, it's 07700 900124.", None), at(16_000));
     let (said, _) = play(&mut r, 16_000);
     assert_eq!(
         said,
-        ["I have zero seven seven zero zero, nine zero zero, one two four. Is that right?"]
+        [
+            "Let me read that back.",
+            "I have zero seven seven zero zero, nine zero zero, one two four. Is that right?"
+        ]
     );
     r.handle(heard("Yes, that's right.", None), at(20_000));
     let (said, _) = play(&mut r, 20_000);
@@ -268,7 +274,10 @@ fn the_callers_own_number_is_offered_and_a_no_asks_for_another() {
     let (said, _) = play(&mut r, 12_000);
     assert_eq!(
         said,
-        ["I have zero one one three four, nine six zero, zero zero zero. Is that right?"]
+        [
+            "Let me read that back.",
+            "I have zero one one three four, nine six zero, zero zero zero. Is that right?"
+        ]
     );
 }
 
@@ -355,17 +364,43 @@ fn silence_asks_if_anyone_is_there_then_ends_politely_keeping_the_message() {
 }
 
 #[test]
-fn a_key_from_the_menu_routes_at_once() {
+fn a_key_from_the_menu_routes_at_once_but_never_cuts_the_notice() {
+    // Pressed during the question: cut at once.
     let mut r = start(None);
     r.poll_action();
-    r.handle(Input::Key('1'), at(800));
-    let (said, other) = play(&mut r, 800);
+    r.handle(Input::SaidDone, at(1_000));
+    r.poll_action();
+    r.handle(Input::SaidDone, at(2_000));
+    let Some(Action::Say(s)) = r.poll_action() else {
+        panic!()
+    };
+    assert!(s.interruptible, "{s:?}");
+    r.handle(Input::Key('1'), at(2_200));
+    let (said, other) = play(&mut r, 2_200);
     assert_eq!(other[0], Action::StopSpeaking);
     assert!(
         matches!(&other[1], Action::Decided(d) if d.to_string().contains("pressed 1: emergency")),
         "{other:?}"
     );
     assert_eq!(said, ["Thank you. I'll put you through to the team now."]);
+    assert_eq!(connects_to(&other), Some(Dest::Group("oncall".into())));
+
+    // Pressed during the greeting: the recording notice is still said in
+    // full, then the key acts without the question being asked.
+    let mut r = start(None);
+    r.poll_action();
+    r.handle(Input::Key('1'), at(800));
+    assert_eq!(r.poll_action(), None, "nothing is cut before the notice");
+    r.handle(Input::SaidDone, at(1_000));
+    let (said, other) = play(&mut r, 1_000);
+    assert_eq!(
+        said,
+        [
+            "This call is recorded.",
+            "Thank you. I'll put you through to the team now."
+        ]
+    );
+    assert!(!other.contains(&Action::StopSpeaking), "{other:?}");
     assert_eq!(connects_to(&other), Some(Dest::Group("oncall".into())));
     // A key the plan does not know is ignored.
     let mut r = start(None);
