@@ -12,6 +12,9 @@
 //! stopped. That includes the end-pointer's silence wait (600 ms by
 //! default), whisper, the intent model and the voice's first audio.
 //!
+//! Per call, the longest pause inside each reply: a reply whose next
+//! sentence was not rendered in time stalls there.
+//!
 //! Beside each, the caller's finals' wait after the end of speech (the
 //! end-pointer's silence and whisper), from the transcript's own times.
 //!
@@ -57,8 +60,9 @@ fn caller_wav(dir: &TempDir) -> PathBuf {
     out
 }
 
-/// Every turn in a recording: caller's end → box's next start, in ms.
-fn turns(rec: &Path) -> Vec<i64> {
+/// Every turn in a recording: caller's end → box's next start, and the
+/// longest pause inside the box's reply, in ms.
+fn turns(rec: &Path) -> Vec<(i64, i64)> {
     let caller = windows_rms(rec, 0);
     let agent = windows_rms(rec, 1);
     let voiced = |w: f32| w > 0.01;
@@ -77,7 +81,21 @@ fn turns(rec: &Path) -> Vec<i64> {
                 // A reply, not the caller's next line talked over.
                 let next_caller = (k + 1..caller.len()).find(|&j| voiced(caller[j]));
                 if next_caller.is_none_or(|c| c > s) {
-                    out.push((s - k) as i64 * 20);
+                    // The reply runs until the caller speaks again; its
+                    // longest quiet stretch between voiced windows shows
+                    // whether it stalled (a sentence not rendered in time)
+                    // beyond the voice's own pauses between sentences.
+                    let end = next_caller.unwrap_or(agent.len()).min(agent.len());
+                    let (mut longest, mut quiet) = (0, 0);
+                    for w in &agent[s..end] {
+                        if voiced(*w) {
+                            longest = longest.max(quiet);
+                            quiet = 0;
+                        } else {
+                            quiet += 1;
+                        }
+                    }
+                    out.push(((s - k) as i64 * 20, longest as i64 * 20));
                 }
             }
             k += 31;
@@ -136,8 +154,13 @@ fn run(calls: usize, wav: &Path) -> (Vec<i64>, Vec<i64>) {
     for c in db.calls() {
         let rec = exported_recording(&agent, &db, &c.id);
         let t = turns(&rec);
-        eprintln!("call {}: turns {t:?} ms", c.id);
-        all.extend(t);
+        eprintln!(
+            "call {}: turns {:?} ms; longest pause inside each reply {:?} ms",
+            c.id,
+            t.iter().map(|t| t.0).collect::<Vec<_>>(),
+            t.iter().map(|t| t.1).collect::<Vec<_>>()
+        );
+        all.extend(t.into_iter().map(|t| t.0));
     }
     let mut q =
         db.0.prepare(
