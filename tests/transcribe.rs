@@ -53,6 +53,45 @@ fn jfk_is_transcribed_with_low_word_error_rate() {
 }
 
 #[test]
+fn whisper_base_is_chosen_by_config_and_hears_as_well() {
+    let dir = TempDir::new("transcribe-base");
+    let cfg = dir.path().join("base.toml");
+    std::fs::write(&cfg, "[transcription]\nmodel = \"base\"\n").unwrap();
+    let out = Command::new(bin())
+        .current_dir(repo())
+        .args(["transcribe", "--config"])
+        .arg(&cfg)
+        .arg(jfk())
+        .env("RUST_LOG", "info")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    let text: Vec<&str> = stdout
+        .lines()
+        .filter_map(|l| l.split_once("] ").map(|(_, t)| t))
+        .collect();
+    let w = wer(JFK, &text.join(" "));
+    assert!(w <= 0.05, "base WER {w:.3}: {stdout}");
+    // A model name the agent does not have is refused, naming the choices.
+    std::fs::write(&cfg, "[transcription]\nmodel = \"large\"\n").unwrap();
+    let out = Command::new(bin())
+        .current_dir(repo())
+        .args(["transcribe", "--config"])
+        .arg(&cfg)
+        .arg(jfk())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("tiny.en") && stderr.contains("base"),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn any_sample_rate_and_channel_count_is_accepted() {
     // The same speech as 8 kHz μ-law-band stereo 44.1 kHz: resampled on the way in.
     let dir = TempDir::new("rates");

@@ -70,7 +70,7 @@ pub fn load_models(cfg: &Config) -> Result<(ModelPaths, Stt), Error> {
     vad::init_runtime(&paths.onnxruntime)?;
     // Load the VAD once now so a broken model fails at start, not on the first call.
     vad::Vad::load(&paths.silero_vad)?;
-    let stt = Stt::load(&paths.whisper)?;
+    let stt = Stt::load(&paths.whisper_file(cfg.transcription.model)?)?;
     Ok((paths, stt))
 }
 

@@ -493,6 +493,8 @@ pub enum SrtpPolicy {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct Transcription {
+    /// The whisper model calls are transcribed with.
+    pub model: handlet_models::manifest::WhisperModel,
     pub workers: usize,
     pub queue: usize,
     pub partial_interval_ms: u64,
@@ -574,6 +576,7 @@ impl Default for Media {
 impl Default for Transcription {
     fn default() -> Self {
         Transcription {
+            model: handlet_models::manifest::WhisperModel::TinyEn,
             workers: 2,
             queue: 32,
             partial_interval_ms: 1000,
@@ -1339,6 +1342,24 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("media.rtp_port_min"), "{e}");
+    }
+
+    #[test]
+    fn the_whisper_model_is_tiny_by_default_and_named_when_wrong() {
+        use handlet_models::manifest::WhisperModel;
+        assert_eq!(
+            Config::default_config().transcription.model,
+            WhisperModel::TinyEn
+        );
+        let c = load_str("[transcription]\nmodel = \"base\"\n").unwrap();
+        assert_eq!(c.transcription.model, WhisperModel::Base);
+        let e = load_str("[transcription]\nmodel = \"small\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("model") && e.contains("tiny.en") && e.contains("base"),
+            "{e}"
+        );
     }
 
     #[test]

