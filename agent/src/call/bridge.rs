@@ -656,7 +656,11 @@ pub(super) async fn ring(ctx: &Arc<CallCtx>, mut caller: Caller<'_>, plan: Plan)
                 let _ = r.control.send(Control::Tone(None));
                 if ended.is_some() {
                     r.cancel.cancel();
-                    let _ = r.task.await;
+                    // The leg ran the whole call (the conversation, then
+                    // the ringback): its figures are the call's.
+                    if let Ok((_, stats, _)) = r.task.await {
+                        super::store_media(ctx, caller.call_id, &stats);
+                    }
                 } else {
                     *caller.answered = Some(Answered {
                         leg: r,
