@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod kamailio;
+pub mod reception;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
