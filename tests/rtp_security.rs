@@ -1265,24 +1265,29 @@ fn rtcp_reports_go_both_ways_and_strangers_are_not_believed() {
         f64,
         f64,
         Option<f64>,
-    ) =
-        db.0.query_row(
-            "SELECT rtcp_sent, rtcp_received, rtcp_foreign, remote_lost, remote_fraction_lost,
+    ) = wait_for(
+        10,
+        "the call's media row (the store writes it after the call)",
+        || {
+            db.0.query_row(
+                "SELECT rtcp_sent, rtcp_received, rtcp_foreign, remote_lost, remote_fraction_lost,
                     remote_jitter_ms, rtt_ms FROM call_media WHERE call_id = ?1",
-            [&call.id],
-            |r| {
-                Ok((
-                    r.get(0)?,
-                    r.get(1)?,
-                    r.get(2)?,
-                    r.get(3)?,
-                    r.get(4)?,
-                    r.get(5)?,
-                    r.get(6)?,
-                ))
-            },
-        )
-        .unwrap();
+                [&call.id],
+                |r| {
+                    Ok((
+                        r.get(0)?,
+                        r.get(1)?,
+                        r.get(2)?,
+                        r.get(3)?,
+                        r.get(4)?,
+                        r.get(5)?,
+                        r.get(6)?,
+                    ))
+                },
+            )
+            .ok()
+        },
+    );
     eprintln!(
         "stored: sent {rtcp_sent}, received {rtcp_received}, foreign {rtcp_foreign}, \
          remote lost {remote_lost} ({fraction}), jitter {jitter} ms, rtt {rtt:?} ms"
