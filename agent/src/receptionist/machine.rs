@@ -446,6 +446,19 @@ impl Receptionist {
     fn said_done(&mut self, at: At) {
         if self.speaking.is_some() {
             self.speaking = None;
+            // The caller answered over words that could not be cut: once
+            // those are said, act on the answer rather than ask the
+            // question they have already answered (and leave no window in
+            // which talking over that question loses the answer).
+            if self.pending.is_some()
+                && self.queue.iter().all(|q| q.interruptible)
+                && let Some(After::Listen(q)) = self.after.take()
+            {
+                let h = self.pending.take().expect("checked");
+                self.queue.clear();
+                self.listen(q, at);
+                return self.heard(h, at);
+            }
             if self.pending_key.is_some() && self.queue.iter().all(|q| q.interruptible) {
                 let k = self.pending_key.take().unwrap_or_default();
                 if matches!(
@@ -488,7 +501,11 @@ impl Receptionist {
         if let Some(After::Listen(q)) = self.after.take() {
             self.state = State::Listening(q);
             self.deadline = None;
-            let _ = at;
+            // Words already said over what could not be cut are the answer
+            // (said_done acts on them first, so this is a guard).
+            if let Some(h) = self.pending.take() {
+                self.heard(h, at);
+            }
         }
     }
 
