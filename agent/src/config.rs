@@ -365,8 +365,9 @@ pub struct Intent {
     pub unknown_below: f32,
     pub intents: Vec<IntentDef>,
     /// Where the examples' embeddings are kept between starts (default
-    /// `{data_dir}/cache/intent-examples.emb`): derived data, rebuilt when
-    /// missing, damaged or made by another model.
+    /// `{data_dir}/cache/intent-examples.emb`), and beside it the head
+    /// trained on them (`.head`): derived data, rebuilt when missing,
+    /// damaged, or made by another model or from other examples.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cache: Option<PathBuf>,
 }

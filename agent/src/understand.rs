@@ -40,11 +40,23 @@ impl Understanding {
         if let Some(problem) = &report.cache_problem {
             tracing::warn!(%problem, "intent example cache not used; embedded the examples instead");
         }
-        let intents = Classifier::from_embedded(&examples, vectors, cfg.intent.unknown_below)?;
+        // The trained head beside the embeddings: the same examples train
+        // the same head, so it is read back rather than trained each start.
+        let head_cache = cache.with_extension("head");
+        let (intents, trained) = Classifier::from_embedded_cached(
+            &examples,
+            vectors,
+            cfg.intent.unknown_below,
+            Some(&head_cache),
+        )?;
+        if let Some(problem) = &trained.cache_problem {
+            tracing::warn!(%problem, "intent head not cached; it is trained at each start");
+        }
         tracing::info!(
             examples = texts.len(),
             cached = report.cached,
             computed = report.computed,
+            head_cached = trained.from_cache,
             ms = started.elapsed().as_millis() as u64,
             "intent classifier ready"
         );

@@ -43,6 +43,15 @@ pub struct Classification {
     pub runner_up: Option<(String, f32)>,
 }
 
+/// How a classifier's head was had ([`Classifier::from_embedded_cached`]).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Trained {
+    /// Read from the cache rather than trained.
+    pub from_cache: bool,
+    /// The cache could not be written (the head was still trained).
+    pub cache_problem: Option<String>,
+}
+
 pub const UNKNOWN: &str = "unknown";
 /// Softmax temperature over the neighbours' cosine scores (which sit in a
 /// narrow band).
@@ -76,6 +85,21 @@ impl Classifier {
         vectors: Vec<Vec<f32>>,
         unknown_below: f32,
     ) -> Result<Classifier, Error> {
+        Ok(Classifier::from_embedded_cached(intents, vectors, unknown_below, None)?.0)
+    }
+
+    /// As [`Classifier::from_embedded`], with the trained head kept in
+    /// `head_cache`: a head trained on exactly these examples is read
+    /// back instead of trained again (a second or two for thousands of
+    /// examples, at every start). Derived data: a missing, stale or
+    /// damaged file is retrained and rewritten. Also says whether the
+    /// head came from the file, and any trouble writing it.
+    pub fn from_embedded_cached(
+        intents: &[IntentExamples],
+        vectors: Vec<Vec<f32>>,
+        unknown_below: f32,
+        head_cache: Option<&std::path::Path>,
+    ) -> Result<(Classifier, Trained), Error> {
         let want: usize = intents.iter().map(|i| i.examples.len()).sum();
         if vectors.len() != want {
             return Err(Error::Format(format!(
@@ -109,13 +133,34 @@ impl Classifier {
                 words,
             })
             .collect();
-        let head = Head::train(&training, intents.len());
-        Ok(Classifier {
-            names: intents.iter().map(|i| i.name.clone()).collect(),
-            examples,
-            head: Some(head),
-            unknown_below,
-        })
+        let classes = intents.len();
+        let dim = training.first().map_or(0, |e| e.embedding.len());
+        let key = Head::key(&training, classes);
+        let mut trained = Trained::default();
+        let head = match head_cache.and_then(|p| Head::load(p, &key, classes, dim)) {
+            Some(h) => {
+                trained.from_cache = true;
+                h
+            }
+            None => {
+                let h = Head::train(&training, classes);
+                if let Some(path) = head_cache
+                    && let Err(e) = h.save(&key, path)
+                {
+                    trained.cache_problem = Some(format!("{}: {e}", path.display()));
+                }
+                h
+            }
+        };
+        Ok((
+            Classifier {
+                names: intents.iter().map(|i| i.name.clone()).collect(),
+                examples,
+                head: Some(head),
+                unknown_below,
+            },
+            trained,
+        ))
     }
 
     /// Answer by the nearest examples alone: for a handful of examples per
