@@ -203,6 +203,21 @@ impl VoiceService {
         let (renders, render_rx) = crossbeam_channel::unbounded::<String>();
         // Bounded: a hint that finds the queue full is dropped.
         let (prepares, prepare_rx) = crossbeam_channel::bounded::<String>(PREPARED);
+        let mut queued = Vec::new();
+        for p in prompts {
+            if !p.trim().is_empty()
+                && !cache
+                    .read()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .contains_key(&p)
+            {
+                queued.push(p);
+            }
+        }
+        let fixed = Arc::new(FixedProgress {
+            left: queued.len().into(),
+            since: std::time::Instant::now(),
+        });
         for _ in 0..sessions {
             let rx = rx.clone();
             let render_rx = render_rx.clone();
@@ -210,6 +225,7 @@ impl VoiceService {
             let voice = voice.clone();
             let cache = cache.clone();
             let prepared = prepared.clone();
+            let fixed = fixed.clone();
             std::thread::Builder::new()
                 .name("voice".into())
                 .spawn(move || {
@@ -217,6 +233,7 @@ impl VoiceService {
                         voice,
                         cache,
                         prepared,
+                        fixed,
                     }
                     .run(rx, prepare_rx, render_rx)
                 })
@@ -229,10 +246,8 @@ impl VoiceService {
             cache,
             prepared,
         };
-        for p in prompts {
-            if !p.trim().is_empty() && !svc.is_cached(&p) {
-                let _ = svc.renders.send(p);
-            }
+        for p in queued {
+            let _ = svc.renders.send(p);
         }
         Ok(svc)
     }
@@ -318,6 +333,30 @@ struct Worker {
     voice: tts::Voice,
     cache: Arc<Cache>,
     prepared: Arc<Prepared>,
+    fixed: Arc<FixedProgress>,
+}
+
+/// The fixed sentences given at start still to be rendered: when the last
+/// is done (or could not be), the log says so once. Until then a call's
+/// greeting may be synthesised as it is said.
+struct FixedProgress {
+    left: std::sync::atomic::AtomicUsize,
+    since: std::time::Instant,
+}
+
+impl FixedProgress {
+    fn one_done(&self) {
+        use std::sync::atomic::Ordering;
+        let before = self
+            .left
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
+        if before == Ok(1) {
+            tracing::info!(
+                ms = self.since.elapsed().as_millis() as u64,
+                "the box's fixed sentences are rendered"
+            );
+        }
+    }
 }
 
 /// A sentence being made.
@@ -439,6 +478,9 @@ impl Worker {
 
     fn start_ahead(&self, text: String, fixed: bool) -> Option<Making> {
         if lookup(&self.cache, &self.prepared, &text).is_some() {
+            if fixed {
+                self.fixed.one_done();
+            }
             return None;
         }
         match self.voice.stream(&text) {
@@ -453,6 +495,9 @@ impl Worker {
             }),
             Err(e) => {
                 tracing::warn!(error = %e, "a sentence could not be rendered ahead; it is synthesised when said");
+                if fixed {
+                    self.fixed.one_done();
+                }
                 None
             }
         }
@@ -499,6 +544,9 @@ impl Worker {
                 }
                 Some(Err(e)) => {
                     tracing::warn!(error = %e, "a sentence could not be rendered ahead; it is synthesised when said");
+                    if *fixed {
+                        self.fixed.one_done();
+                    }
                     false
                 }
                 None => {
@@ -527,6 +575,9 @@ impl Worker {
                         Err(e) => {
                             tracing::warn!(error = %e, "a sentence could not be rendered ahead")
                         }
+                    }
+                    if *fixed {
+                        self.fixed.one_done();
                     }
                     false
                 }
