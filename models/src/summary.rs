@@ -198,6 +198,7 @@ mod tests {
             confidence: 0.8,
             score: 0.6,
             runner_up: Some(("quote".into(), 0.1)),
+            agree: true,
         }
     }
 

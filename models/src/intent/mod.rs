@@ -41,6 +41,9 @@ pub struct Classification {
     pub score: f32,
     /// The second-best intent and its confidence.
     pub runner_up: Option<(String, f32)>,
+    /// The head and the nearest examples, each alone, name the same
+    /// intent (true without a head).
+    pub agree: bool,
 }
 
 /// How a classifier's head was had ([`Classifier::from_embedded_cached`]).
@@ -211,13 +214,17 @@ impl Classifier {
             .map(|s| ((s - near) / TEMPERATURE).exp())
             .collect();
         let knn_total: f32 = knn.iter().sum();
+        let argmax = |xs: &[f32]| (0..xs.len()).max_by(|a, b| xs[*a].total_cmp(&xs[*b]));
+        let mut agree = true;
         let p: Vec<f32> = match &self.head {
-            Some(head) => head
-                .probs(v, &lexical::features(text))
-                .iter()
-                .zip(&knn)
-                .map(|(h, k)| 0.5 * h + 0.5 * k / knn_total)
-                .collect(),
+            Some(head) => {
+                let h = head.probs(v, &lexical::features(text));
+                agree = argmax(&h) == argmax(&knn);
+                h.iter()
+                    .zip(&knn)
+                    .map(|(h, k)| 0.5 * h + 0.5 * k / knn_total)
+                    .collect()
+            }
             None => knn.iter().map(|k| k / knn_total).collect(),
         };
         let mut order: Vec<usize> = (0..p.len()).collect();
@@ -238,6 +245,7 @@ impl Classifier {
             confidence: p[top],
             score: near,
             runner_up,
+            agree,
         }
     }
 
