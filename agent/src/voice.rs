@@ -218,6 +218,9 @@ impl VoiceService {
             left: queued.len().into(),
             since: std::time::Instant::now(),
         });
+        if queued.is_empty() {
+            tracing::info!(ms = 0u64, "the box's fixed sentences are rendered");
+        }
         for _ in 0..sessions {
             let rx = rx.clone();
             let render_rx = render_rx.clone();
@@ -477,7 +480,17 @@ impl Worker {
     }
 
     fn start_ahead(&self, text: String, fixed: bool) -> Option<Making> {
-        if lookup(&self.cache, &self.prepared, &text).is_some() {
+        // A fixed sentence belongs in the lasting cache even if a call has
+        // it prepared (that copy is dropped when newer ones come).
+        let have = if fixed {
+            self.cache
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .contains_key(&text)
+        } else {
+            lookup(&self.cache, &self.prepared, &text).is_some()
+        };
+        if have {
             if fixed {
                 self.fixed.one_done();
             }

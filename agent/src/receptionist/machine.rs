@@ -446,29 +446,38 @@ impl Receptionist {
     fn said_done(&mut self, at: At) {
         if self.speaking.is_some() {
             self.speaking = None;
-            // The caller answered over words that could not be cut: once
-            // those are said, act on the answer rather than ask the
-            // question they have already answered (and leave no window in
-            // which talking over that question loses the answer).
+            let cuttable = self.queue.iter().all(|q| q.interruptible);
+            let asking = matches!(
+                self.after,
+                Some(After::Listen(Question::Opening | Question::Clarify))
+            );
+            // A key pressed over words that could not be cut is acted on
+            // once they are said; it says more plainly than words what the
+            // caller wants, so it wins over words said meanwhile.
+            if self.pending_key.is_some() && cuttable {
+                let k = self.pending_key.take().unwrap_or_default();
+                if asking {
+                    self.pending = None;
+                    self.queue.clear();
+                    self.after = None;
+                    return self.menu_key(k, at);
+                }
+            }
+            // The caller answered the opening question over words that
+            // could not be cut: once those are said, act on the answer
+            // rather than ask the question they have already answered (and
+            // leave no window in which talking over that question loses
+            // the answer). Other questions (a message's name) are still
+            // asked: what was said before them is not their answer.
             if self.pending.is_some()
-                && self.queue.iter().all(|q| q.interruptible)
+                && cuttable
+                && asking
                 && let Some(After::Listen(q)) = self.after.take()
             {
                 let h = self.pending.take().expect("checked");
                 self.queue.clear();
                 self.listen(q, at);
                 return self.heard(h, at);
-            }
-            if self.pending_key.is_some() && self.queue.iter().all(|q| q.interruptible) {
-                let k = self.pending_key.take().unwrap_or_default();
-                if matches!(
-                    self.after,
-                    Some(After::Listen(Question::Opening | Question::Clarify))
-                ) {
-                    self.queue.clear();
-                    self.after = None;
-                    return self.menu_key(k, at);
-                }
             }
             self.next_speech(at);
         }
@@ -501,9 +510,16 @@ impl Receptionist {
         if let Some(After::Listen(q)) = self.after.take() {
             self.state = State::Listening(q);
             self.deadline = None;
-            // Words already said over what could not be cut are the answer
-            // (said_done acts on them first, so this is a guard).
-            if let Some(h) = self.pending.take() {
+            // Words said over what could not be cut answer the opening
+            // question (said_done acts on them first, so this is a guard);
+            // before any other question they are not its answer, and the
+            // caller is saying it now.
+            if let Some(h) = self.pending.take()
+                && matches!(
+                    self.state,
+                    State::Listening(Question::Opening | Question::Clarify)
+                )
+            {
                 self.heard(h, at);
             }
         }
@@ -516,7 +532,11 @@ impl Receptionist {
             State::Listening(q) => q,
             // Said over words that could not be cut: answered once they end.
             State::Speaking if matches!(self.after, Some(After::Listen(_))) => {
-                self.pending = Some(h);
+                // A noise (no words) is no answer, and the first words said
+                // are what the call is about: neither replaces them.
+                if self.pending.is_none() && !h.text.trim().is_empty() {
+                    self.pending = Some(h);
+                }
                 return;
             }
             // Ringing someone, or over.

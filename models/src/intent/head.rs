@@ -32,6 +32,10 @@ const LEX_SCALE: f32 = 10.0;
 
 /// What a saved head starts with ([`Head::save`]).
 const FILE_MAGIC: &[u8] = b"HLHEAD\x001\n";
+/// Part of every saved head's key: bump it with any change to how
+/// [`Head::train`] or [`Head::probs`] compute, so heads saved by the old
+/// code are trained again rather than read.
+const TRAIN_VERSION: u64 = 1;
 
 /// One example to learn from: its class, unit embedding and word features.
 pub(crate) struct Example<'a> {
@@ -127,6 +131,7 @@ impl Head {
         for c in [SCALE, LAMBDA, LEARNING_RATE, MOMENTUM, LEX_SCALE] {
             h.update(c.to_le_bytes());
         }
+        h.update(TRAIN_VERSION.to_le_bytes());
         for n in [ITERATIONS, BUCKETS, classes, examples.len()] {
             h.update((n as u64).to_le_bytes());
         }
@@ -163,9 +168,21 @@ impl Head {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)?;
         }
+        // A file there that is not a saved head (a mistyped path) stays.
+        if let Ok(mut f) = std::fs::File::open(path) {
+            let mut magic = [0u8; FILE_MAGIC.len()];
+            if std::io::Read::read_exact(&mut f, &mut magic).is_err() || magic != FILE_MAGIC {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::AlreadyExists,
+                    "a file that is not a saved classifier is in the way; not overwritten",
+                ));
+            }
+        }
         static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let n = WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let tmp = path.with_extension(format!("tmp.{}.{n}", std::process::id()));
+        let mut tmp = path.as_os_str().to_owned();
+        tmp.push(format!(".tmp.{}.{n}", std::process::id()));
+        let tmp = std::path::PathBuf::from(tmp);
         std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
@@ -186,11 +203,16 @@ impl Head {
         dim: usize,
     ) -> Option<Head> {
         let want = Head::file_len(classes, dim);
-        // Only a file of exactly the right size is read at all.
-        if std::fs::metadata(path).ok()?.len() != want as u64 {
+        // Only a file of exactly the right size is read, and no more of it.
+        let f = std::fs::File::open(path).ok()?;
+        if f.metadata().ok()?.len() != want as u64 {
             return None;
         }
-        let bytes = std::fs::read(path).ok()?;
+        let mut bytes = Vec::with_capacity(want);
+        std::io::Read::read_to_end(&mut std::io::Read::take(f, want as u64), &mut bytes).ok()?;
+        if bytes.len() != want {
+            return None;
+        }
         let rest = bytes.strip_prefix(FILE_MAGIC)?.strip_prefix(&key[..])?;
         let (shape, rest) = rest.split_at_checked(8)?;
         if shape[..4] != (classes as u32).to_le_bytes() || shape[4..] != (dim as u32).to_le_bytes()
@@ -204,13 +226,15 @@ impl Head {
         let w = take(classes * dim);
         let lex = take(classes * BUCKETS);
         let b = take(classes);
-        (b.len() == classes && b.iter().chain(&w).all(|x| x.is_finite())).then_some(Head {
-            classes,
-            dim,
-            w,
-            lex,
-            b,
-        })
+        (b.len() == classes && b.iter().chain(&w).chain(&lex).all(|x| x.is_finite())).then_some(
+            Head {
+                classes,
+                dim,
+                w,
+                lex,
+                b,
+            },
+        )
     }
 
     /// Probability of each class for the unit embedding `x` and word
@@ -332,10 +356,22 @@ mod tests {
         other[0].class = 1;
         assert_ne!(Head::key(&other, 3), key);
         assert!(Head::load(&path, &Head::key(&other, 3), 3, 3).is_none());
-        // Cut short: not used.
+        // A weight damaged to NaN, the size unchanged: not used.
         let bytes = std::fs::read(&path).unwrap();
+        let mut bad = bytes.clone();
+        let at = bad.len() - 8;
+        bad[at..at + 4].copy_from_slice(&f32::NAN.to_le_bytes());
+        std::fs::write(&path, &bad).unwrap();
+        assert!(Head::load(&path, &key, 3, 3).is_none());
+        // Cut short: not used.
         std::fs::write(&path, &bytes[..bytes.len() - 4]).unwrap();
         assert!(Head::load(&path, &key, 3, 3).is_none());
+        // Someone else's file at the path: left alone.
+        std::fs::write(&path, b"my notes").unwrap();
+        assert!(head.save(&key, &path).is_err());
+        assert_eq!(std::fs::read(&path).unwrap(), b"my notes");
+        let left: Vec<_> = std::fs::read_dir(path.parent().unwrap()).unwrap().collect();
+        assert_eq!(left.len(), 1, "no temporary file left");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -329,6 +329,50 @@ fn the_caller_talking_stops_the_box_except_during_the_notice() {
     );
     assert_eq!(connects_to(&other), Some(Dest::Group("oncall".into())));
 
+    // A cough over the notice (no words) is no answer: the question is
+    // still asked, and words said before it are not replaced by it.
+    let mut r = start(None);
+    r.poll_action();
+    r.handle(Input::SaidDone, at(1_000));
+    r.poll_action();
+    r.handle(heard("", None), at(1_500));
+    r.handle(Input::SaidDone, at(2_000));
+    let Some(Action::Say(s)) = r.poll_action() else {
+        panic!()
+    };
+    assert_eq!(s.text, "How can I help you today?");
+    let mut r = start(None);
+    r.poll_action();
+    r.handle(Input::SaidDone, at(1_000));
+    r.poll_action();
+    r.handle(heard("I need a quote", Some(("quote", 0.9))), at(1_500));
+    r.handle(heard("", None), at(1_800));
+    r.handle(Input::SaidDone, at(2_000));
+    let (said, _) = play(&mut r, 2_000);
+    assert!(
+        said.contains(&"Can I take your name, please?".to_string()),
+        "{said:?}"
+    );
+
+    // Taking a message: words over the notice are not the caller's name;
+    // the box still says what it is doing and asks.
+    let facts = Facts::new(Caller::Number("+447700900555".into()), None);
+    let mut r = Receptionist::for_message(cfg(), plan(), facts, None, true, at(0));
+    r.poll_action();
+    r.handle(Input::SaidDone, at(1_000));
+    r.poll_action();
+    r.handle(heard("it's about my boiler", None), at(1_500));
+    r.handle(Input::SaidDone, at(2_000));
+    r.handle(Input::SpeechStarted, at(2_100));
+    let (said, _) = play(&mut r, 2_100);
+    assert!(
+        !said.contains(&"Sorry, I didn't catch your name. What is it?".to_string()),
+        "{said:?}"
+    );
+    r.handle(heard("It's John Smith.", None), at(4_000));
+    let (said, _) = play(&mut r, 4_000);
+    assert_eq!(said, ["What's the best number to call you back on?"]);
+
     // The question itself can be cut: stop at once, listen.
     let mut r = start(None);
     r.poll_action();
@@ -419,6 +463,18 @@ fn a_key_from_the_menu_routes_at_once_but_never_cuts_the_notice() {
         ]
     );
     assert!(!other.contains(&Action::StopSpeaking), "{other:?}");
+    assert_eq!(connects_to(&other), Some(Dest::Group("oncall".into())));
+    // Words and a key both over the notice: the key wins, and nothing is
+    // left to act on later.
+    let mut r = start(None);
+    r.poll_action();
+    r.handle(Input::SaidDone, at(500));
+    r.poll_action();
+    r.handle(heard("I'd like a quote", Some(("quote", 0.9))), at(700));
+    r.handle(Input::Key('1'), at(800));
+    r.handle(Input::SaidDone, at(1_000));
+    let (said, other) = play(&mut r, 1_000);
+    assert_eq!(said, ["Thank you. I'll put you through to the team now."]);
     assert_eq!(connects_to(&other), Some(Dest::Group("oncall".into())));
     // A key the plan does not know is ignored.
     let mut r = start(None);
