@@ -122,11 +122,28 @@ fn a_quote_caller_leaves_name_and_number_by_voice() {
 fn a_withheld_caller_at_night_gets_voicemail() {
     let agent = Agent::start_with(
         "reception-voicemail",
-        "[routing]\nwithheld = { open = \"receptionist\", closed = \"voicemail\" }\n\
+        "[[extension]]\nnumber = \"201\"\nsecret = \"desk-201-secret\"\n\
+         [routing]\nwithheld = { open = \"receptionist\", closed = \"voicemail\" }\n\
          [routing.hours]\nmon = [\"08:00-17:30\"]\ntue = [\"08:00-17:30\"]\n\
          [receptionist]\nbusiness = \"Smith Plumbing\"\n\
          [privacy]\nrecording = false\n",
     );
+    // A desk phone that shows message waiting (RFC 3842): told at once
+    // that nothing waits, then of the voicemail, then that it was heard.
+    let phone = DeskPhone::start_showing_messages(&agent, "201", "desk-201-secret");
+    let lamp = |want: &str| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while !phone.output().contains(want) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the phone was not told {want:?}; it printed:\n{}\nagent log:\n{}",
+                phone.output(),
+                agent.log()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    };
+    lamp("Messages-Waiting: no");
     // Calls are not recorded here; a voicemail is, from its beep.
     // Night, whatever the clock says: the operator's switch.
     let (ok, out, err) = handlet(&agent, &["route", "override", "closed"]);
@@ -167,6 +184,7 @@ fn a_withheld_caller_at_night_gets_voicemail() {
         .ok()
     });
     assert_eq!(kind, "voicemail");
+    lamp("Voice-Message: 1/0");
     // Listed as new, played back (and transcribed), then marked heard.
     let (ok, list, err) = handlet(&agent, &["voicemail", "list"]);
     assert!(ok && list.contains("main"), "{list}{err}");
@@ -182,6 +200,8 @@ fn a_withheld_caller_at_night_gets_voicemail() {
         ],
     );
     assert!(ok, "{err}");
+    // Played is heard: the lamp goes out.
+    lamp("Voice-Message: 0/1");
     let text = transcribe(&agent, &out);
     // Whisper tiny on a synthetic voice through μ-law and Opus hears
     // "moiler" for "boiler" at times: the message is recognised by most

@@ -157,6 +157,7 @@ pub async fn run(cfg: Config) -> Result<(), Error> {
         router,
         registrar.clone(),
         trunks.clone(),
+        voicemail_counts(&ctx.cfg.database_path()),
         sip_cancel.clone(),
     ));
     // rsipstack binds TCP inside its serve task: say "ready" only once it accepts.
@@ -496,4 +497,27 @@ async fn wait_for_signal() {
         _ = tokio::signal::ctrl_c() => {},
         _ = term.recv() => {},
     }
+}
+
+/// The desk phones' message lamps read the voicemail counts here, on a
+/// read connection of their own, opened when first needed.
+fn voicemail_counts(db: &std::path::Path) -> sip::mwi::CountsFn {
+    let db = db.to_path_buf();
+    let reader: std::sync::Mutex<Option<crate::store::Reader>> = std::sync::Mutex::new(None);
+    Arc::new(move || {
+        let mut r = reader.lock().ok()?;
+        if r.is_none() {
+            *r = crate::store::Reader::open(&db)
+                .inspect_err(|e| tracing::debug!(error = %e, "cannot read voicemail counts"))
+                .ok();
+        }
+        match r.as_ref()?.voicemail_counts() {
+            Ok((new, heard)) => Some(sip::mwi::Counts { new, heard }),
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot read voicemail counts");
+                *r = None;
+                None
+            }
+        }
+    })
 }

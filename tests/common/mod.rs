@@ -632,6 +632,68 @@ impl DeskPhone {
         )
     }
 
+    /// A phone that shows message waiting (baresip's `mwi` module). Its
+    /// account is added once baresip runs (`uanew` over ctrl_tcp):
+    /// baresip 1.0's mwi module walks its list of subscriptions from a
+    /// timer 1 ms after start while subscribing appends to that list, so a
+    /// phone registered within that millisecond (a fast registrar on
+    /// loopback) subscribes without end.
+    pub fn start_showing_messages(agent: &Agent, number: &str, secret: &str) -> DeskPhone {
+        let ctrl = free_port();
+        let account = format!(
+            "<sip:{number}@127.0.0.1:{}>;auth_pass={secret};regint=300;answermode=manual;audio_codecs=PCMU;mwi=yes",
+            agent.port
+        );
+        let extra = format!(
+            "module_app mwi.so\nmodule_app ctrl_tcp.so\nctrl_tcp_listen 127.0.0.1:{ctrl}\n"
+        );
+        let dir = baresip_config(
+            agent.dir.path(),
+            &format!("phone-{number}"),
+            None,
+            "udp",
+            "",
+        );
+        let mut c = std::fs::read_to_string(dir.join("config")).unwrap();
+        c.push_str(&extra);
+        std::fs::write(dir.join("config"), c).unwrap();
+        let out = std::fs::File::create(dir.join("baresip.out")).unwrap();
+        let child = Command::new("baresip")
+            .arg("-f")
+            .arg(&dir)
+            .args(["-t", "600"])
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .spawn()
+            .expect("baresip is installed (make test installs it)");
+        let phone = DeskPhone {
+            _proc: Reaped(child),
+            dir,
+        };
+        wait_for(15, "baresip's ctrl_tcp", || {
+            std::net::TcpStream::connect(("127.0.0.1", ctrl)).ok()
+        });
+        let r = baresip_command(ctrl, "uanew", &account);
+        assert!(!r.is_empty(), "ctrl_tcp answered uanew");
+        phone.wait_registered(agent, number);
+        phone
+    }
+
+    fn wait_registered(&self, agent: &Agent, number: &str) {
+        wait_for(15, &format!("extension {number} to register"), || {
+            let out = ok(agent, &["extensions"]);
+            let v: serde_json::Value = serde_json::from_str(&out).ok()?;
+            v.as_array()?
+                .iter()
+                .find(|e| e["number"] == number)?
+                .get("contacts")?
+                .as_array()
+                .filter(|c| !c.is_empty())
+                .map(|_| ())
+        });
+    }
+
     #[allow(clippy::too_many_arguments)]
     fn launch(
         agent: &Agent,
@@ -673,17 +735,7 @@ impl DeskPhone {
             _proc: Reaped(child),
             dir,
         };
-        wait_for(15, &format!("extension {number} to register"), || {
-            let out = ok(agent, &["extensions"]);
-            let v: serde_json::Value = serde_json::from_str(&out).ok()?;
-            v.as_array()?
-                .iter()
-                .find(|e| e["number"] == number)?
-                .get("contacts")?
-                .as_array()
-                .filter(|c| !c.is_empty())
-                .map(|_| ())
-        });
+        phone.wait_registered(agent, number);
         phone
     }
 

@@ -9,6 +9,7 @@
 pub mod bindings;
 pub mod digest;
 pub mod inspect;
+pub mod mwi;
 pub mod rate;
 pub mod registrar;
 pub mod tcp;
@@ -334,6 +335,7 @@ fn port_error(addr: SocketAddr, proto: &str, e: std::io::Error) -> Error {
 }
 
 /// Serve until `cancel` fires.
+#[allow(clippy::too_many_arguments)] // the wiring of every SIP service, once
 pub async fn serve(
     server: SipServer,
     user: String,
@@ -341,6 +343,7 @@ pub async fn serve(
     router: Arc<Router>,
     registrar: Arc<registrar::Registrar>,
     trunks: Arc<trunk::Trunks>,
+    voicemail_counts: mwi::CountsFn,
     cancel: CancellationToken,
 ) -> Result<(), Error> {
     let SipServer {
@@ -356,6 +359,13 @@ pub async fn serve(
     let ep = endpoint.inner.clone();
     let serve_task = tokio::spawn(async move { ep.serve().await });
     let states = tokio::spawn(dialog_states(dialogs.clone(), state_rx, router.clone()));
+    let (mwi, mwi_states) = mwi::Mwi::new(&dialogs, voicemail_counts);
+    let mwi_task = tokio::spawn(mwi::run(
+        mwi.clone(),
+        dialogs.clone(),
+        mwi_states,
+        cancel.clone(),
+    ));
     let listed = |t: Transport| {
         listen
             .iter()
@@ -495,6 +505,23 @@ pub async fn serve(
                     }
                 });
             }
+            Method::Subscribe => {
+                let source = tx
+                    .connection
+                    .as_ref()
+                    .and_then(|c| c.get_remote_addr())
+                    .and_then(|a| a.get_socketaddr().ok());
+                let Some(source) = source else {
+                    let _ = tx.reply(StatusCode::BadRequest).await;
+                    continue;
+                };
+                let (mwi, registrar, dialogs) = (mwi.clone(), registrar.clone(), dialogs.clone());
+                let contact = contact_for(transport, Some(source));
+                tokio::spawn(async move {
+                    mwi.subscribe(tx, source, &registrar, &dialogs, contact)
+                        .await;
+                });
+            }
             Method::Ack => {}
             Method::Bye | Method::Cancel => {
                 let _ = tx.reply(StatusCode::CallTransactionDoesNotExist).await;
@@ -505,6 +532,7 @@ pub async fn serve(
         }
     }
     states.abort();
+    mwi_task.abort();
     serve_task.abort();
     for t in stream_tasks {
         t.abort();

@@ -201,6 +201,18 @@ pub fn voicemail(conn: &Connection, prefix: &str) -> Result<Voicemail, Error> {
     }
 }
 
+/// How many finished voicemails are new, and how many heard: what a
+/// desk phone's message lamp shows.
+pub fn voicemail_counts(conn: &Connection) -> Result<(u32, u32), Error> {
+    Ok(conn.query_row(
+        "SELECT COUNT(*) FILTER (WHERE heard_at_ms IS NULL),
+                COUNT(*) FILTER (WHERE heard_at_ms IS NOT NULL)
+         FROM voicemails WHERE duration_ms IS NOT NULL",
+        [],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?)
+}
+
 /// Mark a voicemail listened to (the first time only).
 pub fn mark_heard(conn: &Connection, call_id: &str, at_ms: i64) -> Result<(), Error> {
     conn.execute(
@@ -280,12 +292,14 @@ mod tests {
             [],
         )
         .unwrap();
+        assert_eq!(voicemail_counts(&conn).unwrap(), (1, 0));
         let v = voicemail(&conn, "c").unwrap();
         assert_eq!(v.heard_at_ms, None);
         assert_eq!(v.caller.as_deref(), Some("+447700900123"));
         mark_heard(&conn, "c1", 7_000).unwrap();
         mark_heard(&conn, "c1", 9_000).unwrap();
         assert_eq!(voicemail(&conn, "c1").unwrap().heard_at_ms, Some(7_000));
+        assert_eq!(voicemail_counts(&conn).unwrap(), (0, 1));
         assert!(voicemail(&conn, "zz").is_err());
         assert!(voicemail(&conn, "").is_err());
         let _ = std::fs::remove_dir_all(dir);

@@ -124,6 +124,11 @@ impl Reader {
 }
 
 impl Reader {
+    /// Finished voicemails: (new, heard).
+    pub fn voicemail_counts(&self) -> Result<(u32, u32), Error> {
+        super::followups::voicemail_counts(&self.conn)
+    }
+
     /// The summary of a call: (summary, intent, urgency, follow_up).
     pub fn summary(
         &self,
