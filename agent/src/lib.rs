@@ -23,6 +23,7 @@ pub mod routing;
 pub mod selfcheck;
 pub mod sip;
 pub mod store;
+pub mod sync;
 pub mod transcribe;
 pub mod understand;
 pub mod voice;
