@@ -102,7 +102,10 @@ impl Subscriber {
             self.call_id, self.cseq, self.call_id, self.cseq
         );
         self.sock.send_to(msg.as_bytes(), self.agent).unwrap();
-        self.next(|m| m.0.starts_with("SIP/2.0") && m.code() >= 200, "an answer to SUBSCRIBE")
+        self.next(
+            |m| m.0.starts_with("SIP/2.0") && m.code() >= 200,
+            "an answer to SUBSCRIBE",
+        )
     }
 
     /// The next message `want` picks, answering any NOTIFY on the way.
@@ -161,16 +164,28 @@ fn a_phone_subscribes_to_message_waiting_refreshes_and_ends() {
     let r = s.subscribe("message-summary", 600, None);
     assert_eq!(r.code(), 407, "{}", r.0);
     let nonce = Msg::param(&r.header("Proxy-Authenticate").unwrap(), "nonce");
-    let r = s.subscribe("message-summary", 600, Some(Subscriber::digest("guess", &nonce, 1)));
+    let r = s.subscribe(
+        "message-summary",
+        600,
+        Some(Subscriber::digest("guess", &nonce, 1)),
+    );
     assert_eq!(r.code(), 403, "{}", r.0);
     // Too short: 423 with the minimum.
-    let r = s.subscribe("message-summary", 10, Some(Subscriber::digest(SECRET, &nonce, 2)));
+    let r = s.subscribe(
+        "message-summary",
+        10,
+        Some(Subscriber::digest(SECRET, &nonce, 2)),
+    );
     assert_eq!(r.code(), 423, "{}", r.0);
     assert_eq!(r.header("Min-Expires").as_deref(), Some("60"));
 
     // Subscribed: 200 with the time granted (a day is shortened to an
     // hour), then the state at once: nothing waits.
-    let r = s.subscribe("message-summary", 86_400, Some(Subscriber::digest(SECRET, &nonce, 3)));
+    let r = s.subscribe(
+        "message-summary",
+        86_400,
+        Some(Subscriber::digest(SECRET, &nonce, 3)),
+    );
     assert_eq!(r.code(), 200, "{}", r.0);
     assert_eq!(r.header("Expires").as_deref(), Some("3600"));
     s.remote_tag = Some(Msg::param(&r.header("To").unwrap(), "tag"));
@@ -182,7 +197,11 @@ fn a_phone_subscribes_to_message_waiting_refreshes_and_ends() {
         n.header("Content-Type").as_deref(),
         Some("application/simple-message-summary")
     );
-    assert!(n.body().starts_with("Messages-Waiting: no\r\n"), "{}", n.body());
+    assert!(
+        n.body().starts_with("Messages-Waiting: no\r\n"),
+        "{}",
+        n.body()
+    );
     assert!(n.body().contains("Voice-Message: 0/0"), "{}", n.body());
 
     // A refresh within the dialog: 200 and the state again.
@@ -190,13 +209,19 @@ fn a_phone_subscribes_to_message_waiting_refreshes_and_ends() {
     assert_eq!(r.code(), 200, "{}", r.0);
     assert_eq!(r.header("Expires").as_deref(), Some("600"));
     let n = s.notify();
-    assert!(n.header("Subscription-State").unwrap().starts_with("active"));
+    assert!(
+        n.header("Subscription-State")
+            .unwrap()
+            .starts_with("active")
+    );
     // Expires 0: ended, with a last NOTIFY saying so.
     let r = s.subscribe("message-summary", 0, None);
     assert_eq!(r.code(), 200, "{}", r.0);
     let n = s.notify();
     assert!(
-        n.header("Subscription-State").unwrap().starts_with("terminated"),
+        n.header("Subscription-State")
+            .unwrap()
+            .starts_with("terminated"),
         "{}",
         n.0
     );
