@@ -98,6 +98,11 @@ enum Command {
         #[command(subcommand)]
         command: VoicemailCommand,
     },
+    /// Upstream sync (docs/SYNC.md).
+    Sync {
+        #[command(subcommand)]
+        command: SyncCommand,
+    },
     /// Encrypted call recordings.
     Recordings {
         #[command(subcommand)]
@@ -163,6 +168,13 @@ enum VoicemailCommand {
     },
     /// Mark voicemail ID heard without playing it.
     MarkHeard { id: String },
+}
+
+#[derive(Subcommand)]
+enum SyncCommand {
+    /// Whether sync is on, and what the outbox holds: events pending,
+    /// delivered, dead-lettered, and how old the oldest pending one is.
+    Status,
 }
 
 #[derive(Subcommand)]
@@ -494,6 +506,9 @@ fn run(cli: Cli) -> Result<(), Error> {
         } => calls(&cfg, command, since, limit),
         Command::Followups { command, open } => followups(&cfg, command, open),
         Command::Voicemail { command } => voicemail(&cfg, command),
+        Command::Sync {
+            command: SyncCommand::Status,
+        } => sync_status(&cfg),
         Command::Recordings { command } => recordings(&cfg, command),
         Command::Privacy { command } => privacy(&cfg, command),
         Command::Keys {
@@ -797,6 +812,28 @@ fn followups(cfg: &Config, command: Option<FollowupsCommand>, open: bool) -> Res
             Ok(())
         }
     }
+}
+
+fn sync_status(cfg: &Config) -> Result<(), Error> {
+    let conn = handlet_agent::store::open_for_tools(&cfg.database_path())?;
+    let s = handlet_agent::store::outbox::status(&conn)?;
+    let state = if cfg.sync.enabled() {
+        format!(
+            "on for device {} to {} (not connected: the client is not built yet)",
+            cfg.sync.device_id, cfg.sync.broker
+        )
+    } else {
+        "off (sync.broker is empty)".to_string()
+    };
+    println!("sync: {state}");
+    println!("pending: {}", s.pending);
+    println!("delivered: {}", s.delivered);
+    println!("dead-lettered: {}", s.dead);
+    if let Some(at) = s.oldest_pending_ms {
+        let age = (handlet_agent::clock::now_ms() - at).max(0) as u64;
+        println!("oldest pending: {} ago", ms(age));
+    }
+    Ok(())
 }
 
 fn voicemail(cfg: &Config, command: VoicemailCommand) -> Result<(), Error> {

@@ -50,6 +50,8 @@ const RULES: &[(&str, &[&str])] = &[
     ("routing", PURE),
     // The conversation: pure too; it asks routing, nothing else.
     ("receptionist", PURE),
+    // The upstream payloads: pure, built from facts handed in.
+    ("sync", PURE),
     ("call", &["calls", "agent"]),
     ("calls", &["agent"]),
 ];

@@ -95,7 +95,16 @@ pub async fn run(cfg: Config) -> Result<(), Error> {
     // Recordings a crash cut short are recovered first, so the calls it
     // left open can be closed at the recording's recovered length.
     tokio::task::block_in_place(|| open_recordings(&cfg))?;
-    let store = Store::open(&cfg.database_path())?;
+    let outbox = if cfg.sync.enabled() {
+        tracing::info!(device = %cfg.sync.device_id, "sync on: events for upstream are kept in the outbox (not sent yet: the client is not built)");
+        Some(crate::store::outbox::Outbox {
+            policy: crate::sync::Policy::new(&cfg.sync.share),
+            key: crate::store::outbox::number_key(&cfg.data_dir.join(&cfg.sync.number_key))?,
+        })
+    } else {
+        None
+    };
+    let store = Store::open_with(&cfg.database_path(), outbox)?;
     let announcement = match cfg.privacy.announcement.as_str() {
         "" => None,
         path => Some(Arc::new(tokio::task::block_in_place(|| {

@@ -39,7 +39,77 @@ pub struct Config {
     pub receptionist: crate::receptionist::ReceptionistConfig,
     /// The box's voice.
     pub voice: crate::voice::VoiceConfig,
+    /// Upstream sync (docs/SYNC.md).
+    pub sync: Sync,
     pub log: Log,
+}
+
+/// Upstream sync to the business's account (docs/SYNC.md). Off until a
+/// broker is given; then every call, follow-up and voicemail also writes
+/// its event for upstream. (The client that sends them is not built yet.)
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Sync {
+    /// The MQTT broker, `mqtts://host:port` (TLS only). Empty: sync off.
+    pub broker: String,
+    /// This box's name in its topics (`handlet/v1/{device_id}/...`);
+    /// the identity its client certificate carries.
+    pub device_id: String,
+    /// What may go up beyond the default fields: `numbers`, `quotes`,
+    /// `names`, `addresses`.
+    pub share: Vec<crate::sync::Share>,
+    /// The workspace's key for hashing phone numbers: a file of 64 hex
+    /// digits, relative to `data_dir` unless absolute; made (0600) when
+    /// missing. Copy the workspace's own key here so every box hashes a
+    /// number alike.
+    pub number_key: PathBuf,
+}
+
+impl Default for Sync {
+    fn default() -> Self {
+        Sync {
+            broker: String::new(),
+            device_id: String::new(),
+            share: Vec::new(),
+            number_key: "sync/number.key".into(),
+        }
+    }
+}
+
+impl Sync {
+    pub fn enabled(&self) -> bool {
+        !self.broker.is_empty()
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        if !self.enabled() {
+            return Ok(());
+        }
+        let Some(rest) = self.broker.strip_prefix("mqtts://") else {
+            return Err(format!(
+                "sync.broker must be mqtts://host:port (TLS only; no plaintext MQTT), got {:?}",
+                self.broker
+            ));
+        };
+        if rest
+            .rsplit_once(':')
+            .is_none_or(|(h, p)| h.is_empty() || p.parse::<u16>().is_err())
+        {
+            return Err(format!(
+                "sync.broker must name a host and a port, got {:?}",
+                self.broker
+            ));
+        }
+        let ok = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '_';
+        if self.device_id.is_empty() || self.device_id.len() > 64 || !self.device_id.chars().all(ok)
+        {
+            return Err(format!(
+                "sync.device_id must be 1 to 64 letters, digits, '-' or '_' (it names the box's topics), got {:?}",
+                self.device_id
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// How the phones of a ring list are rung: `ringall`, `hunt` or `memoryhunt`.
@@ -536,6 +606,7 @@ impl Default for Config {
             routing: crate::routing::RoutingConfig::default(),
             receptionist: crate::receptionist::ReceptionistConfig::default(),
             voice: crate::voice::VoiceConfig::default(),
+            sync: Sync::default(),
             log: Log::default(),
         }
     }
@@ -766,6 +837,7 @@ impl Config {
             }
         }
         self.validate_trunks()?;
+        self.sync.validate()?;
         let known: std::collections::HashSet<&str> =
             self.extensions.iter().map(|e| e.number.as_str()).collect();
         for (i, n) in self.inbound.ring.iter().enumerate() {

@@ -12,7 +12,7 @@ use crate::media::leg;
 use crate::receptionist::{Action, At, Input, Message, Receptionist};
 use crate::routing::{Step, Tried};
 use crate::store::followups::{Kind, NewFollowUp};
-use crate::store::{Channel, EventKind, SegmentRow, Store};
+use crate::store::{Channel, SegmentRow, Store};
 use crate::transcribe::tap::TapEvent;
 use crate::voice::{Chunk, VoiceService};
 use std::sync::Arc;
@@ -309,11 +309,11 @@ impl Conversation {
                 }
                 Action::Decided(d) => {
                     tracing::info!(call = %self.s.call_id, step = %d.step.label(), "routed");
-                    self.s.store.add_event(
+                    self.s.store.add_route(
                         &self.s.call_id,
                         crate::clock::now_ms() - self.s.started_ms,
-                        EventKind::Route,
                         d.to_string(),
+                        d.step.destination(),
                     );
                 }
                 Action::Connect(step) => self.next = Some(Next::Connect(step)),

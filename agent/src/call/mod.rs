@@ -167,7 +167,7 @@ pub async fn inbound(
                     caller: caller_e164,
                 });
                 ctx.store
-                    .add_event(&call_id, 0, EventKind::Route, d.to_string());
+                    .add_route(&call_id, 0, d.to_string(), d.step.destination());
                 ctx.store
                     .end_call(&call_id, now_ms(), "rejected by the routing plan");
                 ctx.store.transcript_complete(&call_id);
@@ -269,7 +269,7 @@ pub async fn inbound(
     });
     for (at, d) in &decisions {
         ctx.store
-            .add_event(&call_id, at - started, EventKind::Route, d.to_string());
+            .add_route(&call_id, at - started, d.to_string(), d.step.destination());
     }
     // The INVITE transaction runs on its own task: it sends 100 Trying, our
     // 180/200 when we queue them, and turns a CANCEL into the dialog's end.
@@ -340,7 +340,7 @@ pub async fn inbound(
         let d = crate::routing::decide(&facts, &routing, at);
         tracing::info!(call = %call_id, step = %d.step.label(), "routed");
         ctx.store
-            .add_event(&call_id, at - started, EventKind::Route, d.to_string());
+            .add_route(&call_id, at - started, d.to_string(), d.step.destination());
         next = ring_plan(&d.step, &routing);
         let reject = d.step == crate::routing::Step::Reject;
         decisions.push((at, d));

@@ -125,6 +125,13 @@ pub fn sweep(
         "DELETE FROM calls WHERE ended_at_ms IS NOT NULL AND started_at_ms <= ?1",
         params![cutoff],
     )?;
+    // Upstream events: a delivered one is kept a week (to answer a
+    // backend's question), and none outlives its call.
+    conn.execute(
+        "DELETE FROM outbox WHERE (delivered_at_ms IS NOT NULL AND delivered_at_ms <= ?1)
+            OR (call_id IS NOT NULL AND call_id NOT IN (SELECT id FROM calls))",
+        params![now_ms - DELIVERED_KEPT_MS],
+    )?;
     s.orphan_files = orphans(conn, data_dir)?;
     if s != Swept::default() {
         audit(
@@ -142,6 +149,9 @@ pub fn sweep(
     checkpoint(conn)?;
     Ok(s)
 }
+
+/// How long an event the backend acknowledged is kept in the outbox.
+const DELIVERED_KEPT_MS: i64 = 7 * 86_400_000;
 
 /// Record a privacy request: what was asked and how much it touched, never
 /// the content (and never a phone number: `subject` is a fingerprint).

@@ -346,6 +346,10 @@ pub fn erase(
             &[id as &dyn rusqlite::ToSql],
         )?;
         done.calls += conn.execute("DELETE FROM calls WHERE id = ?1", params![id])?;
+        // Nothing about them goes upstream afterwards: their events,
+        // sent or not, go too.
+        conn.execute("DELETE FROM outbox WHERE call_id = ?1", params![id])?;
+        conn.execute("DELETE FROM outbox_dead WHERE call_id = ?1", params![id])?;
     }
     if matches!(subject, Subject::Workspace) {
         done.stray_files = orphans(conn, data_dir)?;

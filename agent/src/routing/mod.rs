@@ -204,6 +204,26 @@ impl Step {
     }
 }
 
+impl Step {
+    /// The step as a destination, for upstream: no numbers and no words
+    /// about the caller (`group:office`, `extension:201`, `voicemail:main`,
+    /// `receptionist`, `message`, `transfer`, `reject`).
+    pub fn destination(&self) -> String {
+        match self {
+            Step::Ring(r) => match &r.dest {
+                Dest::Group(g) => format!("group:{g}"),
+                Dest::Extension(e) => format!("extension:{e}"),
+                _ => "ring".into(),
+            },
+            Step::Transfer { .. } => "transfer".into(),
+            Step::Receptionist => "receptionist".into(),
+            Step::TakeMessage => "message".into(),
+            Step::Voicemail { mailbox } => format!("voicemail:{mailbox}"),
+            Step::Reject => "reject".into(),
+        }
+    }
+}
+
 /// A step and the reasons for it, in words, first to last.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Decision {

@@ -4,6 +4,7 @@
 //! ([`read`]). docs/DESIGN.md says where else the database is written and why.
 
 pub mod followups;
+pub mod outbox;
 mod read;
 mod schema;
 pub mod timeline;
@@ -209,6 +210,12 @@ pub struct Store {
 impl Store {
     /// Open the database, run migrations, and start the writer thread.
     pub fn open(path: &Path) -> Result<Store, Error> {
+        Store::open_with(path, None)
+    }
+
+    /// The same, writing events for upstream when `outbox` is given
+    /// (sync is on).
+    pub fn open_with(path: &Path, outbox: Option<outbox::Outbox>) -> Result<Store, Error> {
         let mut conn = open_connection(path)?;
         migrate(&mut conn)?;
         let interrupted = close_interrupted(&conn)?;
@@ -224,7 +231,7 @@ impl Store {
             .name("store-writer".into())
             .spawn({
                 let disk_full = disk_full.clone();
-                move || writer::writer(conn, rx, &disk_full)
+                move || writer::writer(conn, rx, &disk_full, outbox)
             })
             .map_err(|e| Error::Store(e.to_string()))?;
         Ok(Store {
@@ -342,6 +349,20 @@ impl Store {
             at_ms,
             kind,
             detail,
+            step: None,
+        });
+    }
+
+    /// A routing decision `at_ms` into the call: its words for the
+    /// timeline, and its step as a destination (`group:office`) for
+    /// upstream, where the words (which can name the caller) do not go.
+    pub fn add_route(&self, call_id: &str, at_ms: i64, detail: String, step: String) {
+        self.send(Cmd::Event {
+            call_id: call_id.into(),
+            at_ms,
+            kind: EventKind::Route,
+            detail,
+            step: Some(step),
         });
     }
 

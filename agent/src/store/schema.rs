@@ -202,6 +202,37 @@ pub(crate) const MIGRATIONS: &[&str] = &[
         duration_ms INTEGER,
         heard_at_ms INTEGER
     );",
+    // 15: upstream sync. Each event to send is written in the same
+    // transaction as the data it reports; `dedup` makes the same fact
+    // one event however often its write is retried. Pending rows carry
+    // their call, so an erase can take them too. A route event's step as
+    // a destination (`group:office`), never the reasons' words.
+    "ALTER TABLE call_events ADD COLUMN step TEXT;
+    CREATE TABLE outbox (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        msg_id TEXT NOT NULL UNIQUE,
+        topic TEXT NOT NULL,
+        call_id TEXT,
+        dedup TEXT NOT NULL UNIQUE,
+        payload TEXT NOT NULL,
+        created_at_ms INTEGER NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_attempt_ms INTEGER NOT NULL DEFAULT 0,
+        delivered_at_ms INTEGER
+    );
+    CREATE INDEX outbox_pending ON outbox(delivered_at_ms, seq);
+    CREATE INDEX outbox_call ON outbox(call_id);
+    CREATE TABLE outbox_dead (
+        seq INTEGER PRIMARY KEY,
+        msg_id TEXT NOT NULL,
+        topic TEXT NOT NULL,
+        call_id TEXT,
+        payload TEXT NOT NULL,
+        created_at_ms INTEGER NOT NULL,
+        attempts INTEGER NOT NULL,
+        failed_at_ms INTEGER NOT NULL,
+        error TEXT NOT NULL
+    );",
 ];
 
 /// Set one operator setting (`settings`), replacing its value.

@@ -1,6 +1,7 @@
 //! The one writer thread that owns the write connection, the commands it
 //! applies, and how it holds writes while the disk is full.
 
+use super::outbox::{Outbox, durably};
 use super::{EventKind, MediaQuality, NewCall, PartialRow, SegmentOrigin, SegmentRow};
 use handlet_models::summary::Summary;
 use rusqlite::{Connection, params};
@@ -41,6 +42,8 @@ pub(crate) enum Cmd {
         at_ms: i64,
         kind: EventKind,
         detail: String,
+        /// A route event's step as a destination, for upstream.
+        step: Option<String>,
     },
     Media {
         call_id: String,
@@ -85,7 +88,13 @@ const RETRY: Duration = Duration::from_secs(2);
 /// comes back. Live partial text is not held (the final text supersedes
 /// it). Held writes are memory only: a kill while the disk is full loses
 /// them, and past `HELD_MAX` the newest are dropped and counted.
-pub(crate) fn writer(conn: Connection, rx: mpsc::Receiver<Cmd>, disk_full: &AtomicBool) {
+pub(crate) fn writer(
+    conn: Connection,
+    rx: mpsc::Receiver<Cmd>,
+    disk_full: &AtomicBool,
+    outbox: Option<Outbox>,
+) {
+    let outbox = outbox.as_ref();
     let mut held = Held::default();
     loop {
         let cmd = if held.queue.is_empty() {
@@ -106,7 +115,7 @@ pub(crate) fn writer(conn: Connection, rx: mpsc::Receiver<Cmd>, disk_full: &Atom
             Some(Cmd::Flush(done)) => {
                 let _ = done.send(());
             }
-            Some(cmd) if held.queue.is_empty() => match apply(&conn, &cmd) {
+            Some(cmd) if held.queue.is_empty() => match apply(&conn, &cmd, outbox) {
                 Ok(()) => {}
                 // Live partial text is not worth holding (nor a log line).
                 Err(e) if no_room(&e) && matches!(cmd, Cmd::Partial { .. }) => {}
@@ -123,7 +132,7 @@ pub(crate) fn writer(conn: Connection, rx: mpsc::Receiver<Cmd>, disk_full: &Atom
             None => {}
         }
         if !held.queue.is_empty() {
-            held.retry(&conn);
+            held.retry(&conn, outbox);
         }
         disk_full.store(!held.queue.is_empty(), Ordering::Relaxed);
     }
@@ -164,13 +173,13 @@ impl Held {
     /// Write what is held, oldest first, stopping at the first write the
     /// disk still refuses. Tried at most every `RETRY / 2`, however fast
     /// new writes arrive.
-    fn retry(&mut self, conn: &Connection) {
+    fn retry(&mut self, conn: &Connection, outbox: Option<&Outbox>) {
         if self.last_try.is_some_and(|t| t.elapsed() < RETRY / 2) {
             return;
         }
         self.last_try = Some(Instant::now());
         while let Some(cmd) = self.queue.front() {
-            match apply(conn, cmd) {
+            match apply(conn, cmd, outbox) {
                 Ok(()) => self.stored_since_full += 1,
                 Err(e) if no_room(&e) => return,
                 Err(e) => tracing::error!(error = %e, "store write failed"),
@@ -194,7 +203,7 @@ fn no_room(e: &rusqlite::Error) -> bool {
     )
 }
 
-fn apply(conn: &Connection, cmd: &Cmd) -> Result<(), rusqlite::Error> {
+fn apply(conn: &Connection, cmd: &Cmd, outbox: Option<&Outbox>) -> Result<(), rusqlite::Error> {
     match cmd {
         Cmd::InsertCall(c) => {
             conn.execute(
@@ -288,35 +297,65 @@ fn apply(conn: &Connection, cmd: &Cmd) -> Result<(), rusqlite::Error> {
                 ],
             )?;
         }
+        // The call is over and its summary (if any) written: its event
+        // for upstream goes with this update.
         Cmd::TranscriptComplete { id } => {
-            conn.execute(
-                "UPDATE calls SET transcript_complete = 1 WHERE id = ?1",
-                params![id],
-            )?;
+            let done = |conn: &Connection| {
+                conn.execute(
+                    "UPDATE calls SET transcript_complete = 1 WHERE id = ?1",
+                    params![id],
+                )
+                .map(|_| ())
+            };
+            match outbox {
+                None => done(conn)?,
+                Some(o) => durably(conn, |tx| {
+                    done(tx)?;
+                    o.call_done(tx, id, crate::clock::now_ms())
+                })?,
+            }
         }
         Cmd::Event {
             call_id,
             at_ms,
             kind,
             detail,
+            step,
         } => {
             conn.execute(
-                "INSERT INTO call_events (call_id, at_ms, kind, detail) VALUES (?1, ?2, ?3, ?4)",
-                params![call_id, at_ms, kind.as_str(), detail],
+                "INSERT INTO call_events (call_id, at_ms, kind, detail, step) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![call_id, at_ms, kind.as_str(), detail, step],
             )?;
         }
-        Cmd::FollowUp(f) => super::followups::insert(conn, f)?,
+        Cmd::FollowUp(f) => match outbox {
+            None => super::followups::insert(conn, f)?,
+            Some(o) => durably(conn, |tx| {
+                super::followups::insert(tx, f)?;
+                o.followup(tx, tx.last_insert_rowid(), crate::clock::now_ms())
+            })?,
+        },
         Cmd::Voicemail {
             call_id,
             mailbox,
             started_at_ms,
             duration_ms,
         } => {
-            conn.execute(
-                "INSERT INTO voicemails (call_id, mailbox, started_at_ms, duration_ms) VALUES (?1, ?2, ?3, ?4)
-                 ON CONFLICT(call_id) DO UPDATE SET duration_ms = excluded.duration_ms",
-                params![call_id, mailbox, started_at_ms, duration_ms],
-            )?;
+            let write = |conn: &Connection| {
+                conn.execute(
+                    "INSERT INTO voicemails (call_id, mailbox, started_at_ms, duration_ms) VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT(call_id) DO UPDATE SET duration_ms = excluded.duration_ms",
+                    params![call_id, mailbox, started_at_ms, duration_ms],
+                )
+                .map(|_| ())
+            };
+            match outbox {
+                // A finished voicemail is news upstream; one begun is not.
+                Some(o) if duration_ms.is_some() => durably(conn, |tx| {
+                    write(tx)?;
+                    o.voicemail(tx, call_id, crate::clock::now_ms())
+                })?,
+                _ => write(conn)?,
+            }
         }
         Cmd::Setting { key, value, at_ms } => {
             super::schema::write_setting(conn, key, value, *at_ms)?;
