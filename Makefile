@@ -8,7 +8,7 @@ MODELS_DIR ?= .models
 
 # Debian packages: to build (whisper.cpp, bindgen), and to test against real peers.
 BUILD_DEBS := build-essential cmake pkg-config libclang-dev python3-pip
-TEST_DEBS := baresip-core sip-tester sipsak espeak-ng flite sox systemd kamailio kamailio-tls-modules openssl
+TEST_DEBS := baresip-core sip-tester sipsak espeak-ng flite sox systemd kamailio kamailio-tls-modules openssl mosquitto
 
 .PHONY: run test build models deps test-deps lint fmt bench
 

@@ -817,10 +817,18 @@ fn followups(cfg: &Config, command: Option<FollowupsCommand>, open: bool) -> Res
 fn sync_status(cfg: &Config) -> Result<(), Error> {
     let conn = handlet_agent::store::open_for_tools(&cfg.database_path())?;
     let s = handlet_agent::store::outbox::status(&conn)?;
+    let setting = |k: &str| handlet_agent::store::read_setting(&conn, k).ok().flatten();
     let state = if cfg.sync.enabled() {
+        let connected = setting("sync.connected").as_deref() == Some("yes");
         format!(
-            "on for device {} to {} (not connected: the client is not built yet)",
-            cfg.sync.device_id, cfg.sync.broker
+            "on for device {} to {}, {}",
+            cfg.sync.device_id,
+            cfg.sync.broker,
+            if connected {
+                "connected"
+            } else {
+                "not connected"
+            }
         )
     } else {
         "off (sync.broker is empty)".to_string()
@@ -829,6 +837,10 @@ fn sync_status(cfg: &Config) -> Result<(), Error> {
     println!("pending: {}", s.pending);
     println!("delivered: {}", s.delivered);
     println!("dead-lettered: {}", s.dead);
+    if let Some(at) = setting("sync.last_contact_ms").and_then(|v| v.parse::<i64>().ok()) {
+        let age = (handlet_agent::clock::now_ms() - at).max(0) as u64;
+        println!("last contact: {} ago", ms(age));
+    }
     if let Some(at) = s.oldest_pending_ms {
         let age = (handlet_agent::clock::now_ms() - at).max(0) as u64;
         println!("oldest pending: {} ago", ms(age));

@@ -2,7 +2,7 @@
 //! configured, a real call writes its event to the outbox in the same
 //! transaction as the call's data, built from fields under the default
 //! policy (no number, no quote); `handlet sync status` counts it; an
-//! erase takes it away. (Sending it is not built yet.)
+//! erase takes it away; with no broker there, it waits.
 
 mod common;
 
@@ -23,9 +23,20 @@ fn outbox(db: &Db) -> Vec<(String, String, Option<String>, String)> {
 
 #[test]
 fn a_call_writes_its_event_for_upstream_without_the_callers_number_or_words() {
+    // A broker configured but not there: the box runs as ever and the
+    // outbox keeps the events (offline first).
+    let certs = TempDir::new("sync-outbox-pki");
+    let pki = common::broker::Pki::new(certs.path(), "pki");
+    let (cert, key) = pki.issue("shop-1", false);
     let agent = Agent::start_with(
         "sync-outbox",
-        "[sync]\nbroker = \"mqtts://127.0.0.1:8883\"\ndevice_id = \"shop-1\"\n",
+        &format!(
+            "[sync]\nbroker = \"mqtts://127.0.0.1:{}\"\ndevice_id = \"shop-1\"\nca = {:?}\ncert = {:?}\nkey = {:?}\n",
+            free_port(),
+            pki.ca(),
+            cert,
+            key
+        ),
     );
     // The workspace key was made, readable by the agent alone.
     let key = agent.dir.path().join("data/sync/number.key");

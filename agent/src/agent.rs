@@ -95,8 +95,14 @@ pub async fn run(cfg: Config) -> Result<(), Error> {
     // Recordings a crash cut short are recovered first, so the calls it
     // left open can be closed at the recording's recovered length.
     tokio::task::block_in_place(|| open_recordings(&cfg))?;
+    // Sync's certificates are read now: a missing one stops start-up here.
+    let sync_tls = if cfg.sync.enabled() {
+        Some(crate::uplink::tls(&cfg.sync, &cfg.data_dir)?)
+    } else {
+        None
+    };
     let outbox = if cfg.sync.enabled() {
-        tracing::info!(device = %cfg.sync.device_id, "sync on: events for upstream are kept in the outbox (not sent yet: the client is not built)");
+        tracing::info!(device = %cfg.sync.device_id, "sync on: events for upstream go through the outbox");
         Some(crate::store::outbox::Outbox {
             policy: crate::sync::Policy::new(&cfg.sync.share),
             key: crate::store::outbox::number_key(&cfg.data_dir.join(&cfg.sync.number_key))?,
@@ -200,6 +206,21 @@ pub async fn run(cfg: Config) -> Result<(), Error> {
             store: store.clone(),
         }),
     ));
+    // Upstream sync on its own task: no broker is a warning that repeats
+    // with backoff, never a failed start (the outbox just grows).
+    let sync_cancel = CancellationToken::new();
+    let sync_task = sync_tls.map(|tls| {
+        let (cfg, db, cancel) = (
+            ctx.cfg.sync.clone(),
+            ctx.cfg.database_path(),
+            sync_cancel.clone(),
+        );
+        tokio::spawn(async move {
+            if let Err(e) = crate::uplink::run(cfg, tls, db, cancel).await {
+                tracing::error!(error = %e, "sync stopped");
+            }
+        })
+    });
     // Each trunk registers on its own task: a dead provider is a warning
     // that repeats with backoff, never a failed start.
     let trunk_cancel = CancellationToken::new();
@@ -262,6 +283,10 @@ pub async fn run(cfg: Config) -> Result<(), Error> {
     notify::stopping();
     tracing::info!(active_calls = calls.len(), "shutting down");
     calls.shutdown_all();
+    sync_cancel.cancel();
+    if let Some(t) = sync_task {
+        let _ = t.await;
+    }
     // Unregister from the trunks (each waits at most a second).
     trunk_cancel.cancel();
     for t in trunk_tasks {

@@ -63,6 +63,23 @@ pub struct Sync {
     /// missing. Copy the workspace's own key here so every box hashes a
     /// number alike.
     pub number_key: PathBuf,
+    /// The broker's CA (PEM): the only one trusted for it. Paths are
+    /// relative to `data_dir` unless absolute.
+    pub ca: PathBuf,
+    /// This box's certificate (PEM), its identity to the broker.
+    pub cert: PathBuf,
+    /// Its private key (PEM, 0600).
+    pub key: PathBuf,
+    /// An event the broker refuses this many times (not authorised, too
+    /// large) goes to the dead letters. One not acknowledged is sent
+    /// again, less and less often, and never given up.
+    pub max_failures: u32,
+    /// How long an event sent waits for the backend's acknowledgement
+    /// before it is sent again.
+    pub ack_wait_secs: u64,
+    /// MQTT keep-alive: a connection that hears nothing for twice this
+    /// long is given up and made again (a partition, a NAT that forgot us).
+    pub keepalive_secs: u64,
 }
 
 impl Default for Sync {
@@ -72,6 +89,12 @@ impl Default for Sync {
             device_id: String::new(),
             share: Vec::new(),
             number_key: "sync/number.key".into(),
+            ca: "sync/ca.pem".into(),
+            cert: "sync/device.pem".into(),
+            key: "sync/device.key".into(),
+            max_failures: 5,
+            ack_wait_secs: 30,
+            keepalive_secs: 30,
         }
     }
 }
@@ -98,6 +121,15 @@ impl Sync {
             return Err(format!(
                 "sync.broker must name a host and a port, got {:?}",
                 self.broker
+            ));
+        }
+        if self.max_failures == 0 || self.ack_wait_secs == 0 {
+            return Err("sync.max_failures and sync.ack_wait_secs must be at least 1".into());
+        }
+        if !(5..=3600).contains(&self.keepalive_secs) {
+            return Err(format!(
+                "sync.keepalive_secs = {}: must be from 5 to 3600",
+                self.keepalive_secs
             ));
         }
         let ok = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '_';

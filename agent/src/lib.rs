@@ -26,6 +26,7 @@ pub mod store;
 pub mod sync;
 pub mod transcribe;
 pub mod understand;
+pub mod uplink;
 pub mod voice;
 
 /// Errors from the agent; each is one line a user can act on. Errors from

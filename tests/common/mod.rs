@@ -2,6 +2,7 @@
 //! speech made with espeak-ng + sox, and real peers (baresip).
 #![allow(dead_code)]
 
+pub mod broker;
 pub mod kamailio;
 pub mod reception;
 

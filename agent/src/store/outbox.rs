@@ -350,6 +350,142 @@ impl Outbox {
     }
 }
 
+/// An event due to be sent.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Due {
+    pub seq: i64,
+    pub msg_id: String,
+    pub topic: String,
+    pub payload: String,
+    pub attempts: u32,
+}
+
+/// Up to `limit` undelivered events due by `now_ms`, oldest first.
+pub fn due(conn: &Connection, now_ms: i64, limit: usize) -> rusqlite::Result<Vec<Due>> {
+    conn.prepare_cached(
+        "SELECT seq, msg_id, topic, payload, attempts FROM outbox
+         WHERE delivered_at_ms IS NULL AND next_attempt_ms <= ?1 ORDER BY seq LIMIT ?2",
+    )?
+    .query_map(params![now_ms, limit as i64], |r| {
+        Ok(Due {
+            seq: r.get(0)?,
+            msg_id: r.get(1)?,
+            topic: r.get(2)?,
+            payload: r.get(3)?,
+            attempts: r.get(4)?,
+        })
+    })?
+    .collect()
+}
+
+/// Events sent and waiting for their acknowledgement at `now_ms`.
+pub fn in_flight(conn: &Connection, now_ms: i64) -> rusqlite::Result<usize> {
+    conn.query_row(
+        "SELECT COUNT(*) FROM outbox WHERE delivered_at_ms IS NULL AND attempts > 0 AND next_attempt_ms > ?1",
+        [now_ms],
+        |r| r.get::<_, i64>(0),
+    )
+    .map(|n| n as usize)
+}
+
+/// Longest wait before an unacknowledged event is sent again.
+const RESEND_CAP_MS: i64 = 600_000;
+
+/// `seq` was sent: one more attempt, and not again unless the backend
+/// acknowledges it first: `ack_wait_ms`, doubling with each attempt up to
+/// ten minutes (a backend that is down is not flooded, and an event is
+/// never given up for want of an acknowledgement: only refusals count).
+pub fn sent(conn: &Connection, seq: i64, now_ms: i64, ack_wait_ms: i64) -> rusqlite::Result<()> {
+    conn.execute(
+        "UPDATE outbox SET attempts = attempts + 1,
+            next_attempt_ms = ?2 + MIN(?3 << MIN(attempts, 20), ?4)
+         WHERE seq = ?1",
+        params![seq, now_ms, ack_wait_ms, RESEND_CAP_MS],
+    )?;
+    Ok(())
+}
+
+/// The broker refused `seq` (not authorised, too large, ...): after
+/// `max` refusals it goes to the dead letters. True if it did.
+pub fn refused(
+    conn: &Connection,
+    seq: i64,
+    now_ms: i64,
+    why: &str,
+    max: u32,
+) -> rusqlite::Result<bool> {
+    conn.execute(
+        "UPDATE outbox SET failures = failures + 1 WHERE seq = ?1",
+        [seq],
+    )?;
+    let failures: Option<u32> = conn
+        .query_row("SELECT failures FROM outbox WHERE seq = ?1", [seq], |r| {
+            r.get(0)
+        })
+        .optional()?;
+    if failures.is_some_and(|f| f >= max) {
+        bury(
+            conn,
+            seq,
+            now_ms,
+            &format!("refused by the broker {max} times: {why}"),
+        )?;
+        return Ok(true);
+    }
+    Ok(false)
+}
+
+/// The backend committed these events: delivered. Ids it names that are
+/// not ours, or already delivered, change nothing. How many were new.
+pub fn acked(conn: &Connection, msg_ids: &[String], now_ms: i64) -> rusqlite::Result<usize> {
+    let tx = conn.unchecked_transaction()?;
+    let mut n = 0;
+    for id in msg_ids {
+        n += tx.execute(
+            "UPDATE outbox SET delivered_at_ms = ?2 WHERE msg_id = ?1 AND delivered_at_ms IS NULL",
+            params![id, now_ms],
+        )?;
+    }
+    tx.commit()?;
+    Ok(n)
+}
+
+/// A new connection: every undelivered event is due again, in order (the
+/// broker may not have kept what was in flight).
+pub fn rewind(conn: &Connection) -> rusqlite::Result<()> {
+    conn.execute(
+        "UPDATE outbox SET next_attempt_ms = 0 WHERE delivered_at_ms IS NULL",
+        [],
+    )?;
+    Ok(())
+}
+
+/// Give up on `seq`: it moves to the dead letters, with why.
+pub fn bury(conn: &Connection, seq: i64, now_ms: i64, error: &str) -> rusqlite::Result<()> {
+    let tx = conn.unchecked_transaction()?;
+    tx.execute(
+        "INSERT OR REPLACE INTO outbox_dead (seq, msg_id, topic, call_id, payload, created_at_ms, attempts, failed_at_ms, error)
+         SELECT seq, msg_id, topic, call_id, payload, created_at_ms, attempts, ?2, ?3 FROM outbox WHERE seq = ?1",
+        params![seq, now_ms, error],
+    )?;
+    tx.execute("DELETE FROM outbox WHERE seq = ?1", params![seq])?;
+    tx.commit()
+}
+
+/// This database's epoch: a random id made the first time sync runs, so
+/// a box re-imaged with a fresh database is told apart from its past.
+pub fn epoch(conn: &Connection, now_ms: i64) -> Result<String, crate::Error> {
+    if let Some(e) = super::read_setting(conn, "sync.epoch")? {
+        return Ok(e);
+    }
+    let e = format!("{:016x}", rand::random::<u64>());
+    conn.execute(
+        "INSERT OR IGNORE INTO settings (key, value, updated_at_ms) VALUES ('sync.epoch', ?1, ?2)",
+        params![e, now_ms],
+    )?;
+    Ok(super::read_setting(conn, "sync.epoch")?.unwrap_or(e))
+}
+
 /// What the outbox holds, for `handlet sync status`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Status {

@@ -217,6 +217,7 @@ pub(crate) const MIGRATIONS: &[&str] = &[
         payload TEXT NOT NULL,
         created_at_ms INTEGER NOT NULL,
         attempts INTEGER NOT NULL DEFAULT 0,
+        failures INTEGER NOT NULL DEFAULT 0,
         next_attempt_ms INTEGER NOT NULL DEFAULT 0,
         delivered_at_ms INTEGER
     );

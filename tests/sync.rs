@@ -1,0 +1,344 @@
+//! Upstream sync against a real broker (issue 15): mosquitto with TLS and
+//! client certificates required, per-device ACLs, and a backend that
+//! stores by (device, msg_id) and acknowledges. Real calls' events arrive
+//! exactly once, through a broker restart and lost acknowledgements; a
+//! broker this box does not trust, and a device writing another's topics,
+//! are refused.
+
+mod common;
+
+use common::broker::{Backend, Broker, Partition, Pki, client_tls};
+use common::*;
+use std::process::Command;
+use std::time::Duration;
+
+const CALLER: &str = "+447700900123";
+
+fn sync_config(
+    broker_port: u16,
+    pki: &Pki,
+    cert: &std::path::Path,
+    key: &std::path::Path,
+) -> String {
+    format!(
+        "[sync]\nbroker = \"mqtts://127.0.0.1:{broker_port}\"\ndevice_id = \"shop-1\"\n\
+         ca = {:?}\ncert = {:?}\nkey = {:?}\nack_wait_secs = 2\nkeepalive_secs = 5\n",
+        pki.ca(),
+        cert,
+        key
+    )
+}
+
+fn call_from(agent: &Agent, wav: &std::path::Path) {
+    let out = Command::new(bin())
+        .args(["call", "--config"])
+        .arg(&agent.config)
+        .arg("--wav")
+        .arg(wav)
+        .args(["--from", CALLER, "--wait", "30"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn pending(agent: &Agent) -> i64 {
+    let db = Db::open(&agent.database());
+    db.0.query_row(
+        "SELECT COUNT(*) FROM outbox WHERE delivered_at_ms IS NULL",
+        [],
+        |r| r.get(0),
+    )
+    .unwrap()
+}
+
+fn committed(agent: &Agent) -> Vec<String> {
+    let db = Db::open(&agent.database());
+    let mut q =
+        db.0.prepare("SELECT msg_id FROM outbox ORDER BY msg_id")
+            .unwrap();
+    q.query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap()
+}
+
+/// Every event the agent committed is at the backend exactly once (the
+/// same ids, none missing, none extra), all delivered.
+fn all_delivered_once(agent: &Agent, backend: &Backend, secs: u64) {
+    wait_for(secs, "every event delivered", || {
+        (pending(agent) == 0).then_some(())
+    });
+    let ours = committed(agent);
+    let theirs: Vec<String> = backend.events().into_iter().map(|e| e.0).collect();
+    assert_eq!(ours, theirs, "the backend holds exactly the agent's events");
+}
+
+#[test]
+fn events_reach_the_backend_exactly_once_through_restarts_and_lost_acks() {
+    let dir = TempDir::new("sync-broker");
+    let pki = Pki::new(dir.path(), "pki");
+    let mut broker = Broker::start(dir.path(), &pki, &pki);
+    let backend = Backend::start(dir.path(), &broker, &pki);
+    let (cert, key) = pki.issue("shop-1", false);
+    let agent = Agent::start_with("sync", &sync_config(broker.port, &pki, &cert, &key));
+    wait_for(20, "the agent to connect", || {
+        ok(&agent, &["sync", "status"])
+            .contains(", connected")
+            .then_some(())
+    });
+    let wav = speech_wav(
+        agent.dir.path(),
+        "sync-caller",
+        "Hello, this is Sarah. My boiler is leaking, please call me back.",
+        8000,
+        0.5,
+        1.0,
+    );
+
+    // Two calls: their events arrive, once each, without the number.
+    call_from(&agent, &wav);
+    call_from(&agent, &wav);
+    wait_for(60, "two calls' events", || {
+        (committed(&agent).len() == 2).then_some(())
+    });
+    all_delivered_once(&agent, &backend, 30);
+    for (_, topic, payload, _) in backend.events() {
+        assert_eq!(topic, "handlet/v1/shop-1/up/call");
+        let p: serde_json::Value = serde_json::from_str(&payload).unwrap();
+        assert_eq!(p["schema"], "handlet.call/1");
+        assert!(!payload.contains("7700900123"), "{payload}");
+        assert!(!payload.to_lowercase().contains("boiler"), "{payload}");
+    }
+
+    // The broker goes away: a call's event waits in the outbox, then goes
+    // once the broker is back.
+    broker.stop();
+    wait_for(20, "the agent to see the broker gone", || {
+        ok(&agent, &["sync", "status"])
+            .contains("not connected")
+            .then_some(())
+    });
+    call_from(&agent, &wav);
+    wait_for(60, "the third event, pending", || {
+        (pending(&agent) == 1).then_some(())
+    });
+    broker.resume();
+    all_delivered_once(&agent, &backend, 90);
+
+    // Half the acknowledgements are lost: events are sent again until
+    // acknowledged, and stored once.
+    backend
+        .drop_acks_percent
+        .store(50, std::sync::atomic::Ordering::Relaxed);
+    call_from(&agent, &wav);
+    call_from(&agent, &wav);
+    wait_for(60, "five events", || {
+        (committed(&agent).len() == 5).then_some(())
+    });
+    all_delivered_once(&agent, &backend, 60);
+    let out = ok(&agent, &["sync", "status"]);
+    assert!(
+        out.contains("pending: 0") && out.contains("delivered: 5"),
+        "{out}"
+    );
+    assert!(
+        out.contains("dead-lettered: 0") && out.contains("last contact"),
+        "{out}"
+    );
+    // (Its connection errors while the broker was down are expected.)
+    assert!(
+        backend
+            .errors
+            .lock()
+            .unwrap()
+            .iter()
+            .all(|e| !e.contains("JSON")),
+        "{:?}",
+        backend.errors.lock().unwrap()
+    );
+    let log = agent.log();
+    assert!(
+        !log.contains("7700900123") && !log.contains("BEGIN"),
+        "{log}"
+    );
+}
+
+/// Events as calls write them, `n` of them, straight into the outbox
+/// (the calls themselves take seconds each; what is tested here is
+/// delivery, the writes are tested in tests/sync_outbox.rs).
+fn write_events(agent: &Agent, n: usize, tag: &str) {
+    let db = Db::open(&agent.database());
+    db.0.busy_timeout(Duration::from_secs(10)).unwrap();
+    let tx = db.0.unchecked_transaction().unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    for i in 0..n {
+        // UUIDv7-shaped, sorting by time like the agent's own.
+        let id = format!("{:012x}-7{tag}-{i:08x}", now as u64 & 0xffff_ffff_ffff);
+        tx.execute(
+            "INSERT INTO outbox (msg_id, topic, call_id, dedup, payload, created_at_ms)
+             VALUES (?1, 'up/call', NULL, ?1, '{\"schema\":\"handlet.call/1\"}', ?2)",
+            rusqlite::params![id, now],
+        )
+        .unwrap();
+    }
+    tx.commit().unwrap();
+}
+
+fn pseudo_random(seed: &mut u64) -> u64 {
+    *seed ^= *seed << 13;
+    *seed ^= *seed >> 7;
+    *seed ^= *seed << 17;
+    *seed
+}
+
+#[test]
+fn no_event_is_lost_or_doubled_through_kills_and_a_partition() {
+    let dir = TempDir::new("sync-faults");
+    let pki = Pki::new(dir.path(), "pki");
+    let broker = Broker::start(dir.path(), &pki, &pki);
+    let backend = Backend::start(dir.path(), &broker, &pki);
+    backend
+        .drop_acks_percent
+        .store(20, std::sync::atomic::Ordering::Relaxed);
+    let net = Partition::new(broker.port);
+    let (cert, key) = pki.issue("shop-1", false);
+    let mut agent = Agent::start_with("sync-faults", &sync_config(net.port, &pki, &cert, &key));
+    let wav = speech_wav(
+        agent.dir.path(),
+        "sync-caller",
+        "Hello, I would like a quote for a new bathroom.",
+        8000,
+        0.5,
+        1.0,
+    );
+    call_from(&agent, &wav);
+    wait_for(60, "the call's event", || {
+        (!committed(&agent).is_empty()).then_some(())
+    });
+
+    // SIGKILL at random points while events are pending: each round more
+    // events are written and the agent is killed 0-1.5 s after it is up
+    // (mid-publish, mid-acknowledgement, mid-commit).
+    let mut seed = 0x5eed_u64;
+    let mut kills_with_pending = 0;
+    for round in 0..120 {
+        if kills_with_pending >= 50 {
+            break;
+        }
+        write_events(&agent, 40, &format!("{round:03x}"));
+        std::thread::sleep(Duration::from_millis(pseudo_random(&mut seed) % 1500));
+        if pending(&agent) > 0 {
+            kills_with_pending += 1;
+        }
+        agent.kill_and_restart();
+    }
+    assert!(
+        kills_with_pending >= 50,
+        "only {kills_with_pending} kills with events pending"
+    );
+    all_delivered_once(&agent, &backend, 120);
+
+    // A partition: nothing moves either way and nothing is closed. The
+    // agent notices by its keep-alive, events wait, and go once healed.
+    net.cut(true);
+    wait_for(30, "the agent to see the partition", || {
+        ok(&agent, &["sync", "status"])
+            .contains("not connected")
+            .then_some(())
+    });
+    write_events(&agent, 100, "fff");
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(pending(&agent) >= 100, "events went through a cut network");
+    net.cut(false);
+    all_delivered_once(&agent, &backend, 120);
+
+    let events = backend.events();
+    let received: i64 = events.iter().map(|e| e.3).sum();
+    assert!(
+        received > events.len() as i64,
+        "no event was ever sent twice: the faults did not bite ({received} received)"
+    );
+    assert!(
+        backend
+            .errors
+            .lock()
+            .unwrap()
+            .iter()
+            .all(|e| !e.contains("JSON")),
+        "{:?}",
+        backend.errors.lock().unwrap()
+    );
+}
+
+#[test]
+fn a_broker_not_trusted_and_a_device_writing_anothers_topics_are_refused() {
+    let dir = TempDir::new("sync-refused");
+    let pki = Pki::new(dir.path(), "pki");
+    let rogue = Pki::new(dir.path(), "rogue");
+    // The broker's certificate is signed by a CA the box does not trust.
+    let broker = Broker::start(dir.path(), &rogue, &pki);
+    let (cert, key) = pki.issue("shop-1", false);
+    let agent = Agent::start_with(
+        "sync-untrusted",
+        &sync_config(broker.port, &pki, &cert, &key),
+    );
+    wait_for(20, "the refusal in the log", || {
+        agent
+            .log()
+            .contains("the broker's certificate is not one sync.ca vouches for")
+            .then_some(())
+    });
+    assert!(ok(&agent, &["sync", "status"]).contains("not connected"));
+    drop(agent);
+
+    // A device may write only its own topics: shop-1 publishing as shop-2
+    // is refused by the broker's ACL (PUBACK "not authorized").
+    let good = Broker::start(&dir.path().join("good"), &pki, &pki);
+    let tls = client_tls(&pki.ca(), &cert, &key);
+    let mut opts = rumqttc::v5::MqttOptions::new("shop-1", "127.0.0.1", good.port);
+    opts.set_transport(rumqttc::Transport::tls_with_config(
+        rumqttc::TlsConfiguration::Rustls(tls),
+    ));
+    let (client, mut conn) = rumqttc::v5::Client::new(opts, 16);
+    client
+        .publish(
+            "handlet/v1/shop-2/up/call",
+            rumqttc::v5::mqttbytes::QoS::AtLeastOnce,
+            false,
+            "{}",
+        )
+        .unwrap();
+    let mut refused = false;
+    for ev in conn.iter().take(20) {
+        if let Ok(rumqttc::v5::Event::Incoming(rumqttc::v5::mqttbytes::v5::Packet::PubAck(a))) = ev
+        {
+            refused = a.reason == rumqttc::v5::mqttbytes::v5::PubAckReason::NotAuthorized;
+            break;
+        }
+    }
+    assert!(
+        refused,
+        "the broker let shop-1 write shop-2's topic:\n{}",
+        good.log()
+    );
+    // A client with no certificate from our CA is refused at the handshake.
+    let (rc, rk) = rogue.issue("intruder", false);
+    let tls = client_tls(&pki.ca(), &rc, &rk);
+    let mut opts = rumqttc::v5::MqttOptions::new("intruder", "127.0.0.1", good.port);
+    opts.set_transport(rumqttc::Transport::tls_with_config(
+        rumqttc::TlsConfiguration::Rustls(tls),
+    ));
+    let (_client, mut conn) = rumqttc::v5::Client::new(opts, 16);
+    let first = conn.recv_timeout(Duration::from_secs(10));
+    assert!(
+        matches!(first, Ok(Err(_))),
+        "a certificate from another CA was let in: {first:?}"
+    );
+}
