@@ -300,7 +300,15 @@ fn route(cfg: &Config, command: RouteCommand) -> Result<(), Error> {
             at,
             intent,
         } => {
-            let plan = cfg.routing_plan().map_err(Error::Config)?;
+            let mut plan = cfg.routing_plan().map_err(Error::Config)?;
+            // The plan pushed from upstream runs instead, where there is one.
+            if cfg.sync.enabled()
+                && let Ok(conn) = handlet_agent::store::open_for_tools(&cfg.database_path())
+                && let Some((version, pushed)) = handlet_agent::uplink::pushed(cfg, &conn)
+            {
+                println!("(the plan pushed from upstream, version {version})");
+                plan = pushed;
+            }
             let plan = stored_override(cfg)
                 .map(|o| plan.with_switch(o))
                 .unwrap_or(plan);
@@ -840,6 +848,15 @@ fn sync_status(cfg: &Config) -> Result<(), Error> {
     if let Some(at) = setting("sync.last_contact_ms").and_then(|v| v.parse::<i64>().ok()) {
         let age = (handlet_agent::clock::now_ms() - at).max(0) as u64;
         println!("last contact: {} ago", ms(age));
+    }
+    if cfg.sync.enabled() {
+        match setting("sync.config_version") {
+            Some(v) => println!("config: version {v} from upstream applied"),
+            None => println!("config: none from upstream (the local file)"),
+        }
+        if let Some(r) = setting("sync.config_refused") {
+            println!("config refused: {r}");
+        }
     }
     if let Some(at) = s.oldest_pending_ms {
         let age = (handlet_agent::clock::now_ms() - at).max(0) as u64;

@@ -30,12 +30,16 @@ fn sync_config(
 }
 
 fn call_from(agent: &Agent, wav: &std::path::Path) {
+    call_as(agent, wav, CALLER)
+}
+
+fn call_as(agent: &Agent, wav: &std::path::Path, from: &str) {
     let out = Command::new(bin())
         .args(["call", "--config"])
         .arg(&agent.config)
         .arg("--wav")
         .arg(wav)
-        .args(["--from", CALLER, "--wait", "30"])
+        .args(["--from", from, "--wait", "30"])
         .output()
         .unwrap();
     assert!(
@@ -165,6 +169,259 @@ fn events_reach_the_backend_exactly_once_through_restarts_and_lost_acks() {
         !log.contains("7700900123") && !log.contains("BEGIN"),
         "{log}"
     );
+}
+
+fn count(agent: &Agent, sql: &str) -> i64 {
+    let db = Db::open(&agent.database());
+    db.0.query_row(sql, [], |r| r.get(0)).unwrap()
+}
+
+#[test]
+fn commands_from_upstream_run_once_and_an_erase_takes_the_callers_pending_events() {
+    let dir = TempDir::new("sync-commands");
+    let pki = Pki::new(dir.path(), "pki");
+    let broker = Broker::start(dir.path(), &pki, &pki);
+    let backend = Backend::start(dir.path(), &broker, &pki);
+    let (cert, key) = pki.issue("shop-1", false);
+    let agent = Agent::start_with(
+        "sync-commands",
+        &sync_config(broker.port, &pki, &cert, &key),
+    );
+    wait_for(20, "the agent to connect", || {
+        ok(&agent, &["sync", "status"])
+            .contains(", connected")
+            .then_some(())
+    });
+    let wav = speech_wav(
+        agent.dir.path(),
+        "sync-caller",
+        "Hello, please call me back about the boiler.",
+        8000,
+        0.5,
+        1.0,
+    );
+    // No acknowledgements for now: the calls' events stay pending (sent,
+    // and sent again every few seconds).
+    backend
+        .drop_acks_percent
+        .store(100, std::sync::atomic::Ordering::Relaxed);
+    call_from(&agent, &wav);
+    call_from(&agent, &wav);
+    call_as(&agent, &wav, "+447700900999");
+    wait_for(60, "three events at the backend", || {
+        (backend.events().len() == 3).then_some(())
+    });
+    assert_eq!(pending(&agent), 3);
+
+    // The erase: delivered twice and re-sent until its result is seen,
+    // it runs once and reports once.
+    let r = backend.command(
+        "shop-1",
+        "erase-1",
+        &format!(r#"{{"id":"erase-1","kind":"erase","number":"{CALLER}"}}"#),
+        30,
+    );
+    assert_eq!(r["schema"], "handlet.command/1");
+    assert_eq!(r["ok"], true, "{r}");
+    assert_eq!(r["result"]["calls"], 2, "{r}");
+    assert!(!r.to_string().contains("7700900123"), "{r}");
+    assert_eq!(
+        count(
+            &agent,
+            "SELECT COUNT(*) FROM privacy_audit WHERE request = 'erase'"
+        ),
+        1,
+        "the erase ran more than once"
+    );
+    assert_eq!(
+        count(
+            &agent,
+            "SELECT COUNT(*) FROM calls WHERE from_uri LIKE '%7700900123%'"
+        ),
+        0
+    );
+    assert_eq!(count(&agent, "SELECT COUNT(*) FROM calls"), 1);
+    // Their pending events went with them: only the other caller's call
+    // and the command's result are left to send.
+    assert_eq!(
+        count(
+            &agent,
+            "SELECT COUNT(*) FROM outbox WHERE delivered_at_ms IS NULL AND topic = 'up/call'"
+        ),
+        1
+    );
+    // What the backend had of the erased calls' events when the result
+    // came (anything sent before the erase arrived before its result).
+    let ours = committed(&agent);
+    let erased_then: Vec<(String, i64)> = backend
+        .events()
+        .into_iter()
+        .filter(|e| e.1.ends_with("/up/call") && !ours.contains(&e.0))
+        .map(|e| (e.0, e.3))
+        .collect();
+    assert_eq!(erased_then.len(), 2, "{erased_then:?}");
+
+    // Bad commands are refused with their reason; the others run.
+    let bad = backend.command("shop-1", "bad-1", r#"{"id":"bad-1","kind":"reboot"}"#, 30);
+    assert_eq!(bad["ok"], false);
+    assert!(
+        bad["error"].as_str().unwrap().contains("unknown kind"),
+        "{bad}"
+    );
+    let sweep = backend.command(
+        "shop-1",
+        "sweep-1",
+        r#"{"id":"sweep-1","kind":"sweep"}"#,
+        30,
+    );
+    assert_eq!(sweep["ok"], true, "{sweep}");
+    let rotate = backend.command(
+        "shop-1",
+        "rotate-1",
+        r#"{"id":"rotate-1","kind":"rotate_keys"}"#,
+        30,
+    );
+    assert_eq!(rotate["ok"], true, "{rotate}");
+    assert!(rotate["result"]["new_key"].is_u64(), "{rotate}");
+
+    // Acknowledgements back: everything left is delivered, each command's
+    // result once, and the erased caller's events were never sent again.
+    backend
+        .drop_acks_percent
+        .store(0, std::sync::atomic::Ordering::Relaxed);
+    wait_for(60, "every event delivered", || {
+        (pending(&agent) == 0).then_some(())
+    });
+    let ours = committed(&agent);
+    let theirs: Vec<String> = backend
+        .events()
+        .into_iter()
+        .map(|e| e.0)
+        .filter(|id| !erased_then.iter().any(|(e, _)| e == id))
+        .collect();
+    assert_eq!(ours, theirs, "the backend holds exactly the agent's events");
+    let results: Vec<serde_json::Value> = backend
+        .events()
+        .into_iter()
+        .filter(|e| e.1.ends_with("/up/command"))
+        .map(|e| serde_json::from_str(&e.2).unwrap())
+        .collect();
+    assert_eq!(results.len(), 4, "{results:?}");
+    let erased_now: Vec<(String, i64)> = backend
+        .events()
+        .into_iter()
+        .filter(|e| erased_then.iter().any(|(id, _)| *id == e.0))
+        .map(|e| (e.0, e.3))
+        .collect();
+    assert_eq!(
+        erased_now, erased_then,
+        "an erased call's event was sent again"
+    );
+    assert!(!agent.log().contains("7700900123"), "{}", agent.log());
+}
+
+const DID: &str = "+441632960001";
+/// The provider's address the box takes calls from (an IP trunk).
+const PROVIDER: [u8; 4] = [127, 0, 0, 7];
+
+#[test]
+fn a_pushed_config_changes_the_routing_plan_live_and_a_bad_one_changes_nothing() {
+    let dir = TempDir::new("sync-config");
+    let pki = Pki::new(dir.path(), "pki");
+    let broker = Broker::start(dir.path(), &pki, &pki);
+    let backend = Backend::start(dir.path(), &broker, &pki);
+    let (cert, key) = pki.issue("shop-1", false);
+    let trunk = format!(
+        "[[trunk]]\nname = \"provider\"\nmode = \"ip\"\nhost = \"127.0.0.7:5999\"\n\
+         hosts = [\"127.0.0.7/32\"]\nkeepalive_secs = 0\ndids = [\"{DID}\"]\n\n\
+         [[extension]]\nnumber = \"101\"\nsecret = \"desk-101-secret\"\n\n"
+    );
+    let mut agent = Agent::start_with(
+        "sync-config",
+        &format!("{trunk}{}", sync_config(broker.port, &pki, &cert, &key)),
+    );
+    wait_for(20, "the agent to connect", || {
+        ok(&agent, &["sync", "status"])
+            .contains(", connected")
+            .then_some(())
+    });
+    let invite = |agent: &Agent| invite_from_within(PROVIDER, agent, DID, "07700900666", 15);
+    assert_eq!(invite(&agent), 200, "the local plan answers");
+    assert!(ok(&agent, &["sync", "status"]).contains("config: none from upstream"));
+
+    // Version 1 blocks the caller: the next call follows it.
+    backend.send_retained(
+        "shop-1",
+        "down/config",
+        r#"{"version": 1, "routing": {"caller": [{"name": "blocklist", "numbers": ["07700 900666"], "to": "reject"}]}}"#,
+    );
+    let status = wait_for(30, "version 1 reported", || {
+        backend.payloads("status").into_iter().next()
+    });
+    assert_eq!(status["schema"], "handlet.status/1");
+    assert_eq!(status["config"]["version"], 1);
+    assert_eq!(status["config"]["ok"], true, "{status}");
+    assert_eq!(invite(&agent), 603, "the pushed plan rejects the caller");
+
+    // Version 2 names a group the box does not have: refused, reported,
+    // and version 1 runs on.
+    backend.send_retained(
+        "shop-1",
+        "down/config",
+        r#"{"version": 2, "routing": {"open": "nowhere"}}"#,
+    );
+    let refused = wait_for(30, "version 2 reported", || {
+        backend.payloads("status").into_iter().nth(1)
+    });
+    assert_eq!(refused["config"]["version"], 2);
+    assert_eq!(refused["config"]["ok"], false, "{refused}");
+    assert!(
+        refused["config"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("nowhere"),
+        "{refused}"
+    );
+    assert_eq!(refused["config_applied"], 1);
+    let out = ok(&agent, &["sync", "status"]);
+    assert!(
+        out.contains("config: version 1 from upstream applied")
+            && out.contains("config refused: version 2"),
+        "{out}"
+    );
+    assert_eq!(invite(&agent), 603, "the last good plan still runs");
+
+    // Killed and started again: the applied plan holds from the start, and
+    // the retained document seen before is not taken or reported again.
+    agent.kill_and_restart();
+    assert_eq!(invite(&agent), 603, "the applied plan survives a restart");
+    wait_for(20, "the agent to reconnect", || {
+        ok(&agent, &["sync", "status"])
+            .contains(", connected")
+            .then_some(())
+    });
+    let out = ok(
+        &agent,
+        &["route", "explain", "--from", "07700900666", "--to", DID],
+    );
+    assert!(
+        out.contains("version 1") && out.contains("blocklist"),
+        "{out}"
+    );
+    // Version 3 lifts the block. The retained version 2 reached the agent
+    // before it (one subscription, in order), so had the agent taken it
+    // again its report would be here before 3's.
+    backend.send_retained("shop-1", "down/config", r#"{"version": 3, "routing": {}}"#);
+    let versions = wait_for(30, "version 3 reported", || {
+        let v: Vec<u64> = backend
+            .payloads("status")
+            .iter()
+            .map(|p| p["config"]["version"].as_u64().unwrap())
+            .collect();
+        (v.len() >= 3).then_some(v)
+    });
+    assert_eq!(versions, vec![1, 2, 3], "a document was taken twice");
+    assert_eq!(invite(&agent), 200, "version 3 answers the caller again");
 }
 
 /// Events as calls write them, `n` of them, straight into the outbox

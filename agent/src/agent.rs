@@ -210,13 +210,9 @@ pub async fn run(cfg: Config) -> Result<(), Error> {
     // with backoff, never a failed start (the outbox just grows).
     let sync_cancel = CancellationToken::new();
     let sync_task = sync_tls.map(|tls| {
-        let (cfg, db, cancel) = (
-            ctx.cfg.sync.clone(),
-            ctx.cfg.database_path(),
-            sync_cancel.clone(),
-        );
+        let (cfg, plan, cancel) = (ctx.cfg.clone(), ctx.plan.clone(), sync_cancel.clone());
         tokio::spawn(async move {
-            if let Err(e) = crate::uplink::run(cfg, tls, db, cancel).await {
+            if let Err(e) = crate::uplink::run(cfg, tls, plan, cancel).await {
                 tracing::error!(error = %e, "sync stopped");
             }
         })
@@ -377,8 +373,15 @@ fn start_voice(
 }
 
 fn routing_plan(cfg: &Config) -> Result<crate::routing::LivePlan, Error> {
-    let plan = cfg.routing_plan().map_err(Error::Config)?;
+    let mut plan = cfg.routing_plan().map_err(Error::Config)?;
     let conn = crate::store::open_for_tools(&cfg.database_path())?;
+    // The plan last pushed from upstream, where it still fits the file.
+    if cfg.sync.enabled()
+        && let Some((version, pushed)) = crate::uplink::pushed(cfg, &conn)
+    {
+        tracing::info!(version, "routing by the plan pushed from upstream");
+        plan = pushed;
+    }
     let switch = match crate::store::read_setting(&conn, ROUTE_OVERRIDE)? {
         Some(v) => v.parse().unwrap_or_else(|e| {
             tracing::warn!(error = %e, "ignoring a stored routing override");

@@ -12,9 +12,11 @@
 //! too large) counts against that event, and `max_failures` of them send
 //! it to the dead letters.
 
-use crate::config::Sync as SyncConfig;
+use crate::config::{Config, Sync as SyncConfig};
 use crate::store::outbox;
 use crate::store::write_setting;
+use crate::sync::command::{self, Action};
+use crate::sync::desired;
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::mqttbytes::v5::{Packet, PubAckReason};
 use rumqttc::v5::{AsyncClient, Event, MqttOptions};
@@ -141,17 +143,20 @@ fn status(conn: &Connection, connected: bool) {
 /// Send the outbox upstream until `cancel` fires. Errors reaching the
 /// broker are logged and retried with backoff; the agent runs on.
 pub async fn run(
-    cfg: SyncConfig,
+    full: Config,
     tls: Arc<rustls::ClientConfig>,
-    db: PathBuf,
+    plan: Arc<crate::routing::LivePlan>,
     cancel: CancellationToken,
 ) -> Result<(), crate::Error> {
-    let conn = crate::store::open_connection(&db)?;
+    let cfg = full.sync.clone();
+    let conn = crate::store::open_connection(&full.database_path())?;
     let now = crate::clock::now_ms();
     let epoch = outbox::epoch(&conn, now)?;
     let device = cfg.device_id.clone();
     let prefix = format!("handlet/v1/{device}/");
     let ack_topic = format!("{prefix}down/ack");
+    let command_topic = format!("{prefix}down/command");
+    let config_topic = format!("{prefix}down/config");
     let broker = cfg.broker.trim_start_matches("mqtts://");
     let (host, port) = broker
         .rsplit_once(':')
@@ -199,6 +204,10 @@ pub async fn run(
                         status(&conn, true);
                     });
                     let _ = client.try_subscribe(ack_topic.clone(), QoS::AtLeastOnce);
+                    let _ = client.try_subscribe(command_topic.clone(), QoS::AtLeastOnce);
+                    // Retained: the broker hands over the current document
+                    // on every connect.
+                    let _ = client.try_subscribe(config_topic.clone(), QoS::AtLeastOnce);
                 }
                 Ok(Event::Incoming(Packet::Publish(p))) => {
                     if p.topic.as_ref() == ack_topic.as_bytes()
@@ -212,6 +221,12 @@ pub async fn run(
                         if let Err(e) = n {
                             tracing::warn!(error = %e, "sync: cannot mark events delivered");
                         }
+                    }
+                    if p.topic.as_ref() == command_topic.as_bytes() {
+                        tokio::task::block_in_place(|| take_command(&conn, &full, &p.payload));
+                    }
+                    if p.topic.as_ref() == config_topic.as_bytes() {
+                        tokio::task::block_in_place(|| take_config(&conn, &full, &plan, &p.payload));
                     }
                     let _ = client.try_ack(&p);
                 }
@@ -268,6 +283,230 @@ pub async fn run(
     }
     let _ = client.try_disconnect();
     Ok(())
+}
+
+/// Settings that keep the pushed document (docs/SYNC.md).
+const PUSHED: &str = "sync.config";
+const PUSHED_VERSION: &str = "sync.config_version";
+const SEEN_VERSION: &str = "sync.config_seen";
+const REFUSED: &str = "sync.config_refused";
+
+/// The local config with a pushed document on top, checked as a whole
+/// exactly as the file is (the plan against the local extensions, trunks
+/// and intents).
+pub fn overlay(
+    local: &Config,
+    d: &desired::Desired,
+) -> Result<(Config, crate::routing::Plan), String> {
+    let mut c = local.clone();
+    if let Some(r) = &d.routing {
+        c.routing = r.clone();
+    }
+    let plan = c.routing_plan()?;
+    Ok((c, plan))
+}
+
+/// The document last applied, on top of `local`, for start-up: None if
+/// none was pushed, or if it no longer fits the local file (then the
+/// file's own plan runs, and a warning says why).
+pub fn pushed(local: &Config, conn: &Connection) -> Option<(u64, crate::routing::Plan)> {
+    let doc = crate::store::read_setting(conn, PUSHED).ok().flatten()?;
+    let fits = desired::parse(doc.as_bytes())
+        .map_err(|r| r.why)
+        .and_then(|d| overlay(local, &d).map(|(_, plan)| (d.version, plan)));
+    match fits {
+        Ok(v) => Some(v),
+        Err(why) => {
+            tracing::warn!(error = %why, "the config pushed from upstream no longer fits the local file: running the file's own");
+            None
+        }
+    }
+}
+
+/// A document from `down/config`: newer than any seen, checked, then
+/// applied live and kept, or refused and the old one kept; either way
+/// reported upstream once (`up/status`).
+fn take_config(conn: &Connection, cfg: &Config, plan: &crate::routing::LivePlan, body: &[u8]) {
+    let now = crate::clock::now_ms();
+    let seen = crate::store::read_setting(conn, SEEN_VERSION)
+        .ok()
+        .flatten()
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(0);
+    let outcome = desired::parse(body).and_then(|d| {
+        overlay(cfg, &d)
+            .map(|(_, p)| (d.version, p))
+            .map_err(|why| desired::Refused {
+                version: Some(d.version),
+                why,
+            })
+    });
+    let version = match &outcome {
+        Ok((v, _)) => Some(*v),
+        Err(r) => r.version,
+    };
+    let Some(version) = version else {
+        if let Err(r) = outcome {
+            tracing::warn!(why = %r.why, "sync: a config document without a version was ignored");
+        }
+        return;
+    };
+    if version <= seen {
+        // The retained copy again on a reconnect, or an old one.
+        tracing::debug!(version, seen, "sync: config document already seen");
+        return;
+    }
+    let applied = crate::store::read_setting(conn, PUSHED_VERSION)
+        .ok()
+        .flatten()
+        .and_then(|v| v.parse::<u64>().ok());
+    let (report, new_plan) = match outcome {
+        Ok((_, p)) => (
+            serde_json::json!({"version": version, "ok": true, "error": null}),
+            Some(p),
+        ),
+        Err(r) => (
+            serde_json::json!({"version": version, "ok": false, "error": r.why}),
+            None,
+        ),
+    };
+    let payload = serde_json::json!({
+        "schema": "handlet.status/1",
+        "config": report,
+        "config_applied": if new_plan.is_some() { Some(version) } else { applied },
+        "at_ms": now,
+    });
+    let doc = String::from_utf8_lossy(body);
+    let stored = crate::store::outbox::durably(conn, |tx| {
+        write_setting(tx, SEEN_VERSION, &version.to_string(), now)?;
+        if new_plan.is_some() {
+            write_setting(tx, PUSHED, &doc, now)?;
+            write_setting(tx, PUSHED_VERSION, &version.to_string(), now)?;
+            tx.execute("DELETE FROM settings WHERE key = ?1", [REFUSED])?;
+        } else {
+            let why = payload["config"]["error"].as_str().unwrap_or_default();
+            write_setting(tx, REFUSED, &format!("version {version}: {why}"), now)?;
+        }
+        crate::store::outbox::enqueue(
+            tx,
+            "up/status",
+            None,
+            &format!("config:{version}"),
+            &payload,
+            now,
+        )
+    });
+    if let Err(e) = stored {
+        // Not kept, not applied: the retained copy comes again.
+        tracing::warn!(error = %e, "sync: cannot store a config document");
+        return;
+    }
+    match new_plan {
+        Some(p) => {
+            plan.replace(p);
+            tracing::info!(
+                version,
+                "sync: config from upstream applied (the routing plan)"
+            );
+        }
+        None => tracing::warn!(
+            version,
+            error = %payload["config"]["error"].as_str().unwrap_or_default(),
+            "sync: config from upstream refused; the last good one runs on"
+        ),
+    }
+}
+
+/// Run a command from upstream once, and queue its result. Its number
+/// (an erase's) is never logged or stored.
+fn take_command(conn: &Connection, cfg: &Config, body: &[u8]) {
+    let now = crate::clock::now_ms();
+    let cmd = match command::parse(body) {
+        Ok(c) => c,
+        Err(command::Refused { id: None, why }) => {
+            tracing::warn!(why = %why, "sync: a command was ignored");
+            return;
+        }
+        Err(command::Refused { id: Some(id), why }) => {
+            tracing::warn!(id = %id, why = %why, "sync: a command was refused");
+            let p = command::result_payload(&id, "invalid", &Err(why), now);
+            if let Err(e) = crate::store::inbox::finish(conn, &id, "invalid", false, &p, now) {
+                tracing::warn!(error = %e, "sync: cannot store a command's result");
+            }
+            return;
+        }
+    };
+    let kind = cmd.action.kind();
+    match crate::store::inbox::arrive(conn, &cmd.id, kind, now) {
+        Ok(crate::store::inbox::Arrival::Done) => {
+            tracing::debug!(id = %cmd.id, kind, "sync: a command already done was delivered again");
+            return;
+        }
+        Ok(_) => {}
+        Err(e) => {
+            // Not noted, not run: the backend sends it again.
+            tracing::warn!(error = %e, "sync: cannot note a command");
+            return;
+        }
+    }
+    let outcome = execute(conn, cfg, &cmd.action, now);
+    match &outcome {
+        Ok(r) => tracing::info!(id = %cmd.id, kind, result = %r, "sync: command done"),
+        Err(e) => tracing::warn!(id = %cmd.id, kind, error = %e, "sync: command failed"),
+    }
+    let p = command::result_payload(&cmd.id, kind, &outcome, crate::clock::now_ms());
+    if let Err(e) = crate::store::inbox::finish(
+        conn,
+        &cmd.id,
+        kind,
+        outcome.is_ok(),
+        &p,
+        crate::clock::now_ms(),
+    ) {
+        // Left unfinished: run again (idempotently) when re-sent.
+        tracing::warn!(error = %e, "sync: cannot store a command's result");
+    }
+}
+
+/// What each command does: the same functions as its `handlet` command.
+fn execute(
+    conn: &Connection,
+    cfg: &Config,
+    action: &Action,
+    now: i64,
+) -> Result<serde_json::Value, String> {
+    use crate::privacy::requests;
+    match action {
+        Action::Erase { number } => {
+            let phone = crate::phone::Phone::parse_in(number, cfg.site.country).map_err(|_| {
+                "the number is not one this box can read as a phone number".to_string()
+            })?;
+            let e = requests::erase(conn, &cfg.data_dir, requests::Subject::Phone(&phone), now)
+                .map_err(|e| e.to_string())?;
+            Ok(serde_json::json!({
+                "calls": e.calls,
+                "recordings": e.recordings,
+                "in_progress": e.in_progress,
+            }))
+        }
+        Action::Sweep => {
+            let s = crate::privacy::sweep(conn, &cfg.data_dir, &cfg.privacy, now)
+                .map_err(|e| e.to_string())?;
+            Ok(serde_json::json!({
+                "recordings": s.recordings,
+                "calls": s.calls,
+                "stray_files": s.orphan_files,
+            }))
+        }
+        Action::RotateKeys => {
+            let r = crate::recording::rotate(conn, &cfg.data_dir).map_err(|e| e.to_string())?;
+            Ok(serde_json::json!({
+                "new_key": r.new_key,
+                "rewrapped": r.rewrapped,
+                "removed": r.removed.len(),
+            }))
+        }
+    }
 }
 
 /// Send what is due, within the in-flight bound; the events published,

@@ -197,6 +197,7 @@ pub struct Backend {
     stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
     pub errors: Arc<Mutex<Vec<String>>>,
+    client: rumqttc::v5::Client,
 }
 
 impl Backend {
@@ -218,6 +219,7 @@ impl Backend {
             rumqttc::Transport::tls_with_config(rumqttc::TlsConfiguration::Rustls(tls)),
         );
         let (client, mut conn_loop) = rumqttc::v5::Client::new(opts, 1024);
+        let sender = client.clone();
         let drop_acks_percent = Arc::new(AtomicU32::new(0));
         let stop = Arc::new(AtomicBool::new(false));
         let errors = Arc::new(Mutex::new(Vec::new()));
@@ -303,6 +305,73 @@ impl Backend {
             stop,
             thread: Some(thread),
             errors,
+            client: sender,
+        }
+    }
+
+    /// Publish `body` on `handlet/v1/{device}/{topic}` (QoS 1).
+    pub fn send(&self, device: &str, topic: &str, body: &str) {
+        self.publish(device, topic, body, false)
+    }
+
+    /// The same, retained: the broker hands it to every new subscriber.
+    pub fn send_retained(&self, device: &str, topic: &str, body: &str) {
+        self.publish(device, topic, body, true)
+    }
+
+    fn publish(&self, device: &str, topic: &str, body: &str, retain: bool) {
+        self.client
+            .try_publish(
+                format!("handlet/v1/{device}/{topic}"),
+                rumqttc::v5::mqttbytes::QoS::AtLeastOnce,
+                retain,
+                body.to_string(),
+            )
+            .unwrap();
+    }
+
+    /// Payloads stored from `handlet/v1/{device}/up/{kind}`, oldest first.
+    pub fn payloads(&self, kind: &str) -> Vec<serde_json::Value> {
+        let conn = rusqlite::Connection::open(&self.db).unwrap();
+        let mut q = conn
+            .prepare("SELECT topic, payload FROM events ORDER BY rowid")
+            .unwrap();
+        q.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .filter(|(t, _)| t.ends_with(&format!("/up/{kind}")))
+            .map(|(_, p)| serde_json::from_str(&p).unwrap())
+            .collect()
+    }
+
+    /// Send a command until its result has arrived (the broker is not a
+    /// durable queue: a backend re-sends until it sees the result), twice
+    /// at first (delivered twice, it must still run once); the result.
+    pub fn command(&self, device: &str, id: &str, body: &str, secs: u64) -> serde_json::Value {
+        self.send(device, "down/command", body);
+        self.send(device, "down/command", body);
+        let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+        let mut last_sent = std::time::Instant::now();
+        loop {
+            let found = self
+                .events()
+                .into_iter()
+                .find_map(|(_, topic, payload, _)| {
+                    let v: serde_json::Value = serde_json::from_str(&payload).ok()?;
+                    (topic.ends_with("/up/command") && v["id"] == id).then_some(v)
+                });
+            if let Some(v) = found {
+                return v;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no result for command {id}"
+            );
+            if last_sent.elapsed() > Duration::from_secs(3) {
+                self.send(device, "down/command", body);
+                last_sent = std::time::Instant::now();
+            }
+            std::thread::sleep(Duration::from_millis(100));
         }
     }
 

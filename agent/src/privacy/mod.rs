@@ -132,6 +132,12 @@ pub fn sweep(
             OR (call_id IS NOT NULL AND call_id NOT IN (SELECT id FROM calls))",
         params![now_ms - DELIVERED_KEPT_MS],
     )?;
+    // Commands done are remembered as long (a backend re-sends one only
+    // until it sees the result).
+    conn.execute(
+        "DELETE FROM inbox WHERE done_at_ms IS NOT NULL AND done_at_ms <= ?1",
+        params![now_ms - DELIVERED_KEPT_MS],
+    )?;
     s.orphan_files = orphans(conn, data_dir)?;
     if s != Swept::default() {
         audit(

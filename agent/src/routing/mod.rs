@@ -461,6 +461,13 @@ impl LivePlan {
         self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
+    /// A new plan (pushed from upstream), under the operator's switch as
+    /// it stands; calls already routed keep theirs.
+    pub fn replace(&self, plan: Plan) {
+        let mut w = self.0.write().unwrap_or_else(|e| e.into_inner());
+        *w = Arc::new(plan.with_switch(w.switch));
+    }
+
     pub fn set_switch(&self, switch: Override) {
         let mut w = self.0.write().unwrap_or_else(|e| e.into_inner());
         *w = Arc::new(w.with_switch(switch));

@@ -4,6 +4,7 @@
 //! ([`read`]). docs/DESIGN.md says where else the database is written and why.
 
 pub mod followups;
+pub mod inbox;
 pub mod outbox;
 mod read;
 mod schema;

@@ -101,10 +101,10 @@ pub(crate) fn durably(
     r
 }
 
-fn enqueue(
+pub(crate) fn enqueue(
     conn: &Connection,
     topic: &str,
-    call_id: &str,
+    call_id: Option<&str>,
     dedup: &str,
     payload: &serde_json::Value,
     now_ms: i64,
@@ -247,7 +247,7 @@ impl Outbox {
         enqueue(
             conn,
             "up/call",
-            call_id,
+            Some(call_id),
             &format!("call:{call_id}"),
             &p,
             now_ms,
@@ -299,7 +299,7 @@ impl Outbox {
         enqueue(
             conn,
             "up/followup",
-            &f.0,
+            Some(&f.0),
             &format!("followup:{id}"),
             &p,
             now_ms,
@@ -342,7 +342,7 @@ impl Outbox {
         enqueue(
             conn,
             "up/voicemail",
-            call_id,
+            Some(call_id),
             &format!("voicemail:{call_id}"),
             &p,
             now_ms,

@@ -234,6 +234,15 @@ pub(crate) const MIGRATIONS: &[&str] = &[
         failed_at_ms INTEGER NOT NULL,
         error TEXT NOT NULL
     );",
+    // 16: commands from upstream, by the backend's id, so one delivered
+    // twice runs once. Never their arguments (an erase's number).
+    "CREATE TABLE inbox (
+        id TEXT PRIMARY KEY,
+        kind TEXT NOT NULL,
+        received_at_ms INTEGER NOT NULL,
+        done_at_ms INTEGER,
+        ok INTEGER
+    );",
 ];
 
 /// Set one operator setting (`settings`), replacing its value.

@@ -1,11 +1,12 @@
 //! Upstream sync (issue 15): what the box tells the business's account.
 //!
-//! Built so far: the payloads, as a pure function of the stored facts and
-//! the workspace's `share` policy (`payload`), and the keyed hash that
-//! stands in for a phone number where the policy does not let the number
-//! itself go (`NumberKey`). Not built yet: the outbox written in the same
-//! transaction as the data, the MQTT client, acknowledgements, config and
-//! commands from upstream (README says so).
+//! Pure parts: the payloads, as a pure function of the stored facts and
+//! the workspace's `share` policy (`payload`); the keyed hash that stands
+//! in for a phone number where the policy does not let the number itself
+//! go (`NumberKey`); commands (`command`) and the desired config
+//! document (`desired`) from upstream, read and bounded. The outbox is in
+//! `store::outbox`, the inbox in `store::inbox`, the MQTT client in
+//! `uplink`.
 //!
 //! The rule the payloads keep: nothing is copied across wholesale. Each
 //! payload is built field by field from structured facts (intent, urgency,
@@ -13,6 +14,8 @@
 //! where a field for it exists and `share` names it. docs/SYNC.md lists
 //! every field and what governs it.
 
+pub mod command;
+pub mod desired;
 pub mod payload;
 
 use serde::{Deserialize, Serialize};

@@ -1,0 +1,114 @@
+//! The desired-state document from upstream (`down/config`, retained):
+//! what the business's account wants this box to do, versioned, read and
+//! read here; the uplink checks it against the local config exactly as
+//! the file itself is checked, stores it and applies it.
+//!
+//! ```json
+//! {"version": 7, "routing": { …the [routing] table, as JSON… }}
+//! ```
+//!
+//! Only what can change while calls run may be in it: today the routing
+//! plan. Anything else (trunks, extensions: their secrets never travel in
+//! it) is refused by name, and the whole document with it.
+
+use serde_json::Value;
+
+/// A document bigger than this is refused.
+pub const MAX_BYTES: usize = 256 * 1024;
+
+/// A document read and checked.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Desired {
+    pub version: u64,
+    /// The `[routing]` table it sets (absent: the local file's).
+    pub routing: Option<crate::routing::RoutingConfig>,
+}
+
+/// Why a document was refused, and its version where it had one (so the
+/// refusal can be reported against it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refused {
+    pub version: Option<u64>,
+    pub why: String,
+}
+
+/// Read a document.
+pub fn parse(body: &[u8]) -> Result<Desired, Refused> {
+    let refuse = |version, why: String| Refused { version, why };
+    if body.len() > MAX_BYTES {
+        return Err(refuse(
+            None,
+            format!(
+                "a config document of {} bytes (at most {MAX_BYTES})",
+                body.len()
+            ),
+        ));
+    }
+    let v: Value = serde_json::from_slice(body)
+        .map_err(|e| refuse(None, format!("the config document is not JSON ({e})")))?;
+    let Some(obj) = v.as_object() else {
+        return Err(refuse(None, "the config document is not an object".into()));
+    };
+    let version = obj
+        .get("version")
+        .and_then(Value::as_u64)
+        .filter(|v| *v > 0)
+        .ok_or_else(|| {
+            refuse(
+                None,
+                "the config document needs \"version\", a whole number above 0".into(),
+            )
+        })?;
+    for key in obj.keys() {
+        match key.as_str() {
+            "version" | "routing" => {}
+            "trunk" | "trunks" | "extension" | "extensions" | "sync" => {
+                return Err(refuse(
+                    Some(version),
+                    format!(
+                        "{key} cannot be set from upstream (secrets and the box's identity never travel in it)"
+                    ),
+                ));
+            }
+            other => {
+                let other: String = other.chars().take(32).collect();
+                return Err(refuse(
+                    Some(version),
+                    format!("{other:?} cannot be set from upstream (only \"routing\")"),
+                ));
+            }
+        }
+    }
+    let routing = match obj.get("routing") {
+        None => None,
+        Some(r) => Some(
+            serde_json::from_value::<crate::routing::RoutingConfig>(r.clone())
+                .map_err(|e| refuse(Some(version), format!("routing: {e}")))?,
+        ),
+    };
+    Ok(Desired { version, routing })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_document_sets_the_routing_plan_and_nothing_it_may_not() {
+        let d = parse(br#"{"version": 3, "routing": {"open": "voicemail"}}"#).unwrap();
+        assert_eq!(d.version, 3);
+        assert_eq!(d.routing.as_ref().unwrap().open, "voicemail");
+
+        let e = parse(br#"{"version": 4, "trunk": []}"#).unwrap_err();
+        assert_eq!(e.version, Some(4));
+        assert!(e.why.contains("secrets"), "{}", e.why);
+        let e = parse(br#"{"version": 5, "routing": {"opne": "x"}}"#).unwrap_err();
+        assert!(
+            e.why.starts_with("routing:") && e.why.contains("opne"),
+            "{}",
+            e.why
+        );
+        assert_eq!(parse(br#"{"routing": {}}"#).unwrap_err().version, None);
+        assert_eq!(parse(b"[]").unwrap_err().version, None);
+    }
+}
