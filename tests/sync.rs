@@ -70,6 +70,28 @@ fn committed(agent: &Agent) -> Vec<String> {
         .unwrap()
 }
 
+/// Nothing the backend received carries a field outside its kind's list
+/// under the default policy (docs/SYNC.md): no audio, transcript, quote,
+/// name, address or number, whatever the kind.
+fn only_allowed_fields(backend: &Backend) {
+    use handlet_agent::sync::{Policy, payload};
+    let events = backend.events();
+    assert!(!events.is_empty());
+    for (_, topic, body, _) in events {
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let schema = v["schema"].as_str().unwrap_or_default().to_string();
+        // The test's own filler events carry only a schema.
+        let allowed = payload::allowed_fields(&schema, &Policy::default());
+        assert!(!allowed.is_empty(), "unknown kind {schema:?} on {topic}");
+        for f in payload::field_paths(&v) {
+            assert!(
+                allowed.contains(&f.as_str()),
+                "{topic}: {f} is not a field {schema} may carry: {body}"
+            );
+        }
+    }
+}
+
 /// Every event the agent committed is at the backend exactly once (the
 /// same ids, none missing, none extra), all delivered.
 fn all_delivered_once(agent: &Agent, backend: &Backend, secs: u64) {
@@ -79,6 +101,7 @@ fn all_delivered_once(agent: &Agent, backend: &Backend, secs: u64) {
     let ours = committed(agent);
     let theirs: Vec<String> = backend.events().into_iter().map(|e| e.0).collect();
     assert_eq!(ours, theirs, "the backend holds exactly the agent's events");
+    only_allowed_fields(backend);
 }
 
 #[test]
@@ -300,6 +323,7 @@ fn commands_from_upstream_run_once_and_an_erase_takes_the_callers_pending_events
         .filter(|id| !erased_then.iter().any(|(e, _)| e == id))
         .collect();
     assert_eq!(ours, theirs, "the backend holds exactly the agent's events");
+    only_allowed_fields(&backend);
     let results: Vec<serde_json::Value> = backend
         .events()
         .into_iter()
@@ -422,6 +446,7 @@ fn a_pushed_config_changes_the_routing_plan_live_and_a_bad_one_changes_nothing()
     });
     assert_eq!(versions, vec![1, 2, 3], "a document was taken twice");
     assert_eq!(invite(&agent), 200, "version 3 answers the caller again");
+    only_allowed_fields(&backend);
 }
 
 /// Events as calls write them, `n` of them, straight into the outbox

@@ -259,6 +259,33 @@ pub fn allowed_fields(schema: &str, policy: &Policy) -> Vec<&'static str> {
             "caller.withheld",
             "caller.number_hash",
         ],
+        // A command's result (`sync::command`): counts, never its number.
+        "handlet.command/1" => vec![
+            "schema",
+            "id",
+            "kind",
+            "ok",
+            "error",
+            "done_at_ms",
+            "result",
+            "result.calls",
+            "result.recordings",
+            "result.in_progress",
+            "result.stray_files",
+            "result.new_key",
+            "result.rewrapped",
+            "result.removed",
+        ],
+        // A config document taken or refused (the uplink).
+        "handlet.status/1" => vec![
+            "schema",
+            "config",
+            "config.version",
+            "config.ok",
+            "config.error",
+            "config_applied",
+            "at_ms",
+        ],
         _ => Vec::new(),
     };
     let extra: &[(Share, &[&'static str])] = match schema {
