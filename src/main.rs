@@ -175,6 +175,15 @@ enum SyncCommand {
     /// Whether sync is on, and what the outbox holds: events pending,
     /// delivered, dead-lettered, and how old the oldest pending one is.
     Status,
+    /// Make this box's key pair (if it has none, or with --new-key) and a
+    /// certificate signing request for the workspace's CA, named for
+    /// sync.device_id.
+    Enroll {
+        /// Make a new key even if one is there (the old certificate stops
+        /// working once the new one is installed).
+        #[arg(long)]
+        new_key: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -517,6 +526,28 @@ fn run(cli: Cli) -> Result<(), Error> {
         Command::Sync {
             command: SyncCommand::Status,
         } => sync_status(&cfg),
+        Command::Sync {
+            command: SyncCommand::Enroll { new_key },
+        } => {
+            let e = handlet_agent::uplink::enroll(&cfg, new_key)?;
+            println!(
+                "{} {} (0600); certificate request for CN={} in {}",
+                if e.new_key {
+                    "made the key"
+                } else {
+                    "kept the key"
+                },
+                e.key.display(),
+                cfg.sync.device_id,
+                e.csr.display()
+            );
+            println!(
+                "next: have the workspace's CA sign the request, put the certificate at {} and the CA's certificate at {}, then restart the agent",
+                e.cert.display(),
+                e.ca.display()
+            );
+            Ok(())
+        }
         Command::Recordings { command } => recordings(&cfg, command),
         Command::Privacy { command } => privacy(&cfg, command),
         Command::Keys {

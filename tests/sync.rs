@@ -344,6 +344,73 @@ fn commands_from_upstream_run_once_and_an_erase_takes_the_callers_pending_events
     assert!(!agent.log().contains("7700900123"), "{}", agent.log());
 }
 
+#[test]
+fn an_enrolled_box_connects_with_the_certificate_its_request_earned() {
+    let dir = TempDir::new("sync-enroll");
+    let pki = Pki::new(dir.path(), "pki");
+    let broker = Broker::start(dir.path(), &pki, &pki);
+    let _backend = Backend::start(dir.path(), &broker, &pki);
+    let handlet_at = |config: &std::path::Path, args: &[&str]| {
+        Command::new(bin())
+            .args(args)
+            .arg("--config")
+            .arg(config)
+            .output()
+            .unwrap()
+    };
+    // No device id: nothing to name the certificate for.
+    let bare = write_config(dir.path(), free_port(), "");
+    let out = handlet_at(&bare, &["sync", "enroll"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("set sync.device_id first"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // The default paths, under the data dir.
+    let extra = format!(
+        "[sync]\nbroker = \"mqtts://127.0.0.1:{}\"\ndevice_id = \"shop-7\"\n",
+        broker.port
+    );
+    let config = write_config(dir.path(), free_port(), &extra);
+    let out = handlet_at(&config, &["sync", "enroll"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("made the key"));
+    let sync_dir = dir.path().join("data/sync");
+    let key = std::fs::read(sync_dir.join("device.key")).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(sync_dir.join("device.key"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777,
+        0o600
+    );
+    // Again: the key is kept, only the request is made anew.
+    let out = handlet_at(&config, &["sync", "enroll"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("kept the key"));
+    assert_eq!(std::fs::read(sync_dir.join("device.key")).unwrap(), key);
+
+    // The CA signs the request; with its certificate and the CA's in
+    // place the box connects as shop-7.
+    pki.sign(&sync_dir.join("device.csr"), &sync_dir.join("device.pem"));
+    std::fs::copy(pki.ca(), sync_dir.join("ca.pem")).unwrap();
+    let agent = Agent::start_in(dir, &extra);
+    wait_for(20, "the enrolled box to connect", || {
+        ok(&agent, &["sync", "status"])
+            .contains("on for device shop-7 to mqtts://127.0.0.1")
+            .then_some(())
+            .filter(|_| ok(&agent, &["sync", "status"]).contains(", connected"))
+    });
+    assert!(!agent.log().contains("PRIVATE KEY"));
+}
+
 const DID: &str = "+441632960001";
 /// The provider's address the box takes calls from (an IP trunk).
 const PROVIDER: [u8; 4] = [127, 0, 0, 7];

@@ -84,6 +84,94 @@ pub fn tls(cfg: &SyncConfig, data_dir: &Path) -> Result<Arc<rustls::ClientConfig
     Ok(Arc::new(c))
 }
 
+/// What `handlet sync enroll` wrote, and where the signed parts go.
+#[derive(Debug)]
+pub struct Enrolled {
+    pub key: PathBuf,
+    pub new_key: bool,
+    pub csr: PathBuf,
+    pub cert: PathBuf,
+    pub ca: PathBuf,
+}
+
+/// This box's key pair (ECDSA P-256, made here and never leaving the box)
+/// and a certificate signing request naming `sync.device_id`, for the
+/// workspace's CA. An existing key is kept unless `new_key`: enrolling
+/// again (a certificate about to expire) needs only a new request.
+pub fn enroll(cfg: &Config, new_key: bool) -> Result<Enrolled, crate::Error> {
+    let s = &cfg.sync;
+    let bad = |e: String| crate::Error::Config(format!("sync enroll: {e}"));
+    if s.device_id.is_empty() {
+        return Err(bad(
+            "set sync.device_id first: it names this box in its certificate and topics".into(),
+        ));
+    }
+    let key = resolve(&cfg.data_dir, &s.key);
+    let csr = key.with_extension("csr");
+    let io = |p: &Path| {
+        let p = p.display().to_string();
+        move |e: std::io::Error| bad(format!("{p}: {e}"))
+    };
+    if let Some(d) = key.parent() {
+        std::fs::create_dir_all(d).map_err(io(d))?;
+    }
+    let existing = if new_key {
+        None
+    } else {
+        match std::fs::read_to_string(&key) {
+            Ok(pem) => Some(
+                rcgen::KeyPair::from_pem(&pem)
+                    .map_err(|e| bad(format!("{} is not a private key ({e})", key.display())))?,
+            ),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(io(&key)(e)),
+        }
+    };
+    let made = existing.is_none();
+    let pair = match existing {
+        Some(k) => k,
+        None => rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
+            .map_err(|e| bad(e.to_string()))?,
+    };
+    let mut params =
+        rcgen::CertificateParams::new(Vec::<String>::new()).map_err(|e| bad(e.to_string()))?;
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, s.device_id.clone());
+    let request = params
+        .serialize_request(&pair)
+        .and_then(|r| r.pem())
+        .map_err(|e| bad(e.to_string()))?;
+    if made {
+        // Written beside, private from the first byte, then renamed over
+        // the old one: a crash leaves the old key or the new, never half.
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let tmp = key.with_extension("key.new");
+        let _ = std::fs::remove_file(&tmp);
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)
+            .and_then(|mut f| {
+                f.write_all(pair.serialize_pem().as_bytes())?;
+                f.sync_all()
+            })
+            .map_err(io(&tmp))?;
+        std::fs::rename(&tmp, &key).map_err(io(&key))?;
+    }
+    std::fs::write(&csr, request).map_err(io(&csr))?;
+    Ok(Enrolled {
+        key,
+        new_key: made,
+        csr,
+        cert: resolve(&cfg.data_dir, &s.cert),
+        ca: resolve(&cfg.data_dir, &s.ca),
+    })
+}
+
 /// What a broker error means, in one line an operator can act on.
 fn explain(e: &rumqttc::v5::ConnectionError) -> String {
     let s = e.to_string();

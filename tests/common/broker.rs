@@ -112,6 +112,35 @@ impl Pki {
     }
 }
 
+impl Pki {
+    /// Sign a client's certificate request `csr` (what `handlet sync
+    /// enroll` makes) as the workspace's CA would, into `out`.
+    pub fn sign(&self, csr: &Path, out: &Path) {
+        let ext = self.dir.join("client.ext");
+        std::fs::write(&ext, "extendedKeyUsage=clientAuth\n").unwrap();
+        openssl(
+            &self.dir,
+            &[
+                "x509",
+                "-req",
+                "-in",
+                csr.to_str().unwrap(),
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-out",
+                out.to_str().unwrap(),
+                "-days",
+                "2",
+                "-extfile",
+                ext.to_str().unwrap(),
+            ],
+        );
+    }
+}
+
 /// mosquitto, started and stopped by the test.
 pub struct Broker {
     pub port: u16,
