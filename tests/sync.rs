@@ -516,28 +516,8 @@ fn a_pushed_config_changes_the_routing_plan_live_and_a_bad_one_changes_nothing()
     only_allowed_fields(&backend);
 }
 
-/// Events as calls write them, `n` of them, straight into the outbox
-/// (the calls themselves take seconds each; what is tested here is
-/// delivery, the writes are tested in tests/sync_outbox.rs).
 fn write_events(agent: &Agent, n: usize, tag: &str) {
-    let db = Db::open(&agent.database());
-    db.0.busy_timeout(Duration::from_secs(10)).unwrap();
-    let tx = db.0.unchecked_transaction().unwrap();
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64;
-    for i in 0..n {
-        // UUIDv7-shaped, sorting by time like the agent's own.
-        let id = format!("{:012x}-7{tag}-{i:08x}", now as u64 & 0xffff_ffff_ffff);
-        tx.execute(
-            "INSERT INTO outbox (msg_id, topic, call_id, dedup, payload, created_at_ms)
-             VALUES (?1, 'up/call', NULL, ?1, '{\"schema\":\"handlet.call/1\"}', ?2)",
-            rusqlite::params![id, now],
-        )
-        .unwrap();
-    }
-    tx.commit().unwrap();
+    common::broker::write_events(&agent.database(), n, tag, r#"{"schema":"handlet.call/1"}"#);
 }
 
 fn pseudo_random(seed: &mut u64) -> u64 {

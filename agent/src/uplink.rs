@@ -301,11 +301,16 @@ pub async fn run(
                     if p.topic.as_ref() == ack_topic.as_bytes()
                         && let Some(ids) = ack_ids(&p.payload)
                     {
-                        let n = tokio::task::block_in_place(|| {
+                        let (n, sent) = tokio::task::block_in_place(|| {
                             let n = outbox::acked(&conn, &ids, crate::clock::now_ms());
                             status(&conn, true);
-                            n
+                            // Room in flight again: fill it now, not at
+                            // the next tick (a backlog drains at the
+                            // backend's pace, not the timer's).
+                            let sent = send_due(&conn, &client, &device, &epoch, &prefix, ack_wait);
+                            (n, sent)
                         });
+                        queued.extend(sent);
                         if let Err(e) = n {
                             tracing::warn!(error = %e, "sync: cannot mark events delivered");
                         }

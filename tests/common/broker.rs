@@ -234,10 +234,11 @@ impl Backend {
         let db = dir.join("backend.sqlite");
         let conn = rusqlite::Connection::open(&db).unwrap();
         conn.execute_batch(
-            "PRAGMA journal_mode=WAL;
+            "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;
              CREATE TABLE IF NOT EXISTS events (
                 device TEXT NOT NULL, msg_id TEXT NOT NULL, topic TEXT NOT NULL,
                 payload TEXT NOT NULL, received INTEGER NOT NULL DEFAULT 1,
+                bytes INTEGER NOT NULL DEFAULT 0,
                 PRIMARY KEY (device, msg_id));",
         )
         .unwrap();
@@ -307,9 +308,9 @@ impl Backend {
                             // Committed (or already there: a redelivery)
                             // before it is acknowledged.
                             conn.execute(
-                                "INSERT INTO events (device, msg_id, topic, payload) VALUES (?1, ?2, ?3, ?4)
+                                "INSERT INTO events (device, msg_id, topic, payload, bytes) VALUES (?1, ?2, ?3, ?4, ?5)
                                  ON CONFLICT(device, msg_id) DO UPDATE SET received = received + 1",
-                                rusqlite::params![device, msg_id, topic, v["payload"].to_string()],
+                                rusqlite::params![device, msg_id, topic, v["payload"].to_string(), p.payload.len() as i64],
                             )
                             .unwrap();
                             // Lost at random (seeded: the same run each time).
@@ -533,4 +534,29 @@ impl Drop for Partition {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
     }
+}
+
+/// Events as calls write them, `n` of them, straight into an agent's
+/// outbox, each with `payload` (the calls themselves take seconds each;
+/// what the sync tests and bench look at is delivery: the writes are
+/// tested in tests/sync_outbox.rs). `tag` keeps ids apart across batches.
+pub fn write_events(db: &Path, n: usize, tag: &str, payload: &str) {
+    let conn = rusqlite::Connection::open(db).unwrap();
+    conn.busy_timeout(Duration::from_secs(10)).unwrap();
+    let tx = conn.unchecked_transaction().unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    for i in 0..n {
+        // UUIDv7-shaped, sorting by time like the agent's own.
+        let id = format!("{:012x}-7{tag}-{i:08x}", now as u64 & 0xffff_ffff_ffff);
+        tx.execute(
+            "INSERT INTO outbox (msg_id, topic, call_id, dedup, payload, created_at_ms)
+             VALUES (?1, 'up/call', NULL, ?1, ?2, ?3)",
+            rusqlite::params![id, payload, now],
+        )
+        .unwrap();
+    }
+    tx.commit().unwrap();
 }
