@@ -313,7 +313,7 @@ fn route(cfg: &Config, command: RouteCommand) -> Result<(), Error> {
             // The plan pushed from upstream runs instead, where there is one.
             if cfg.sync.enabled()
                 && let Ok(conn) = handlet_agent::store::open_for_tools(&cfg.database_path())
-                && let Some((version, pushed)) = handlet_agent::uplink::pushed(cfg, &conn)
+                && let Some((version, _, pushed)) = handlet_agent::uplink::pushed(cfg, &conn)
             {
                 println!("(the plan pushed from upstream, version {version})");
                 plan = pushed;

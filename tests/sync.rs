@@ -424,7 +424,7 @@ fn a_pushed_config_changes_the_routing_plan_live_and_a_bad_one_changes_nothing()
     let (cert, key) = pki.issue("shop-1", false);
     let trunk = format!(
         "[[trunk]]\nname = \"provider\"\nmode = \"ip\"\nhost = \"127.0.0.7:5999\"\n\
-         hosts = [\"127.0.0.7/32\"]\nkeepalive_secs = 0\ndids = [\"{DID}\"]\n\n\
+         hosts = [\"127.0.0.7/32\", \"127.0.0.1/32\"]\nkeepalive_secs = 0\ndids = [\"{DID}\"]\n\n\
          [[extension]]\nnumber = \"101\"\nsecret = \"desk-101-secret\"\n\n"
     );
     let mut agent = Agent::start_with(
@@ -502,7 +502,11 @@ fn a_pushed_config_changes_the_routing_plan_live_and_a_bad_one_changes_nothing()
     // Version 3 lifts the block. The retained version 2 reached the agent
     // before it (one subscription, in order), so had the agent taken it
     // again its report would be here before 3's.
-    backend.send_retained("shop-1", "down/config", r#"{"version": 3, "routing": {}}"#);
+    backend.send_retained(
+        "shop-1",
+        "down/config",
+        r#"{"version": 3, "routing": {}, "privacy": {"recording_retention_days": 2}}"#,
+    );
     let versions = wait_for(30, "version 3 reported", || {
         let v: Vec<u64> = backend
             .payloads("status")
@@ -513,6 +517,64 @@ fn a_pushed_config_changes_the_routing_plan_live_and_a_bad_one_changes_nothing()
     });
     assert_eq!(versions, vec![1, 2, 3], "a document was taken twice");
     assert_eq!(invite(&agent), 200, "version 3 answers the caller again");
+
+    // Version 3 also keeps recordings two days: the next call's is (the
+    // test's caller comes through the trunk too).
+    let wav = speech_wav(
+        agent.dir.path(),
+        "sync-caller",
+        "Hello, can someone call me back please.",
+        8000,
+        0.5,
+        1.0,
+    );
+    let out = Command::new(bin())
+        .args(["call", "--config"])
+        .arg(&agent.config)
+        .arg("--wav")
+        .arg(&wav)
+        .arg("--to")
+        .arg(format!("sip:{DID}@127.0.0.1:{}", agent.port))
+        .args(["--from", CALLER, "--wait", "30"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let kept = wait_for(30, "the call's recording", || {
+        let db = Db::open(&agent.database());
+        db.0.query_row(
+            "SELECT r.expires_at_ms - r.started_at_ms FROM recordings r JOIN calls c ON c.id = r.call_id
+             WHERE c.caller = ?1 ORDER BY r.rowid DESC LIMIT 1",
+            [CALLER],
+            |r| r.get::<_, i64>(0),
+        )
+        .ok()
+    });
+    assert!(
+        (kept - 2 * 86_400_000).abs() < 60_000,
+        "the recording is kept {kept} ms"
+    );
+    // A retention the file could not have is refused like the file's.
+    backend.send_retained(
+        "shop-1",
+        "down/config",
+        r#"{"version": 4, "privacy": {"recording_retention_days": 0}}"#,
+    );
+    let refused = wait_for(30, "version 4 reported", || {
+        backend.payloads("status").into_iter().nth(3)
+    });
+    assert_eq!(refused["config"]["ok"], false, "{refused}");
+    assert!(
+        refused["config"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("privacy.recording_retention_days must be 1..=3650"),
+        "{refused}"
+    );
+    assert_eq!(refused["config_applied"], 3);
     only_allowed_fields(&backend);
 }
 

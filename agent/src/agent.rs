@@ -120,7 +120,18 @@ pub async fn run(cfg: Config) -> Result<(), Error> {
     // Trunk passwords are read now: a missing one stops start-up here.
     let trunks = Arc::new(sip::trunk::Trunks::from_config(&cfg)?);
     trunks.resolve_all().await;
-    start_sweeper(&cfg);
+    // The plan and retention last pushed from upstream, where they still
+    // fit the file (docs/SYNC.md).
+    let pushed = if cfg.sync.enabled() {
+        let conn = crate::store::open_for_tools(&cfg.database_path())?;
+        crate::uplink::pushed(&cfg, &conn)
+    } else {
+        None
+    };
+    let retention = Arc::new(crate::privacy::Retention::new(
+        &pushed.as_ref().map_or(&cfg, |p| &p.1).privacy,
+    ));
+    start_sweeper(&cfg, retention.clone());
     let sip_cancel = CancellationToken::new();
     let server = sip::bind(&cfg, sip_cancel.clone()).await?;
     let tcp_guard = server.tcp_guard();
@@ -141,7 +152,7 @@ pub async fn run(cfg: Config) -> Result<(), Error> {
         });
     let registrar =
         Arc::new(sip::registrar::Registrar::new(&cfg).with_store(store.clone(), stored));
-    let plan = Arc::new(routing_plan(&cfg)?);
+    let plan = Arc::new(routing_plan(&cfg, pushed.map(|(v, _, p)| (v, p)))?);
     let voice = match cfg.receptionist.mode {
         crate::receptionist::Mode::Listen => None,
         crate::receptionist::Mode::Converse => Some(Arc::new(tokio::task::block_in_place(|| {
@@ -159,6 +170,7 @@ pub async fn run(cfg: Config) -> Result<(), Error> {
         registrar: registrar.clone(),
         trunks: trunks.clone(),
         plan: plan.clone(),
+        retention,
         voice,
     });
     // Keep the SIP endpoint serving until calls have said goodbye.
@@ -210,9 +222,13 @@ pub async fn run(cfg: Config) -> Result<(), Error> {
     // with backoff, never a failed start (the outbox just grows).
     let sync_cancel = CancellationToken::new();
     let sync_task = sync_tls.map(|tls| {
-        let (cfg, plan, cancel) = (ctx.cfg.clone(), ctx.plan.clone(), sync_cancel.clone());
+        let (cfg, cancel) = (ctx.cfg.clone(), sync_cancel.clone());
+        let live = crate::uplink::Live {
+            plan: ctx.plan.clone(),
+            retention: ctx.retention.clone(),
+        };
         tokio::spawn(async move {
-            if let Err(e) = crate::uplink::run(cfg, tls, plan, cancel).await {
+            if let Err(e) = crate::uplink::run(cfg, tls, live, cancel).await {
                 tracing::error!(error = %e, "sync stopped");
             }
         })
@@ -372,13 +388,13 @@ fn start_voice(
     Ok(v)
 }
 
-fn routing_plan(cfg: &Config) -> Result<crate::routing::LivePlan, Error> {
+fn routing_plan(
+    cfg: &Config,
+    pushed: Option<(u64, crate::routing::Plan)>,
+) -> Result<crate::routing::LivePlan, Error> {
     let mut plan = cfg.routing_plan().map_err(Error::Config)?;
     let conn = crate::store::open_for_tools(&cfg.database_path())?;
-    // The plan last pushed from upstream, where it still fits the file.
-    if cfg.sync.enabled()
-        && let Some((version, pushed)) = crate::uplink::pushed(cfg, &conn)
-    {
+    if let Some((version, pushed)) = pushed {
         tracing::info!(version, "routing by the plan pushed from upstream");
         plan = pushed;
     }
@@ -494,8 +510,8 @@ fn open_recordings(cfg: &Config) -> Result<(), Error> {
 
 /// Retention runs on its own thread every `privacy.sweep_interval_mins`,
 /// the first time right away.
-fn start_sweeper(cfg: &Config) {
-    let (db, data_dir, policy) = (
+fn start_sweeper(cfg: &Config, retention: Arc<crate::privacy::Retention>) {
+    let (db, data_dir, mut policy) = (
         cfg.database_path(),
         cfg.data_dir.clone(),
         cfg.privacy.clone(),
@@ -505,6 +521,7 @@ fn start_sweeper(cfg: &Config) {
         .name("retention".into())
         .spawn(move || {
             loop {
+                policy.transcript_retention_days = retention.transcript_days();
                 match crate::store::open_connection(&db).and_then(|c| {
                     crate::privacy::sweep(&c, &data_dir, &policy, crate::clock::now_ms())
                 }) {

@@ -821,7 +821,8 @@ impl Config {
         Ok(c)
     }
 
-    fn validate(&self) -> Result<(), String> {
+    /// Every check the file gets (a pushed document's result gets them too).
+    pub(crate) fn validate(&self) -> Result<(), String> {
         let mut numbers = std::collections::HashSet::new();
         for (i, e) in self.extensions.iter().enumerate() {
             let at = format!("extension {} (the {}th [[extension]])", e.number, i + 1);

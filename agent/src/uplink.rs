@@ -233,7 +233,7 @@ fn status(conn: &Connection, connected: bool) {
 pub async fn run(
     full: Config,
     tls: Arc<rustls::ClientConfig>,
-    plan: Arc<crate::routing::LivePlan>,
+    live: Live,
     cancel: CancellationToken,
 ) -> Result<(), crate::Error> {
     let cfg = full.sync.clone();
@@ -319,7 +319,7 @@ pub async fn run(
                         tokio::task::block_in_place(|| take_command(&conn, &full, &p.payload));
                     }
                     if p.topic.as_ref() == config_topic.as_bytes() {
-                        tokio::task::block_in_place(|| take_config(&conn, &full, &plan, &p.payload));
+                        tokio::task::block_in_place(|| take_config(&conn, &full, &live, &p.payload));
                     }
                     let _ = client.try_ack(&p);
                 }
@@ -395,6 +395,13 @@ pub fn overlay(
     if let Some(r) = &d.routing {
         c.routing = r.clone();
     }
+    if let Some(days) = d.retention.recording_retention_days {
+        c.privacy.recording_retention_days = days;
+    }
+    if let Some(days) = d.retention.transcript_retention_days {
+        c.privacy.transcript_retention_days = days;
+    }
+    c.validate()?;
     let plan = c.routing_plan()?;
     Ok((c, plan))
 }
@@ -402,11 +409,11 @@ pub fn overlay(
 /// The document last applied, on top of `local`, for start-up: None if
 /// none was pushed, or if it no longer fits the local file (then the
 /// file's own plan runs, and a warning says why).
-pub fn pushed(local: &Config, conn: &Connection) -> Option<(u64, crate::routing::Plan)> {
+pub fn pushed(local: &Config, conn: &Connection) -> Option<(u64, Config, crate::routing::Plan)> {
     let doc = crate::store::read_setting(conn, PUSHED).ok().flatten()?;
     let fits = desired::parse(doc.as_bytes())
         .map_err(|r| r.why)
-        .and_then(|d| overlay(local, &d).map(|(_, plan)| (d.version, plan)));
+        .and_then(|d| overlay(local, &d).map(|(c, plan)| (d.version, c, plan)));
     match fits {
         Ok(v) => Some(v),
         Err(why) => {
@@ -419,7 +426,7 @@ pub fn pushed(local: &Config, conn: &Connection) -> Option<(u64, crate::routing:
 /// A document from `down/config`: newer than any seen, checked, then
 /// applied live and kept, or refused and the old one kept; either way
 /// reported upstream once (`up/status`).
-fn take_config(conn: &Connection, cfg: &Config, plan: &crate::routing::LivePlan, body: &[u8]) {
+fn take_config(conn: &Connection, cfg: &Config, live: &Live, body: &[u8]) {
     let now = crate::clock::now_ms();
     let seen = crate::store::read_setting(conn, SEEN_VERSION)
         .ok()
@@ -428,7 +435,7 @@ fn take_config(conn: &Connection, cfg: &Config, plan: &crate::routing::LivePlan,
         .unwrap_or(0);
     let outcome = desired::parse(body).and_then(|d| {
         overlay(cfg, &d)
-            .map(|(_, p)| (d.version, p))
+            .map(|(c, p)| (d.version, (c, p)))
             .map_err(|why| desired::Refused {
                 version: Some(d.version),
                 why,
@@ -495,11 +502,12 @@ fn take_config(conn: &Connection, cfg: &Config, plan: &crate::routing::LivePlan,
         return;
     }
     match new_plan {
-        Some(p) => {
-            plan.replace(p);
+        Some((c, p)) => {
+            live.plan.replace(p);
+            live.retention.set(&c.privacy);
             tracing::info!(
                 version,
-                "sync: config from upstream applied (the routing plan)"
+                "sync: config from upstream applied (routing plan, retention)"
             );
         }
         None => tracing::warn!(
@@ -508,6 +516,12 @@ fn take_config(conn: &Connection, cfg: &Config, plan: &crate::routing::LivePlan,
             "sync: config from upstream refused; the last good one runs on"
         ),
     }
+}
+
+/// What a pushed document changes while calls run.
+pub struct Live {
+    pub plan: Arc<crate::routing::LivePlan>,
+    pub retention: Arc<crate::privacy::Retention>,
 }
 
 /// Run a command from upstream once, and queue its result. Its number

@@ -1589,7 +1589,7 @@ async fn bridged(
                     }),
                     record: ctx.cfg.privacy.recording.then(|| tap::RecordPlan {
                         data_dir: ctx.cfg.data_dir.clone(),
-                        retention_days: ctx.cfg.privacy.recording_retention_days,
+                        retention_days: ctx.retention.recording_days(),
                         announcement: None,
                         callee: copy_rx,
                     }),

@@ -53,6 +53,8 @@ pub struct CallCtx {
     pub trunks: Arc<crate::sip::trunk::Trunks>,
     /// Where calls go (and the operator's override).
     pub plan: Arc<crate::routing::LivePlan>,
+    /// How long recordings are kept (the file's, or pushed from upstream).
+    pub retention: Arc<crate::privacy::Retention>,
     /// The box's voice; None when it answers in silence
     /// (`receptionist.mode = "listen"`).
     pub voice: Option<Arc<crate::voice::VoiceService>>,
@@ -540,7 +542,7 @@ pub async fn inbound(
                             record: (ctx.cfg.privacy.recording || converse).then(|| {
                                 tap::RecordPlan {
                                     data_dir: ctx.cfg.data_dir.clone(),
-                                    retention_days: ctx.cfg.privacy.recording_retention_days,
+                                    retention_days: ctx.retention.recording_days(),
                                     announcement: match &record_gate {
                                         Some((gate, done)) => Some(tap::Announced {
                                             done: done.clone(),

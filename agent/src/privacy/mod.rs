@@ -96,6 +96,44 @@ pub fn checkpoint(conn: &Connection) -> Result<(), Error> {
     ))
 }
 
+/// The retention periods as they stand: the config file's, or a pushed
+/// document's (`down/config`), changed while calls run. A new recording
+/// period applies to recordings made from then on (each keeps the expiry
+/// it was made with); the transcript period applies to every call at the
+/// next sweep.
+#[derive(Debug)]
+pub struct Retention {
+    recording_days: std::sync::atomic::AtomicU32,
+    transcript_days: std::sync::atomic::AtomicU32,
+}
+
+impl Retention {
+    pub fn new(p: &Privacy) -> Retention {
+        Retention {
+            recording_days: p.recording_retention_days.into(),
+            transcript_days: p.transcript_retention_days.into(),
+        }
+    }
+
+    pub fn set(&self, p: &Privacy) {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.recording_days
+            .store(p.recording_retention_days, Relaxed);
+        self.transcript_days
+            .store(p.transcript_retention_days, Relaxed);
+    }
+
+    pub fn recording_days(&self) -> u32 {
+        self.recording_days
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    pub fn transcript_days(&self) -> u32 {
+        self.transcript_days
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
 /// Delete everything past its retention at `now_ms`. Calls still in
 /// progress are never touched.
 pub fn sweep(

@@ -4,11 +4,12 @@
 //! the file itself is checked, stores it and applies it.
 //!
 //! ```json
-//! {"version": 7, "routing": { …the [routing] table, as JSON… }}
+//! {"version": 7, "routing": { …the [routing] table, as JSON… },
+//!  "privacy": {"recording_retention_days": 30, "transcript_retention_days": 365}}
 //! ```
 //!
 //! Only what can change while calls run may be in it: today the routing
-//! plan. Anything else (trunks, extensions: their secrets never travel in
+//! plan and the retention periods. Anything else (trunks, extensions: their secrets never travel in
 //! it) is refused by name, and the whole document with it.
 
 use serde_json::Value;
@@ -22,6 +23,17 @@ pub struct Desired {
     pub version: u64,
     /// The `[routing]` table it sets (absent: the local file's).
     pub routing: Option<crate::routing::RoutingConfig>,
+    /// Retention periods it sets (`privacy.*_retention_days`; each absent:
+    /// the file's).
+    pub retention: Retention,
+}
+
+/// `"privacy": {"recording_retention_days": 30, "transcript_retention_days": 365}`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Retention {
+    pub recording_retention_days: Option<u32>,
+    pub transcript_retention_days: Option<u32>,
 }
 
 /// Why a document was refused, and its version where it had one (so the
@@ -61,7 +73,7 @@ pub fn parse(body: &[u8]) -> Result<Desired, Refused> {
         })?;
     for key in obj.keys() {
         match key.as_str() {
-            "version" | "routing" => {}
+            "version" | "routing" | "privacy" => {}
             "trunk" | "trunks" | "extension" | "extensions" | "sync" => {
                 return Err(refuse(
                     Some(version),
@@ -74,7 +86,9 @@ pub fn parse(body: &[u8]) -> Result<Desired, Refused> {
                 let other: String = other.chars().take(32).collect();
                 return Err(refuse(
                     Some(version),
-                    format!("{other:?} cannot be set from upstream (only \"routing\")"),
+                    format!(
+                        "{other:?} cannot be set from upstream (only \"routing\" and \"privacy\" retention)"
+                    ),
                 ));
             }
         }
@@ -86,7 +100,22 @@ pub fn parse(body: &[u8]) -> Result<Desired, Refused> {
                 .map_err(|e| refuse(Some(version), format!("routing: {e}")))?,
         ),
     };
-    Ok(Desired { version, routing })
+    let retention = match obj.get("privacy") {
+        None => Retention::default(),
+        Some(r) => serde_json::from_value::<Retention>(r.clone()).map_err(|e| {
+            refuse(
+                Some(version),
+                format!(
+                    "privacy: {e} (only recording_retention_days and transcript_retention_days may be set from upstream)"
+                ),
+            )
+        })?,
+    };
+    Ok(Desired {
+        version,
+        routing,
+        retention,
+    })
 }
 
 #[cfg(test)]
@@ -110,5 +139,10 @@ mod tests {
         );
         assert_eq!(parse(br#"{"routing": {}}"#).unwrap_err().version, None);
         assert_eq!(parse(b"[]").unwrap_err().version, None);
+        let d = parse(br#"{"version": 6, "privacy": {"recording_retention_days": 7}}"#).unwrap();
+        assert_eq!(d.retention.recording_retention_days, Some(7));
+        assert_eq!(d.retention.transcript_retention_days, None);
+        let e = parse(br#"{"version": 7, "privacy": {"recording": false}}"#).unwrap_err();
+        assert!(e.why.contains("only recording_retention_days"), "{}", e.why);
     }
 }
