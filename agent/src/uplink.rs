@@ -33,7 +33,14 @@ const TICK: Duration = Duration::from_millis(100);
 /// Reconnect backoff: full jitter up to `base * 2^n`, capped.
 const BACKOFF_BASE_MS: u64 = 500;
 const BACKOFF_CAP_MS: u64 = 60_000;
-/// An acknowledgement bigger than this, or naming more ids, is ignored.
+/// An event's envelope bigger than this is not sent (dead-lettered).
+const MAX_EVENT_BYTES: usize = 128 * 1024;
+/// The largest packet taken from the broker: a config document at its
+/// limit with room for the MQTT header and properties (rumqttc's own
+/// default, 10 KiB, would drop the connection on a big document or ack).
+const MAX_INCOMING_BYTES: u32 = (desired::MAX_BYTES + 8 * 1024) as u32;
+/// An acknowledgement bigger than this is ignored; of one naming more
+/// ids, only the first this many are read.
 const ACK_MAX_BYTES: usize = 256 * 1024;
 const ACK_MAX_IDS: usize = 4096;
 
@@ -259,13 +266,18 @@ pub async fn run(
     opts.set_keep_alive(Duration::from_secs(cfg.keepalive_secs))
         .set_clean_start(true)
         .set_manual_acks(true)
+        .set_max_packet_size(Some(MAX_INCOMING_BYTES))
         .set_transport(rumqttc::Transport::tls_with_config(
             rumqttc::TlsConfiguration::Rustls(tls),
         ));
-    let (client, mut events) = AsyncClient::new(opts, IN_FLIGHT * 2);
+    let (client, events) = AsyncClient::new(opts, IN_FLIGHT * 2);
+    // rumqttc is driven on a task of its own, so pings and reads go on
+    // while this loop is in the database (an erase's checkpoint, a
+    // sweep), and its poll is never cancelled half-way by the tick.
+    let (tx, mut rx) = tokio::sync::mpsc::channel(4096);
+    let poller = tokio::spawn(poll(events, tx));
     let ack_wait = cfg.ack_wait_secs as i64 * 1000;
     let mut connected = false;
-    let mut failures: u32 = 0;
     let mut last_error = String::new();
     let mut refused_logged = false;
     // Events published, oldest first, until rumqttc gives each its
@@ -276,106 +288,190 @@ pub async fn run(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     status(&conn, false);
     loop {
-        tokio::select! {
+        let ev = tokio::select! {
             _ = cancel.cancelled() => break,
-            ev = events.poll() => match ev {
-                Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                    queued.clear();
-                    by_pkid.clear();
-                    connected = true;
-                    failures = 0;
-                    last_error.clear();
-                    tracing::info!(device = %device, "sync: connected to the broker");
-                    // Whatever was in flight is sent again, in order.
-                    tokio::task::block_in_place(|| {
-                        let _ = outbox::rewind(&conn);
-                        status(&conn, true);
-                    });
-                    let _ = client.try_subscribe(ack_topic.clone(), QoS::AtLeastOnce);
-                    let _ = client.try_subscribe(command_topic.clone(), QoS::AtLeastOnce);
-                    // Retained: the broker hands over the current document
-                    // on every connect.
-                    let _ = client.try_subscribe(config_topic.clone(), QoS::AtLeastOnce);
-                }
-                Ok(Event::Incoming(Packet::Publish(p))) => {
-                    if p.topic.as_ref() == ack_topic.as_bytes()
-                        && let Some(ids) = ack_ids(&p.payload)
-                    {
-                        let (n, sent) = tokio::task::block_in_place(|| {
-                            let n = outbox::acked(&conn, &ids, crate::clock::now_ms());
-                            status(&conn, true);
-                            // Room in flight again: fill it now, not at
-                            // the next tick (a backlog drains at the
-                            // backend's pace, not the timer's).
-                            let sent = send_due(&conn, &client, &device, &epoch, &prefix, ack_wait);
-                            (n, sent)
-                        });
-                        queued.extend(sent);
-                        if let Err(e) = n {
-                            tracing::warn!(error = %e, "sync: cannot mark events delivered");
-                        }
-                    }
-                    if p.topic.as_ref() == command_topic.as_bytes() {
-                        tokio::task::block_in_place(|| take_command(&conn, &full, &p.payload));
-                    }
-                    if p.topic.as_ref() == config_topic.as_bytes() {
-                        tokio::task::block_in_place(|| take_config(&conn, &full, &live, &p.payload));
-                    }
-                    let _ = client.try_ack(&p);
-                }
-                Ok(Event::Outgoing(rumqttc::Outgoing::Publish(pkid))) => {
-                    if let Some(seq) = queued.pop_front() {
-                        by_pkid.insert(pkid, seq);
-                    }
-                }
-                Ok(Event::Incoming(Packet::PubAck(a))) => {
-                    let seq = by_pkid.remove(&a.pkid);
-                    let fine = matches!(a.reason, PubAckReason::Success | PubAckReason::NoMatchingSubscribers);
-                    if let (Some(seq), false) = (seq, fine) {
-                        let why = format!("{:?}", a.reason);
-                        if !refused_logged {
-                            refused_logged = true;
-                            tracing::warn!(reason = %why, "sync: the broker refused an event (if not authorised: check its ACL lets this device write handlet/v1/{{device}}/up/#)");
-                        }
-                        let buried = tokio::task::block_in_place(|| {
-                            outbox::refused(&conn, seq, crate::clock::now_ms(), &why, cfg.max_failures)
-                        });
-                        if let Ok(true) = buried {
-                            tracing::warn!("sync: an event the broker keeps refusing was dead-lettered (`handlet sync status`)");
-                        }
-                    }
-                }
-                Ok(_) => {}
-                Err(e) => {
-                    queued.clear();
-                    by_pkid.clear();
-                    if connected {
-                        tokio::task::block_in_place(|| status(&conn, false));
-                    }
-                    connected = false;
-                    let why = explain(&e);
-                    // One line per kind of failure, not per retry.
-                    if why != last_error {
-                        tracing::warn!(error = %why, "sync: cannot reach the broker; retrying");
-                        last_error = why;
-                    }
-                    let cap = BACKOFF_CAP_MS.min(BACKOFF_BASE_MS << failures.min(16));
-                    failures = failures.saturating_add(1);
-                    let wait = Duration::from_millis(rand::random_range(0..=cap));
-                    tokio::select! {
-                        _ = cancel.cancelled() => break,
-                        _ = tokio::time::sleep(wait) => {}
-                    }
-                }
+            m = rx.recv() => match m {
+                None => break,
+                Some(m) => m,
             },
             _ = tick.tick(), if connected => {
-                let sent = tokio::task::block_in_place(|| send_due(&conn, &client, &device, &epoch, &prefix, ack_wait));
+                let sent = tokio::task::block_in_place(|| {
+                    let busy = busy(&queued, &by_pkid);
+                    send_due(&conn, &client, &device, &epoch, &prefix, ack_wait, &busy)
+                });
                 queued.extend(sent);
+                continue;
+            }
+        };
+        let ev = match ev {
+            Polled::Event(ev) => *ev,
+            Polled::Failed(why) => {
+                queued.clear();
+                by_pkid.clear();
+                if connected {
+                    tokio::task::block_in_place(|| status(&conn, false));
+                }
+                connected = false;
+                // One line per kind of failure, not per retry.
+                if why != last_error {
+                    tracing::warn!(error = %why, "sync: cannot reach the broker; retrying");
+                    last_error = why;
+                }
+                continue;
+            }
+        };
+        match ev {
+            Event::Incoming(Packet::ConnAck(_)) => {
+                queued.clear();
+                by_pkid.clear();
+                connected = true;
+                last_error.clear();
+                tracing::info!(device = %device, "sync: connected to the broker");
+                // Whatever was in flight is sent again, in order.
+                tokio::task::block_in_place(|| {
+                    let _ = outbox::rewind(&conn);
+                    status(&conn, true);
+                });
+                for t in [&ack_topic, &command_topic, &config_topic] {
+                    // The config topic is retained: the broker hands over
+                    // the current document on every connect.
+                    let _ = client.subscribe(t.clone(), QoS::AtLeastOnce).await;
+                }
+            }
+            Event::Incoming(Packet::Publish(p)) => {
+                if p.topic.as_ref() == ack_topic.as_bytes()
+                    && let Some(ids) = ack_ids(&p.payload)
+                {
+                    let (n, sent) = tokio::task::block_in_place(|| {
+                        let n = outbox::acked(&conn, &ids, crate::clock::now_ms());
+                        status(&conn, true);
+                        // Room in flight again: fill it now, not at the
+                        // next tick (a backlog drains at the backend's
+                        // pace, not the timer's).
+                        let busy = busy(&queued, &by_pkid);
+                        let sent =
+                            send_due(&conn, &client, &device, &epoch, &prefix, ack_wait, &busy);
+                        (n, sent)
+                    });
+                    queued.extend(sent);
+                    if let Err(e) = n {
+                        tracing::warn!(error = %e, "sync: cannot mark events delivered");
+                    }
+                }
+                if p.topic.as_ref() == command_topic.as_bytes() {
+                    tokio::task::block_in_place(|| take_command(&conn, &full, &p.payload));
+                }
+                if p.topic.as_ref() == config_topic.as_bytes() {
+                    tokio::task::block_in_place(|| take_config(&conn, &full, &live, &p.payload));
+                }
+                // Waits for room: a dropped PUBACK would hold one of the
+                // broker's in-flight slots for us for good.
+                let _ = client.ack(&p).await;
+            }
+            Event::Outgoing(rumqttc::Outgoing::Publish(pkid)) => {
+                if let Some(seq) = queued.pop_front() {
+                    by_pkid.insert(pkid, seq);
+                }
+            }
+            Event::Incoming(Packet::PubAck(a)) => {
+                let seq = by_pkid.remove(&a.pkid);
+                if let Some(seq) = seq {
+                    refusal(&conn, seq, a.reason, cfg.max_failures, &mut refused_logged);
+                }
+            }
+            _ => {}
+        }
+    }
+    // Say goodbye, and let the poller send it (at most a second).
+    let _ = client.try_disconnect();
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        while let Some(m) = rx.recv().await {
+            match m {
+                Polled::Event(ev)
+                    if matches!(*ev, Event::Outgoing(rumqttc::Outgoing::Disconnect)) =>
+                {
+                    break;
+                }
+                Polled::Failed(_) => break,
+                Polled::Event(_) => {}
+            }
+        }
+    })
+    .await;
+    poller.abort();
+    Ok(())
+}
+
+/// What the poller hands the loop.
+enum Polled {
+    Event(Box<Event>),
+    /// The connection failed (in words); the poller waits out its backoff
+    /// before it tries again.
+    Failed(String),
+}
+
+/// Drive rumqttc: every event to the loop; after a failure, wait (full
+/// jitter, 0.5 s doubling to a minute) before the next connect, which
+/// rumqttc would otherwise make at once.
+async fn poll(mut events: rumqttc::v5::EventLoop, tx: tokio::sync::mpsc::Sender<Polled>) {
+    let mut failures: u32 = 0;
+    loop {
+        match events.poll().await {
+            Ok(ev) => {
+                if matches!(ev, Event::Incoming(Packet::ConnAck(_))) {
+                    failures = 0;
+                }
+                if tx.send(Polled::Event(Box::new(ev))).await.is_err() {
+                    return;
+                }
+            }
+            Err(e) => {
+                if tx.send(Polled::Failed(explain(&e))).await.is_err() {
+                    return;
+                }
+                let cap = BACKOFF_CAP_MS.min(BACKOFF_BASE_MS << failures.min(16));
+                failures = failures.saturating_add(1);
+                tokio::time::sleep(Duration::from_millis(rand::random_range(0..=cap))).await;
             }
         }
     }
-    let _ = client.try_disconnect();
-    Ok(())
+}
+
+/// Events handed to rumqttc and not yet answered by a PUBACK: not to be
+/// handed over again meanwhile.
+fn busy(
+    queued: &std::collections::VecDeque<i64>,
+    by_pkid: &std::collections::HashMap<u16, i64>,
+) -> std::collections::HashSet<i64> {
+    queued.iter().chain(by_pkid.values()).copied().collect()
+}
+
+/// A PUBACK that is not a success. Only a refusal about the message
+/// itself counts against it (`max_failures` of them: dead letters); one
+/// about this box or the broker (not authorised: an ACL to fix; over
+/// quota; an unspecified error) would refuse every event alike, so it
+/// is logged and the event waits its resend, never dead-lettered.
+fn refusal(conn: &Connection, seq: i64, reason: PubAckReason, max: u32, logged: &mut bool) {
+    let about_message = match reason {
+        PubAckReason::Success | PubAckReason::NoMatchingSubscribers => return,
+        PubAckReason::PayloadFormatInvalid | PubAckReason::TopicNameInvalid => true,
+        _ => false,
+    };
+    let why = format!("{reason:?}");
+    if !*logged {
+        *logged = true;
+        tracing::warn!(reason = %why, "sync: the broker refused an event (if not authorised: check its ACL lets this device write handlet/v1/{{device}}/up/#); it is sent again later");
+    }
+    if about_message {
+        let buried = tokio::task::block_in_place(|| {
+            outbox::refused(conn, seq, crate::clock::now_ms(), &why, max)
+        });
+        if let Ok(true) = buried {
+            tracing::warn!(
+                "sync: an event the broker keeps refusing was dead-lettered (`handlet sync status`)"
+            );
+        }
+    }
 }
 
 /// Settings that keep the pushed document (docs/SYNC.md).
@@ -625,6 +721,7 @@ fn send_due(
     epoch: &str,
     prefix: &str,
     ack_wait: i64,
+    busy: &std::collections::HashSet<i64>,
 ) -> Vec<i64> {
     let now = crate::clock::now_ms();
     let in_flight = outbox::in_flight(conn, now).unwrap_or(IN_FLIGHT);
@@ -640,8 +737,27 @@ fn send_due(
         return published;
     };
     for d in due {
+        if busy.contains(&d.seq) {
+            continue;
+        }
+        let body = envelope(device, epoch, &d);
+        // Brokers take what their maximum packet size allows, and a
+        // bigger one would drop the connection and stop the rest behind
+        // it every time: it goes to the dead letters at once.
+        if body.len() > MAX_EVENT_BYTES {
+            let why = format!(
+                "{} bytes, more than the {MAX_EVENT_BYTES} an event may be",
+                body.len()
+            );
+            tracing::warn!(
+                seq = d.seq,
+                "sync: an event too large to send was dead-lettered"
+            );
+            let _ = outbox::bury(&tx, d.seq, now, &why);
+            continue;
+        }
         let topic = format!("{prefix}{}", d.topic);
-        match client.try_publish(topic, QoS::AtLeastOnce, false, envelope(device, epoch, &d)) {
+        match client.try_publish(topic, QoS::AtLeastOnce, false, body) {
             Ok(()) => {
                 let _ = outbox::sent(&tx, d.seq, now, ack_wait);
                 published.push(d.seq);

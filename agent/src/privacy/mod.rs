@@ -170,6 +170,11 @@ pub fn sweep(
             OR (call_id IS NOT NULL AND call_id NOT IN (SELECT id FROM calls))",
         params![now_ms - DELIVERED_KEPT_MS],
     )?;
+    // Dead letters go with their call too.
+    conn.execute(
+        "DELETE FROM outbox_dead WHERE call_id IS NOT NULL AND call_id NOT IN (SELECT id FROM calls)",
+        [],
+    )?;
     // Commands done are remembered as long (a backend re-sends one only
     // until it sees the result).
     conn.execute(

@@ -363,7 +363,9 @@ pub struct Due {
 /// Up to `limit` undelivered events due by `now_ms`, oldest first.
 pub fn due(conn: &Connection, now_ms: i64, limit: usize) -> rusqlite::Result<Vec<Due>> {
     conn.prepare_cached(
-        "SELECT seq, msg_id, topic, payload, attempts FROM outbox
+        // In seq order off the pending index, stopping at the limit (the
+        // waiting index would make SQLite sort the whole backlog).
+        "SELECT seq, msg_id, topic, payload, attempts FROM outbox INDEXED BY outbox_pending
          WHERE delivered_at_ms IS NULL AND next_attempt_ms <= ?1 ORDER BY seq LIMIT ?2",
     )?
     .query_map(params![now_ms, limit as i64], |r| {
@@ -381,7 +383,10 @@ pub fn due(conn: &Connection, now_ms: i64, limit: usize) -> rusqlite::Result<Vec
 /// Events sent and waiting for their acknowledgement at `now_ms`.
 pub fn in_flight(conn: &Connection, now_ms: i64) -> rusqlite::Result<usize> {
     conn.query_row(
-        "SELECT COUNT(*) FROM outbox WHERE delivered_at_ms IS NULL AND attempts > 0 AND next_attempt_ms > ?1",
+        // Only the rows waiting for an acknowledgement are read, not the
+        // backlog.
+        "SELECT COUNT(*) FROM outbox INDEXED BY outbox_waiting
+         WHERE delivered_at_ms IS NULL AND next_attempt_ms > ?1",
         [now_ms],
         |r| r.get::<_, i64>(0),
     )
@@ -454,7 +459,7 @@ pub fn acked(conn: &Connection, msg_ids: &[String], now_ms: i64) -> rusqlite::Re
 /// broker may not have kept what was in flight).
 pub fn rewind(conn: &Connection) -> rusqlite::Result<()> {
     conn.execute(
-        "UPDATE outbox SET next_attempt_ms = 0 WHERE delivered_at_ms IS NULL",
+        "UPDATE outbox SET next_attempt_ms = 0 WHERE delivered_at_ms IS NULL AND next_attempt_ms > 0",
         [],
     )?;
     Ok(())
@@ -462,14 +467,24 @@ pub fn rewind(conn: &Connection) -> rusqlite::Result<()> {
 
 /// Give up on `seq`: it moves to the dead letters, with why.
 pub fn bury(conn: &Connection, seq: i64, now_ms: i64, error: &str) -> rusqlite::Result<()> {
-    let tx = conn.unchecked_transaction()?;
-    tx.execute(
-        "INSERT OR REPLACE INTO outbox_dead (seq, msg_id, topic, call_id, payload, created_at_ms, attempts, failed_at_ms, error)
-         SELECT seq, msg_id, topic, call_id, payload, created_at_ms, attempts, ?2, ?3 FROM outbox WHERE seq = ?1",
-        params![seq, now_ms, error],
-    )?;
-    tx.execute("DELETE FROM outbox WHERE seq = ?1", params![seq])?;
-    tx.commit()
+    // A savepoint, so it is one step inside a caller's transaction too.
+    conn.execute_batch("SAVEPOINT bury")?;
+    let r = (|| {
+        conn.execute(
+            "INSERT OR REPLACE INTO outbox_dead (seq, msg_id, topic, call_id, payload, created_at_ms, attempts, failed_at_ms, error)
+             SELECT seq, msg_id, topic, call_id, payload, created_at_ms, attempts, ?2, ?3 FROM outbox WHERE seq = ?1",
+            params![seq, now_ms, error],
+        )?;
+        conn.execute("DELETE FROM outbox WHERE seq = ?1", params![seq])?;
+        Ok(())
+    })();
+    match r {
+        Ok(()) => conn.execute_batch("RELEASE bury"),
+        Err(e) => {
+            let _ = conn.execute_batch("ROLLBACK TO bury; RELEASE bury");
+            Err(e)
+        }
+    }
 }
 
 /// This database's epoch: a random id made the first time sync runs, so
@@ -599,6 +614,46 @@ mod tests {
             .query_row("PRAGMA synchronous", [], |r| r.get(0))
             .unwrap();
         assert_eq!(sync, 1, "back to NORMAL after a durable commit");
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn sending_marks_events_in_flight_and_refusals_or_burial_move_them_on() {
+        let (dir, conn) = db();
+        for i in 0..3 {
+            enqueue(
+                &conn,
+                "up/call",
+                Some("c1"),
+                &format!("d{i}"),
+                &serde_json::json!({}),
+                1,
+            )
+            .unwrap();
+        }
+        let due_now = due(&conn, 10, 10).unwrap();
+        assert_eq!(due_now.len(), 3);
+        // Sent: not due again until the wait is over, and counted in flight.
+        let tx = conn.unchecked_transaction().unwrap();
+        sent(&tx, due_now[0].seq, 10, 1_000).unwrap();
+        // Buried inside the sender's transaction (an event too large).
+        bury(&tx, due_now[1].seq, 10, "too large").unwrap();
+        tx.commit().unwrap();
+        assert_eq!(in_flight(&conn, 20).unwrap(), 1);
+        assert_eq!(due(&conn, 20, 10).unwrap().len(), 1);
+        assert_eq!(due(&conn, 1_011, 10).unwrap().len(), 2);
+        assert_eq!(status(&conn).unwrap().dead, 1);
+        // A new connection: everything undelivered is due at once.
+        rewind(&conn).unwrap();
+        assert_eq!(due(&conn, 20, 10).unwrap().len(), 2);
+        // Refused twice with max 2: dead-lettered.
+        assert!(!refused(&conn, due_now[2].seq, 30, "PayloadFormatInvalid", 2).unwrap());
+        assert!(refused(&conn, due_now[2].seq, 31, "PayloadFormatInvalid", 2).unwrap());
+        assert_eq!(status(&conn).unwrap().dead, 2);
+        // Acknowledged: delivered, once.
+        assert_eq!(acked(&conn, &[due_now[0].msg_id.clone()], 40).unwrap(), 1);
+        assert_eq!(acked(&conn, &[due_now[0].msg_id.clone()], 41).unwrap(), 0);
+        assert_eq!(status(&conn).unwrap().pending, 0);
         let _ = std::fs::remove_dir_all(dir);
     }
 

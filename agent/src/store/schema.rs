@@ -223,6 +223,7 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX outbox_pending ON outbox(delivered_at_ms, seq);
     CREATE INDEX outbox_call ON outbox(call_id);
+    CREATE INDEX outbox_waiting ON outbox(next_attempt_ms) WHERE delivered_at_ms IS NULL;
     CREATE TABLE outbox_dead (
         seq INTEGER PRIMARY KEY,
         msg_id TEXT NOT NULL,
