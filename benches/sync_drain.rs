@@ -136,9 +136,25 @@ fn main() {
 
     // The broker comes back: drain, with a live call placed meanwhile.
     let pid = agent.child.id();
+    let back = Instant::now();
+    broker.resume();
+    // The agent's backoff grew through the outage (full jitter, up to a
+    // minute): the drain is timed from its reconnect.
+    let connected = |db: &std::path::Path| {
+        let c = rusqlite::Connection::open(db).unwrap();
+        c.query_row(
+            "SELECT value FROM settings WHERE key = 'sync.connected'",
+            [],
+            |r| r.get::<_, String>(0),
+        )
+        .is_ok_and(|v| v == "yes")
+    };
+    wait_for(120, "the agent to reconnect", || {
+        connected(&db).then_some(())
+    });
+    let reconnect = back.elapsed().as_secs_f64();
     let cpu0 = cpu_secs(pid);
     let t0 = Instant::now();
-    broker.resume();
     // Watched on its own thread, so the call below does not pace it.
     let watch = {
         let db = db.clone();
@@ -172,11 +188,12 @@ fn main() {
     let max = |v: &[i64]| v.last().copied().unwrap_or(-1);
     let med = |v: &[i64]| v.get(v.len() / 2).copied().unwrap_or(-1);
     println!(
-        "| backlog | drain | events/s | agent CPU while draining | stored / received at the backend | bytes per call event |"
+        "| backlog | reconnect after the broker is back | drain from reconnect | events/s | agent CPU while draining{} | stored / received at the backend | bytes per call event |",
+        if quiet { "" } else { " (a live call too)" }
     );
-    println!("|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|");
     println!(
-        "| {backlog} | {secs:.1} s | {:.0} | {:.0} % of one core ({cpu:.1} s) | {stored} / {received} | {bytes} |",
+        "| {backlog} | {reconnect:.1} s | {secs:.1} s | {:.0} | {:.0} % of one core ({cpu:.1} s) | {stored} / {received} | {bytes} |",
         backlog as f64 / secs,
         100.0 * cpu / secs
     );

@@ -29,17 +29,34 @@ fn sync_config(
     )
 }
 
+fn wait_connected(agent: &Agent) {
+    wait_for(20, "the agent to connect", || {
+        ok(agent, &["sync", "status"])
+            .contains(", connected")
+            .then_some(())
+    });
+}
+
+/// The caller's words, as an 8 kHz WAV in the agent's dir.
+fn caller_wav(agent: &Agent, text: &str) -> std::path::PathBuf {
+    speech_wav(agent.dir.path(), "sync-caller", text, 8000, 0.5, 1.0)
+}
+
 fn call_from(agent: &Agent, wav: &std::path::Path) {
     call_as(agent, wav, CALLER)
 }
 
 fn call_as(agent: &Agent, wav: &std::path::Path, from: &str) {
+    call_to(agent, wav, from, &agent.uri())
+}
+
+fn call_to(agent: &Agent, wav: &std::path::Path, from: &str, to: &str) {
     let out = Command::new(bin())
         .args(["call", "--config"])
         .arg(&agent.config)
         .arg("--wav")
         .arg(wav)
-        .args(["--from", from, "--wait", "30"])
+        .args(["--to", to, "--from", from, "--wait", "30"])
         .output()
         .unwrap();
     assert!(
@@ -112,18 +129,10 @@ fn events_reach_the_backend_exactly_once_through_restarts_and_lost_acks() {
     let backend = Backend::start(dir.path(), &broker, &pki);
     let (cert, key) = pki.issue("shop-1", false);
     let agent = Agent::start_with("sync", &sync_config(broker.port, &pki, &cert, &key));
-    wait_for(20, "the agent to connect", || {
-        ok(&agent, &["sync", "status"])
-            .contains(", connected")
-            .then_some(())
-    });
-    let wav = speech_wav(
-        agent.dir.path(),
-        "sync-caller",
+    wait_connected(&agent);
+    let wav = caller_wav(
+        &agent,
         "Hello, this is Sarah. My boiler is leaking, please call me back.",
-        8000,
-        0.5,
-        1.0,
     );
 
     // Two calls: their events arrive, once each, without the number.
@@ -210,19 +219,8 @@ fn commands_from_upstream_run_once_and_an_erase_takes_the_callers_pending_events
         "sync-commands",
         &sync_config(broker.port, &pki, &cert, &key),
     );
-    wait_for(20, "the agent to connect", || {
-        ok(&agent, &["sync", "status"])
-            .contains(", connected")
-            .then_some(())
-    });
-    let wav = speech_wav(
-        agent.dir.path(),
-        "sync-caller",
-        "Hello, please call me back about the boiler.",
-        8000,
-        0.5,
-        1.0,
-    );
+    wait_connected(&agent);
+    let wav = caller_wav(&agent, "Hello, please call me back about the boiler.");
     // No acknowledgements for now: the calls' events stay pending (sent,
     // and sent again every few seconds).
     backend
@@ -431,11 +429,7 @@ fn a_pushed_config_changes_the_routing_plan_live_and_a_bad_one_changes_nothing()
         "sync-config",
         &format!("{trunk}{}", sync_config(broker.port, &pki, &cert, &key)),
     );
-    wait_for(20, "the agent to connect", || {
-        ok(&agent, &["sync", "status"])
-            .contains(", connected")
-            .then_some(())
-    });
+    wait_connected(&agent);
     let invite = |agent: &Agent| invite_from_within(PROVIDER, agent, DID, "07700900666", 15);
     assert_eq!(invite(&agent), 200, "the local plan answers");
     assert!(ok(&agent, &["sync", "status"]).contains("config: none from upstream"));
@@ -486,11 +480,7 @@ fn a_pushed_config_changes_the_routing_plan_live_and_a_bad_one_changes_nothing()
     // the retained document seen before is not taken or reported again.
     agent.kill_and_restart();
     assert_eq!(invite(&agent), 603, "the applied plan survives a restart");
-    wait_for(20, "the agent to reconnect", || {
-        ok(&agent, &["sync", "status"])
-            .contains(", connected")
-            .then_some(())
-    });
+    wait_connected(&agent);
     let out = ok(
         &agent,
         &["route", "explain", "--from", "07700900666", "--to", DID],
@@ -520,28 +510,12 @@ fn a_pushed_config_changes_the_routing_plan_live_and_a_bad_one_changes_nothing()
 
     // Version 3 also keeps recordings two days: the next call's is (the
     // test's caller comes through the trunk too).
-    let wav = speech_wav(
-        agent.dir.path(),
-        "sync-caller",
-        "Hello, can someone call me back please.",
-        8000,
-        0.5,
-        1.0,
-    );
-    let out = Command::new(bin())
-        .args(["call", "--config"])
-        .arg(&agent.config)
-        .arg("--wav")
-        .arg(&wav)
-        .arg("--to")
-        .arg(format!("sip:{DID}@127.0.0.1:{}", agent.port))
-        .args(["--from", CALLER, "--wait", "30"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let wav = caller_wav(&agent, "Hello, can someone call me back please.");
+    call_to(
+        &agent,
+        &wav,
+        CALLER,
+        &format!("sip:{DID}@127.0.0.1:{}", agent.port),
     );
     let kept = wait_for(30, "the call's recording", || {
         let db = Db::open(&agent.database());
@@ -601,14 +575,7 @@ fn no_event_is_lost_or_doubled_through_kills_and_a_partition() {
     let net = Partition::new(broker.port);
     let (cert, key) = pki.issue("shop-1", false);
     let mut agent = Agent::start_with("sync-faults", &sync_config(net.port, &pki, &cert, &key));
-    let wav = speech_wav(
-        agent.dir.path(),
-        "sync-caller",
-        "Hello, I would like a quote for a new bathroom.",
-        8000,
-        0.5,
-        1.0,
-    );
+    let wav = caller_wav(&agent, "Hello, I would like a quote for a new bathroom.");
     call_from(&agent, &wav);
     wait_for(60, "the call's event", || {
         (!committed(&agent).is_empty()).then_some(())
@@ -731,5 +698,28 @@ fn a_broker_not_trusted_and_a_device_writing_anothers_topics_are_refused() {
     assert!(
         matches!(first, Ok(Err(_))),
         "a certificate from another CA was let in: {first:?}"
+    );
+    // Nor is a client with no certificate at all.
+    let mut roots = rustls::RootCertStore::empty();
+    use rustls::pki_types::pem::PemObject;
+    for c in rustls::pki_types::CertificateDer::pem_file_iter(pki.ca()).unwrap() {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let bare = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let mut opts = rumqttc::v5::MqttOptions::new("nobody", "127.0.0.1", good.port);
+    opts.set_transport(rumqttc::Transport::tls_with_config(
+        rumqttc::TlsConfiguration::Rustls(std::sync::Arc::new(bare)),
+    ));
+    let (_client, mut conn) = rumqttc::v5::Client::new(opts, 16);
+    let first = conn.recv_timeout(Duration::from_secs(10));
+    assert!(
+        matches!(first, Ok(Err(_))),
+        "a client without a certificate was let in: {first:?}"
     );
 }
