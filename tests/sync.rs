@@ -423,7 +423,8 @@ fn a_pushed_config_changes_the_routing_plan_live_and_a_bad_one_changes_nothing()
     let trunk = format!(
         "[[trunk]]\nname = \"provider\"\nmode = \"ip\"\nhost = \"127.0.0.7:5999\"\n\
          hosts = [\"127.0.0.7/32\", \"127.0.0.1/32\"]\nkeepalive_secs = 0\ndids = [\"{DID}\"]\n\n\
-         [[extension]]\nnumber = \"101\"\nsecret = \"desk-101-secret\"\n\n"
+         [[extension]]\nnumber = \"101\"\nsecret = \"desk-101-secret\"\n\n\
+         [receptionist]\nbusiness = \"Smith Plumbing\"\n\n"
     );
     let mut agent = Agent::start_with(
         "sync-config",
@@ -549,6 +550,36 @@ fn a_pushed_config_changes_the_routing_plan_live_and_a_bad_one_changes_nothing()
         "{refused}"
     );
     assert_eq!(refused["config_applied"], 3);
+
+    // Version 5 renames the business: the next call is greeted so.
+    backend.send_retained(
+        "shop-1",
+        "down/config",
+        r#"{"version": 5, "receptionist": {"business": "Acme Plumbing"}}"#,
+    );
+    let taken = wait_for(30, "version 5 reported", || {
+        backend.payloads("status").into_iter().nth(4)
+    });
+    assert_eq!(taken["config"]["ok"], true, "{taken}");
+    call_to(
+        &agent,
+        &wav,
+        CALLER,
+        &format!("sip:{DID}@127.0.0.1:{}", agent.port),
+    );
+    let db = Db::open(&agent.database());
+    let newest: String =
+        db.0.query_row(
+            "SELECT id FROM calls WHERE caller = ?1 ORDER BY rowid DESC LIMIT 1",
+            [CALLER],
+            |r| r.get(0),
+        )
+        .unwrap();
+    let said = db.channel_transcript(&newest, "agent");
+    assert!(
+        said.contains("Thank you for calling Acme Plumbing"),
+        "the box said: {said}"
+    );
     only_allowed_fields(&backend);
 }
 

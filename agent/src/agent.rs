@@ -120,7 +120,7 @@ pub async fn run(cfg: Config) -> Result<(), Error> {
     // Trunk passwords are read now: a missing one stops start-up here.
     let trunks = Arc::new(sip::trunk::Trunks::from_config(&cfg)?);
     trunks.resolve_all().await;
-    // The plan and retention last pushed from upstream, where they still
+    // The plan, retention and receptionist last pushed from upstream, where they still
     // fit the file (docs/SYNC.md).
     let pushed = if cfg.sync.enabled() {
         let conn = crate::store::open_for_tools(&cfg.database_path())?;
@@ -131,6 +131,9 @@ pub async fn run(cfg: Config) -> Result<(), Error> {
     let retention = Arc::new(crate::privacy::Retention::new(
         &pushed.as_ref().map_or(&cfg, |p| &p.1).privacy,
     ));
+    // What the receptionist says, pushed or the file's: the voice renders
+    // its fixed sentences at start.
+    let receptionist = pushed.as_ref().map_or(&cfg, |p| &p.1).receptionist.clone();
     start_sweeper(&cfg, retention.clone());
     let sip_cancel = CancellationToken::new();
     let server = sip::bind(&cfg, sip_cancel.clone()).await?;
@@ -153,12 +156,17 @@ pub async fn run(cfg: Config) -> Result<(), Error> {
     let registrar =
         Arc::new(sip::registrar::Registrar::new(&cfg).with_store(store.clone(), stored));
     let plan = Arc::new(routing_plan(&cfg, pushed.map(|(v, _, p)| (v, p)))?);
+    let voice_cfg = Config {
+        receptionist: receptionist.clone(),
+        ..cfg.clone()
+    };
     let voice = match cfg.receptionist.mode {
         crate::receptionist::Mode::Listen => None,
         crate::receptionist::Mode::Converse => Some(Arc::new(tokio::task::block_in_place(|| {
-            start_voice(&cfg, &models, &plan.current())
+            start_voice(&voice_cfg, &models, &plan.current())
         })?)),
     };
+    let receptionist = Arc::new(crate::receptionist::LiveConfig::new(receptionist));
     let ctx = Arc::new(CallCtx {
         cfg,
         store: store.clone(),
@@ -171,6 +179,7 @@ pub async fn run(cfg: Config) -> Result<(), Error> {
         trunks: trunks.clone(),
         plan: plan.clone(),
         retention,
+        receptionist,
         voice,
     });
     // Keep the SIP endpoint serving until calls have said goodbye.
@@ -226,6 +235,8 @@ pub async fn run(cfg: Config) -> Result<(), Error> {
         let live = crate::uplink::Live {
             plan: ctx.plan.clone(),
             retention: ctx.retention.clone(),
+            receptionist: ctx.receptionist.clone(),
+            voice: ctx.voice.clone(),
         };
         tokio::spawn(async move {
             if let Err(e) = crate::uplink::run(cfg, tls, live, cancel).await {

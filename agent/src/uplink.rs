@@ -497,6 +497,14 @@ pub fn overlay(
     if let Some(days) = d.retention.transcript_retention_days {
         c.privacy.transcript_retention_days = days;
     }
+    if !d.receptionist.is_empty() {
+        // Over the file's settings, key by key, read as the file's are.
+        let mut r = serde_json::to_value(&c.receptionist).map_err(|e| e.to_string())?;
+        for (k, v) in &d.receptionist {
+            r[k] = v.clone();
+        }
+        c.receptionist = serde_json::from_value(r).map_err(|e| format!("receptionist: {e}"))?;
+    }
     c.validate()?;
     let plan = c.routing_plan()?;
     Ok((c, plan))
@@ -601,9 +609,17 @@ fn take_config(conn: &Connection, cfg: &Config, live: &Live, body: &[u8]) {
         Some((c, p)) => {
             live.plan.replace(p);
             live.retention.set(&c.privacy);
+            live.receptionist.set(c.receptionist.clone());
+            // The new fixed sentences rendered ahead (a call that comes
+            // first has them synthesised as it goes).
+            if let Some(v) = &live.voice {
+                for s in c.receptionist.fixed_sentences() {
+                    v.prepare(&s);
+                }
+            }
             tracing::info!(
                 version,
-                "sync: config from upstream applied (routing plan, retention)"
+                "sync: config from upstream applied (routing plan, retention, receptionist)"
             );
         }
         None => tracing::warn!(
@@ -618,6 +634,8 @@ fn take_config(conn: &Connection, cfg: &Config, live: &Live, body: &[u8]) {
 pub struct Live {
     pub plan: Arc<crate::routing::LivePlan>,
     pub retention: Arc<crate::privacy::Retention>,
+    pub receptionist: Arc<crate::receptionist::LiveConfig>,
+    pub voice: Option<Arc<crate::voice::VoiceService>>,
 }
 
 /// Run a command from upstream once, and queue its result. Its number

@@ -55,6 +55,8 @@ pub struct CallCtx {
     pub plan: Arc<crate::routing::LivePlan>,
     /// How long recordings are kept (the file's, or pushed from upstream).
     pub retention: Arc<crate::privacy::Retention>,
+    /// What the receptionist says (the file's, or pushed from upstream).
+    pub receptionist: Arc<crate::receptionist::LiveConfig>,
     /// The box's voice; None when it answers in silence
     /// (`receptionist.mode = "listen"`).
     pub voice: Option<Arc<crate::voice::VoiceService>>,
@@ -502,7 +504,7 @@ pub async fn inbound(
                     let gate = if !converse {
                         None
                     } else if ctx.cfg.privacy.recording {
-                        (!voicemail_first && !ctx.cfg.receptionist.notice.trim().is_empty())
+                        (!voicemail_first && !ctx.receptionist.current().notice.trim().is_empty())
                             .then_some(conversation::RecordGate::AfterNotice)
                     } else {
                         Some(conversation::RecordGate::AtVoicemail)
@@ -902,7 +904,8 @@ fn converse(
     record_gate: Option<(conversation::RecordGate, Arc<AtomicBool>)>,
 ) -> conversation::Conversation {
     use crate::receptionist::Receptionist;
-    let rcfg = Arc::new(ctx.cfg.receptionist.clone());
+    let rcfg = ctx.receptionist.current();
+    let notice = rcfg.notice.clone();
     let plan = ctx.plan.current();
     let caller_id = crate::understand::caller_number(from, ctx.cfg.site.country);
     let recording = ctx.cfg.privacy.recording;
@@ -943,7 +946,7 @@ fn converse(
             }),
             caller_id,
         },
-        ctx.cfg.receptionist.notice.clone(),
+        notice,
     );
     if let conversation::Start::Voicemail(mailbox) = start {
         c.start_voicemail(mailbox);

@@ -23,6 +23,25 @@ pub use words::{Answer, name_from, read_back, spoken_digits, yes_no};
 
 use serde::{Deserialize, Serialize};
 
+/// The receptionist's settings as they stand: the file's, or a pushed
+/// document's (`down/config`); each call takes them when it starts.
+#[derive(Debug)]
+pub struct LiveConfig(std::sync::RwLock<std::sync::Arc<ReceptionistConfig>>);
+
+impl LiveConfig {
+    pub fn new(c: ReceptionistConfig) -> LiveConfig {
+        LiveConfig(std::sync::RwLock::new(std::sync::Arc::new(c)))
+    }
+
+    pub fn current(&self) -> std::sync::Arc<ReceptionistConfig> {
+        self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub fn set(&self, c: ReceptionistConfig) {
+        *self.0.write().unwrap_or_else(|e| e.into_inner()) = std::sync::Arc::new(c);
+    }
+}
+
 /// `[receptionist]`: what the box says and how patient it is.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]

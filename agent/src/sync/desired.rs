@@ -9,7 +9,7 @@
 //! ```
 //!
 //! Only what can change while calls run may be in it: today the routing
-//! plan and the retention periods. Anything else (trunks, extensions: their secrets never travel in
+//! plan, the retention periods and what the receptionist says. Anything else (trunks, extensions: their secrets never travel in
 //! it) is refused by name, and the whole document with it.
 
 use serde_json::Value;
@@ -26,7 +26,26 @@ pub struct Desired {
     /// Retention periods it sets (`privacy.*_retention_days`; each absent:
     /// the file's).
     pub retention: Retention,
+    /// `[receptionist]` settings it sets, each over the file's: what the
+    /// box says and how patient it is (never its mode: the voice is loaded
+    /// at start or not at all).
+    pub receptionist: serde_json::Map<String, Value>,
 }
+
+/// The `[receptionist]` keys a document may set.
+pub const RECEPTIONIST_KEYS: &[&str] = &[
+    "business",
+    "greeting",
+    "notice",
+    "ask",
+    "clarify",
+    "menu",
+    "connecting",
+    "unsure_below",
+    "max_turns",
+    "silence_secs",
+    "address_for",
+];
 
 /// `"privacy": {"recording_retention_days": 30, "transcript_retention_days": 365}`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
@@ -73,7 +92,7 @@ pub fn parse(body: &[u8]) -> Result<Desired, Refused> {
         })?;
     for key in obj.keys() {
         match key.as_str() {
-            "version" | "routing" | "privacy" => {}
+            "version" | "routing" | "privacy" | "receptionist" => {}
             "trunk" | "trunks" | "extension" | "extensions" | "sync" => {
                 return Err(refuse(
                     Some(version),
@@ -87,7 +106,7 @@ pub fn parse(body: &[u8]) -> Result<Desired, Refused> {
                 return Err(refuse(
                     Some(version),
                     format!(
-                        "{other:?} cannot be set from upstream (only \"routing\" and \"privacy\" retention)"
+                        "{other:?} cannot be set from upstream (only \"routing\", \"privacy\" retention and \"receptionist\")"
                     ),
                 ));
             }
@@ -111,10 +130,33 @@ pub fn parse(body: &[u8]) -> Result<Desired, Refused> {
             )
         })?,
     };
+    let receptionist = match obj.get("receptionist") {
+        None => serde_json::Map::new(),
+        Some(Value::Object(m)) => {
+            if let Some(k) = m.keys().find(|k| !RECEPTIONIST_KEYS.contains(&k.as_str())) {
+                let k: String = k.chars().take(32).collect();
+                return Err(refuse(
+                    Some(version),
+                    format!(
+                        "receptionist.{k} cannot be set from upstream (only {})",
+                        RECEPTIONIST_KEYS.join(", ")
+                    ),
+                ));
+            }
+            m.clone()
+        }
+        Some(_) => {
+            return Err(refuse(
+                Some(version),
+                "receptionist: an object of its settings".into(),
+            ));
+        }
+    };
     Ok(Desired {
         version,
         routing,
         retention,
+        receptionist,
     })
 }
 
@@ -144,5 +186,13 @@ mod tests {
         assert_eq!(d.retention.transcript_retention_days, None);
         let e = parse(br#"{"version": 7, "privacy": {"recording": false}}"#).unwrap_err();
         assert!(e.why.contains("only recording_retention_days"), "{}", e.why);
+        let d = parse(br#"{"version": 8, "receptionist": {"business": "Acme"}}"#).unwrap();
+        assert_eq!(d.receptionist["business"], "Acme");
+        let e = parse(br#"{"version": 9, "receptionist": {"mode": "listen"}}"#).unwrap_err();
+        assert!(
+            e.why.contains("receptionist.mode cannot be set"),
+            "{}",
+            e.why
+        );
     }
 }
