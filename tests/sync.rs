@@ -186,16 +186,7 @@ fn events_reach_the_backend_exactly_once_through_restarts_and_lost_acks() {
         "{out}"
     );
     // (Its connection errors while the broker was down are expected.)
-    assert!(
-        backend
-            .errors
-            .lock()
-            .unwrap()
-            .iter()
-            .all(|e| !e.contains("JSON")),
-        "{:?}",
-        backend.errors.lock().unwrap()
-    );
+    backend.assert_only_json();
     let log = agent.log();
     assert!(
         !log.contains("7700900123") && !log.contains("BEGIN"),
@@ -654,16 +645,7 @@ fn no_event_is_lost_or_doubled_through_kills_and_a_partition() {
         received > events.len() as i64,
         "no event was ever sent twice: the faults did not bite ({received} received)"
     );
-    assert!(
-        backend
-            .errors
-            .lock()
-            .unwrap()
-            .iter()
-            .all(|e| !e.contains("JSON")),
-        "{:?}",
-        backend.errors.lock().unwrap()
-    );
+    backend.assert_only_json();
 }
 
 #[test]

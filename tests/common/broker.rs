@@ -339,6 +339,13 @@ impl Backend {
         }
     }
 
+    /// Everything it received was JSON (its connection errors while a
+    /// broker was down are expected and not counted).
+    pub fn assert_only_json(&self) {
+        let errors = self.errors.lock().unwrap();
+        assert!(errors.iter().all(|e| !e.contains("JSON")), "{errors:?}");
+    }
+
     /// Publish `body` on `handlet/v1/{device}/{topic}` (QoS 1).
     pub fn send(&self, device: &str, topic: &str, body: &str) {
         self.publish(device, topic, body, false)

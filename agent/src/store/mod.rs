@@ -408,6 +408,26 @@ impl Store {
     }
 }
 
+/// A fresh database in a temp dir of its own, with one ended inbound
+/// call `c1` from +447700900123 (the store's unit tests start here).
+#[cfg(test)]
+pub(crate) fn test_db_with_call(tag: &str) -> (PathBuf, rusqlite::Connection) {
+    let dir = std::env::temp_dir().join(format!(
+        "handlet-{tag}-{}-{}",
+        std::process::id(),
+        rand::random::<u32>()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let conn = open_for_tools(&dir.join("t.sqlite")).unwrap();
+    conn.execute(
+        "INSERT INTO calls (id, sip_call_id, direction, from_uri, to_uri, transport, started_at_ms, caller)
+         VALUES ('c1', 's', 'inbound', 'sip:a', 'sip:b', 'udp', 1000, '+447700900123')",
+        [],
+    )
+    .unwrap();
+    (dir, conn)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

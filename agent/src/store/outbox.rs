@@ -535,20 +535,7 @@ mod tests {
     use crate::store::followups::{Kind, NewFollowUp};
 
     fn db() -> (std::path::PathBuf, Connection) {
-        let dir = std::env::temp_dir().join(format!(
-            "handlet-outbox-{}-{}",
-            std::process::id(),
-            rand::random::<u32>()
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        let conn = crate::store::open_for_tools(&dir.join("t.sqlite")).unwrap();
-        conn.execute(
-            "INSERT INTO calls (id, sip_call_id, direction, from_uri, to_uri, transport, started_at_ms, caller)
-             VALUES ('c1', 's', 'inbound', 'sip:a', 'sip:b', 'udp', 1000, '+447700900123')",
-            [],
-        )
-        .unwrap();
-        (dir, conn)
+        crate::store::test_db_with_call("outbox")
     }
 
     #[test]
