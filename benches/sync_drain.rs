@@ -18,7 +18,7 @@
 mod common;
 
 use common::broker::{Backend, Broker, Pki, write_events};
-use common::{Agent, TempDir, bin, speech_wav, wait_for};
+use common::{Agent, TempDir, call_ok_with, speech_wav, wait_for};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -55,19 +55,7 @@ fn call(agent: &Agent, wav: &std::path::Path) -> Vec<i64> {
         c.query_row("SELECT COUNT(*) FROM calls", [], |r| r.get(0))
             .unwrap()
     };
-    let out = Command::new(bin())
-        .args(["call", "--config"])
-        .arg(&agent.config)
-        .arg("--wav")
-        .arg(wav)
-        .args(["--from", "+447700900123", "--wait", "60"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    call_ok_with(agent, wav, &["--from", "+447700900123", "--wait", "60"]);
     let c = rusqlite::Connection::open(agent.database()).unwrap();
     let id: String = wait_for(60, "the call's transcript", || {
         c.query_row(

@@ -29,6 +29,33 @@ fn sync_config(
     )
 }
 
+/// A broker, the backend on it, and a certificate for device `shop-1`,
+/// all under one temp dir (the fields drop in this order: agent first).
+struct Upstream {
+    dir: TempDir,
+    pki: Pki,
+    broker: Broker,
+    backend: Backend,
+    cert: std::path::PathBuf,
+    key: std::path::PathBuf,
+}
+
+fn upstream(tag: &str) -> Upstream {
+    let dir = TempDir::new(tag);
+    let pki = Pki::new(dir.path(), "pki");
+    let broker = Broker::start(dir.path(), &pki, &pki);
+    let backend = Backend::start(dir.path(), &broker, &pki);
+    let (cert, key) = pki.issue("shop-1", false);
+    Upstream {
+        dir,
+        pki,
+        broker,
+        backend,
+        cert,
+        key,
+    }
+}
+
 fn wait_connected(agent: &Agent) {
     wait_for(20, "the agent to connect", || {
         ok(agent, &["sync", "status"])
@@ -51,19 +78,7 @@ fn call_as(agent: &Agent, wav: &std::path::Path, from: &str) {
 }
 
 fn call_to(agent: &Agent, wav: &std::path::Path, from: &str, to: &str) {
-    let out = Command::new(bin())
-        .args(["call", "--config"])
-        .arg(&agent.config)
-        .arg("--wav")
-        .arg(wav)
-        .args(["--to", to, "--from", from, "--wait", "30"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    call_ok_with(agent, wav, &["--to", to, "--from", from, "--wait", "30"]);
 }
 
 fn pending(agent: &Agent) -> i64 {
@@ -123,11 +138,14 @@ fn all_delivered_once(agent: &Agent, backend: &Backend, secs: u64) {
 
 #[test]
 fn events_reach_the_backend_exactly_once_through_restarts_and_lost_acks() {
-    let dir = TempDir::new("sync-broker");
-    let pki = Pki::new(dir.path(), "pki");
-    let mut broker = Broker::start(dir.path(), &pki, &pki);
-    let backend = Backend::start(dir.path(), &broker, &pki);
-    let (cert, key) = pki.issue("shop-1", false);
+    let Upstream {
+        dir: _dir,
+        pki,
+        mut broker,
+        backend,
+        cert,
+        key,
+    } = upstream("sync-broker");
     let agent = Agent::start_with("sync", &sync_config(broker.port, &pki, &cert, &key));
     wait_connected(&agent);
     let wav = caller_wav(
@@ -201,11 +219,14 @@ fn count(agent: &Agent, sql: &str) -> i64 {
 
 #[test]
 fn commands_from_upstream_run_once_and_an_erase_takes_the_callers_pending_events() {
-    let dir = TempDir::new("sync-commands");
-    let pki = Pki::new(dir.path(), "pki");
-    let broker = Broker::start(dir.path(), &pki, &pki);
-    let backend = Backend::start(dir.path(), &broker, &pki);
-    let (cert, key) = pki.issue("shop-1", false);
+    let Upstream {
+        dir: _dir,
+        pki,
+        broker,
+        backend,
+        cert,
+        key,
+    } = upstream("sync-commands");
     let agent = Agent::start_with(
         "sync-commands",
         &sync_config(broker.port, &pki, &cert, &key),
@@ -406,11 +427,14 @@ const PROVIDER: [u8; 4] = [127, 0, 0, 7];
 
 #[test]
 fn a_pushed_config_changes_the_routing_plan_live_and_a_bad_one_changes_nothing() {
-    let dir = TempDir::new("sync-config");
-    let pki = Pki::new(dir.path(), "pki");
-    let broker = Broker::start(dir.path(), &pki, &pki);
-    let backend = Backend::start(dir.path(), &broker, &pki);
-    let (cert, key) = pki.issue("shop-1", false);
+    let Upstream {
+        dir: _dir,
+        pki,
+        broker,
+        backend,
+        cert,
+        key,
+    } = upstream("sync-config");
     let trunk = format!(
         "[[trunk]]\nname = \"provider\"\nmode = \"ip\"\nhost = \"127.0.0.7:5999\"\n\
          hosts = [\"127.0.0.7/32\", \"127.0.0.1/32\"]\nkeepalive_secs = 0\ndids = [\"{DID}\"]\n\n\
@@ -587,15 +611,18 @@ fn pseudo_random(seed: &mut u64) -> u64 {
 
 #[test]
 fn no_event_is_lost_or_doubled_through_kills_and_a_partition() {
-    let dir = TempDir::new("sync-faults");
-    let pki = Pki::new(dir.path(), "pki");
-    let broker = Broker::start(dir.path(), &pki, &pki);
-    let backend = Backend::start(dir.path(), &broker, &pki);
+    let Upstream {
+        dir: _dir,
+        pki,
+        broker,
+        backend,
+        cert,
+        key,
+    } = upstream("sync-faults");
     backend
         .drop_acks_percent
         .store(20, std::sync::atomic::Ordering::Relaxed);
     let net = Partition::new(broker.port);
-    let (cert, key) = pki.issue("shop-1", false);
     let mut agent = Agent::start_with("sync-faults", &sync_config(net.port, &pki, &cert, &key));
     let wav = caller_wav(&agent, "Hello, I would like a quote for a new bathroom.");
     call_from(&agent, &wav);

@@ -222,6 +222,7 @@ pub fn ack_ids(body: &[u8]) -> Option<Vec<String>> {
     )
 }
 
+/// Connected or not, for `handlet sync status`: written when it changes.
 fn status(conn: &Connection, connected: bool) {
     let now = crate::clock::now_ms();
     let _ = write_setting(
@@ -231,6 +232,16 @@ fn status(conn: &Connection, connected: bool) {
         now,
     );
     if connected {
+        let _ = write_setting(conn, "sync.last_contact_ms", &now.to_string(), now);
+    }
+}
+
+/// The backend was heard from: the last contact, written at most once a
+/// second (acknowledgements arrive many a second while a backlog drains).
+fn heard(conn: &Connection, last_written_ms: &mut i64) {
+    let now = crate::clock::now_ms();
+    if now - *last_written_ms >= 1000 {
+        *last_written_ms = now;
         let _ = write_setting(conn, "sync.last_contact_ms", &now.to_string(), now);
     }
 }
@@ -280,6 +291,7 @@ pub async fn run(
     let mut connected = false;
     let mut last_error = String::new();
     let mut refused_logged = false;
+    let mut last_contact = 0;
     // Events published, oldest first, until rumqttc gives each its
     // packet id; then by packet id until the PUBACK.
     let mut queued: std::collections::VecDeque<i64> = Default::default();
@@ -344,7 +356,7 @@ pub async fn run(
                 {
                     let (n, sent) = tokio::task::block_in_place(|| {
                         let n = outbox::acked(&conn, &ids, crate::clock::now_ms());
-                        status(&conn, true);
+                        heard(&conn, &mut last_contact);
                         // Room in flight again: fill it now, not at the
                         // next tick (a backlog drains at the backend's
                         // pace, not the timer's).

@@ -4,25 +4,12 @@
 //! here by openssl; and a small backend that stores what it receives in
 //! SQLite keyed by (device, msg_id) and publishes acknowledgements.
 
-use super::{Reaped, free_port, wait_for};
+use super::{Reaped, free_port, openssl, wait_for};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-
-fn openssl(dir: &Path, args: &[&str]) {
-    let out = Command::new("openssl")
-        .current_dir(dir)
-        .args(args)
-        .output()
-        .expect("openssl is installed (make test installs it)");
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
 
 /// A test CA and certificates it signs.
 pub struct Pki {

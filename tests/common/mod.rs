@@ -469,18 +469,43 @@ pub fn handlet(agent: &Agent, args: &[&str]) -> (bool, String, String) {
 
 /// `handlet call --wav WAV` against the agent: the client's whole output.
 pub fn call_agent(agent: &Agent, wav: &Path) -> std::process::Output {
+    call_agent_with(agent, wav, &[])
+}
+
+/// `handlet call` with more of its options (`--from`, `--to`, `--wait`).
+pub fn call_agent_with(agent: &Agent, wav: &Path, args: &[&str]) -> std::process::Output {
     Command::new(bin())
         .args(["call", "--config"])
         .arg(&agent.config)
         .arg("--wav")
         .arg(wav)
+        .args(args)
         .output()
         .unwrap()
 }
 
+/// openssl in `dir`, which must succeed.
+pub fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .expect("openssl is installed (make test installs it)");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// A `handlet call` that must succeed; its output.
 pub fn call_ok(agent: &Agent, wav: &Path) -> std::process::Output {
-    let out = call_agent(agent, wav);
+    call_ok_with(agent, wav, &[])
+}
+
+/// [`call_ok`] with more of `handlet call`'s options.
+pub fn call_ok_with(agent: &Agent, wav: &Path, args: &[&str]) -> std::process::Output {
+    let out = call_agent_with(agent, wav, args);
     assert!(
         out.status.success(),
         "handlet call failed: {}",
