@@ -120,23 +120,20 @@ pub async fn run(cfg: Config) -> Result<(), Error> {
     // Trunk passwords are read now: a missing one stops start-up here.
     let trunks = Arc::new(sip::trunk::Trunks::from_config(&cfg)?);
     trunks.resolve_all().await;
-    // What calls run under: the file, with the document last pushed from
-    // upstream on top where it still fits (docs/SYNC.md). `cfg` stays the
-    // file's: a new document is laid over it, not over the last one.
-    let conn = crate::store::open_for_tools(&cfg.database_path())?;
-    let (effective, plan) = match cfg
-        .sync
-        .enabled()
-        .then(|| crate::uplink::pushed(&cfg, &conn))
-        .flatten()
-    {
-        Some((version, c, plan)) => {
-            tracing::info!(version, "running the config pushed from upstream");
-            (c, plan)
-        }
-        None => (cfg.clone(), cfg.routing_plan().map_err(Error::Config)?),
+    // The plan, retention and receptionist last pushed from upstream, where they still
+    // fit the file (docs/SYNC.md).
+    let pushed = if cfg.sync.enabled() {
+        let conn = crate::store::open_for_tools(&cfg.database_path())?;
+        crate::uplink::pushed(&cfg, &conn)
+    } else {
+        None
     };
-    let retention = Arc::new(crate::privacy::Retention::new(&effective.privacy));
+    let retention = Arc::new(crate::privacy::Retention::new(
+        &pushed.as_ref().map_or(&cfg, |p| &p.1).privacy,
+    ));
+    // What the receptionist says, pushed or the file's: the voice renders
+    // its fixed sentences at start.
+    let receptionist = pushed.as_ref().map_or(&cfg, |p| &p.1).receptionist.clone();
     start_sweeper(&cfg, retention.clone());
     let sip_cancel = CancellationToken::new();
     let server = sip::bind(&cfg, sip_cancel.clone()).await?;
@@ -158,17 +155,18 @@ pub async fn run(cfg: Config) -> Result<(), Error> {
         });
     let registrar =
         Arc::new(sip::registrar::Registrar::new(&cfg).with_store(store.clone(), stored));
-    let plan = Arc::new(with_override(&conn, plan)?);
-    drop(conn);
+    let plan = Arc::new(routing_plan(&cfg, pushed.map(|(v, _, p)| (v, p)))?);
+    let voice_cfg = Config {
+        receptionist: receptionist.clone(),
+        ..cfg.clone()
+    };
     let voice = match cfg.receptionist.mode {
         crate::receptionist::Mode::Listen => None,
         crate::receptionist::Mode::Converse => Some(Arc::new(tokio::task::block_in_place(|| {
-            start_voice(&effective, &models, &plan.current())
+            start_voice(&voice_cfg, &models, &plan.current())
         })?)),
     };
-    let receptionist = Arc::new(crate::receptionist::LiveConfig::new(
-        effective.receptionist.clone(),
-    ));
+    let receptionist = Arc::new(crate::receptionist::LiveConfig::new(receptionist));
     let ctx = Arc::new(CallCtx {
         cfg,
         store: store.clone(),
@@ -357,6 +355,8 @@ struct Status {
 /// The key the routing override is kept under (`settings`).
 pub const ROUTE_OVERRIDE: &str = "route.override";
 
+/// The routing plan, with the override an operator last set (kept in the
+/// database across restarts).
 /// Load the box's voice and have its fixed sentences rendered (in the
 /// background: a call that comes first has them synthesised as it goes).
 fn start_voice(
@@ -399,13 +399,17 @@ fn start_voice(
     Ok(v)
 }
 
-/// The routing plan, under the override an operator last set (kept in
-/// the database across restarts).
-fn with_override(
-    conn: &rusqlite::Connection,
-    plan: crate::routing::Plan,
+fn routing_plan(
+    cfg: &Config,
+    pushed: Option<(u64, crate::routing::Plan)>,
 ) -> Result<crate::routing::LivePlan, Error> {
-    let switch = match crate::store::read_setting(conn, ROUTE_OVERRIDE)? {
+    let mut plan = cfg.routing_plan().map_err(Error::Config)?;
+    let conn = crate::store::open_for_tools(&cfg.database_path())?;
+    if let Some((version, pushed)) = pushed {
+        tracing::info!(version, "routing by the plan pushed from upstream");
+        plan = pushed;
+    }
+    let switch = match crate::store::read_setting(&conn, ROUTE_OVERRIDE)? {
         Some(v) => v.parse().unwrap_or_else(|e| {
             tracing::warn!(error = %e, "ignoring a stored routing override");
             crate::routing::Override::Auto
